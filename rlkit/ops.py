@@ -1,0 +1,77 @@
+"""Shared RL maths, written rlax-style for one unbatched stream and batched by the caller.
+
+Time suffixes follow rlax: `r_t` is the reward after `a_{t-1}`... here we keep the plain
+convention of a rollout: index t holds (obs_t, a_t, r_t, terminated_t, truncated_t, next_obs_t).
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from rlkit.types import Array
+
+
+def generalized_advantage_estimation(
+    reward: Array,
+    value: Array,
+    next_value: Array,
+    terminated: Array,
+    truncated: Array,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Array, Array]:
+    """GAE(lambda) (Schulman et al. 2016) with terminated and truncated kept apart.
+
+    A terminated step does not bootstrap; a truncated step bootstraps from the value of the true
+    final observation (`next_value` there is V(final_obs), not the value of the reset observation),
+    and no advantage flows across any episode boundary.
+
+    Args:
+        reward: [T, ...] r_t.
+        value: [T, ...] V(obs_t).
+        next_value: [T, ...] V(next_obs_t), next_obs_t being the observation before any reset.
+        terminated: [T, ...] bool.
+        truncated: [T, ...] bool.
+        gamma: discount.
+        gae_lambda: the lambda of GAE.
+
+    Returns:
+        (advantages [T, ...], returns [T, ...]) with returns = advantages + value.
+    """
+    chex.assert_equal_shape([reward, value, next_value, terminated, truncated])
+    not_terminated = 1.0 - terminated.astype(jnp.float32)
+    episode_continues = 1.0 - jnp.logical_or(terminated, truncated).astype(jnp.float32)
+    delta = reward + gamma * not_terminated * next_value - value
+
+    def backward(advantage_next, inputs):
+        delta_t, continues_t = inputs
+        advantage = delta_t + gamma * gae_lambda * continues_t * advantage_next
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(
+        backward, jnp.zeros_like(delta[0]), (delta, episode_continues), reverse=True
+    )
+    return advantages, advantages + value
+
+
+def double_q_learning_target(
+    reward: Array, terminated: Array, q_next_online: Array, q_next_target: Array, gamma: float
+) -> Array:
+    """Double-DQN target (van Hasselt et al. 2016): r + gamma * Q_target(s', argmax_a Q(s', a)).
+
+    Args:
+        reward: [B] rewards.
+        terminated: [B] bool; truncated transitions still bootstrap.
+        q_next_online: [B, A] online-network values of next_obs (selects the action).
+        q_next_target: [B, A] target-network values of next_obs (evaluates it).
+        gamma: discount.
+
+    Returns:
+        [B] targets (not stopped: callers apply `jax.lax.stop_gradient`).
+    """
+    chex.assert_rank([reward, q_next_online, q_next_target], [1, 2, 2])
+    best = jnp.argmax(q_next_online, axis=-1)
+    q_next = jnp.take_along_axis(q_next_target, best[:, None], axis=-1)[:, 0]
+    return reward + gamma * (1.0 - terminated.astype(jnp.float32)) * q_next

@@ -1,0 +1,240 @@
+"""The contracts every rlkit package agrees on: environments, agents, transitions and models.
+
+Everything here is a plain pytree or a NamedTuple of pure functions (optax / gymnax style), so it
+can cross `jit`, `vmap` and `lax.scan` and be checkpointed as is.
+
+Environments (ARCHITECTURE.md section 2) come in two kinds with one set of semantics:
+
+* `Environment`: functional JAX environment, gymnax 1.0 style. `step` does **not** auto-reset;
+  `rlkit.loops.autoreset` wraps it and keeps the observation before the reset in
+  `info["final_obs"]` so that truncated episodes bootstrap correctly.
+* `HostEnvironment`: a batched environment stepped on the CPU with numpy (gymnasium, procgen). It
+  auto-resets itself and reports the pre-reset observation in the same `final_obs` field.
+
+Agents (section 3) are `Agent` NamedTuples of pure functions plus a `Feed` that tells the driver
+how to feed them (on-policy rollouts or a replay buffer, with their sizes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from flax import struct
+
+Array = jax.Array
+PRNGKey = jax.Array
+PyTree = Any
+Metrics = dict[str, Array]
+
+
+# --------------------------------------------------------------------------------------------
+# Environments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Static description of an environment's interface (hashable, never traced).
+
+    Attributes:
+        name: registry name, e.g. "cartpole" or "chain".
+        obs_shape: shape of one observation, without batch axes.
+        obs_dtype: numpy dtype name of observations ("float32", "uint8").
+        num_actions: number of discrete actions.
+        max_episode_steps: episodes are truncated after this many steps.
+    """
+
+    name: str
+    obs_shape: tuple[int, ...]
+    obs_dtype: str
+    num_actions: int
+    max_episode_steps: int
+
+    @property
+    def is_image(self) -> bool:
+        """True for [H, W, C] observations (the CNN torsos take these)."""
+        return len(self.obs_shape) == 3
+
+
+@struct.dataclass
+class TabularModel:
+    """The exact model of a finite MDP, for `rlkit.planning`.
+
+    Episodes start in `initial`, follow `transitions`, end when they enter a `terminal` state
+    (absorbing, zero reward) and are truncated after `horizon` steps. Time-dependent MDPs (locks,
+    DeepSea) put the step index into the state, so the model itself is stationary.
+
+    Attributes:
+        transitions: [S, A, S] P(s' | s, a); rows sum to one.
+        rewards: [S, A] expected reward of taking a in s.
+        terminal: [S] bool, entering such a state ends the episode.
+        initial: [S] initial state distribution.
+        observations: [S, *obs_shape] the observation emitted in each state (what the agent sees).
+        horizon: int32 scalar, the truncation length (max_episode_steps).
+    """
+
+    transitions: Array
+    rewards: Array
+    terminal: Array
+    initial: Array
+    observations: Array
+    horizon: Array
+
+    @property
+    def num_states(self) -> int:
+        return self.transitions.shape[0]
+
+    @property
+    def num_actions(self) -> int:
+        return self.transitions.shape[1]
+
+
+class Environment(NamedTuple):
+    """A functional JAX environment (gymnax 1.0 semantics, without auto-reset).
+
+    Attributes:
+        spec: the static `EnvSpec`.
+        default_params: a pytree of environment parameters (vmappable).
+        reset: `(key, params) -> (obs, env_state)`.
+        step: `(key, env_state, action, params) -> (obs, env_state, reward, terminated,
+            truncated, info)`; reward float32, terminated / truncated bool scalars; info a dict of
+            arrays with a fixed structure.
+        model: `(params) -> TabularModel` for environments with an exact model, else None.
+        state_index: `(env_state, params) -> int32` index of the state in `model`, else None.
+    """
+
+    spec: EnvSpec
+    default_params: PyTree
+    reset: Callable[[PRNGKey, PyTree], tuple[Array, PyTree]]
+    step: Callable[..., tuple[Array, PyTree, Array, Array, Array, dict]]
+    model: Callable[[PyTree], TabularModel] | None = None
+    state_index: Callable[[PyTree, PyTree], Array] | None = None
+
+
+class HostStep(NamedTuple):
+    """One batched step of a `HostEnvironment` (numpy arrays with a leading [N] axis).
+
+    `obs` is already the first observation of the next episode where an episode ended;
+    `final_obs` is the true next observation (before any reset), used for bootstrapping.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_obs: np.ndarray
+
+
+class HostEnvironment:
+    """Interface of batched CPU environments (gymnasium vector envs, procgen).
+
+    Implementations auto-reset (gymnasium's same-step mode) and keep terminated and truncated
+    apart. `num_envs` environments step together.
+    """
+
+    spec: EnvSpec
+    num_envs: int
+
+    def reset(self, seed: int) -> np.ndarray:  # [N, *obs_shape]
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> HostStep:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class Transition:
+    """One environment step, batched by the caller ([T, N, ...] in rollouts, [B, ...] in batches).
+
+    Attributes:
+        obs: observation the action was chosen from.
+        action: int32 action.
+        reward: float32 reward.
+        terminated: bool, the episode ended in a terminal state (do not bootstrap).
+        truncated: bool, the episode was cut by a time limit (bootstrap from next_obs).
+        next_obs: the true next observation, before any auto-reset.
+        extras: what `act` returned alongside the action (log-prob, value, ...).
+    """
+
+    obs: Array
+    action: Array
+    reward: Array
+    terminated: Array
+    truncated: Array
+    next_obs: Array
+    extras: dict = struct.field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Agents
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnPolicyFeed:
+    """The agent learns from fresh rollouts of `rollout_length` steps of `num_envs` envs.
+
+    `update` receives a `Transition` with leaves shaped [rollout_length, num_envs, ...].
+    """
+
+    num_envs: int
+    rollout_length: int
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.rollout_length
+
+
+@dataclass(frozen=True)
+class ReplayFeed:
+    """The agent learns from uniform batches of a replay buffer filled by `num_envs` envs.
+
+    Each driver iteration steps every env once and adds the [num_envs] transitions; once the
+    buffer holds `learning_starts` transitions, `update` runs on a `Transition` batch of
+    `batch_size` rows every `train_every` iterations.
+    """
+
+    num_envs: int
+    buffer_size: int
+    batch_size: int
+    learning_starts: int
+    train_every: int = 1
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs
+
+
+Feed = OnPolicyFeed | ReplayFeed
+
+
+class Agent(NamedTuple):
+    """The agent contract (ARCHITECTURE.md section 3): pure functions and how to feed them.
+
+    Attributes:
+        init: `(key) -> state`, every leaf an array of fixed shape and dtype.
+        act: `(state, obs [N, *obs_shape], key) -> (action [N] int32, extras dict of [N] arrays)`.
+            Exploratory behaviour (sampling, epsilon-greedy).
+        update: `(state, batch: Transition, key) -> (state, metrics dict of scalars)`.
+        policy: `(state, obs [N, *obs_shape]) -> probs [N, A]`, the policy evaluated and reported
+            (greedy for value-based agents, the learned distribution for policy-gradient agents).
+        feed: an `OnPolicyFeed` or `ReplayFeed`.
+    """
+
+    init: Callable[[PRNGKey], PyTree]
+    act: Callable[[PyTree, Array, PRNGKey], tuple[Array, dict]]
+    update: Callable[[PyTree, Transition, PRNGKey], tuple[PyTree, Metrics]]
+    policy: Callable[[PyTree, Array], Array]
+    feed: Feed
