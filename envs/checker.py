@@ -1,0 +1,548 @@
+"""Check that an environment honours rlkit's contracts, and say in words what to fix.
+
+`check_env` is for authors of functional JAX environments (`rlkit.types.Environment`), and
+`check_host_env` for batched CPU ones (`rlkit.types.HostEnvironment`). Both collect every problem
+they can find and raise one `RlkitError` listing them all, so one run shows the whole to-do list.
+`model_problems` checks a `TabularModel` on its own (the tabular env uses it at build time).
+
+Typical use, in a test of a custom environment::
+
+    from envs.checker import check_env
+    check_env(make_my_env(MyConfig()))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlkit.errors import RlkitError
+from rlkit.types import Environment, EnvSpec, HostEnvironment, HostStep, TabularModel
+
+# Probabilities are float32 in models; rows of a few hundred entries sum to 1 within this.
+_PROBABILITY_TOLERANCE = 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _describe(x: Any) -> str:
+    """'shape (3,) dtype float32' for arrays, the type name for anything else."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"shape {tuple(x.shape)} dtype {x.dtype}"
+    return f"a Python {type(x).__name__}"
+
+
+def _leaf_signatures(tree: Any) -> dict[str, tuple]:
+    """{path: (shape, dtype, is_array)} of every leaf, to compare two pytrees."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        jax.tree_util.keystr(path): (
+            tuple(np.shape(leaf)),
+            str(jnp.asarray(leaf).dtype),
+            isinstance(leaf, jax.Array | np.ndarray),
+        )
+        for path, leaf in leaves
+    }
+
+
+def _compare_trees(what: str, before: Any, after: Any, when: str) -> list[str]:
+    """Problems when `after` differs from `before` in structure, leaf shapes or dtypes."""
+    problems = []
+    sig_before, sig_after = _leaf_signatures(before), _leaf_signatures(after)
+    if jax.tree_util.tree_structure(before) != jax.tree_util.tree_structure(after):
+        added = sorted(set(sig_after) - set(sig_before))
+        removed = sorted(set(sig_before) - set(sig_after))
+        problems.append(
+            f"{what} changes structure {when} (added {added or 'none'}, removed "
+            f"{removed or 'none'}): return the same keys / fields every step so that "
+            "lax.scan can carry it"
+        )
+        return problems
+    for path, (shape, dtype, _) in sig_before.items():
+        new_shape, new_dtype, _ = sig_after[path]
+        if (shape, dtype) != (new_shape, new_dtype):
+            problems.append(
+                f"{what} leaf {path} changes from shape {shape} dtype {dtype} to shape "
+                f"{new_shape} dtype {new_dtype} {when}: give it a fixed shape and dtype from "
+                "the start (e.g. jnp.zeros((), jnp.int32) instead of 0)"
+            )
+    return problems
+
+
+def _python_leaves(what: str, tree: Any) -> list[str]:
+    """Problems for leaves that are Python numbers instead of arrays (they retrace jit)."""
+    return [
+        f"{what} leaf {path} is not an array: wrap it, e.g. jnp.asarray(x, jnp.int32), so its "
+        "dtype and shape are fixed"
+        for path, (_, _, is_array) in _leaf_signatures(tree).items()
+        if not is_array
+    ]
+
+
+def _check_obs(obs: Any, spec: EnvSpec, where: str) -> list[str]:
+    if not hasattr(obs, "shape") or not hasattr(obs, "dtype"):
+        return [f"{where} returns an observation that is {_describe(obs)}, not an array"]
+    problems = []
+    if tuple(obs.shape) != tuple(spec.obs_shape):
+        problems.append(
+            f"{where} returns an observation of shape {tuple(obs.shape)} but spec.obs_shape is "
+            f"{tuple(spec.obs_shape)}: make them agree"
+        )
+    if str(obs.dtype) != spec.obs_dtype:
+        problems.append(
+            f"{where} returns an observation of dtype {obs.dtype} but spec.obs_dtype is "
+            f"{spec.obs_dtype!r}: cast it (obs.astype(jnp.{spec.obs_dtype})) or fix the spec"
+        )
+    return problems
+
+
+def _check_scalar(name: str, x: Any, dtype: str, fix: str) -> list[str]:
+    if hasattr(x, "shape") and tuple(x.shape) == () and str(x.dtype) == dtype:
+        return []
+    return [f"step returns {name} as {_describe(x)}, expected a {dtype} scalar (shape ()): {fix}"]
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def model_problems(model: Any, spec: EnvSpec | None = None) -> list[str]:
+    """Everything wrong with a concrete `TabularModel` (shapes, probabilities, horizon).
+
+    Args:
+        model: the model to check (concrete arrays, not tracers).
+        spec: when given, the model must also agree with it (actions, observations, horizon).
+
+    Returns:
+        A list of problems in words (empty when the model is fine).
+    """
+    if not isinstance(model, TabularModel):
+        return [f"model(params) returns {type(model).__name__}, expected rlkit.types.TabularModel"]
+    problems = []
+    transitions = np.asarray(model.transitions)
+    if transitions.ndim != 3 or transitions.shape[0] != transitions.shape[2]:
+        return [f"model.transitions must have shape [S, A, S], got {transitions.shape}"]
+    num_states, num_actions, _ = transitions.shape
+    if spec is not None and num_actions != spec.num_actions:
+        problems.append(
+            f"model.transitions has {num_actions} actions but spec.num_actions is "
+            f"{spec.num_actions}"
+        )
+    if not np.all(np.isfinite(transitions)) or np.any(transitions < 0):
+        problems.append("model.transitions has negative or non-finite probabilities")
+    row_sums = transitions.sum(-1)
+    bad_rows = np.argwhere(np.abs(row_sums - 1.0) > _PROBABILITY_TOLERANCE)
+    if len(bad_rows):
+        s, a = bad_rows[0]
+        problems.append(
+            f"model.transitions rows must sum to 1 over next states: {len(bad_rows)} rows do not, "
+            f"e.g. P[{s}, {a}, :] sums to {row_sums[s, a]:.6f}"
+        )
+    rewards = np.asarray(model.rewards)
+    if rewards.shape != (num_states, num_actions):
+        problems.append(
+            f"model.rewards must have shape [S, A] = {(num_states, num_actions)}, got "
+            f"{rewards.shape}"
+        )
+    elif not np.all(np.isfinite(rewards)):
+        problems.append("model.rewards has non-finite entries")
+    terminal = np.asarray(model.terminal)
+    if terminal.shape != (num_states,) or terminal.dtype != np.bool_:
+        problems.append(
+            f"model.terminal must be a bool array of shape [S] = ({num_states},), got "
+            f"{_describe(terminal)}"
+        )
+    initial = np.asarray(model.initial)
+    if initial.shape != (num_states,):
+        problems.append(f"model.initial must have shape [S] = ({num_states},), got {initial.shape}")
+    else:
+        if np.any(initial < 0) or abs(initial.sum() - 1.0) > _PROBABILITY_TOLERANCE:
+            problems.append(
+                f"model.initial must be a probability vector, it sums to {initial.sum():.6f}"
+            )
+        if terminal.shape == (num_states,) and np.any(initial[terminal.astype(bool)] > 0):
+            problems.append(
+                "model.initial puts mass on terminal states: episodes would start already over"
+            )
+    observations = np.asarray(model.observations)
+    if observations.shape[:1] != (num_states,):
+        problems.append(
+            f"model.observations must have S = {num_states} rows, got shape {observations.shape}"
+        )
+    elif spec is not None:
+        if tuple(observations.shape[1:]) != tuple(spec.obs_shape):
+            problems.append(
+                f"model.observations rows have shape {observations.shape[1:]} but spec.obs_shape "
+                f"is {tuple(spec.obs_shape)}"
+            )
+        if str(observations.dtype) != spec.obs_dtype:
+            problems.append(
+                f"model.observations has dtype {observations.dtype} but spec.obs_dtype is "
+                f"{spec.obs_dtype!r}"
+            )
+    horizon = np.asarray(model.horizon)
+    if horizon.shape != () or not np.issubdtype(horizon.dtype, np.integer) or horizon < 1:
+        problems.append(f"model.horizon must be a positive int scalar, got {_describe(horizon)}")
+    elif spec is not None and int(horizon) != spec.max_episode_steps:
+        problems.append(
+            f"model.horizon is {int(horizon)} but spec.max_episode_steps is "
+            f"{spec.max_episode_steps}: they are the same truncation length"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Functional environments
+# --------------------------------------------------------------------------------------------
+
+
+def _spec_problems(spec: Any) -> list[str]:
+    if not isinstance(spec, EnvSpec):
+        return [f"env.spec is {type(spec).__name__}, expected rlkit.types.EnvSpec"]
+    problems = []
+    try:
+        np.dtype(spec.obs_dtype)
+    except TypeError:
+        problems.append(f"spec.obs_dtype {spec.obs_dtype!r} is not a numpy dtype name")
+    if spec.num_actions < 1:
+        problems.append(f"spec.num_actions must be >= 1, got {spec.num_actions}")
+    if spec.max_episode_steps < 1:
+        problems.append(f"spec.max_episode_steps must be >= 1, got {spec.max_episode_steps}")
+    return problems
+
+
+def _call(problems: list[str], what: str, fn: Callable, *args) -> Any:
+    """fn(*args), or None with a problem recorded when it raises."""
+    try:
+        return fn(*args)
+    except Exception as error:  # noqa: BLE001 - any failure is a finding to report
+        problems.append(f"{what} raised {_first_line(error)}")
+        return None
+
+
+def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -> dict:
+    """Random-action episodes of spec.max_episode_steps steps, one compiled program.
+
+    Returns numpy summaries: when each episode first ended, and (for envs with a model) how often
+    the env disagreed with its model while the episode was running.
+    """
+    spec = env.spec
+    has_model = env.model is not None and env.state_index is not None
+
+    def episode(key):
+        reset_key, key = jax.random.split(key)
+        obs, state = env.reset(reset_key, params)
+        stats = {"ended_at": jnp.asarray(-1, jnp.int32)}
+        if has_model:
+            model = env.model(params)
+            index = env.state_index(state, params)
+            stats["obs_mismatch"] = jnp.any(obs != model.observations[index]).astype(jnp.int32)
+            stats["bad_initial"] = (model.initial[index] <= 0).astype(jnp.int32)
+            stats["bad_transition"] = jnp.zeros((), jnp.int32)
+            stats["bad_terminated"] = jnp.zeros((), jnp.int32)
+
+        def body(carry, t):
+            state, key, stats = carry
+            key, action_key, step_key = jax.random.split(key, 3)
+            action = jax.random.randint(action_key, (), 0, spec.num_actions, jnp.int32)
+            obs, next_state, _, terminated, truncated, _ = env.step(
+                step_key, state, action, params
+            )
+            alive = stats["ended_at"] < 0
+            done = jnp.logical_or(terminated, truncated)
+            stats = dict(stats)
+            stats["ended_at"] = jnp.where(alive & done, t + 1, stats["ended_at"])
+            if has_model:
+                index = env.state_index(state, params)
+                next_index = env.state_index(next_state, params)
+                mismatch = jnp.any(obs != model.observations[next_index])
+                impossible = model.transitions[index, action, next_index] <= 0
+                wrong_end = terminated != model.terminal[next_index]
+                for name, flag in (
+                    ("obs_mismatch", mismatch),
+                    ("bad_transition", impossible),
+                    ("bad_terminated", wrong_end),
+                ):
+                    stats[name] = stats[name] + (alive & flag).astype(jnp.int32)
+            return (next_state, key, stats), None
+
+        steps = jnp.arange(spec.max_episode_steps, dtype=jnp.int32)
+        (_, _, stats), _ = jax.lax.scan(body, (state, key, stats), steps)
+        return stats
+
+    stats = jax.jit(jax.vmap(episode))(jax.random.split(key, num_episodes))
+    return jax.tree.map(np.asarray, stats)
+
+
+def check_env(
+    env: Environment, params: Any = None, key: jax.Array | None = None, num_episodes: int = 8
+) -> None:
+    """Check a functional environment against the `rlkit.types.Environment` contract.
+
+    Checks the return arity of `reset` / `step`; observation shape and dtype against the spec;
+    reward a float32 scalar, terminated / truncated bool scalars; info a dict of fixed structure;
+    state leaves keeping their shapes and dtypes; `step` jittable and vmappable over keys; every
+    random-action episode ending within `spec.max_episode_steps`; and, for envs with a model,
+    the model's shapes and probabilities and the env's agreement with it (`state_index` matching
+    the observations, transitions in the model's support, `terminated` matching terminal states).
+
+    Args:
+        env: the environment.
+        params: env params (default: `env.default_params`).
+        key: PRNG key (default: `jax.random.key(0)`).
+        num_episodes: random-action episodes to roll out (in parallel, one compiled program).
+
+    Raises:
+        RlkitError: listing every problem found.
+    """
+    params = env.default_params if params is None else params
+    key = jax.random.key(0) if key is None else key
+    problems = _spec_problems(env.spec)
+    name = getattr(env.spec, "name", "?")
+
+    def fail():
+        if problems:
+            lines = "\n".join(f"  - {problem}" for problem in problems)
+            raise RlkitError(f"env {name!r} breaks the Environment contract:\n{lines}")
+
+    fail()  # A broken spec makes every later check meaningless.
+    spec = env.spec
+    reset_key, step_key, step_key_2, vmap_key, rollout_key = jax.random.split(key, 5)
+
+    # Eager reset and two eager steps: arity, types, and what changes between steps.
+    out = _call(problems, "reset(key, params)", env.reset, reset_key, params)
+    if out is not None and (not isinstance(out, tuple) or len(out) != 2):
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else _describe(out)
+        problems.append(f"reset must return (obs, state), got {got}")
+        out = None
+    if out is None:
+        fail()
+    obs, state = out
+    problems += _check_obs(obs, spec, "reset")
+    problems += _python_leaves("reset's state", state)
+    action = jnp.zeros((), jnp.int32)
+    out = _call(problems, "step(key, state, action, params)", env.step, step_key, state, action,
+                params)
+    if out is not None and (not isinstance(out, tuple) or len(out) != 6):
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else _describe(out)
+        problems.append(
+            "step must return (obs, state, reward, terminated, truncated, info) (gymnax 1.0 "
+            f"with terminated and truncated apart), got {got}"
+        )
+        out = None
+    if out is None:
+        fail()
+    obs_1, state_1, reward, terminated, truncated, info_1 = out
+    problems += _check_obs(obs_1, spec, "step")
+    problems += _check_scalar("reward", reward, "float32", "return jnp.asarray(r, jnp.float32)")
+    for flag_name, flag in (("terminated", terminated), ("truncated", truncated)):
+        problems += _check_scalar(
+            flag_name, flag, "bool", "return a comparison (e.g. t >= limit), not a 0/1 number"
+        )
+    info_ok = isinstance(info_1, dict)
+    if not info_ok:
+        problems.append(f"step returns info as {type(info_1).__name__}, expected a dict of arrays")
+    problems += _compare_trees("state", state, state_1, "between reset and the first step")
+    out = _call(problems, "a second step", env.step, step_key_2, state_1, action, params)
+    if out is not None and isinstance(out, tuple) and len(out) == 6:
+        _, state_2, _, _, _, info_2 = out
+        problems += _compare_trees("state", state_1, state_2, "between the first and second step")
+        if info_ok:
+            problems += _compare_trees("info", info_1, info_2, "between the first and second step")
+
+    # Compiled and vectorised use, as the drivers will do it.
+    jit_ok = _call(problems, "jax.jit(step)", jax.jit(env.step), step_key, state, action,
+                   params) is not None
+    if not jit_ok:
+        problems[-1] += (
+            " -- step is not jittable: replace Python if / while / int() on arrays with "
+            "jnp.where / lax.cond / lax.while_loop, and keep shapes static"
+        )
+    keys = jax.random.split(vmap_key, 3)
+    vmap_ok = False
+    reset_batch = _call(problems, "jax.vmap(reset) over keys",
+                        jax.vmap(env.reset, in_axes=(0, None)), keys, params)
+    if reset_batch is not None:
+        obs_batch, state_batch = reset_batch
+        actions = jnp.zeros((3,), jnp.int32)
+        stepped = _call(problems, "jax.vmap(step) over keys and states",
+                        jax.vmap(env.step, in_axes=(0, 0, 0, None)), keys, state_batch, actions,
+                        params)
+        if stepped is None:
+            problems[-1] += (
+                " -- step is not vmappable: avoid host callbacks and Python-side batching; write "
+                "step for one unbatched environment"
+            )
+        else:
+            vmap_ok = True
+            if tuple(np.shape(stepped[0])) != (3, *spec.obs_shape):
+                problems.append(
+                    f"vmapped step returns observations of shape {np.shape(stepped[0])}, "
+                    f"expected {(3, *spec.obs_shape)}"
+                )
+
+    # The exact model, when the env has one.
+    model_ok = False
+    if env.state_index is not None and env.model is None:
+        problems.append("env.state_index is set but env.model is None: set both or neither")
+    if env.model is not None:
+        model = _call(problems, "model(params)", env.model, params)
+        if model is not None:
+            found = model_problems(model, spec)
+            problems += found
+            model_ok = not found
+
+    # Random-action episodes: they must end, and agree with the model.
+    if jit_ok and vmap_ok:
+        stats = _call(problems, "rolling out random episodes", _rollout,
+                      env if model_ok else env._replace(model=None, state_index=None), params,
+                      rollout_key, num_episodes)
+        if stats is not None:
+            never_ended = int(np.sum(stats["ended_at"] < 0))
+            if never_ended:
+                problems.append(
+                    f"{never_ended} of {num_episodes} random-action episodes neither terminated "
+                    f"nor truncated within spec.max_episode_steps={spec.max_episode_steps} "
+                    "steps: step must return truncated=True when the step counter reaches the "
+                    "time limit (or spec.max_episode_steps is larger than the env's limit)"
+                )
+            if "obs_mismatch" in stats:
+                messages = {
+                    "obs_mismatch": "observations differ from model.observations[state_index("
+                    "state)]: state_index or model.observations is inconsistent with the env",
+                    "bad_initial": "reset starts in states that model.initial gives probability "
+                    "0: state_index or model.initial is inconsistent with reset",
+                    "bad_transition": "step makes transitions that model.transitions gives "
+                    "probability 0: state_index or model.transitions is inconsistent with step",
+                    "bad_terminated": "step's terminated flag disagrees with model.terminal of "
+                    "the next state",
+                }
+                for stat, message in messages.items():
+                    count = int(np.sum(stats[stat]))
+                    if count:
+                        problems.append(f"{message} ({count} times in {num_episodes} episodes)")
+    else:
+        problems.append(
+            "random-action episodes were not rolled out (so episode ends and model agreement "
+            "are unchecked) because step failed under jit or vmap: fix that first"
+        )
+    fail()
+
+
+# --------------------------------------------------------------------------------------------
+# Host environments
+# --------------------------------------------------------------------------------------------
+
+
+def _check_host_array(
+    problems: list[str], name: str, x: Any, shape: tuple, dtype_ok: Callable, dtype_name: str
+) -> bool:
+    if not isinstance(x, np.ndarray):
+        problems.append(f"step().{name} is {type(x).__name__}, expected a numpy array")
+        return False
+    if x.shape != shape or not dtype_ok(x.dtype):
+        problems.append(
+            f"step().{name} has shape {x.shape} dtype {x.dtype}, expected shape {shape} "
+            f"dtype {dtype_name}"
+        )
+        return False
+    return True
+
+
+def check_host_env(env: HostEnvironment, seed: int = 0, max_steps: int | None = None) -> None:
+    """Check a batched CPU environment against the `rlkit.types.HostEnvironment` contract.
+
+    Checks `reset(seed)` and `step(actions)` shapes and dtypes ([num_envs, ...] numpy arrays,
+    observations as the spec says, float rewards, bool terminated / truncated), that `step`
+    returns a `HostStep` with `final_obs` equal to `obs` wherever no episode ended, and that every
+    environment finishes an episode within `spec.max_episode_steps` random steps.
+
+    Args:
+        env: the host environment (not closed by this function).
+        seed: the reset seed.
+        max_steps: steps to run (default `spec.max_episode_steps`); with fewer, the check that
+            episodes end is skipped.
+
+    Raises:
+        RlkitError: listing every problem found.
+    """
+    problems = _spec_problems(getattr(env, "spec", None))
+    num_envs = getattr(env, "num_envs", None)
+    if not isinstance(num_envs, int) or num_envs < 1:
+        problems.append(f"env.num_envs must be a positive int, got {num_envs!r}")
+    name = getattr(getattr(env, "spec", None), "name", "?")
+
+    def fail():
+        if problems:
+            lines = "\n".join(f"  - {problem}" for problem in problems)
+            raise RlkitError(f"host env {name!r} breaks the HostEnvironment contract:\n{lines}")
+
+    fail()
+    spec = env.spec
+    obs_shape = (num_envs, *spec.obs_shape)
+    obs_dtype = np.dtype(spec.obs_dtype)
+    obs = _call(problems, "reset(seed)", env.reset, seed)
+    if obs is not None:
+        if not isinstance(obs, np.ndarray):
+            problems.append(f"reset returns {type(obs).__name__}, expected a numpy array")
+        elif obs.shape != obs_shape or obs.dtype != obs_dtype:
+            problems.append(
+                f"reset returns observations of shape {obs.shape} dtype {obs.dtype}, expected "
+                f"shape {obs_shape} dtype {obs_dtype} ([num_envs, *spec.obs_shape])"
+            )
+    fail()
+    rng = np.random.default_rng(seed)
+    num_steps = spec.max_episode_steps if max_steps is None else max_steps
+    ended = np.zeros(num_envs, bool)
+    for _ in range(num_steps):
+        actions = rng.integers(0, spec.num_actions, num_envs).astype(np.int32)
+        out = _call(problems, "step(actions)", env.step, actions)
+        if out is None:
+            break
+        if not isinstance(out, HostStep):
+            missing = [f for f in HostStep._fields if not hasattr(out, f)]
+            problems.append(
+                f"step returns {type(out).__name__}, expected rlkit.types.HostStep"
+                + (f" (missing {', '.join(missing)})" if missing else "")
+            )
+            break
+        ok = _check_host_array(problems, "obs", out.obs, obs_shape,
+                               lambda d: d == obs_dtype, str(obs_dtype))
+        ok &= _check_host_array(problems, "final_obs", out.final_obs, obs_shape,
+                                lambda d: d == obs_dtype, str(obs_dtype))
+        ok &= _check_host_array(problems, "reward", out.reward, (num_envs,),
+                                lambda d: np.issubdtype(d, np.floating), "float32")
+        for flag in ("terminated", "truncated"):
+            ok &= _check_host_array(problems, flag, getattr(out, flag), (num_envs,),
+                                    lambda d: d == np.bool_, "bool")
+        if not ok:
+            break
+        done = out.terminated | out.truncated
+        if np.any(out.obs[~done] != out.final_obs[~done]):
+            problems.append(
+                "step().final_obs differs from obs for environments that did not end: final_obs "
+                "must be the true next observation, equal to obs unless the env was reset"
+            )
+            break
+        ended |= done
+    else:
+        if num_steps >= spec.max_episode_steps and not ended.all():
+            problems.append(
+                f"{int((~ended).sum())} of {num_envs} environments did not end an episode within "
+                f"spec.max_episode_steps={spec.max_episode_steps} random steps: truncate at the "
+                "time limit (or fix spec.max_episode_steps)"
+            )
+    fail()

@@ -1,0 +1,453 @@
+"""Toy MDPs with exact models: chain, RiverSwim, combination lock, DeepSea, grid world.
+
+Each is a `TabularModel` built by a `<name>_model` function and turned into an environment by
+`envs.tabular.make_tabular_env`, so every one exposes `env.model(params)` for `rlkit.planning`.
+The model builders of the lock and DeepSea take their randomness (the code, the action mapping)
+as arrays, so `jax.vmap` over them gives one MDP per seed:
+
+    codes = jax.random.randint(keys[:, None], ...)  # or vmap over keys
+    params = jax.vmap(lambda c: tabular.make_params(combination_lock_model(c, 4)))(codes)
+
+Time-dependent MDPs (lock, DeepSea) put the step index into the state, so their models are
+stationary and their episodes end by termination after exactly H steps, never by truncation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs.tabular import make_tabular_env, one_hot_observations
+from rlkit.errors import require
+from rlkit.types import Array, Environment, TabularModel
+
+LEFT, RIGHT = 0, 1
+
+
+def _model_from_numpy(
+    transitions: np.ndarray,
+    rewards: np.ndarray,
+    terminal: np.ndarray,
+    initial: np.ndarray,
+    horizon: int,
+    observations: Array | None = None,
+) -> TabularModel:
+    num_states = transitions.shape[0]
+    return TabularModel(
+        transitions=jnp.asarray(transitions, jnp.float32),
+        rewards=jnp.asarray(rewards, jnp.float32),
+        terminal=jnp.asarray(terminal, jnp.bool_),
+        initial=jnp.asarray(initial, jnp.float32),
+        observations=one_hot_observations(num_states) if observations is None else observations,
+        horizon=jnp.asarray(horizon, jnp.int32),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Chain
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """A deterministic chain: start at the left end, walk right to the rewarding end.
+
+    Action 0 moves left, action 1 moves right (walls at both ends). Pushing right at the right end
+    pays `right_reward`; pushing left at the left end pays `left_reward`. Nothing terminates; with
+    horizon H and length n the optimal return is max(H - n + 1, H * left_reward) for
+    right_reward 1.
+    """
+
+    length: int = 8
+    """Number of states n in the chain."""
+    horizon: int = 16
+    """Episode length H; must be at least `length` for the right end to pay at all."""
+    left_reward: float = 0.0
+    """Reward of pushing left at the left end, a distractor (0.01 makes the chain a trap)."""
+    right_reward: float = 1.0
+    """Reward of pushing right at the right end."""
+
+    def __post_init__(self):
+        require(self.length >= 2, "length", f"must be >= 2, got {self.length}")
+        require(
+            self.horizon >= self.length,
+            "horizon",
+            f"must be >= length ({self.length}) so the right end can be reached and pay, got "
+            f"{self.horizon}",
+        )
+        require(self.left_reward >= 0, "left_reward", f"must be >= 0, got {self.left_reward}")
+        require(
+            self.right_reward > 0, "right_reward", f"must be > 0, got {self.right_reward}"
+        )
+
+
+def chain_model(config: ChainConfig) -> TabularModel:
+    """The exact model of the chain ([n, 2, n] deterministic transitions)."""
+    n = config.length
+    transitions = np.zeros((n, 2, n))
+    states = np.arange(n)
+    transitions[states, LEFT, np.maximum(states - 1, 0)] = 1.0
+    transitions[states, RIGHT, np.minimum(states + 1, n - 1)] = 1.0
+    rewards = np.zeros((n, 2))
+    rewards[0, LEFT] = config.left_reward
+    rewards[n - 1, RIGHT] = config.right_reward
+    initial = np.eye(n)[0]
+    return _model_from_numpy(transitions, rewards, np.zeros(n, bool), initial, config.horizon)
+
+
+def make_chain(config: ChainConfig) -> Environment:
+    """The chain environment (observations: one-hot of the position, [length])."""
+    return make_tabular_env(chain_model(config), "chain")
+
+
+# --------------------------------------------------------------------------------------------
+# RiverSwim
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RiverSwimConfig:
+    """RiverSwim (Strehl & Littman 2008): swimming left is easy, swimming right against the current
+    rarely succeeds, and only the far right end pays well.
+
+    Action 0 swims left (always succeeds), action 1 swims right. Variant "osband" (Osband, Russo
+    & Van Roy 2013, the usual one in regret experiments): right moves up with probability 0.35,
+    stays 0.6, drifts down 0.05 (0.6 / 0.4 at the two ends); start at the left end; rewards
+    0.005 for swimming left at the left end and 1 for swimming right at the right end. Variant
+    "strehl-littman" (the original): 0.3 / 0.6 / 0.1 in the middle, 0.3 up / 0.7 stay at the left
+    end, 0.3 stay / 0.7 down at the right end; start in one of the two leftmost states; rewards 5
+    and 10000 scaled by `reward_scale`, the right one paid when the swimmer stays at the right end
+    (the model keeps the expected reward, 0.3 * 10000).
+    """
+
+    variant: str = "osband"
+    """"osband" (probabilities 0.35/0.6/0.05, rewards 0.005 and 1) or "strehl-littman"."""
+    num_states: int = 6
+    """Number of river segments (6 in both papers; at least 3)."""
+    horizon: int = 20
+    """Episode length (Osband et al. 2013 use 20)."""
+    reward_scale: float = 1e-4
+    """Scales the "strehl-littman" rewards (5, 10000) so the large one is 1; unused otherwise."""
+
+    def __post_init__(self):
+        require(
+            self.variant in ("osband", "strehl-littman"),
+            "variant",
+            f"must be 'osband' or 'strehl-littman', got {self.variant!r}",
+        )
+        require(
+            self.num_states >= 3,
+            "num_states",
+            f"must be >= 3 (two banks and a middle), got {self.num_states}",
+        )
+        require(self.horizon >= 1, "horizon", f"must be >= 1, got {self.horizon}")
+        require(self.reward_scale > 0, "reward_scale", f"must be > 0, got {self.reward_scale}")
+
+
+def riverswim_model(config: RiverSwimConfig) -> TabularModel:
+    """The exact RiverSwim model ([n, 2, n])."""
+    n = config.num_states
+    if config.variant == "osband":
+        up, stay, down = 0.35, 0.6, 0.05
+        left_end_up, right_end_stay = 0.6, 0.6
+        small, large = 0.005, 1.0
+        initial = np.eye(n)[0]
+    else:
+        up, stay, down = 0.3, 0.6, 0.1
+        left_end_up, right_end_stay = 0.3, 0.3
+        small, large = 5.0 * config.reward_scale, 10000.0 * config.reward_scale
+        initial = (np.arange(n) < 2) / 2.0
+    transitions = np.zeros((n, 2, n))
+    states = np.arange(n)
+    transitions[states, LEFT, np.maximum(states - 1, 0)] = 1.0
+    for s in range(1, n - 1):
+        transitions[s, RIGHT, [s - 1, s, s + 1]] = down, stay, up
+    transitions[0, RIGHT, [0, 1]] = 1.0 - left_end_up, left_end_up
+    transitions[n - 1, RIGHT, [n - 2, n - 1]] = 1.0 - right_end_stay, right_end_stay
+    rewards = np.zeros((n, 2))
+    rewards[0, LEFT] = small
+    # The original pays the large reward on the right end's self-loop only; the model keeps the
+    # expectation (Osband et al. pay it for the action).
+    rewards[n - 1, RIGHT] = large * (right_end_stay if config.variant == "strehl-littman" else 1)
+    return _model_from_numpy(transitions, rewards, np.zeros(n, bool), initial, config.horizon)
+
+
+def make_riverswim(config: RiverSwimConfig) -> Environment:
+    """The RiverSwim environment (observations: one-hot of the segment, [num_states])."""
+    return make_tabular_env(riverswim_model(config), "riverswim")
+
+
+# --------------------------------------------------------------------------------------------
+# Combination lock
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CombinationLockConfig:
+    """A combination lock: H steps, one secret correct action per step among A.
+
+    A wrong action drops the agent onto an absorbing dead path that pays nothing for the rest of
+    the episode; the reward 1 comes only at the last step when all H actions were right, so a
+    uniform policy finds it with probability A^-H. An optional small distractor reward is paid on
+    the step that drops to the dead path (a lure; it cannot reach 1, so J* = 1 always). State
+    (h, lock) with lock 0 = on the right track, 1 = dead, plus one terminal state; observations are
+    the one-hot of that state ([2H + 1]).
+    """
+
+    horizon: int = 5
+    """Number of steps H (the length of the code)."""
+    num_actions: int = 4
+    """Number of actions A; a uniform policy opens the lock with probability A^-H."""
+    code_seed: int = 0
+    """Seed of the secret code (one correct action per step)."""
+    distractor_reward: float = 0.0
+    """Reward for the step that drops to the dead path (0 disables; must be < 1)."""
+
+    def __post_init__(self):
+        require(self.horizon >= 1, "horizon", f"must be >= 1, got {self.horizon}")
+        require(self.num_actions >= 2, "num_actions", f"must be >= 2, got {self.num_actions}")
+        require(
+            0 <= self.distractor_reward < 1,
+            "distractor_reward",
+            f"must be in [0, 1) so that opening the lock stays optimal, got "
+            f"{self.distractor_reward}",
+        )
+
+
+def combination_lock_code(key: jax.Array, horizon: int, num_actions: int) -> Array:
+    """A random code: [horizon] int32, the correct action at each step."""
+    return jax.random.randint(key, (horizon,), 0, num_actions, jnp.int32)
+
+
+def combination_lock_model(
+    code: Array, num_actions: int, distractor_reward: float = 0.0
+) -> TabularModel:
+    """The exact model of a combination lock with the given code (pure in `code`: vmappable).
+
+    State index 2h + lock for step h in [0, H) and lock 0 (good) / 1 (dead); index 2H is the
+    terminal state entered after the H-th action.
+
+    Args:
+        code: [H] int, the correct action at each step.
+        num_actions: A.
+        distractor_reward: paid on the wrong action that leaves the good path.
+
+    Returns:
+        A `TabularModel` with S = 2H + 1 states and horizon H.
+    """
+    horizon = code.shape[0]
+    num_states = 2 * horizon + 1
+    end = 2 * horizon
+    steps = jnp.arange(horizon)
+    good, dead = 2 * steps, 2 * steps + 1
+    last = steps == horizon - 1
+    next_good = jnp.where(last, end, good + 2)[:, None]  # [H, 1]
+    next_dead = jnp.where(last, end, dead + 2)[:, None]
+    correct = jax.nn.one_hot(code, num_actions, dtype=jnp.bool_)  # [H, A]
+    actions = jnp.arange(num_actions)[None, :]
+    transitions = jnp.zeros((num_states, num_actions, num_states), jnp.float32)
+    transitions = transitions.at[good[:, None], actions, jnp.where(correct, next_good,
+                                                                   next_dead)].set(1.0)
+    transitions = transitions.at[dead[:, None], actions, next_dead].set(1.0)
+    transitions = transitions.at[end, :, end].set(1.0)
+    good_rewards = jnp.where(correct, last[:, None].astype(jnp.float32), distractor_reward)
+    rewards = jnp.zeros((num_states, num_actions), jnp.float32).at[good].set(good_rewards)
+    return TabularModel(
+        transitions=transitions,
+        rewards=rewards,
+        terminal=jnp.arange(num_states) == end,
+        initial=jax.nn.one_hot(0, num_states, dtype=jnp.float32),
+        observations=one_hot_observations(num_states),
+        horizon=jnp.asarray(horizon, jnp.int32),
+    )
+
+
+def make_combination_lock(config: CombinationLockConfig) -> Environment:
+    """The combination lock environment."""
+    code = combination_lock_code(
+        jax.random.key(config.code_seed), config.horizon, config.num_actions
+    )
+    model = combination_lock_model(code, config.num_actions, config.distractor_reward)
+    return make_tabular_env(model, "combination-lock")
+
+
+# --------------------------------------------------------------------------------------------
+# DeepSea
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeepSeaConfig:
+    """DeepSea (Osband et al. 2019, bsuite): an N x N grid; the agent starts top left, falls one
+    row per step and chooses left or right each step.
+
+    Which action means "right" is drawn per cell (the randomised action mapping). Moving right
+    costs 0.01 / N; pushing right in the rightmost column pays 1, which only the all-right path
+    reaches, on the last of its N steps: J* = 1 - 0.01 (bsuite's optimal return). Observations
+    are the [N, N] one-hot grid (all zeros after the last step), as in bsuite. The stochastic
+    variant moves right only with probability 1 - 1/N and adds N(0, 1) reward noise in the two
+    bottom corners, as bsuite's `deep_sea_stochastic`.
+    """
+
+    size: int = 10
+    """Grid size N (also the episode length)."""
+    mapping_seed: int = 0
+    """Seed of the per-cell action mapping."""
+    randomize_actions: bool = True
+    """Random per-cell mapping (the real benchmark); False makes action 1 right everywhere."""
+    deterministic: bool = True
+    """False: right succeeds with probability 1 - 1/N and the bottom corners add reward noise."""
+    unscaled_move_cost: float = 0.01
+    """Total cost of moving right on every step; each right move costs this / N."""
+
+    def __post_init__(self):
+        require(self.size >= 2, "size", f"must be >= 2, got {self.size}")
+        require(
+            0 <= self.unscaled_move_cost < 1,
+            "unscaled_move_cost",
+            f"must be in [0, 1) so that the treasure stays worth it, got "
+            f"{self.unscaled_move_cost}",
+        )
+
+
+def deepsea_action_mapping(key: jax.Array, size: int) -> Array:
+    """A random mapping: [N, N] int32, the action that means "right" in each cell."""
+    return jax.random.bernoulli(key, 0.5, (size, size)).astype(jnp.int32)
+
+
+def deepsea_model(
+    action_mapping: Array, deterministic: bool = True, unscaled_move_cost: float = 0.01
+) -> TabularModel:
+    """The exact DeepSea model (pure in `action_mapping`: vmappable).
+
+    State index row * N + column for the N x N cells, and N * N for the terminal state entered
+    after the N-th step.
+
+    Args:
+        action_mapping: [N, N] int, the action that moves right in each cell.
+        deterministic: False for bsuite's stochastic variant (right fails with probability 1/N).
+        unscaled_move_cost: each right move costs this / N.
+
+    Returns:
+        A `TabularModel` with S = N^2 + 1 states, 2 actions, horizon N.
+    """
+    size = action_mapping.shape[0]
+    num_states = size * size + 1
+    end = size * size
+    rows, cols = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")  # [N, N]
+
+    def index(row, col):
+        return jnp.where(row >= size, end, row * size + col)
+
+    below_right = jax.nn.one_hot(index(rows + 1, jnp.minimum(cols + 1, size - 1)), num_states)
+    below = jax.nn.one_hot(index(rows + 1, cols), num_states)
+    below_left = jax.nn.one_hot(index(rows + 1, jnp.maximum(cols - 1, 0)), num_states)
+    success = 1.0 if deterministic else 1.0 - 1.0 / size
+    p_right = success * below_right + (1.0 - success) * below  # [N, N, S]
+    is_right = jnp.arange(2)[None, None, :] == action_mapping[:, :, None]  # [N, N, 2]
+    transitions = jnp.where(is_right[..., None], p_right[:, :, None], below_left[:, :, None])
+    transitions = jnp.concatenate(
+        [transitions.reshape(end, 2, num_states),
+         jnp.broadcast_to(jax.nn.one_hot(end, num_states), (1, 2, num_states))]
+    )
+    # bsuite pays 1 for "right" in the last column (only reachable on the last row).
+    treasure = (cols == size - 1)[..., None] & is_right
+    rewards = treasure.astype(jnp.float32) - (unscaled_move_cost / size) * is_right
+    rewards = jnp.concatenate([rewards.reshape(end, 2), jnp.zeros((1, 2))])
+    grid = jnp.eye(end, dtype=jnp.float32).reshape(end, size, size)
+    observations = jnp.concatenate([grid, jnp.zeros((1, size, size), jnp.float32)])
+    return TabularModel(
+        transitions=transitions.astype(jnp.float32),
+        rewards=rewards.astype(jnp.float32),
+        terminal=jnp.arange(num_states) == end,
+        initial=jax.nn.one_hot(0, num_states, dtype=jnp.float32),
+        observations=observations,
+        horizon=jnp.asarray(size, jnp.int32),
+    )
+
+
+def deepsea_reward_noise(size: int, deterministic: bool) -> Array:
+    """[N^2 + 1, 2] std of bsuite's reward noise: N(0, 1) in the bottom corners when stochastic."""
+    noise = np.zeros((size * size + 1, 2), np.float32)
+    if not deterministic:
+        noise[[(size - 1) * size, size * size - 1]] = 1.0
+    return jnp.asarray(noise)
+
+
+def make_deepsea(config: DeepSeaConfig) -> Environment:
+    """The DeepSea environment (observations [N, N] float32)."""
+    if config.randomize_actions:
+        mapping = deepsea_action_mapping(jax.random.key(config.mapping_seed), config.size)
+    else:
+        mapping = jnp.ones((config.size, config.size), jnp.int32)
+    model = deepsea_model(mapping, config.deterministic, config.unscaled_move_cost)
+    noise = deepsea_reward_noise(config.size, config.deterministic)
+    return make_tabular_env(model, "deepsea", noise)
+
+
+# --------------------------------------------------------------------------------------------
+# Grid world
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridWorldConfig:
+    """A grid world: start in the top-left cell, reach the bottom-right goal.
+
+    Actions 0 up, 1 right, 2 down, 3 left; bumping into the border stays put. With probability
+    `slip` the move is replaced by a uniformly random one (possibly the intended one). Entering
+    the goal pays 1 and terminates; every other step pays `step_reward`. Observations are the
+    one-hot of the cell ([rows * cols]).
+    """
+
+    rows: int = 5
+    """Grid height."""
+    cols: int = 5
+    """Grid width."""
+    horizon: int = 20
+    """Episodes are truncated after this many steps (at least rows + cols - 2 to reach the goal)."""
+    slip: float = 0.0
+    """Probability that the move is replaced by a uniformly random one."""
+    step_reward: float = 0.0
+    """Reward of every step that does not enter the goal (e.g. -0.01 to hurry)."""
+
+    def __post_init__(self):
+        require(self.rows >= 1, "rows", f"must be >= 1, got {self.rows}")
+        require(self.cols >= 1, "cols", f"must be >= 1, got {self.cols}")
+        require(self.rows * self.cols >= 2, "rows", "rows * cols must be >= 2 (start != goal)")
+        require(
+            self.horizon >= self.rows + self.cols - 2,
+            "horizon",
+            f"must be >= rows + cols - 2 = {self.rows + self.cols - 2} so the goal is "
+            f"reachable, got {self.horizon}",
+        )
+        require(0 <= self.slip <= 1, "slip", f"must be in [0, 1], got {self.slip}")
+
+
+def gridworld_model(config: GridWorldConfig) -> TabularModel:
+    """The exact grid-world model ([rows * cols, 4, rows * cols])."""
+    rows, cols = config.rows, config.cols
+    num_states = rows * cols
+    goal = num_states - 1
+    moves = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])  # up, right, down, left
+    r, c = np.divmod(np.arange(num_states), cols)
+    intended = np.zeros((num_states, 4, num_states))
+    for a, (dr, dc) in enumerate(moves):
+        next_state = np.clip(r + dr, 0, rows - 1) * cols + np.clip(c + dc, 0, cols - 1)
+        intended[np.arange(num_states), a, next_state] = 1.0
+    random_move = intended.mean(axis=1, keepdims=True)
+    transitions = (1.0 - config.slip) * intended + config.slip * random_move
+    terminal = np.arange(num_states) == goal
+    transitions[goal] = np.eye(num_states)[goal]
+    rewards = transitions[:, :, goal] * 1.0 + (1.0 - transitions[:, :, goal]) * config.step_reward
+    rewards[goal] = 0.0
+    initial = np.eye(num_states)[0]
+    return _model_from_numpy(transitions, rewards, terminal, initial, config.horizon)
+
+
+def make_gridworld(config: GridWorldConfig) -> Environment:
+    """The grid-world environment."""
+    return make_tabular_env(gridworld_model(config), "gridworld")

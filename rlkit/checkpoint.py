@@ -1,0 +1,64 @@
+"""Checkpoints through orbax: the whole training carry (params, optimiser, RNG keys, counters,
+replay buffers), so that a resumed run continues exactly where it stopped.
+
+orbax writes each step into a temporary directory and renames it when complete, so a crash
+mid-save never leaves a checkpoint that restores. Typed PRNG keys are stored as their raw key data
+and re-wrapped on restore.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from rlkit.types import PyTree
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_storable(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _from_storable(stored: PyTree, like: PyTree) -> PyTree:
+    return jax.tree.map(
+        lambda s, x: jax.random.wrap_key_data(s, impl=jax.random.key_impl(x)) if _is_key(x) else s,
+        stored, like,
+    )
+
+
+class Checkpointer:
+    """Keeps the newest `max_to_keep` checkpoints of a run under `directory`."""
+
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        self.manager = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
+            ),
+        )
+
+    def save(self, step: int, tree: PyTree) -> None:
+        """Save `tree` as checkpoint `step` (synchronously: the caller may donate it next)."""
+        self.manager.save(step, args=ocp.args.StandardSave(_to_storable(tree)), force=True)
+        self.manager.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore(self, step: int, like: PyTree) -> PyTree:
+        """Restore checkpoint `step` into the structure, shapes, dtypes and shardings of `like`."""
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+            _to_storable(like),
+        )
+        stored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return _from_storable(stored, like)
+
+    def close(self) -> None:
+        self.manager.close()

@@ -1,0 +1,1 @@
+"""Drivers: the only place that jits (ARCHITECTURE.md section 5)."""

@@ -1,0 +1,116 @@
+"""Pieces both drivers share: auto-reset, episode bookkeeping, the Trainer interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rlkit.types import Array, Environment, PyTree
+
+
+class Trainer(NamedTuple):
+    """What a driver hands the run loop (`rlkit.runner`).
+
+    Attributes:
+        init: `(keys [S]) -> carry`, the whole training state of S seeds (a pytree whose leaves
+            have a leading seed axis). Compiled.
+        run: `(carry) -> (carry, metrics)` runs `iterations_per_chunk` iterations for every seed;
+            metrics is a dict of arrays [S, iterations_per_chunk]. Compiled; donates `carry`.
+        evaluate: `(carry) -> returns [S]`, the evaluated return of each seed's current policy.
+        steps_per_iteration: env steps per seed and iteration.
+        iterations_per_chunk: iterations per `run` call.
+        agent_state: `(carry) -> agent states` with the seed axis, for saving policies.
+        close: releases host resources (host environments); a no-op on device.
+    """
+
+    init: Callable[[Array], PyTree]
+    run: Callable[[PyTree], tuple[PyTree, dict[str, Array]]]
+    evaluate: Callable[[PyTree], Array]
+    steps_per_iteration: int
+    iterations_per_chunk: int
+    agent_state: Callable[[PyTree], PyTree]
+    close: Callable[[], None] = lambda: None
+
+
+def autoreset_step(env: Environment, key: Array, env_state: PyTree, action: Array, params: Any):
+    """Step one environment and reset it where the episode ended.
+
+    Returns:
+        (obs, env_state, reward, terminated, truncated, final_obs): `obs` is the first
+        observation of the next episode where the episode ended, `final_obs` the true next
+        observation (what bootstrapping after a truncation needs).
+    """
+    key_step, key_reset = jax.random.split(key)
+    next_obs, next_state, reward, terminated, truncated, _ = env.step(
+        key_step, env_state, action, params
+    )
+    done = jnp.logical_or(terminated, truncated)
+    reset_obs, reset_state = env.reset(key_reset, params)
+    env_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
+    obs = jnp.where(done, reset_obs, next_obs)
+    return obs, env_state, reward, terminated, truncated, next_obs
+
+
+def track_episodes(episode_return: Array, episode_length: Array, reward: Array, done: Array):
+    """Update running episode returns and lengths ([N]) and report the episodes that ended.
+
+    Returns:
+        (episode_return, episode_length, finished_return_sum, finished_count): the running
+        counters (reset where `done`), and the sum and count of the returns of finished episodes.
+    """
+    episode_return = episode_return + reward
+    episode_length = episode_length + 1
+    finished_sum = jnp.where(done, episode_return, 0.0).sum()
+    finished_count = done.sum().astype(jnp.int32)
+    episode_return = jnp.where(done, 0.0, episode_return)
+    episode_length = jnp.where(done, 0, episode_length)
+    return episode_return, episode_length, finished_sum, finished_count
+
+
+def nan_metrics_like(update_fn: Callable, *args) -> dict[str, Array]:
+    """Metrics of the same structure `update_fn(*args)` returns, filled with NaN.
+
+    Used on iterations where a replay agent does not update yet, so `lax.cond`'s branches match.
+    """
+    _, shapes = jax.eval_shape(update_fn, *args)
+    return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+
+
+def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, transition: PyTree,
+                 iteration: Array, key: Array):
+    """Add a [N] batch of transitions to the replay buffer and, when due, update the agent.
+
+    The update runs once the buffer holds `feed.learning_starts` transitions, every
+    `feed.train_every` iterations, under `lax.cond` so the compiled program stays one program.
+
+    Returns:
+        (agent_state, buffer_state, metrics): metrics are NaN on iterations without an update.
+    """
+    feed = agent.feed
+    sample_key, update_key = jax.random.split(key)
+    buffer_state = buffer.add(buffer_state, transition)
+    batch = buffer.sample(buffer_state, sample_key, feed.batch_size)
+    should_update = jnp.logical_and(
+        buffer.can_sample(buffer_state, feed.learning_starts), iteration % feed.train_every == 0
+    )
+
+    def skip(agent_state, batch, key):
+        return agent_state, nan_metrics_like(agent.update, agent_state, batch, key)
+
+    agent_state, metrics = jax.lax.cond(
+        should_update, agent.update, skip, agent_state, batch, update_key
+    )
+    return agent_state, buffer_state, metrics
+
+
+def example_transition(obs: Array) -> PyTree:
+    """One unbatched transition shaped like `obs` (what a replay buffer is initialised from)."""
+    from rlkit.types import Transition
+
+    return Transition(
+        obs=obs, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
+        terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), next_obs=obs, extras={},
+    )

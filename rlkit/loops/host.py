@@ -1,0 +1,193 @@
+"""The host driver ("Sebulba"-lite): environments step on the CPU, the agent runs compiled.
+
+For gymnasium and procgen, which cannot live inside a compiled program. One batched
+`HostEnvironment` holds `num_seeds * num_envs` environments; seed s owns the slice
+`[s * num_envs, (s + 1) * num_envs)`. `act`, `update` and the replay buffer's `add` are compiled
+once each, vmapped over seeds, and called from a Python loop over steps.
+
+Semantics match the on-device driver: the same feeds, the same metrics, terminated and truncated
+kept apart, and `next_obs` the true final observation (the host environments report it).
+
+What differs: the environments' internal state cannot be checkpointed, so a resumed run restores
+the agent, its optimiser, its RNG and its replay buffer exactly, but starts fresh episodes
+(environment seeds are advanced by the chunk index so they do not repeat). There is no overlap of
+environment stepping and learning yet: each step waits for `act`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from rlkit.loops.common import Trainer, example_transition, replay_learn
+from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, ReplayFeed, Transition
+
+
+@struct.dataclass
+class HostCarry:
+    """The device part of the training state (checkpointed); leaves have a seed axis [S]."""
+
+    agent_state: PyTree
+    key: jax.Array
+    iteration: jax.Array  # int32
+    buffer: PyTree = None
+
+
+def make_host_trainer(
+    agent: Agent,
+    make_env: Callable[[int, int], HostEnvironment],
+    num_seeds: int,
+    seed: int,
+    iterations_per_chunk: int,
+    num_eval_episodes: int = 8,
+) -> Trainer:
+    """Build a `Trainer` for an agent on CPU-stepped environments.
+
+    Args:
+        agent: the agent's pure functions and feed.
+        make_env: `(num_envs, seed) -> HostEnvironment`.
+        num_seeds: seeds trained side by side.
+        seed: base seed for the environments.
+        iterations_per_chunk: iterations per `run` call.
+        num_eval_episodes: evaluation episodes per seed.
+    """
+    feed = agent.feed
+    num_envs = feed.num_envs
+    env = make_env(num_seeds * num_envs, seed)
+    spec = env.spec
+    host = {"obs": None, "episode_return": np.zeros((num_seeds, num_envs)), "resets": 0}
+    buffer = None
+    if isinstance(feed, ReplayFeed):
+        from rlkit.data.replay import make_uniform_buffer
+
+        buffer = make_uniform_buffer(feed.buffer_size)
+
+    def split_seeds(x: np.ndarray) -> np.ndarray:
+        return x.reshape((num_seeds, num_envs, *x.shape[1:]))
+
+    def reset_envs() -> None:
+        # A different env seed after every (re)start, so resumed runs do not replay episodes.
+        host["obs"] = split_seeds(env.reset(seed + 1_000_003 * host["resets"]))
+        host["episode_return"][:] = 0.0
+        host["resets"] += 1
+
+    def init_one(key):
+        agent_key, key = jax.random.split(key)
+        buffer_state = None
+        if buffer is not None:
+            obs = jnp.zeros(spec.obs_shape, spec.obs_dtype)
+            buffer_state = buffer.init(example_transition(obs))
+        return HostCarry(agent.init(agent_key), key, jnp.zeros((), jnp.int32), buffer_state)
+
+    def act_one(carry: HostCarry, obs):
+        key, act_key = jax.random.split(carry.key)
+        action, extras = agent.act(carry.agent_state, obs, act_key)
+        return carry.replace(key=key), action, extras
+
+    def update_one(carry: HostCarry, rollout: Transition):
+        key, update_key = jax.random.split(carry.key)
+        agent_state, metrics = agent.update(carry.agent_state, rollout, update_key)
+        return carry.replace(agent_state=agent_state, key=key,
+                             iteration=carry.iteration + 1), metrics
+
+    def learn_one(carry: HostCarry, transition: Transition):
+        key, learn_key = jax.random.split(carry.key)
+        agent_state, buffer_state, metrics = replay_learn(
+            agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key
+        )
+        return carry.replace(agent_state=agent_state, buffer=buffer_state, key=key,
+                             iteration=carry.iteration + 1), metrics
+
+    act = jax.jit(jax.vmap(act_one))
+    update = jax.jit(jax.vmap(update_one), donate_argnums=0)
+    learn = jax.jit(jax.vmap(learn_one), donate_argnums=0)
+    policy = jax.jit(jax.vmap(agent.policy))
+
+    def env_step(carry: HostCarry):
+        obs = host["obs"]
+        carry, action, extras = act(carry, obs)
+        step = env.step(np.asarray(action).reshape(-1))
+        reward = split_seeds(step.reward.astype(np.float32))
+        terminated = split_seeds(step.terminated.astype(bool))
+        truncated = split_seeds(step.truncated.astype(bool))
+        done = terminated | truncated
+        host["episode_return"] += reward
+        finished_sum = np.where(done, host["episode_return"], 0.0).sum(axis=1)
+        finished_count = done.sum(axis=1)
+        host["episode_return"][done] = 0.0
+        transition = Transition(
+            obs=obs, action=np.asarray(action), reward=reward, terminated=terminated,
+            truncated=truncated, next_obs=split_seeds(step.final_obs), extras=extras,
+        )
+        host["obs"] = split_seeds(step.obs)
+        return carry, transition, finished_sum, finished_count
+
+    def run(carry: HostCarry):
+        if host["obs"] is None:
+            reset_envs()
+        all_metrics = []
+        for _ in range(iterations_per_chunk):
+            if isinstance(feed, OnPolicyFeed):
+                steps, sums, counts = [], [], []
+                for _ in range(feed.rollout_length):
+                    carry, transition, finished_sum, finished_count = env_step(carry)
+                    steps.append(transition)
+                    sums.append(finished_sum)
+                    counts.append(finished_count)
+                # [T, S, N, ...] -> [S, T, N, ...]: the seed axis leads for vmap.
+                rollout = jax.tree.map(lambda *xs: np.swapaxes(np.stack(xs), 0, 1), *steps)
+                carry, metrics = update(carry, rollout)
+                finished_sum, finished_count = np.sum(sums, axis=0), np.sum(counts, axis=0)
+            else:
+                carry, transition, finished_sum, finished_count = env_step(carry)
+                carry, metrics = learn(carry, transition)
+            metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
+            metrics["episode_return_sum"] = finished_sum
+            metrics["episodes"] = finished_count
+            all_metrics.append(metrics)
+        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
+        return carry, stacked
+
+    eval_env: dict[str, HostEnvironment] = {}
+
+    def evaluate(carry: HostCarry) -> np.ndarray:
+        """Mean return of one episode in each of `num_eval_episodes` envs per seed."""
+        if "env" not in eval_env:
+            eval_env["env"] = make_env(num_seeds * num_eval_episodes, seed + 7919)
+        eval_envs = eval_env["env"]
+        obs = eval_envs.reset(seed + 7919 + int(np.asarray(carry.iteration).max()))
+        total = np.zeros((num_seeds * num_eval_episodes,))
+        done = np.zeros_like(total, dtype=bool)
+        rng = np.random.default_rng(int(np.asarray(carry.iteration).max()))
+        for _ in range(spec.max_episode_steps):
+            probs = np.asarray(policy(carry.agent_state,
+                                      obs.reshape(num_seeds, num_eval_episodes, *spec.obs_shape)))
+            probs = probs.reshape(-1, spec.num_actions).astype(np.float64)
+            probs /= probs.sum(axis=1, keepdims=True)
+            action = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
+            step = eval_envs.step(action.astype(np.int32))
+            total += np.where(done, 0.0, step.reward)
+            done |= step.terminated | step.truncated
+            obs = step.obs
+            if done.all():
+                break
+        return total.reshape(num_seeds, num_eval_episodes).mean(axis=1)
+
+    def close() -> None:
+        env.close()
+        if "env" in eval_env:
+            eval_env["env"].close()
+
+    return Trainer(
+        init=jax.jit(jax.vmap(init_one)),
+        run=run,
+        evaluate=evaluate,
+        steps_per_iteration=feed.steps_per_iteration,
+        iterations_per_chunk=iterations_per_chunk,
+        agent_state=lambda carry: carry.agent_state,
+        close=close,
+    )

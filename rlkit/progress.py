@@ -1,0 +1,55 @@
+"""A rich progress bar for training runs: env steps, steps per second, ETA and key metrics."""
+
+from __future__ import annotations
+
+import math
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
+
+
+class Progress:
+    """Context manager around rich's progress bar; a no-op when disabled (tests, CI logs)."""
+
+    def __init__(self, total: int, enabled: bool = True, completed: int = 0,
+                 description: str = "training"):
+        self.enabled = enabled
+        self.total = total
+        self.completed = completed
+        self.description = description
+        self._progress = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self._progress = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("env steps"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[metrics]}"),
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(
+                self.description + " (compiling...)", total=self.total,
+                completed=self.completed, metrics="")
+        return self
+
+    def advance(self, steps: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        text = "  ".join(f"{k} {v:.3g}" for k, v in metrics.items() if not math.isnan(v))
+        self._progress.update(self._task, advance=steps, metrics=text,
+                              description=self.description)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

@@ -1,0 +1,254 @@
+"""The run loop between compiled chunks: logging, evaluation, checkpoints, progress, summary.
+
+A run directory (ARCHITECTURE.md section 6) holds:
+
+    config.yaml     the resolved configuration (re-runnable with --config, resumable with --resume)
+    metrics.csv     one row per chunk and seed (deterministic: no wall-clock columns)
+    events.*        TensorBoard scalars (means over seeds)
+    summary.json    final figures per seed and aggregated
+    curves.png      learning curves with 95% confidence bands over seeds
+    checkpoints/    orbax checkpoints of the whole training carry
+
+Resuming restores the newest checkpoint, cuts `metrics.csv` back to it and runs the remaining
+chunks; since every chunk is a pure function of the carry, the final numbers equal those of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from rlkit.checkpoint import Checkpointer
+from rlkit.loops.common import Trainer
+from rlkit.stats import aggregate
+
+BASE_COLUMNS = ["seed", "chunk", "iteration", "env_steps", "episode_return", "episodes",
+                "eval_return"]
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (also written to summary.json)."""
+
+    summary: dict[str, Any]
+    run_dir: Path
+    carry: Any = field(repr=False, default=None)
+
+
+def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
+                metrics: dict[str, np.ndarray], eval_returns: np.ndarray,
+                suboptimality: np.ndarray | None) -> list[dict[str, Any]]:
+    """One metrics.csv row per seed for a finished chunk; metrics are [S, iterations]."""
+    num_seeds = eval_returns.shape[0]
+    iteration = (chunk + 1) * iterations_per_chunk
+    finished = metrics["episodes"].sum(axis=1)
+    returns_sum = metrics["episode_return_sum"].sum(axis=1)
+    rows = []
+    for seed in range(num_seeds):
+        row = {
+            "seed": seed,
+            "chunk": chunk,
+            "iteration": iteration,
+            "env_steps": iteration * steps_per_iteration,
+            "episode_return": returns_sum[seed] / finished[seed] if finished[seed] else math.nan,
+            "episodes": int(finished[seed]),
+            "eval_return": float(eval_returns[seed]),
+        }
+        if suboptimality is not None:
+            row["suboptimality"] = float(suboptimality[seed])
+        for name in sorted(metrics):
+            if name in ("episodes", "episode_return_sum"):
+                continue
+            values = metrics[name][seed].astype(np.float64)
+            row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        rows.append(row)
+    return rows
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+class MetricsLog:
+    """metrics.csv, appended one chunk at a time and flushed, so a crash loses at most a chunk."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] | None = None
+        if path.exists():
+            with path.open() as f:
+                header = f.readline().strip()
+            self.columns = header.split(",") if header else None
+
+    def truncate_after(self, chunk: int) -> None:
+        """Drop rows of chunks later than `chunk` (those after the checkpoint being resumed)."""
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        chunk_col = rows[0].index("chunk")
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[chunk_col]) <= chunk]
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows(kept)
+        os.replace(tmp, self.path)
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        if self.columns is None:
+            self.columns = list(rows[0])
+            with self.path.open("w") as f:
+                f.write(",".join(self.columns) + "\n")
+        with self.path.open("a") as f:
+            for row in rows:
+                f.write(",".join(_format(row.get(c, math.nan)) for c in self.columns) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> list[dict[str, str]]:
+        with self.path.open() as f:
+            return list(csv.DictReader(f))
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def run_training(
+    trainer: Trainer,
+    *,
+    num_chunks: int,
+    num_seeds: int,
+    seed: int,
+    run_dir: Path,
+    header: dict[str, Any],
+    resume: bool = False,
+    checkpoint_every: int = 1,
+    optimal_return: float | None = None,
+    show_progress: bool = True,
+    summary_extras: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run `num_chunks` compiled chunks with logging, evaluation and checkpoints.
+
+    Args:
+        trainer: the driver's compiled functions.
+        num_chunks: chunks in the whole run.
+        num_seeds: independent seeds trained side by side (vmapped).
+        seed: the base seed; seed i uses `jax.random.split(jax.random.key(seed), num_seeds)[i]`.
+        run_dir: the run directory (created).
+        header: agent / env names and anything else summary.json should start with.
+        resume: continue from the newest checkpoint in run_dir.
+        checkpoint_every: save every this many chunks (and always after the last).
+        optimal_return: the exact optimal return, where the env has a model.
+        show_progress: draw a rich progress bar.
+        summary_extras: more fields for summary.json.
+
+    Returns:
+        A `RunResult` with the summary and the final carry.
+    """
+    from tensorboardX import SummaryWriter
+
+    from rlkit.plotting import plot_curves
+    from rlkit.progress import Progress
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    log = MetricsLog(run_dir / "metrics.csv")
+    writer = SummaryWriter(str(run_dir))
+    start_wall = time.perf_counter()
+
+    carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
+    first_chunk = 0
+    if resume:
+        step = checkpointer.latest_step()
+        if step is not None:
+            carry = checkpointer.restore(step, carry)
+            first_chunk = step + 1
+            log.truncate_after(step)
+        else:
+            log.truncate_after(-1)
+    elif log.path.exists():
+        log.path.unlink()
+        log = MetricsLog(run_dir / "metrics.csv")
+
+    compile_start = time.perf_counter()
+    run = trainer.run.lower(carry).compile() if hasattr(trainer.run, "lower") else trainer.run
+    compile_seconds = time.perf_counter() - compile_start
+
+    steps_per_chunk = trainer.iterations_per_chunk * trainer.steps_per_iteration
+    train_seconds = 0.0
+    eval_returns = np.full((num_seeds,), np.nan)
+    with Progress(total=num_chunks * steps_per_chunk, enabled=show_progress,
+                  completed=first_chunk * steps_per_chunk) as progress:
+        for chunk in range(first_chunk, num_chunks):
+            chunk_start = time.perf_counter()
+            carry, metrics = run(carry)
+            metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
+            train_seconds += time.perf_counter() - chunk_start
+            eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
+            suboptimality = None if optimal_return is None else optimal_return - eval_returns
+            rows = _chunk_rows(chunk, trainer.iterations_per_chunk, trainer.steps_per_iteration,
+                               metrics, eval_returns, suboptimality)
+            log.append(rows)
+            env_steps = rows[0]["env_steps"]
+            for name in rows[0]:
+                if name in ("seed", "chunk", "iteration", "env_steps"):
+                    continue
+                value = np.nanmean([r[name] for r in rows]) if any(
+                    np.isfinite(r[name]) for r in rows) else math.nan
+                if np.isfinite(value):
+                    writer.add_scalar(name, value, env_steps)
+            writer.flush()
+            if (chunk + 1) % checkpoint_every == 0 or chunk == num_chunks - 1:
+                checkpointer.save(chunk, carry)
+            progress.advance(steps_per_chunk, {
+                "return": np.nanmean([r["episode_return"] for r in rows]),
+                "eval": float(np.mean(eval_returns)),
+            })
+    writer.close()
+    checkpointer.close()
+
+    rows = log.read()
+    total_steps = num_chunks * steps_per_chunk
+    final = aggregate(eval_returns)
+    summary: dict[str, Any] = dict(header)
+    summary.update({
+        "seeds": num_seeds,
+        "env_steps": total_steps,
+        "wall_seconds": time.perf_counter() - start_wall,
+        "compile_seconds": compile_seconds,
+        "train_seconds": train_seconds,
+        # Throughput of the chunks run in this process (all seeds), compilation excluded.
+        "steps_per_second": ((num_chunks - first_chunk) * steps_per_chunk * num_seeds
+                             / max(train_seconds, 1e-9)),
+        "final_return": final["mean"],
+        "final_return_iqm": final["iqm"],
+        "final_return_ci95": final["ci95"],
+        "per_seed": [float(x) for x in eval_returns],
+        "device": jax.devices()[0].device_kind,
+        "resumed_from_chunk": first_chunk if resume else None,
+    })
+    if optimal_return is not None:
+        summary["optimal_return"] = float(optimal_return)
+        summary["suboptimality"] = float(optimal_return - final["mean"])
+        summary["per_seed_suboptimality"] = [float(optimal_return - x) for x in eval_returns]
+    summary.update(summary_extras or {})
+    write_json_atomic(run_dir / "summary.json", summary)
+    plot_curves(rows, run_dir / "curves.png", title=f"{header.get('agent')} on {header.get('env')}",
+                optimal_return=optimal_return)
+    return RunResult(summary=summary, run_dir=run_dir, carry=carry)

@@ -1,0 +1,341 @@
+"""`python -m rlkit.train AGENT --env ENV [--seeds N] [--total-steps N] [--run-dir DIR]
+[--resume DIR] [--config FILE] [--agent.FIELD VALUE ...] [--env-config.FIELD VALUE ...]`
+
+Trains an agent on an environment, several seeds side by side, and writes a run directory
+(see `rlkit.runner`). `python -m rlkit.train --help` lists the agents and environments;
+`python -m rlkit.train AGENT --env ENV --help` lists every field of that agent and env.
+
+Every input error (unknown agent or env, impossible config, missing optional extra, broken
+config file) is reported as one line naming the field and the fix, with exit status 2, before
+anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlkit import registry
+from rlkit.errors import RlkitError, require
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of a run that belong to neither the agent nor the environment."""
+
+    seeds: int = 1
+    """Independent seeds trained side by side (vmapped; sharded over devices when possible)."""
+    seed: int = 0
+    """Base random seed; seed i of a run uses the i-th split of jax.random.key(seed)."""
+    total_steps: int | None = None
+    """Environment steps per seed (default: the agent's own total_steps, else 100000)."""
+    run_dir: str | None = None
+    """Run directory (default: runs/AGENT-ENV-TIMESTAMP)."""
+    num_logs: int = 20
+    """Number of chunks the run is cut into: log, evaluate and checkpoint after each."""
+    checkpoint_every: int = 1
+    """Save a checkpoint every this many chunks (and always after the last)."""
+    eval_episodes: int = 16
+    """Evaluation episodes per seed, for environments without an exact model."""
+    progress: bool = True
+    """Show a progress bar."""
+    shard_seeds: bool = True
+    """With several local devices, split the seed axis over them (seeds must divide evenly)."""
+
+    def __post_init__(self):
+        require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
+        require(self.total_steps is None or self.total_steps > 0, "--total-steps",
+                f"must be positive, got {self.total_steps}")
+        require(self.num_logs >= 1, "--num-logs", f"must be at least 1, got {self.num_logs}")
+        require(self.checkpoint_every >= 1, "--checkpoint-every",
+                f"must be at least 1, got {self.checkpoint_every}")
+        require(self.eval_episodes >= 1, "--eval-episodes",
+                f"must be at least 1, got {self.eval_episodes}")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A fully resolved training job: what config.yaml stores."""
+
+    agent: str
+    env: str
+    run: RunOptions
+    agent_config: Any
+    env_config: Any
+
+    def to_dict(self) -> dict:
+        def plain(config):
+            return {k: list(v) if isinstance(v, tuple) else v
+                    for k, v in dataclasses.asdict(config).items()}
+
+        return {
+            "agent": self.agent,
+            "env": self.env,
+            "run": plain(self.run),
+            "agent_config": plain(self.agent_config),
+            "env_config": plain(self.env_config),
+        }
+
+
+def _from_dict(cls: type, values: dict, where: str):
+    """Build dataclass `cls` from a dict, with a clear error for unknown or bad fields."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    require(not unknown, where, f"unknown field(s) {unknown}; known: {sorted(known)}")
+    # YAML has no tuples: every sequence field of rlkit's configs is a tuple.
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except TypeError as error:
+        raise RlkitError(f"{where}: {error}") from None
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Read a config.yaml written by a run (or by hand)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RlkitError(f"{path}: no such file; pass a run directory's config.yaml") from None
+    except yaml.YAMLError as error:
+        raise RlkitError(f"{path}: not valid YAML ({error}); fix or regenerate it") from None
+    require(isinstance(data, dict) and {"agent", "env"} <= set(data), str(path),
+            "must be a mapping with at least 'agent' and 'env' (as written by rlkit.train)")
+    module = registry.agent_module(data["agent"])
+    entry = registry.env_entry(data["env"])
+    return Experiment(
+        agent=data["agent"],
+        env=data["env"],
+        run=_from_dict(RunOptions, data.get("run") or {}, f"{path}: run"),
+        agent_config=_from_dict(module.Config, data.get("agent_config") or {},
+                                f"{path}: agent_config"),
+        env_config=_from_dict(entry.config_class(),
+                              {**dict(entry.defaults), **(data.get("env_config") or {})},
+                              f"{path}: env_config"),
+    )
+
+
+def _option_value(argv: list[str], flag: str) -> str | None:
+    """The value of `--flag VALUE` or `--flag=VALUE` in argv (None if absent)."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise RlkitError(f"{flag} needs a value")
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _without_option(argv: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == flag:
+            skip = True
+            continue
+        if arg.startswith(flag + "="):
+            continue
+        out.append(arg)
+    return out
+
+
+def top_level_help() -> str:
+    lines = [__doc__.strip(), "", "Agents:"]
+    lines += [f"  {name:24s} {text}" for name, text in registry.agent_names().items()]
+    lines += ["", "Environments (--env):"]
+    lines += [f"  {name:24s} {text}" for name, text in registry.env_descriptions().items()]
+    lines += ["", "Example: python -m rlkit.train ppo --env cartpole --seeds 4"]
+    return "\n".join(lines)
+
+
+def parse_experiment(argv: list[str]) -> tuple[Experiment, bool]:
+    """Turn command-line arguments into an `Experiment` (and whether to resume).
+
+    Raises:
+        RlkitError: for unknown names and impossible values.
+    """
+    import tyro
+
+    resume_dir = _option_value(argv, "--resume")
+    if resume_dir is not None:
+        path = Path(resume_dir) / "config.yaml"
+        require(path.exists(), "--resume",
+                f"{resume_dir} has no config.yaml; pass the directory of an earlier run")
+        experiment = load_experiment(path)
+        return dataclasses.replace(
+            experiment, run=dataclasses.replace(experiment.run, run_dir=resume_dir)
+        ), True
+
+    base: Experiment | None = None
+    config_file = _option_value(argv, "--config")
+    if config_file is not None:
+        base = load_experiment(Path(config_file))
+        argv = _without_option(argv, "--config")
+    if argv and not argv[0].startswith("-"):
+        agent_name, argv = argv[0], argv[1:]
+    elif base is not None:
+        agent_name = base.agent
+    else:
+        raise RlkitError("name an agent first, e.g. `python -m rlkit.train ppo --env cartpole`; "
+                         f"agents: {', '.join(registry.agent_names())}")
+    module = registry.agent_module(agent_name)
+    env_name = _option_value(argv, "--env") or (base.env if base else None)
+    if env_name is None:
+        raise RlkitError("--env is required, e.g. --env cartpole (see --help for the list)")
+    argv = _without_option(argv, "--env")
+    entry = registry.env_entry(env_name)
+
+    same_agent = base is not None and base.agent == agent_name
+    same_env = base is not None and base.env == env_name
+    agent_default = base.agent_config if same_agent else module.Config()
+    env_default = base.env_config if same_env else entry.default_config()
+    run_default = base.run if base else RunOptions()
+    fields = [(f.name, f.type, field(default=getattr(run_default, f.name)))
+              for f in dataclasses.fields(RunOptions)]
+    fields += [
+        ("agent", type(agent_default), field(default=agent_default)),
+        ("env_config", type(env_default), field(default=env_default)),
+    ]
+    Args = dataclasses.make_dataclass("Args", fields, frozen=True)
+    Args.__doc__ = f"Train {agent_name} on {env_name}. {module.__doc__.strip().splitlines()[0]}"
+    args = tyro.cli(Args, args=argv, prog=f"python -m rlkit.train {agent_name} --env {env_name}")
+    run = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
+    agent_config = args.agent
+    if run.total_steps is not None and hasattr(agent_config, "total_steps"):
+        agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
+    if run.total_steps is None:
+        run = dataclasses.replace(run, total_steps=getattr(agent_config, "total_steps", 100_000))
+    return Experiment(agent_name, env_name, run, agent_config, args.env_config), False
+
+
+def _mesh(num_seeds: int, enabled: bool):
+    import jax
+    import numpy as np
+
+    devices = jax.local_devices()
+    if not enabled or len(devices) == 1:
+        return None
+    require(num_seeds % len(devices) == 0, "--seeds",
+            f"{num_seeds} seeds cannot be split evenly over {len(devices)} devices; use a "
+            f"multiple of {len(devices)} or pass --no-shard-seeds")
+    return jax.sharding.Mesh(np.array(devices), ("seed",))
+
+
+def execute(experiment: Experiment, resume: bool = False):
+    """Build the environment, agent and driver of `experiment` and run it.
+
+    Returns:
+        The `rlkit.runner.RunResult`.
+    """
+    from rlkit.runner import run_training, write_json_atomic  # noqa: F401
+
+    run = experiment.run
+    module = registry.agent_module(experiment.agent)
+    entry = registry.env_entry(experiment.env)
+    if entry.kind == "host":
+        from rlkit.loops.host import make_host_trainer
+
+        probe = registry.make_host_env(experiment.env, experiment.env_config, 1, run.seed)
+        spec = probe.spec
+        probe.close()
+    else:
+        env = registry.make_env(experiment.env, experiment.env_config)
+        spec = env.spec
+    agent = module.make_agent(experiment.agent_config, spec)
+    steps_per_iteration = agent.feed.steps_per_iteration
+    total_iterations = run.total_steps // steps_per_iteration
+    require(total_iterations >= 1, "--total-steps",
+            f"{run.total_steps} is less than one iteration of {experiment.agent} "
+            f"({steps_per_iteration} env steps); raise it")
+    iterations_per_chunk = max(1, total_iterations // run.num_logs)
+    num_chunks = total_iterations // iterations_per_chunk
+
+    run_dir = Path(run.run_dir or f"runs/{experiment.agent}-{experiment.env.replace(':', '_')}"
+                   f"-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+
+    optimal_return = None
+    if entry.kind == "host":
+        trainer = make_host_trainer(
+            agent, lambda num_envs, seed: registry.make_host_env(
+                experiment.env, experiment.env_config, num_envs, seed),
+            num_seeds=run.seeds, seed=run.seed, iterations_per_chunk=iterations_per_chunk,
+            num_eval_episodes=run.eval_episodes)
+    else:
+        from rlkit.loops.on_device import make_on_device_trainer
+
+        trainer = make_on_device_trainer(
+            agent, env, env.default_params, iterations_per_chunk,
+            num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds))
+        if env.model is not None:
+            from rlkit import planning
+
+            optimal_return = float(planning.optimal_return(env.model(env.default_params)))
+    header = {"agent": experiment.agent, "env": experiment.env}
+    try:
+        return run_training(
+            trainer, num_chunks=num_chunks, num_seeds=run.seeds, seed=run.seed, run_dir=run_dir,
+            header=header, resume=resume, checkpoint_every=run.checkpoint_every,
+            optimal_return=optimal_return, show_progress=run.progress)
+    finally:
+        trainer.close()
+
+
+def print_summary(result) -> None:
+    """The results table printed at the end of a run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.summary
+    table = Table(title=f"{s['agent']} on {s['env']}: {s['seeds']} seed(s), "
+                        f"{s['env_steps']:,} env steps each")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    lo, hi = s["final_return_ci95"]
+    table.add_row("final return (mean over seeds)", f"{s['final_return']:.4g}")
+    table.add_row("95% CI", f"[{lo:.4g}, {hi:.4g}]")
+    table.add_row("IQM", f"{s['final_return_iqm']:.4g}")
+    if "optimal_return" in s:
+        table.add_row("optimal return (exact)", f"{s['optimal_return']:.4g}")
+        table.add_row("sub-optimality", f"{s['suboptimality']:.4g}")
+    table.add_row("per seed", ", ".join(f"{x:.4g}" for x in s["per_seed"]))
+    table.add_row("env steps / second (all seeds)", f"{s['steps_per_second']:,.0f}")
+    table.add_row("compile seconds", f"{s['compile_seconds']:.1f}")
+    table.add_row("wall seconds", f"{s['wall_seconds']:.1f}")
+    table.add_row("device", s["device"])
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: {result.run_dir}  (curves.png, metrics.csv, summary.json)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(top_level_help())
+        return 0
+    try:
+        experiment, resume = parse_experiment(argv)
+        result = execute(experiment, resume)
+    except RlkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)",
+              file=sys.stderr)
+        return 130
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
