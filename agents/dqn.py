@@ -262,10 +262,13 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
 
     def act(state: State, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
         """Epsilon-greedy actions [N] int32 for obs [N, *obs_shape]; extras is empty."""
-        explore_key, action_key = jax.random.split(key)
         greedy = jnp.argmax(network.apply(state.params, obs), axis=-1)
-        random = jax.random.randint(action_key, greedy.shape, 0, num_actions)
-        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon_at(state.env_steps)
+        # One draw serves both coin flips: split + randint + uniform would inline the threefry
+        # hash five times into every driver's program, and XLA compiles each copy. floor(u * A)
+        # is uniform over actions up to a bias of A / 2**24 (float32 spacing).
+        explore_u, action_u = jax.random.uniform(key, (2, *greedy.shape))
+        random = jnp.minimum(jnp.floor(action_u * num_actions), num_actions - 1).astype(jnp.int32)
+        explore = explore_u < epsilon_at(state.env_steps)
         return jnp.where(explore, random, greedy).astype(jnp.int32), {}
 
     def loss_fn(params: PyTree, target_params: PyTree, batch: Transition):

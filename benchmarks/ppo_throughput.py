@@ -18,7 +18,8 @@ reference's `train(keys)` includes its own initialisation, so rlkit's timed regi
 that neither can be faster by learning less.
 
 With one seed, raw and reference run unvmapped, as PureJaxRL's ppo.py does for one seed; rlkit
-always goes through its driver, which vmaps over the seed axis.
+always goes through its driver, which vmaps over the seed axis. `--vmap-one-seed` vmaps raw and
+reference over a seed axis of 1 as well, to separate the cost of that axis from the rest.
 
 Usage:
     python benchmarks/ppo_throughput.py                              # 5e5 steps, 1 and 16 seeds
@@ -95,10 +96,10 @@ def _aot(fn, *args):
     return compiled, time.perf_counter() - start
 
 
-def _keys(num_seeds: int, seed: int = 0):
-    """One key (unbatched, PureJaxRL's single-seed form) or [num_seeds] keys."""
-    key = jax.random.key(seed)
-    return key if num_seeds == 1 else jax.random.split(key, num_seeds)
+def _keys(num_seeds: int, vmapped: bool):
+    """[num_seeds] keys, or one unbatched key (PureJaxRL's single-seed form)."""
+    key = jax.random.key(0)
+    return jax.random.split(key, num_seeds) if vmapped else key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def _keys(num_seeds: int, seed: int = 0):
 # ---------------------------------------------------------------------------------------------
 
 
-def make_raw(num_seeds: int, num_iterations: int) -> Program:
+def make_raw(num_seeds: int, num_iterations: int, vmapped: bool) -> Program:
     """Random-action CartPole stepping, the same env steps per seed as one PPO run."""
     env, params = gymnax.make("CartPole-v1")
     num_actions = env.action_space(params).n
@@ -133,13 +134,13 @@ def make_raw(num_seeds: int, num_iterations: int) -> Program:
         (_, _, _, total), _ = jax.lax.scan(body, init, None, length=num_iterations * ROLLOUT_LENGTH)
         return total
 
-    fn = jax.jit(run_one if num_seeds == 1 else jax.vmap(run_one))
-    keys = _keys(num_seeds)
+    fn = jax.jit(jax.vmap(run_one) if vmapped else run_one)
+    keys = _keys(num_seeds, vmapped)
     compiled, compile_s = _aot(fn, keys)
     return Program("raw", compile_s, lambda: compiled(keys), None)
 
 
-def make_reference(num_seeds: int, total_steps: int) -> Program:
+def make_reference(num_seeds: int, total_steps: int, vmapped: bool) -> Program:
     config = reference_ppo.Config(
         num_envs=NUM_ENVS,
         num_steps=ROLLOUT_LENGTH,
@@ -147,8 +148,8 @@ def make_reference(num_seeds: int, total_steps: int) -> Program:
         **HYPERPARAMETERS,
     )
     train = reference_ppo.make_train(config)
-    fn = jax.jit(train if num_seeds == 1 else jax.vmap(train))
-    keys = _keys(num_seeds)
+    fn = jax.jit(jax.vmap(train) if vmapped else train)
+    keys = _keys(num_seeds, vmapped)
     compiled, compile_s = _aot(fn, keys)
 
     def final_return(out):
@@ -308,6 +309,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--programs", default=",".join(PROGRAMS), help="subset of raw,reference,rlkit to measure"
     )
+    parser.add_argument(
+        "--vmap-one-seed",
+        action="store_true",
+        help="vmap raw and reference over a seed axis of 1 too (as rlkit's driver does), "
+        "instead of PureJaxRL's unvmapped single-seed form",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -335,13 +342,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows, ratios = [], []
     for num_seeds in seed_counts:
+        vmapped = num_seeds > 1 or args.vmap_one_seed
         programs = []
         for name in names:
             print(f"seeds={num_seeds}: compiling {name} ...", flush=True)
             if name == "raw":
-                programs.append(make_raw(num_seeds, num_iterations))
+                programs.append(make_raw(num_seeds, num_iterations, vmapped))
             elif name == "reference":
-                programs.append(make_reference(num_seeds, args.total_steps))
+                programs.append(make_reference(num_seeds, args.total_steps, vmapped))
             else:
                 programs.append(make_rlkit(num_seeds, args.total_steps, num_iterations))
         print(f"seeds={num_seeds}: timing {args.repeats} repeats ...", flush=True)
@@ -382,6 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_iterations": num_iterations,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "vmap_one_seed": args.vmap_one_seed,
         "hyperparameters": HYPERPARAMETERS,
         "results": rows,
         "ratios": ratios,

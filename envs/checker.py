@@ -45,13 +45,12 @@ def _describe(x: Any) -> str:
 
 
 def _leaf_signatures(tree: Any) -> dict[str, tuple]:
-    """{path: (shape, dtype, is_array)} of every leaf, to compare two pytrees."""
+    """{path: (shape, dtype)} of every leaf (arrays or ShapeDtypeStructs), to compare pytrees."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {
         jax.tree_util.keystr(path): (
             tuple(np.shape(leaf)),
-            str(jnp.asarray(leaf).dtype),
-            isinstance(leaf, jax.Array | np.ndarray),
+            str(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype),
         )
         for path, leaf in leaves
     }
@@ -70,8 +69,8 @@ def _compare_trees(what: str, before: Any, after: Any, when: str) -> list[str]:
             "lax.scan can carry it"
         )
         return problems
-    for path, (shape, dtype, _) in sig_before.items():
-        new_shape, new_dtype, _ = sig_after[path]
+    for path, (shape, dtype) in sig_before.items():
+        new_shape, new_dtype = sig_after[path]
         if (shape, dtype) != (new_shape, new_dtype):
             problems.append(
                 f"{what} leaf {path} changes from shape {shape} dtype {dtype} to shape "
@@ -79,16 +78,6 @@ def _compare_trees(what: str, before: Any, after: Any, when: str) -> list[str]:
                 "the start (e.g. jnp.zeros((), jnp.int32) instead of 0)"
             )
     return problems
-
-
-def _python_leaves(what: str, tree: Any) -> list[str]:
-    """Problems for leaves that are Python numbers instead of arrays (they retrace jit)."""
-    return [
-        f"{what} leaf {path} is not an array: wrap it, e.g. jnp.asarray(x, jnp.int32), so its "
-        "dtype and shape are fixed"
-        for path, (_, _, is_array) in _leaf_signatures(tree).items()
-        if not is_array
-    ]
 
 
 def _check_obs(obs: Any, spec: EnvSpec, where: str) -> list[str]:
@@ -234,7 +223,7 @@ def _call(problems: list[str], what: str, fn: Callable, *args) -> Any:
 
 
 def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -> dict:
-    """Random-action episodes of spec.max_episode_steps steps, one compiled program.
+    """Random-action episodes of spec.max_episode_steps steps, one compiled program (jit).
 
     Returns numpy summaries: when each episode first ended, and (for envs with a model) how often
     the env disagreed with its model while the episode was running.
@@ -242,8 +231,13 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -
     spec = env.spec
     has_model = env.model is not None and env.state_index is not None
 
-    def episode(key):
-        reset_key, key = jax.random.split(key)
+    def episode(key, params):
+        reset_key, action_key, step_key = jax.random.split(key, 3)
+        # Actions and step keys drawn up front: fewer PRNG calls in the loop compile faster.
+        actions = jax.random.randint(
+            action_key, (spec.max_episode_steps,), 0, spec.num_actions, jnp.int32
+        )
+        step_keys = jax.random.split(step_key, spec.max_episode_steps)
         obs, state = env.reset(reset_key, params)
         stats = {"ended_at": jnp.asarray(-1, jnp.int32)}
         if has_model:
@@ -254,13 +248,10 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -
             stats["bad_transition"] = jnp.zeros((), jnp.int32)
             stats["bad_terminated"] = jnp.zeros((), jnp.int32)
 
-        def body(carry, t):
-            state, key, stats = carry
-            key, action_key, step_key = jax.random.split(key, 3)
-            action = jax.random.randint(action_key, (), 0, spec.num_actions, jnp.int32)
-            obs, next_state, _, terminated, truncated, _ = env.step(
-                step_key, state, action, params
-            )
+        def body(carry, inputs):
+            state, stats = carry
+            t, action, key = inputs
+            obs, next_state, _, terminated, truncated, _ = env.step(key, state, action, params)
             alive = stats["ended_at"] < 0
             done = jnp.logical_or(terminated, truncated)
             stats = dict(stats)
@@ -277,14 +268,58 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -
                     ("bad_terminated", wrong_end),
                 ):
                     stats[name] = stats[name] + (alive & flag).astype(jnp.int32)
-            return (next_state, key, stats), None
+            return (next_state, stats), None
 
         steps = jnp.arange(spec.max_episode_steps, dtype=jnp.int32)
-        (_, _, stats), _ = jax.lax.scan(body, (state, key, stats), steps)
+        (_, stats), _ = jax.lax.scan(body, (state, stats), (steps, actions, step_keys))
         return stats
 
-    stats = jax.jit(jax.vmap(episode))(jax.random.split(key, num_episodes))
-    return jax.tree.map(np.asarray, stats)
+    # One compiled episode called once per key: a vmapped (or lax.map-ped) loop of PRNG calls
+    # compiles several times slower, and vmapping is checked separately by tracing.
+    # params go in as an argument: closed over, they would be baked into the program as constants
+    # that XLA spends seconds constant-folding.
+    run_episode = jax.jit(episode)
+    episodes = [run_episode(key, params) for key in jax.random.split(key, num_episodes)]
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *episodes)
+
+
+def _non_array_leaves(tree: Any) -> list[str]:
+    """Paths of leaves that are not JAX arrays (Python numbers, numpy arrays) at trace time."""
+    return [
+        jax.tree_util.keystr(path)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if not isinstance(leaf, jax.Array)
+    ]
+
+
+def _trace(
+    problems: list[str], what: str, fn: Callable, eager_fn: Callable | None, *args
+) -> Any:
+    """Shapes and dtypes of fn(*args) (args may be ShapeDtypeStructs), traced as jit would.
+
+    Tracing compiles nothing, so this is cheap.
+
+    When tracing fails, `eager_fn` (the same call on concrete arrays, if given) tells a function
+    that is broken apart from one that only breaks under jit.
+    """
+    try:
+        return jax.eval_shape(fn, *args)
+    except Exception as error:  # noqa: BLE001 - any failure is a finding to report
+        traced_error = error
+    if eager_fn is None:
+        problems.append(f"{what} raised {_first_line(traced_error)}")
+        return None
+    try:
+        eager_fn()
+    except Exception as error:  # noqa: BLE001
+        problems.append(f"{what} raised {_first_line(error)}")
+        return None
+    problems.append(
+        f"{what} is not jittable ({_first_line(traced_error)}): replace Python if / while / "
+        "int() / float() on arrays with jnp.where / lax.cond / lax.while_loop, and keep shapes "
+        "static"
+    )
+    return None
 
 
 def check_env(
@@ -294,10 +329,13 @@ def check_env(
 
     Checks the return arity of `reset` / `step`; observation shape and dtype against the spec;
     reward a float32 scalar, terminated / truncated bool scalars; info a dict of fixed structure;
-    state leaves keeping their shapes and dtypes; `step` jittable and vmappable over keys; every
-    random-action episode ending within `spec.max_episode_steps`; and, for envs with a model,
-    the model's shapes and probabilities and the env's agreement with it (`state_index` matching
-    the observations, transitions in the model's support, `terminated` matching terminal states).
+    state leaves being arrays that keep their shapes and dtypes; `reset` / `step` jittable and
+    vmappable over keys; every random-action episode ending within `spec.max_episode_steps`; and,
+    for envs with a model, the model's shapes and probabilities and the env's agreement with it
+    (`state_index` matching the observations, transitions in the model's support, `terminated`
+    matching terminal states).
+
+    The cost is a few traces and one compilation (the rollout); more only when something fails.
 
     Args:
         env: the environment.
@@ -320,24 +358,45 @@ def check_env(
 
     fail()  # A broken spec makes every later check meaningless.
     spec = env.spec
-    reset_key, step_key, step_key_2, vmap_key, rollout_key = jax.random.split(key, 5)
+    reset_key, step_key, rollout_key = jax.random.split(key, 3)
+    action = jnp.zeros((), jnp.int32)
 
-    # Eager reset and two eager steps: arity, types, and what changes between steps.
-    out = _call(problems, "reset(key, params)", env.reset, reset_key, params)
+    # reset and two steps, traced (not compiled): arity, types, what changes between steps.
+    non_arrays: dict[str, list[str]] = {}
+
+    def traced_reset():
+        out = env.reset(reset_key, params)
+        if isinstance(out, tuple) and len(out) == 2:
+            non_arrays["reset's state"] = _non_array_leaves(out[1])
+        return out
+
+    out = _trace(problems, "reset(key, params)", traced_reset,
+                 lambda: env.reset(reset_key, params))
     if out is not None and (not isinstance(out, tuple) or len(out) != 2):
-        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else _describe(out)
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
         problems.append(f"reset must return (obs, state), got {got}")
         out = None
     if out is None:
         fail()
     obs, state = out
     problems += _check_obs(obs, spec, "reset")
-    problems += _python_leaves("reset's state", state)
-    action = jnp.zeros((), jnp.int32)
-    out = _call(problems, "step(key, state, action, params)", env.step, step_key, state, action,
-                params)
+
+    def traced_step(state, label):
+        def fn(state):
+            out = env.step(step_key, state, action, params)
+            if isinstance(out, tuple) and len(out) == 6:
+                non_arrays[label] = _non_array_leaves(out[1])
+            return out
+
+        def eager():
+            _, concrete_state = env.reset(reset_key, params)
+            for _ in range(1 if label == "the first step's state" else 2):
+                concrete_state = env.step(step_key, concrete_state, action, params)[1]
+        return _trace(problems, "step(key, state, action, params)", fn, eager, state)
+
+    out = traced_step(state, "the first step's state")
     if out is not None and (not isinstance(out, tuple) or len(out) != 6):
-        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else _describe(out)
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
         problems.append(
             "step must return (obs, state, reward, terminated, truncated, info) (gymnax 1.0 "
             f"with terminated and truncated apart), got {got}"
@@ -356,43 +415,37 @@ def check_env(
     if not info_ok:
         problems.append(f"step returns info as {type(info_1).__name__}, expected a dict of arrays")
     problems += _compare_trees("state", state, state_1, "between reset and the first step")
-    out = _call(problems, "a second step", env.step, step_key_2, state_1, action, params)
+    out = traced_step(state_1, "the second step's state")
     if out is not None and isinstance(out, tuple) and len(out) == 6:
         _, state_2, _, _, _, info_2 = out
         problems += _compare_trees("state", state_1, state_2, "between the first and second step")
         if info_ok:
             problems += _compare_trees("info", info_1, info_2, "between the first and second step")
+    for what, paths in non_arrays.items():
+        problems += [
+            f"{what} leaf {path} is not a JAX array (a Python number or numpy array): wrap it, "
+            "e.g. jnp.asarray(x, jnp.int32), so its dtype and shape are fixed"
+            for path in paths
+        ]
 
-    # Compiled and vectorised use, as the drivers will do it.
-    jit_ok = _call(problems, "jax.jit(step)", jax.jit(env.step), step_key, state, action,
-                   params) is not None
-    if not jit_ok:
-        problems[-1] += (
-            " -- step is not jittable: replace Python if / while / int() on arrays with "
-            "jnp.where / lax.cond / lax.while_loop, and keep shapes static"
-        )
-    keys = jax.random.split(vmap_key, 3)
-    vmap_ok = False
-    reset_batch = _call(problems, "jax.vmap(reset) over keys",
-                        jax.vmap(env.reset, in_axes=(0, None)), keys, params)
-    if reset_batch is not None:
-        obs_batch, state_batch = reset_batch
-        actions = jnp.zeros((3,), jnp.int32)
-        stepped = _call(problems, "jax.vmap(step) over keys and states",
-                        jax.vmap(env.step, in_axes=(0, 0, 0, None)), keys, state_batch, actions,
-                        params)
-        if stepped is None:
+    # vmap over keys (and the states they produce), traced only: failures show at trace time.
+    keys = jax.random.split(step_key, 3)
+    batched = _trace(problems, "jax.vmap(reset) over keys", jax.vmap(env.reset, (0, None)), None,
+                     keys, params)
+    if batched is not None:
+        batched = _trace(problems, "jax.vmap(step) over keys and states",
+                         jax.vmap(env.step, (0, 0, 0, None)), None, keys, batched[1],
+                         jnp.zeros((3,), jnp.int32), params)
+        if batched is None:
             problems[-1] += (
-                " -- step is not vmappable: avoid host callbacks and Python-side batching; write "
-                "step for one unbatched environment"
+                " -- step is not vmappable: write it for one unbatched environment, without "
+                "host callbacks (or give them a vmap_method) or Python-side batching"
             )
-        else:
-            vmap_ok = True
-            if tuple(np.shape(stepped[0])) != (3, *spec.obs_shape):
-                problems.append(
-                    f"vmapped step returns observations of shape {np.shape(stepped[0])}, "
-                    f"expected {(3, *spec.obs_shape)}"
-                )
+        elif tuple(batched[0].shape) != (3, *spec.obs_shape):
+            problems.append(
+                f"vmapped step returns observations of shape {tuple(batched[0].shape)}, "
+                f"expected {(3, *spec.obs_shape)}"
+            )
 
     # The exact model, when the env has one.
     model_ok = False
@@ -404,41 +457,39 @@ def check_env(
             found = model_problems(model, spec)
             problems += found
             model_ok = not found
+    fail()  # The rollout needs working types; report those first.
 
-    # Random-action episodes: they must end, and agree with the model.
-    if jit_ok and vmap_ok:
-        stats = _call(problems, "rolling out random episodes", _rollout,
-                      env if model_ok else env._replace(model=None, state_index=None), params,
-                      rollout_key, num_episodes)
-        if stats is not None:
-            never_ended = int(np.sum(stats["ended_at"] < 0))
-            if never_ended:
-                problems.append(
-                    f"{never_ended} of {num_episodes} random-action episodes neither terminated "
-                    f"nor truncated within spec.max_episode_steps={spec.max_episode_steps} "
-                    "steps: step must return truncated=True when the step counter reaches the "
-                    "time limit (or spec.max_episode_steps is larger than the env's limit)"
-                )
-            if "obs_mismatch" in stats:
-                messages = {
-                    "obs_mismatch": "observations differ from model.observations[state_index("
-                    "state)]: state_index or model.observations is inconsistent with the env",
-                    "bad_initial": "reset starts in states that model.initial gives probability "
-                    "0: state_index or model.initial is inconsistent with reset",
-                    "bad_transition": "step makes transitions that model.transitions gives "
-                    "probability 0: state_index or model.transitions is inconsistent with step",
-                    "bad_terminated": "step's terminated flag disagrees with model.terminal of "
-                    "the next state",
-                }
-                for stat, message in messages.items():
-                    count = int(np.sum(stats[stat]))
-                    if count:
-                        problems.append(f"{message} ({count} times in {num_episodes} episodes)")
-    else:
+    # Random-action episodes, compiled as the drivers run them.
+    checked_env = env if model_ok else env._replace(model=None, state_index=None)
+    try:
+        stats = _rollout(checked_env, params, rollout_key, num_episodes)
+    except Exception as error:  # noqa: BLE001 - any failure is a finding to report
         problems.append(
-            "random-action episodes were not rolled out (so episode ends and model agreement "
-            "are unchecked) because step failed under jit or vmap: fix that first"
+            "rolling out random-action episodes with jit(lax.scan(step)) raised "
+            f"{_first_line(error)}"
         )
+        fail()
+    never_ended = int(np.sum(stats["ended_at"] < 0))
+    if never_ended:
+        problems.append(
+            f"{never_ended} of {num_episodes} random-action episodes neither terminated nor "
+            f"truncated within spec.max_episode_steps={spec.max_episode_steps} steps: step must "
+            "return truncated=True when the step counter reaches the time limit (or "
+            "spec.max_episode_steps is larger than the env's limit)"
+        )
+    messages = {
+        "obs_mismatch": "observations differ from model.observations[state_index(state)]: "
+        "state_index or model.observations is inconsistent with the env",
+        "bad_initial": "reset starts in states that model.initial gives probability 0: "
+        "state_index or model.initial is inconsistent with reset",
+        "bad_transition": "step makes transitions that model.transitions gives probability 0: "
+        "state_index or model.transitions is inconsistent with step",
+        "bad_terminated": "step's terminated flag disagrees with model.terminal of the next state",
+    }
+    for stat, message in messages.items():
+        count = int(np.sum(stats.get(stat, 0)))
+        if count:
+            problems.append(f"{message} ({count} times in {num_episodes} episodes)")
     fail()
 
 

@@ -33,13 +33,14 @@ class TabularParams:
 
     Attributes:
         model: the exact `TabularModel` the environment samples from.
-        reward_noise_std: [S, A] float32 standard deviation of zero-mean Gaussian noise added to
-            R[s, a] when stepping (zeros: deterministic rewards). The model keeps the mean, so
-            planning is unaffected.
+        reward_noise_std: None for deterministic rewards, or [S, A] float32 standard deviation
+            of zero-mean Gaussian noise added to R[s, a] when stepping. The model keeps the
+            mean, so planning is unaffected. (None is an empty pytree: params stay vmappable, and
+            `step` skips the noise draw altogether.)
     """
 
     model: TabularModel
-    reward_noise_std: Array
+    reward_noise_std: Array | None = None
 
 
 @struct.dataclass
@@ -57,14 +58,15 @@ class TabularState:
 
 def one_hot_observations(num_states: int) -> Array:
     """The default observations: [S, S] float32 identity, row s being the one-hot of state s."""
-    return jnp.eye(num_states, dtype=jnp.float32)
+    # Built on the host: an eager jnp.eye would compile a kernel just to build an env.
+    return jnp.asarray(np.eye(num_states, dtype=np.float32))
 
 
 def make_params(model: TabularModel, reward_noise_std: Array | None = None) -> TabularParams:
-    """Wrap a model (and optional reward noise [S, A]) into `TabularParams`."""
-    if reward_noise_std is None:
-        reward_noise_std = jnp.zeros_like(model.rewards, dtype=jnp.float32)
-    return TabularParams(model=model, reward_noise_std=jnp.asarray(reward_noise_std, jnp.float32))
+    """Wrap a model (and optional reward noise std [S, A]) into `TabularParams`."""
+    if reward_noise_std is not None:
+        reward_noise_std = jnp.asarray(reward_noise_std, jnp.float32)
+    return TabularParams(model=model, reward_noise_std=reward_noise_std)
 
 
 def reset(key: PRNGKey, params: TabularParams) -> tuple[Array, TabularState]:
@@ -98,13 +100,16 @@ def step(
         info {}).
     """
     model = params.model
-    transition_key, noise_key = jax.random.split(key)
+    reward = model.rewards[state.index, action].astype(jnp.float32)
+    if params.reward_noise_std is not None:  # Static (pytree structure), not a traced branch.
+        key, noise_key = jax.random.split(key)
+        reward = reward + params.reward_noise_std[state.index, action] * jax.random.normal(
+            noise_key
+        )
     # log(0) = -inf is exactly what categorical needs to never draw impossible successors.
     next_index = jax.random.categorical(
-        transition_key, jnp.log(model.transitions[state.index, action])
+        key, jnp.log(model.transitions[state.index, action])
     ).astype(jnp.int32)
-    noise = params.reward_noise_std[state.index, action] * jax.random.normal(noise_key)
-    reward = (model.rewards[state.index, action] + noise).astype(jnp.float32)
     terminated = model.terminal[next_index].astype(jnp.bool_)
     next_step = state.step + 1
     truncated = jnp.logical_and(next_step >= model.horizon, jnp.logical_not(terminated))
@@ -154,12 +159,13 @@ def make_tabular_env(
     if problems:
         raise RlkitError(f"the model of env {name!r} is malformed: " + "; ".join(problems))
     params = make_params(model, reward_noise_std)
-    require(
-        params.reward_noise_std.shape == model.rewards.shape,
-        "reward_noise_std",
-        f"must have the reward table's shape {model.rewards.shape}, got "
-        f"{params.reward_noise_std.shape}",
-    )
+    if params.reward_noise_std is not None:
+        require(
+            params.reward_noise_std.shape == model.rewards.shape,
+            "reward_noise_std",
+            f"must have the reward table's shape {model.rewards.shape}, got "
+            f"{params.reward_noise_std.shape}",
+        )
     return Environment(
         spec=spec,
         default_params=params,
@@ -171,7 +177,7 @@ def make_tabular_env(
 
 
 def random_model(
-    key: PRNGKey,
+    seed: int,
     num_states: int,
     num_actions: int,
     horizon: int,
@@ -180,12 +186,14 @@ def random_model(
 ) -> TabularModel:
     """A random tabular MDP: Dirichlet transitions, uniform [0, 1) rewards.
 
-    Pure in `key`, so `jax.vmap(partial(random_model, num_states=...))(keys)` gives one MDP per
-    seed. The last `num_terminal` states are terminal (absorbing, zero reward); episodes start
+    Drawn with numpy on the host: JAX's Dirichlet (a gamma sampler) takes seconds to compile and
+    a model is built once. For one MDP per seed, build several and `stack_params` them.
+
+    The last `num_terminal` states are terminal (absorbing, zero reward); episodes start
     uniformly in the others.
 
     Args:
-        key: PRNG key.
+        seed: numpy seed of the model.
         num_states: S.
         num_actions: A.
         horizon: truncation length.
@@ -195,24 +203,48 @@ def random_model(
     Returns:
         A `TabularModel` with one-hot observations.
     """
-    transition_key, reward_key = jax.random.split(key)
-    alpha = jnp.full((num_states,), concentration, jnp.float32)
-    transitions = jax.random.dirichlet(transition_key, alpha, (num_states, num_actions))
-    rewards = jax.random.uniform(reward_key, (num_states, num_actions), jnp.float32)
-    terminal = jnp.arange(num_states) >= num_states - num_terminal
+    rng = np.random.default_rng(seed)
+    transitions = rng.dirichlet(np.full(num_states, concentration), (num_states, num_actions))
+    rewards = rng.uniform(size=(num_states, num_actions))
+    terminal = np.arange(num_states) >= num_states - num_terminal
     # Terminal rows absorbing with zero reward, as the TabularModel contract says.
-    absorbing = jnp.broadcast_to(jnp.eye(num_states)[:, None, :], transitions.shape)
-    transitions = jnp.where(terminal[:, None, None], absorbing, transitions)
-    rewards = jnp.where(terminal[:, None], 0.0, rewards)
-    initial = jnp.where(terminal, 0.0, 1.0) / (num_states - num_terminal)
+    transitions[terminal] = np.eye(num_states)[terminal][:, None, :]
+    rewards[terminal] = 0.0
+    initial = np.where(terminal, 0.0, 1.0) / (num_states - num_terminal)
+    return model_from_numpy(transitions, rewards, terminal, initial, horizon)
+
+
+def model_from_numpy(
+    transitions: np.ndarray,
+    rewards: np.ndarray,
+    terminal: np.ndarray,
+    initial: np.ndarray,
+    horizon: int,
+    observations: np.ndarray | None = None,
+) -> TabularModel:
+    """A `TabularModel` of float32 / bool / int32 device arrays from host arrays.
+
+    Observations default to one-hot ([S, S] float32). Rows are renormalised in float64 first, so
+    float32 rounding never leaves a row summing to 1 - 1e-7 where numpy said 1.
+    """
+    transitions = np.asarray(transitions, np.float64)
+    transitions = transitions / transitions.sum(-1, keepdims=True)
+    num_states = transitions.shape[0]
+    if observations is None:
+        observations = np.eye(num_states, dtype=np.float32)
     return TabularModel(
-        transitions=transitions.astype(jnp.float32),
-        rewards=rewards.astype(jnp.float32),
-        terminal=terminal,
-        initial=initial.astype(jnp.float32),
-        observations=one_hot_observations(num_states),
+        transitions=jnp.asarray(transitions, jnp.float32),
+        rewards=jnp.asarray(rewards, jnp.float32),
+        terminal=jnp.asarray(terminal, jnp.bool_),
+        initial=jnp.asarray(initial, jnp.float32),
+        observations=jnp.asarray(observations),
         horizon=jnp.asarray(horizon, jnp.int32),
     )
+
+
+def stack_params(params: list[TabularParams]) -> TabularParams:
+    """Stack params of same-shaped MDPs along a new leading axis, for `jax.vmap` over MDPs."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
 
 
 @dataclass(frozen=True)
@@ -256,12 +288,14 @@ class Config:
 def make(config: Config) -> Environment:
     """Build the random tabular MDP described by `config`."""
     model = random_model(
-        jax.random.key(config.seed),
+        config.seed,
         config.num_states,
         config.num_actions,
         config.horizon,
         config.concentration,
         config.num_terminal,
     )
-    noise = jnp.full((config.num_states, config.num_actions), config.reward_noise_std)
+    noise = None
+    if config.reward_noise_std > 0:
+        noise = np.full((config.num_states, config.num_actions), config.reward_noise_std)
     return make_tabular_env(model, "tabular", noise)

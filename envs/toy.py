@@ -3,10 +3,11 @@
 Each is a `TabularModel` built by a `<name>_model` function and turned into an environment by
 `envs.tabular.make_tabular_env`, so every one exposes `env.model(params)` for `rlkit.planning`.
 The model builders of the lock and DeepSea take their randomness (the code, the action mapping)
-as arrays, so `jax.vmap` over them gives one MDP per seed:
+as arrays: numpy arrays build the model on the host, JAX arrays build it with jnp, so one MDP per
+seed is either a stack of host-built params or a `jax.vmap` over JAX codes:
 
-    codes = jax.random.randint(keys[:, None], ...)  # or vmap over keys
-    params = jax.vmap(lambda c: tabular.make_params(combination_lock_model(c, 4)))(codes)
+    codes = jnp.stack([jnp.asarray(combination_lock_code(seed, 5, 4)) for seed in range(8)])
+    params = jax.vmap(lambda code: tabular.make_params(combination_lock_model(code, 4)))(codes)
 
 Time-dependent MDPs (lock, DeepSea) put the step index into the state, so their models are
 stationary and their episodes end by termination after exactly H steps, never by truncation.
@@ -16,34 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.tabular import make_tabular_env, one_hot_observations
+from envs.tabular import make_tabular_env, model_from_numpy
 from rlkit.errors import require
 from rlkit.types import Array, Environment, TabularModel
 
 LEFT, RIGHT = 0, 1
-
-
-def _model_from_numpy(
-    transitions: np.ndarray,
-    rewards: np.ndarray,
-    terminal: np.ndarray,
-    initial: np.ndarray,
-    horizon: int,
-    observations: Array | None = None,
-) -> TabularModel:
-    num_states = transitions.shape[0]
-    return TabularModel(
-        transitions=jnp.asarray(transitions, jnp.float32),
-        rewards=jnp.asarray(rewards, jnp.float32),
-        terminal=jnp.asarray(terminal, jnp.bool_),
-        initial=jnp.asarray(initial, jnp.float32),
-        observations=one_hot_observations(num_states) if observations is None else observations,
-        horizon=jnp.asarray(horizon, jnp.int32),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +76,7 @@ def chain_model(config: ChainConfig) -> TabularModel:
     rewards[0, LEFT] = config.left_reward
     rewards[n - 1, RIGHT] = config.right_reward
     initial = np.eye(n)[0]
-    return _model_from_numpy(transitions, rewards, np.zeros(n, bool), initial, config.horizon)
+    return model_from_numpy(transitions, rewards, np.zeros(n, bool), initial, config.horizon)
 
 
 def make_chain(config: ChainConfig) -> Environment:
@@ -172,7 +153,7 @@ def riverswim_model(config: RiverSwimConfig) -> TabularModel:
     # The original pays the large reward on the right end's self-loop only; the model keeps the
     # expectation (Osband et al. pay it for the action).
     rewards[n - 1, RIGHT] = large * (right_end_stay if config.variant == "strehl-littman" else 1)
-    return _model_from_numpy(transitions, rewards, np.zeros(n, bool), initial, config.horizon)
+    return model_from_numpy(transitions, rewards, np.zeros(n, bool), initial, config.horizon)
 
 
 def make_riverswim(config: RiverSwimConfig) -> Environment:
@@ -217,18 +198,19 @@ class CombinationLockConfig:
         )
 
 
-def combination_lock_code(key: jax.Array, horizon: int, num_actions: int) -> Array:
-    """A random code: [horizon] int32, the correct action at each step."""
-    return jax.random.randint(key, (horizon,), 0, num_actions, jnp.int32)
+def combination_lock_code(seed: int, horizon: int, num_actions: int) -> np.ndarray:
+    """A random code: [horizon] int32, the correct action at each step (numpy, on the host)."""
+    return np.random.default_rng(seed).integers(0, num_actions, horizon).astype(np.int32)
 
 
 def combination_lock_model(
-    code: Array, num_actions: int, distractor_reward: float = 0.0
+    code: Array | np.ndarray, num_actions: int, distractor_reward: float = 0.0
 ) -> TabularModel:
-    """The exact model of a combination lock with the given code (pure in `code`: vmappable).
+    """The exact model of a combination lock with the given code.
 
     State index 2h + lock for step h in [0, H) and lock 0 (good) / 1 (dead); index 2H is the
-    terminal state entered after the H-th action.
+    terminal state entered after the H-th action. A numpy code builds the model on the host; a
+    JAX code (possibly traced) builds it with jnp, so the builder can be vmapped over codes.
 
     Args:
         code: [H] int, the correct action at each step.
@@ -238,38 +220,41 @@ def combination_lock_model(
     Returns:
         A `TabularModel` with S = 2H + 1 states and horizon H.
     """
+    xp = np if isinstance(code, np.ndarray) else jnp
     horizon = code.shape[0]
-    num_states = 2 * horizon + 1
-    end = 2 * horizon
-    steps = jnp.arange(horizon)
-    good, dead = 2 * steps, 2 * steps + 1
+    num_states, end = 2 * horizon + 1, 2 * horizon
+    steps = np.arange(horizon)
     last = steps == horizon - 1
-    next_good = jnp.where(last, end, good + 2)[:, None]  # [H, 1]
-    next_dead = jnp.where(last, end, dead + 2)[:, None]
-    correct = jax.nn.one_hot(code, num_actions, dtype=jnp.bool_)  # [H, A]
-    actions = jnp.arange(num_actions)[None, :]
-    transitions = jnp.zeros((num_states, num_actions, num_states), jnp.float32)
-    transitions = transitions.at[good[:, None], actions, jnp.where(correct, next_good,
-                                                                   next_dead)].set(1.0)
-    transitions = transitions.at[dead[:, None], actions, next_dead].set(1.0)
-    transitions = transitions.at[end, :, end].set(1.0)
-    good_rewards = jnp.where(correct, last[:, None].astype(jnp.float32), distractor_reward)
-    rewards = jnp.zeros((num_states, num_actions), jnp.float32).at[good].set(good_rewards)
+    next_good = np.where(last, end, 2 * steps + 2)[:, None]  # [H, 1]
+    next_dead = np.where(last, end, 2 * steps + 3)[:, None]
+    correct = xp.arange(num_actions)[None, :] == code[:, None]  # [H, A]
+    from_good = xp.where(correct, next_good, next_dead)  # [H, A] next state indices
+    from_dead = np.broadcast_to(next_dead, (horizon, num_actions))
+    # Interleave good (2h) and dead (2h + 1) rows, then the terminal row.
+    next_index = xp.stack([from_good, from_dead], axis=1).reshape(end, num_actions)
+    next_index = xp.concatenate([next_index, np.full((1, num_actions), end)])
+    eye = np.eye(num_states, dtype=np.float32)
+    transitions = xp.asarray(eye)[next_index]  # [S, A, S], deterministic
+    good_rewards = xp.where(correct, last[:, None], distractor_reward).astype(np.float32)
+    dead_rewards = np.zeros((horizon, num_actions), np.float32)
+    rewards = xp.stack([good_rewards, dead_rewards], axis=1).reshape(end, num_actions)
+    rewards = xp.concatenate([rewards, np.zeros((1, num_actions), np.float32)])
+    terminal = np.arange(num_states) == end
+    if xp is np:
+        return model_from_numpy(transitions, rewards, terminal, eye[0], horizon)
     return TabularModel(
         transitions=transitions,
         rewards=rewards,
-        terminal=jnp.arange(num_states) == end,
-        initial=jax.nn.one_hot(0, num_states, dtype=jnp.float32),
-        observations=one_hot_observations(num_states),
+        terminal=jnp.asarray(terminal),
+        initial=jnp.asarray(eye[0]),
+        observations=jnp.asarray(eye),
         horizon=jnp.asarray(horizon, jnp.int32),
     )
 
 
 def make_combination_lock(config: CombinationLockConfig) -> Environment:
     """The combination lock environment."""
-    code = combination_lock_code(
-        jax.random.key(config.code_seed), config.horizon, config.num_actions
-    )
+    code = combination_lock_code(config.code_seed, config.horizon, config.num_actions)
     model = combination_lock_model(code, config.num_actions, config.distractor_reward)
     return make_tabular_env(model, "combination-lock")
 
@@ -313,18 +298,25 @@ class DeepSeaConfig:
         )
 
 
-def deepsea_action_mapping(key: jax.Array, size: int) -> Array:
-    """A random mapping: [N, N] int32, the action that means "right" in each cell."""
-    return jax.random.bernoulli(key, 0.5, (size, size)).astype(jnp.int32)
+def deepsea_action_mapping(seed: int, size: int) -> np.ndarray:
+    """A random mapping: [N, N] int32, the action that means "right" in each cell.
+
+    Drawn exactly as bsuite draws it (`RandomState(mapping_seed).binomial(1, 0.5, [N, N])`), so
+    a mapping seed gives the same DeepSea here and in bsuite.
+    """
+    return np.random.RandomState(seed).binomial(1, 0.5, [size, size]).astype(np.int32)
 
 
 def deepsea_model(
-    action_mapping: Array, deterministic: bool = True, unscaled_move_cost: float = 0.01
+    action_mapping: Array | np.ndarray,
+    deterministic: bool = True,
+    unscaled_move_cost: float = 0.01,
 ) -> TabularModel:
-    """The exact DeepSea model (pure in `action_mapping`: vmappable).
+    """The exact DeepSea model.
 
     State index row * N + column for the N x N cells, and N * N for the terminal state entered
-    after the N-th step.
+    after the N-th step. A numpy mapping builds the model on the host; a JAX mapping (possibly
+    traced) builds it with jnp, so the builder can be vmapped over mappings.
 
     Args:
         action_mapping: [N, N] int, the action that moves right in each cell.
@@ -334,57 +326,60 @@ def deepsea_model(
     Returns:
         A `TabularModel` with S = N^2 + 1 states, 2 actions, horizon N.
     """
+    xp = np if isinstance(action_mapping, np.ndarray) else jnp
     size = action_mapping.shape[0]
-    num_states = size * size + 1
-    end = size * size
-    rows, cols = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")  # [N, N]
+    num_states, end = size * size + 1, size * size
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")  # [N, N]
+    eye = np.eye(num_states, dtype=np.float32)
 
-    def index(row, col):
-        return jnp.where(row >= size, end, row * size + col)
+    def below(col):  # [N, N, S] one-hot of the cell one row down in column `col`
+        return eye[np.where(rows + 1 >= size, end, (rows + 1) * size + col)]
 
-    below_right = jax.nn.one_hot(index(rows + 1, jnp.minimum(cols + 1, size - 1)), num_states)
-    below = jax.nn.one_hot(index(rows + 1, cols), num_states)
-    below_left = jax.nn.one_hot(index(rows + 1, jnp.maximum(cols - 1, 0)), num_states)
     success = 1.0 if deterministic else 1.0 - 1.0 / size
-    p_right = success * below_right + (1.0 - success) * below  # [N, N, S]
-    is_right = jnp.arange(2)[None, None, :] == action_mapping[:, :, None]  # [N, N, 2]
-    transitions = jnp.where(is_right[..., None], p_right[:, :, None], below_left[:, :, None])
-    transitions = jnp.concatenate(
-        [transitions.reshape(end, 2, num_states),
-         jnp.broadcast_to(jax.nn.one_hot(end, num_states), (1, 2, num_states))]
+    # bsuite: a failed right move stays in the column (still falling one row).
+    p_right = success * below(np.minimum(cols + 1, size - 1)) + (1.0 - success) * below(cols)
+    p_left = below(np.maximum(cols - 1, 0))
+    is_right = xp.arange(2)[None, None, :] == action_mapping[:, :, None]  # [N, N, 2]
+    transitions = xp.where(is_right[..., None], p_right[:, :, None], p_left[:, :, None])
+    transitions = xp.concatenate(
+        [transitions.reshape(end, 2, num_states), np.broadcast_to(eye[end], (1, 2, num_states))]
     )
-    # bsuite pays 1 for "right" in the last column (only reachable on the last row).
-    treasure = (cols == size - 1)[..., None] & is_right
-    rewards = treasure.astype(jnp.float32) - (unscaled_move_cost / size) * is_right
-    rewards = jnp.concatenate([rewards.reshape(end, 2), jnp.zeros((1, 2))])
-    grid = jnp.eye(end, dtype=jnp.float32).reshape(end, size, size)
-    observations = jnp.concatenate([grid, jnp.zeros((1, size, size), jnp.float32)])
+    # bsuite pays 1 for "right" in the last column (reachable on the last row only).
+    treasure = xp.logical_and((cols == size - 1)[..., None], is_right)
+    move_cost = is_right.astype(np.float32) * np.float32(unscaled_move_cost / size)
+    rewards = treasure.astype(np.float32) - move_cost
+    rewards = xp.concatenate([rewards.reshape(end, 2), np.zeros((1, 2), np.float32)])
+    # Observations: bsuite's one-hot [N, N] grid, all zeros once the episode is over.
+    observations = np.concatenate([eye[:end, :end], np.zeros((1, end), np.float32)])
+    observations = observations.reshape(num_states, size, size)
+    terminal = np.arange(num_states) == end
+    if xp is np:
+        return model_from_numpy(transitions, rewards, terminal, eye[0], size, observations)
     return TabularModel(
         transitions=transitions.astype(jnp.float32),
         rewards=rewards.astype(jnp.float32),
-        terminal=jnp.arange(num_states) == end,
-        initial=jax.nn.one_hot(0, num_states, dtype=jnp.float32),
-        observations=observations,
+        terminal=jnp.asarray(terminal),
+        initial=jnp.asarray(eye[0]),
+        observations=jnp.asarray(observations),
         horizon=jnp.asarray(size, jnp.int32),
     )
 
 
-def deepsea_reward_noise(size: int, deterministic: bool) -> Array:
-    """[N^2 + 1, 2] std of bsuite's reward noise: N(0, 1) in the bottom corners when stochastic."""
+def deepsea_reward_noise(size: int) -> np.ndarray:
+    """[N^2 + 1, 2] std of the stochastic variant's reward noise: N(0, 1) in the bottom corners."""
     noise = np.zeros((size * size + 1, 2), np.float32)
-    if not deterministic:
-        noise[[(size - 1) * size, size * size - 1]] = 1.0
-    return jnp.asarray(noise)
+    noise[[(size - 1) * size, size * size - 1]] = 1.0
+    return noise
 
 
 def make_deepsea(config: DeepSeaConfig) -> Environment:
     """The DeepSea environment (observations [N, N] float32)."""
     if config.randomize_actions:
-        mapping = deepsea_action_mapping(jax.random.key(config.mapping_seed), config.size)
+        mapping = deepsea_action_mapping(config.mapping_seed, config.size)
     else:
-        mapping = jnp.ones((config.size, config.size), jnp.int32)
+        mapping = np.ones((config.size, config.size), np.int32)
     model = deepsea_model(mapping, config.deterministic, config.unscaled_move_cost)
-    noise = deepsea_reward_noise(config.size, config.deterministic)
+    noise = None if config.deterministic else deepsea_reward_noise(config.size)
     return make_tabular_env(model, "deepsea", noise)
 
 
@@ -445,7 +440,7 @@ def gridworld_model(config: GridWorldConfig) -> TabularModel:
     rewards = transitions[:, :, goal] * 1.0 + (1.0 - transitions[:, :, goal]) * config.step_reward
     rewards[goal] = 0.0
     initial = np.eye(num_states)[0]
-    return _model_from_numpy(transitions, rewards, terminal, initial, config.horizon)
+    return model_from_numpy(transitions, rewards, terminal, initial, config.horizon)
 
 
 def make_gridworld(config: GridWorldConfig) -> Environment:

@@ -76,9 +76,10 @@ def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
 
 
 def _format(value: Any) -> str:
-    if isinstance(value, float):
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
         return "nan" if math.isnan(value) else repr(value)
-    return str(value)
+    return str(int(value)) if isinstance(value, np.integer) else str(value)
 
 
 class MetricsLog:
@@ -142,6 +143,7 @@ def run_training(
     optimal_return: float | None = None,
     show_progress: bool = True,
     summary_extras: dict[str, Any] | None = None,
+    stop_after_chunks: int | None = None,
 ) -> RunResult:
     """Run `num_chunks` compiled chunks with logging, evaluation and checkpoints.
 
@@ -157,6 +159,7 @@ def run_training(
         optimal_return: the exact optimal return, where the env has a model.
         show_progress: draw a rich progress bar.
         summary_extras: more fields for summary.json.
+        stop_after_chunks: stop, checkpointed, after this many chunks of this call.
 
     Returns:
         A `RunResult` with the summary and the final carry.
@@ -193,9 +196,12 @@ def run_training(
     steps_per_chunk = trainer.iterations_per_chunk * trainer.steps_per_iteration
     train_seconds = 0.0
     eval_returns = np.full((num_seeds,), np.nan)
+    last_chunk = num_chunks - 1
+    if stop_after_chunks is not None:
+        last_chunk = min(last_chunk, first_chunk + stop_after_chunks - 1)
     with Progress(total=num_chunks * steps_per_chunk, enabled=show_progress,
                   completed=first_chunk * steps_per_chunk) as progress:
-        for chunk in range(first_chunk, num_chunks):
+        for chunk in range(first_chunk, last_chunk + 1):
             chunk_start = time.perf_counter()
             carry, metrics = run(carry)
             metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
@@ -214,17 +220,19 @@ def run_training(
                 if np.isfinite(value):
                     writer.add_scalar(name, value, env_steps)
             writer.flush()
-            if (chunk + 1) % checkpoint_every == 0 or chunk == num_chunks - 1:
+            if (chunk + 1) % checkpoint_every == 0 or chunk == last_chunk:
                 checkpointer.save(chunk, carry)
             progress.advance(steps_per_chunk, {
                 "return": np.nanmean([r["episode_return"] for r in rows]),
                 "eval": float(np.mean(eval_returns)),
             })
+    if first_chunk > last_chunk:  # resumed a finished run: report its final evaluation
+        eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
     writer.close()
     checkpointer.close()
 
     rows = log.read()
-    total_steps = num_chunks * steps_per_chunk
+    total_steps = (last_chunk + 1) * steps_per_chunk
     final = aggregate(eval_returns)
     summary: dict[str, Any] = dict(header)
     summary.update({
@@ -234,7 +242,7 @@ def run_training(
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
         # Throughput of the chunks run in this process (all seeds), compilation excluded.
-        "steps_per_second": ((num_chunks - first_chunk) * steps_per_chunk * num_seeds
+        "steps_per_second": ((last_chunk + 1 - first_chunk) * steps_per_chunk * num_seeds
                              / max(train_seconds, 1e-9)),
         "final_return": final["mean"],
         "final_return_iqm": final["iqm"],
@@ -242,6 +250,8 @@ def run_training(
         "per_seed": [float(x) for x in eval_returns],
         "device": jax.devices()[0].device_kind,
         "resumed_from_chunk": first_chunk if resume else None,
+        "last_chunk": last_chunk,
+        "stopped_early": last_chunk < num_chunks - 1,
     })
     if optimal_return is not None:
         summary["optimal_return"] = float(optimal_return)

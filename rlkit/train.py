@@ -13,6 +13,7 @@ anything is compiled.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class RunOptions:
     """Show a progress bar."""
     shard_seeds: bool = True
     """With several local devices, split the seed axis over them (seeds must divide evenly)."""
+    stop_after_chunks: int | None = None
+    """Stop (checkpointed) after this many chunks of this invocation; continue with --resume.
+    For time-boxed or preemptible jobs."""
 
     def __post_init__(self):
         require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
@@ -170,9 +174,11 @@ def parse_experiment(argv: list[str]) -> tuple[Experiment, bool]:
         require(path.exists(), "--resume",
                 f"{resume_dir} has no config.yaml; pass the directory of an earlier run")
         experiment = load_experiment(path)
-        return dataclasses.replace(
-            experiment, run=dataclasses.replace(experiment.run, run_dir=resume_dir)
-        ), True
+        stop = _option_value(argv, "--stop-after-chunks")
+        run = dataclasses.replace(
+            experiment.run, run_dir=resume_dir, stop_after_chunks=int(stop) if stop else None,
+            progress=experiment.run.progress and "--no-progress" not in argv)
+        return dataclasses.replace(experiment, run=run), True
 
     base: Experiment | None = None
     config_file = _option_value(argv, "--config")
@@ -216,6 +222,18 @@ def parse_experiment(argv: list[str]) -> tuple[Experiment, bool]:
     return Experiment(agent_name, env_name, run, agent_config, args.env_config), False
 
 
+def chunk_length(total_iterations: int, num_logs: int) -> int:
+    """Iterations per chunk: a divisor of the total giving about `num_logs` chunks, so the run
+    does exactly the requested iterations; if no divisor comes within a factor of two of
+    `num_logs`, the nearest length and a run shorter by less than one chunk."""
+    small = [d for d in range(1, math.isqrt(total_iterations) + 1) if total_iterations % d == 0]
+    divisors = small + [total_iterations // d for d in small]
+    best = min(divisors, key=lambda d: abs(math.log((total_iterations / d) / num_logs)))
+    if num_logs / 2 <= total_iterations / best <= 2 * num_logs:
+        return best
+    return max(1, total_iterations // num_logs)
+
+
 def _mesh(num_seeds: int, enabled: bool):
     import jax
     import numpy as np
@@ -255,7 +273,7 @@ def execute(experiment: Experiment, resume: bool = False):
     require(total_iterations >= 1, "--total-steps",
             f"{run.total_steps} is less than one iteration of {experiment.agent} "
             f"({steps_per_iteration} env steps); raise it")
-    iterations_per_chunk = max(1, total_iterations // run.num_logs)
+    iterations_per_chunk = chunk_length(total_iterations, run.num_logs)
     num_chunks = total_iterations // iterations_per_chunk
 
     run_dir = Path(run.run_dir or f"runs/{experiment.agent}-{experiment.env.replace(':', '_')}"
@@ -286,7 +304,8 @@ def execute(experiment: Experiment, resume: bool = False):
         return run_training(
             trainer, num_chunks=num_chunks, num_seeds=run.seeds, seed=run.seed, run_dir=run_dir,
             header=header, resume=resume, checkpoint_every=run.checkpoint_every,
-            optimal_return=optimal_return, show_progress=run.progress)
+            optimal_return=optimal_return, show_progress=run.progress,
+            stop_after_chunks=run.stop_after_chunks)
     finally:
         trainer.close()
 
@@ -308,6 +327,8 @@ def print_summary(result) -> None:
     if "optimal_return" in s:
         table.add_row("optimal return (exact)", f"{s['optimal_return']:.4g}")
         table.add_row("sub-optimality", f"{s['suboptimality']:.4g}")
+    if s.get("stopped_early"):
+        table.add_row("stopped early", f"after chunk {s['last_chunk']}: continue with --resume")
     table.add_row("per seed", ", ".join(f"{x:.4g}" for x in s["per_seed"]))
     table.add_row("env steps / second (all seeds)", f"{s['steps_per_second']:,.0f}")
     table.add_row("compile seconds", f"{s['compile_seconds']:.1f}")

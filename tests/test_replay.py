@@ -155,8 +155,15 @@ def test_add_and_sample_inside_jit_and_scan_match_eager():
 
     def _items_jnp(ids):
         image = jnp.broadcast_to(ids.astype(jnp.uint8)[:, None, None, None], (3, 2, 2, 1))
-        return Transition(image, ids, ids.astype(jnp.float32), ids % 2 == 1, ids % 3 == 0,
-                          image + 1, {"log_prob": -ids.astype(jnp.float32)})
+        return Transition(
+            image,
+            ids,
+            ids.astype(jnp.float32),
+            ids % 2 == 1,
+            ids % 3 == 0,
+            image + 1,
+            {"log_prob": -ids.astype(jnp.float32)},
+        )
 
     @jax.jit
     def run(state, key):

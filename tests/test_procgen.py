@@ -1,0 +1,147 @@
+"""The procgen adapter, run in the environment with the procgen extra:
+
+    .venv-procgen/bin/python -m pytest -m procgen tests/test_procgen.py
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+import envs
+from envs import procgen_adapter
+from rlkit.errors import RlkitError
+
+pytestmark = pytest.mark.procgen
+procgen = pytest.importorskip("procgen")
+
+NOOP = 4  # procgen's action with no keys pressed
+
+
+def _make(num_envs=2, seed=0, **config):
+    return procgen_adapter.make(procgen_adapter.Config(**config), num_envs, seed)
+
+
+def _rollout(env, seed, steps, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    out = [env.reset(seed)]
+    for _ in range(steps):
+        step = env.step(rng.integers(0, 15, env.num_envs))
+        out += [step.obs, step.reward, step.terminated, env.last_info["level_seed"]]
+    return out
+
+
+def test_shapes_dtypes_and_spec():
+    env = envs.make_host_env("procgen:coinrun", None, 3, 0)
+    assert env.spec.name == "procgen:coinrun"
+    assert env.spec.obs_shape == (64, 64, 3) and env.spec.obs_dtype == "uint8"
+    assert env.spec.num_actions == 15 and env.spec.is_image
+    assert env.spec.max_episode_steps == 1000
+    obs = env.reset(0)
+    assert obs.shape == (3, 64, 64, 3) and obs.dtype == np.uint8
+    assert obs.std() > 0  # a rendered frame, not a blank buffer
+    step = env.step(np.full(3, NOOP))
+    assert step.obs.shape == (3, 64, 64, 3) and step.obs.dtype == np.uint8
+    assert step.final_obs.shape == step.obs.shape and step.final_obs.dtype == np.uint8
+    assert step.reward.shape == (3,) and step.reward.dtype == np.float32
+    assert step.terminated.dtype == np.bool_ and step.truncated.dtype == np.bool_
+    assert not step.truncated.any()
+    env.close()
+
+
+def test_same_seed_same_levels_and_frames():
+    first = _rollout(_make(num_envs=2, seed=7), 7, 40)
+    second = _rollout(_make(num_envs=2, seed=123), 7, 40)  # reset(seed) decides, not make's seed
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = _rollout(_make(num_envs=2, seed=7), 8, 0)
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_level_range_follows_num_levels_and_start_level():
+    env = _make(num_envs=8, num_levels=3, start_level=100, game="maze")
+    env.reset(0)
+    seen = set(env.last_info["level_seed"].tolist())
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        step = env.step(rng.integers(0, 15, 8))
+        seen |= set(env.last_info["level_seed"].tolist())
+        ended = step.terminated
+        seen |= set(env.last_info["prev_level_seed"][ended].tolist())
+    assert seen <= {100, 101, 102} and len(seen) >= 2
+
+    # The test split of the offline-procgen protocol: num_levels=0 means every seed from 250 on.
+    env = _make(num_envs=8, num_levels=0, start_level=250, game="maze")
+    env.reset(0)
+    assert (env.last_info["level_seed"] >= 250).all()
+    assert len(set(env.last_info["level_seed"].tolist())) == 8
+
+
+def test_timeout_ends_episode_as_terminated_at_spec_limit():
+    """maze's mouse never reaches the cheese standing still: the episode ends at the timeout,
+    reported (by the documented choice) as terminated, with truncated False."""
+    env = _make(num_envs=2, game="maze")
+    limit = env.spec.max_episode_steps
+    assert limit == 500
+    first_frame = env.reset(0)
+    for t in range(1, limit + 1):
+        step = env.step(np.full(2, NOOP))
+        if t < limit:
+            assert not step.terminated.any(), f"episode ended early at step {t}"
+    assert step.terminated.all() and not step.truncated.any()
+    assert not env.last_info["prev_level_complete"].any()
+    np.testing.assert_array_equal(step.final_obs, step.obs)
+    assert not np.array_equal(step.obs, first_frame)  # a new level was drawn
+
+
+def _serialized_timeout(state: bytes) -> int:
+    """The `timeout` field of procgen's serialized Game state (layout: procgen/src/game.cpp,
+    Game::serialize; ints are 4-byte, strings are a length then bytes)."""
+    offset = 0
+
+    def read_int():
+        nonlocal offset
+        (value,) = struct.unpack_from("<i", state, offset)
+        offset += 4
+        return value
+
+    def skip_string():
+        nonlocal offset
+        length = read_int()
+        offset += length
+
+    read_int()  # SERIALIZE_VERSION
+    skip_string()  # game name
+    for _ in range(9 + 3 + 5):  # options, coinrun_old options, grid / level-seed fields
+        read_int()
+    for _ in range(2):  # level_seed_rand_gen, rand_gen: is_seeded and the mt19937 text
+        read_int()
+        skip_string()
+    for _ in range(4):  # reward, done, level_complete, action
+        read_int()
+    return read_int()
+
+
+def test_timeout_table_matches_procgen():
+    for game in procgen_adapter.GAMES:
+        raw = procgen.ProcgenGym3Env(num=1, env_name=game, rand_seed=0)
+        assert _serialized_timeout(raw.get_state()[0]) == procgen_adapter.TIMEOUTS[game], game
+        raw.close()
+    raw = procgen.ProcgenGym3Env(num=1, env_name="jumper", distribution_mode="memory", rand_seed=0)
+    memory_jumper = procgen_adapter.Config(game="jumper", distribution_mode="memory")
+    assert _serialized_timeout(raw.get_state()[0]) == memory_jumper.max_episode_steps
+    raw.close()
+
+
+def test_bad_actions_and_order_are_rejected():
+    env = _make(num_envs=2)
+    with pytest.raises(RlkitError, match="reset"):
+        env.step(np.zeros(2, np.int64))
+    env.reset(0)
+    # -1 would silently force a reset inside procgen; 15 is out of range.
+    for bad in (np.array([0, -1]), np.array([15, 0]), np.zeros(3, np.int64)):
+        with pytest.raises(RlkitError, match="actions"):
+            env.step(bad)
+    env.close()
