@@ -1,23 +1,15 @@
 import time, sys
-import jax, jax.numpy as jnp, envs
-env = envs.make_env(sys.argv[1]); p = env.default_params
-closed = sys.argv[2] == 'closed'
-def episode(key, params):
-    reset_key, action_key, step_key = jax.random.split(key, 3)
-    actions = jax.random.randint(action_key, (16,), 0, 2, jnp.int32)
-    step_keys = jax.random.split(step_key, 16)
-    obs, state = env.reset(reset_key, params)
-    def body(c, inp):
-        state, ended = c
-        t, a, key = inp
-        obs, state, r, te, tr, info = env.step(key, state, a, params)
-        ended = jnp.where((ended < 0) & (te | tr), t, ended)
-        return (state, ended), None
-    (_, ended), _ = jax.lax.scan(body, (state, jnp.int32(-1)), (jnp.arange(16), actions, step_keys))
-    return ended
+import jax, jax.numpy as jnp
+S = int(sys.argv[2])
+P = jnp.ones((S, 2, S)) / S
 k = jax.random.key(0)
 jax.jit(lambda x: x + 1).lower(1.0).compile()
-t=time.process_time()
-if closed: jax.jit(lambda k: episode(k, p)).lower(k).compile()
-else: jax.jit(episode).lower(k, p).compile()
-print(sys.argv[1:], round(time.process_time()-t,3))
+variants = {
+ 'cat': lambda k, P, i: jax.random.categorical(k, jnp.log(P[i, 0])),
+ 'gumbel': lambda k, P, i: jax.random.gumbel(k, (S,)) + P[i,0],
+ 'argmax': lambda k, P, i: jnp.argmax(P[i, 0]),
+ 'unif': lambda k, P, i: jax.random.uniform(k, (S,)) + P[i,0],
+ 'search': lambda k, P, i: jnp.sum(jnp.cumsum(P[i,0]) <= jax.random.uniform(k) ),
+}
+f = variants[sys.argv[1]]
+t=time.process_time(); jax.jit(f).lower(k, P, 0).compile(); print(sys.argv[1:], round(time.process_time()-t,3))

@@ -56,8 +56,12 @@ class EnvSpec:
 
     @property
     def is_image(self) -> bool:
-        """True for [H, W, C] observations (the CNN torsos take these)."""
-        return len(self.obs_shape) == 3
+        """True for [H, W, C] uint8 pixel observations (the CNN torsos take these).
+
+        Small float grids such as MinAtar's [10, 10, C] are not images in this sense: an MLP on
+        the flattened grid is the usual network for them.
+        """
+        return len(self.obs_shape) == 3 and self.obs_dtype == "uint8"
 
 
 @struct.dataclass
