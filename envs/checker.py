@@ -278,8 +278,8 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -
     # compiles several times slower, and vmapping is checked separately by tracing.
     # params go in as an argument: closed over, they would be baked into the program as constants
     # that XLA spends seconds constant-folding.
-    run_episode = jax.jit(episode)
-    episodes = [run_episode(key, params) for key in jax.random.split(key, num_episodes)]
+    run_episode = jax.jit(lambda i, params: episode(jax.random.fold_in(key, i), params))
+    episodes = [run_episode(i, params) for i in range(num_episodes)]
     return jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *episodes)
 
 

@@ -69,6 +69,19 @@ def make_params(model: TabularModel, reward_noise_std: Array | None = None) -> T
     return TabularParams(model=model, reward_noise_std=reward_noise_std)
 
 
+def _sample_index(key: PRNGKey, probs: Array) -> Array:
+    """Draw i ~ probs [n] by inverting the CDF with one uniform draw.
+
+    Cheaper to compile than `jax.random.categorical` (one uniform scalar instead of n Gumbels), a
+    cost paid in every driver that compiles `step`. Scaling u by the CDF's last entry keeps the
+    draw below it despite float rounding, and the first entry exceeding a value below the total
+    always has positive probability: impossible indices are never drawn.
+    """
+    cdf = jnp.cumsum(probs)
+    threshold = jax.random.uniform(key, dtype=cdf.dtype) * cdf[-1]
+    return jnp.sum(cdf <= threshold).astype(jnp.int32)
+
+
 def reset(key: PRNGKey, params: TabularParams) -> tuple[Array, TabularState]:
     """Draw s_0 ~ initial.
 
@@ -80,7 +93,7 @@ def reset(key: PRNGKey, params: TabularParams) -> tuple[Array, TabularState]:
         (obs [*obs_shape], state).
     """
     model = params.model
-    index = jax.random.categorical(key, jnp.log(model.initial)).astype(jnp.int32)
+    index = _sample_index(key, model.initial)
     return model.observations[index], TabularState(index=index, step=jnp.zeros((), jnp.int32))
 
 
@@ -106,10 +119,7 @@ def step(
         reward = reward + params.reward_noise_std[state.index, action] * jax.random.normal(
             noise_key
         )
-    # log(0) = -inf is exactly what categorical needs to never draw impossible successors.
-    next_index = jax.random.categorical(
-        key, jnp.log(model.transitions[state.index, action])
-    ).astype(jnp.int32)
+    next_index = _sample_index(key, model.transitions[state.index, action])
     terminated = model.terminal[next_index].astype(jnp.bool_)
     next_step = state.step + 1
     truncated = jnp.logical_and(next_step >= model.horizon, jnp.logical_not(terminated))

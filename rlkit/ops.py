@@ -50,8 +50,9 @@ def generalized_advantage_estimation(
         advantage = delta_t + gamma * gae_lambda * continues_t * advantage_next
         return advantage, advantage
 
+    # Unrolling the short backward recursion cuts loop overhead (PureJaxRL unrolls by 16 too).
     _, advantages = jax.lax.scan(
-        backward, jnp.zeros_like(delta[0]), (delta, episode_continues), reverse=True
+        backward, jnp.zeros_like(delta[0]), (delta, episode_continues), reverse=True, unroll=16
     )
     return advantages, advantages + value
 

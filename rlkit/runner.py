@@ -70,7 +70,8 @@ def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
             if name in ("episodes", "episode_return_sum"):
                 continue
             values = metrics[name][seed].astype(np.float64)
-            row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+            column = f"agent_{name}" if name in row else name  # never shadow the run's columns
+            row[column] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
         rows.append(row)
     return rows
 

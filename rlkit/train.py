@@ -298,7 +298,8 @@ def execute(experiment: Experiment, resume: bool = False):
         if env.model is not None:
             from rlkit import planning
 
-            optimal_return = float(planning.optimal_return(env.model(env.default_params)))
+            model = env.model(env.default_params)
+            optimal_return = float(planning.value_iteration(model).optimal_return)
     header = {"agent": experiment.agent, "env": experiment.env}
     try:
         return run_training(

@@ -117,6 +117,12 @@ def test_update_traces_once_keeps_state_types_and_updates_target_periodically():
             jax.tree.map(np.testing.assert_array_equal, target, initial_target)
         elif step == 3:
             jax.tree.map(np.testing.assert_array_equal, target, params)
+            # Equal values, separate buffers: the next donated call would fail otherwise.
+            pairs = zip(
+                jax.tree.leaves(state.params), jax.tree.leaves(state.target_params), strict=True
+            )
+            for param, copy in pairs:
+                assert param.unsafe_buffer_pointer() != copy.unsafe_buffer_pointer()
         else:
             assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, target, params)))
     assert len(traces) == 1
@@ -330,7 +336,8 @@ def _train(agent, buffer, num_iterations: int, num_seeds: int, key):
 
     # Init outside the vmap: batched orthogonal initialisers (QR) triple the compile time.
     init_key, run_key = jax.random.split(key)
-    agent_states = [agent.init(k) for k in jax.random.split(init_key, num_seeds)]
+    init = jax.jit(agent.init)
+    agent_states = [init(init_key) for init_key in jax.random.split(init_key, num_seeds)]
     agent_states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *agent_states)
     return jax.jit(jax.vmap(run))(agent_states, jax.random.split(run_key, num_seeds))
 
@@ -351,18 +358,25 @@ def test_dqn_learns_the_optimal_policy_of_a_tiny_chain():
     spec = EnvSpec("chain5", (NUM_STATES,), "float32", 2, HORIZON)
     agent = dqn.make_agent(config, spec)
     num_seeds = 3
-    states = _train(agent, make_uniform_buffer(config.buffer_size), 500, num_seeds, jax.random.key(0))
+    states = _train(
+        agent, make_uniform_buffer(config.buffer_size), 500, num_seeds, jax.random.key(0)
+    )
 
     q_star = _optimal_q()
     optimal = q_star[:-1].argmax(1)
     np.testing.assert_array_equal(optimal, [0, 0, 1, 1])  # the mixed policy described above
     obs = jnp.eye(NUM_STATES)[:-1]
     network = dqn.QNetwork(make_torso(spec, config.cnn, config.hidden_sizes, config.activation), 2)
+    # One compiled evaluation for all seeds (eager per-seed calls compile op by op).
+    probs, q = jax.jit(jax.vmap(lambda s: (agent.policy(s, obs), network.apply(s.params, obs))))(
+        states
+    )
+    # The buffer holds learning_starts = 256 transitions after iteration 32, so 469 updates ran.
+    np.testing.assert_array_equal(states.update_step, 469)
+    np.testing.assert_array_equal(states.env_steps, 469 * config.num_envs)
     for seed in range(num_seeds):
-        state = jax.tree.map(lambda x, seed=seed: x[seed], states)
-        greedy = np.asarray(agent.policy(state, obs).argmax(-1))
-        q = np.asarray(network.apply(state.params, obs))
-        np.testing.assert_array_equal(greedy, optimal, err_msg=f"seed {seed}, Q =\n{q}")
+        greedy = np.asarray(probs[seed]).argmax(-1)
+        np.testing.assert_array_equal(greedy, optimal, err_msg=f"seed {seed}, Q =\n{q[seed]}")
         # The values themselves, not just their order, approach Q* (a wrong gamma or a
         # bootstrapped terminal step would shift them).
-        np.testing.assert_allclose(q, q_star[:-1], atol=0.1, err_msg=f"seed {seed}")
+        np.testing.assert_allclose(q[seed], q_star[:-1], atol=0.1, err_msg=f"seed {seed}")

@@ -114,3 +114,21 @@ def example_transition(obs: Array) -> PyTree:
         obs=obs, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
         terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), next_obs=obs, extras={},
     )
+
+
+def over_seeds(fn):
+    """`jax.vmap(fn)` over the leading seed axis, except for a single seed, which runs unbatched.
+
+    The branch is on a static shape, so each seed count compiles its own program. A batch of one
+    is not free in XLA (batched RNG, gathers and loops carry the extra axis), and one seed is the
+    common interactive case.
+    """
+    vmapped = jax.vmap(fn)
+
+    def wrapped(*args):
+        if jax.tree.leaves(args)[0].shape[0] != 1:
+            return vmapped(*args)
+        out = fn(*jax.tree.map(lambda x: x[0], args))
+        return jax.tree.map(lambda x: x[None], out)
+
+    return wrapped

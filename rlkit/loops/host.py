@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rlkit.loops.common import Trainer, example_transition, replay_learn
+from rlkit.loops.common import Trainer, example_transition, over_seeds, replay_learn
 from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, ReplayFeed, Transition
 
 
@@ -102,10 +102,10 @@ def make_host_trainer(
         return carry.replace(agent_state=agent_state, buffer=buffer_state, key=key,
                              iteration=carry.iteration + 1), metrics
 
-    act = jax.jit(jax.vmap(act_one))
-    update = jax.jit(jax.vmap(update_one), donate_argnums=0)
-    learn = jax.jit(jax.vmap(learn_one), donate_argnums=0)
-    policy = jax.jit(jax.vmap(agent.policy))
+    act = jax.jit(over_seeds(act_one))
+    update = jax.jit(over_seeds(update_one), donate_argnums=0)
+    learn = jax.jit(over_seeds(learn_one), donate_argnums=0)
+    policy = jax.jit(over_seeds(agent.policy))
 
     def env_step(carry: HostCarry):
         obs = host["obs"]
@@ -183,7 +183,7 @@ def make_host_trainer(
             eval_env["env"].close()
 
     return Trainer(
-        init=jax.jit(jax.vmap(init_one)),
+        init=jax.jit(over_seeds(init_one)),
         run=run,
         evaluate=evaluate,
         steps_per_iteration=feed.steps_per_iteration,

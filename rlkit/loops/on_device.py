@@ -26,6 +26,7 @@ from rlkit.loops.common import (
     Trainer,
     autoreset_step,
     example_transition,
+    over_seeds,
     replay_learn,
     track_episodes,
 )
@@ -154,14 +155,14 @@ def make_on_device_trainer(
         return evaluate_policy(agent, env, env_params, carry.agent_state, carry.key,
                                num_eval_episodes)
 
-    init = jax.jit(jax.vmap(init_one))
+    init = jax.jit(over_seeds(init_one))
     if mesh is not None:
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
-        init = jax.jit(jax.vmap(init_one), out_shardings=sharding)
+        init = jax.jit(over_seeds(init_one), out_shardings=sharding)
     return Trainer(
         init=init,
-        run=jax.jit(jax.vmap(run_one), donate_argnums=0),
-        evaluate=jax.jit(jax.vmap(evaluate_one)),
+        run=jax.jit(over_seeds(run_one), donate_argnums=0),
+        evaluate=jax.jit(over_seeds(evaluate_one)),
         steps_per_iteration=feed.steps_per_iteration,
         iterations_per_chunk=iterations_per_chunk,
         agent_state=lambda carry: carry.agent_state,
@@ -184,7 +185,7 @@ def evaluate_policy(agent: Agent, env: Environment, env_params: Any, agent_state
 
         model = env.model(env_params)
         table = planning.policy_table(agent.policy, agent_state, model)
-        return planning.evaluate_policy(model, table)
+        return planning.expected_return(model, table, horizon=env.spec.max_episode_steps)
     key = jax.random.fold_in(key, 0x5EED)  # never the key training consumes next
     reset_key, run_key = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
