@@ -64,8 +64,8 @@ def _compare_trees(what: str, before: Any, after: Any, when: str) -> list[str]:
         added = sorted(set(sig_after) - set(sig_before))
         removed = sorted(set(sig_before) - set(sig_after))
         problems.append(
-            f"{what} changes structure {when} (added {added or 'none'}, removed "
-            f"{removed or 'none'}): return the same keys / fields every step so that "
+            f"{what} changes structure {when} (added {', '.join(added) or 'none'}, removed "
+            f"{', '.join(removed) or 'none'}): return the same keys / fields every step so that "
             "lax.scan can carry it"
         )
         return problems
@@ -292,9 +292,7 @@ def _non_array_leaves(tree: Any) -> list[str]:
     ]
 
 
-def _trace(
-    problems: list[str], what: str, fn: Callable, eager_fn: Callable | None, *args
-) -> Any:
+def _trace(problems: list[str], what: str, fn: Callable, eager_fn: Callable | None, *args) -> Any:
     """Shapes and dtypes of fn(*args) (args may be ShapeDtypeStructs), traced as jit would.
 
     Tracing compiles nothing, so this is cheap.
@@ -341,7 +339,7 @@ def check_env(
         env: the environment.
         params: env params (default: `env.default_params`).
         key: PRNG key (default: `jax.random.key(0)`).
-        num_episodes: random-action episodes to roll out (in parallel, one compiled program).
+        num_episodes: random-action episodes to roll out (one compiled episode, run per key).
 
     Raises:
         RlkitError: listing every problem found.
@@ -370,8 +368,7 @@ def check_env(
             non_arrays["reset's state"] = _non_array_leaves(out[1])
         return out
 
-    out = _trace(problems, "reset(key, params)", traced_reset,
-                 lambda: env.reset(reset_key, params))
+    out = _trace(problems, "reset(key, params)", traced_reset, lambda: env.reset(reset_key, params))
     if out is not None and (not isinstance(out, tuple) or len(out) != 2):
         got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
         problems.append(f"reset must return (obs, state), got {got}")
@@ -392,6 +389,7 @@ def check_env(
             _, concrete_state = env.reset(reset_key, params)
             for _ in range(1 if label == "the first step's state" else 2):
                 concrete_state = env.step(step_key, concrete_state, action, params)[1]
+
         return _trace(problems, "step(key, state, action, params)", fn, eager, state)
 
     out = traced_step(state, "the first step's state")
@@ -430,12 +428,20 @@ def check_env(
 
     # vmap over keys (and the states they produce), traced only: failures show at trace time.
     keys = jax.random.split(step_key, 3)
-    batched = _trace(problems, "jax.vmap(reset) over keys", jax.vmap(env.reset, (0, None)), None,
-                     keys, params)
+    batched = _trace(
+        problems, "jax.vmap(reset) over keys", jax.vmap(env.reset, (0, None)), None, keys, params
+    )
     if batched is not None:
-        batched = _trace(problems, "jax.vmap(step) over keys and states",
-                         jax.vmap(env.step, (0, 0, 0, None)), None, keys, batched[1],
-                         jnp.zeros((3,), jnp.int32), params)
+        batched = _trace(
+            problems,
+            "jax.vmap(step) over keys and states",
+            jax.vmap(env.step, (0, 0, 0, None)),
+            None,
+            keys,
+            batched[1],
+            jnp.zeros((3,), jnp.int32),
+            params,
+        )
         if batched is None:
             problems[-1] += (
                 " -- step is not vmappable: write it for one unbatched environment, without "
@@ -570,15 +576,29 @@ def check_host_env(env: HostEnvironment, seed: int = 0, max_steps: int | None = 
                 + (f" (missing {', '.join(missing)})" if missing else "")
             )
             break
-        ok = _check_host_array(problems, "obs", out.obs, obs_shape,
-                               lambda d: d == obs_dtype, str(obs_dtype))
-        ok &= _check_host_array(problems, "final_obs", out.final_obs, obs_shape,
-                                lambda d: d == obs_dtype, str(obs_dtype))
-        ok &= _check_host_array(problems, "reward", out.reward, (num_envs,),
-                                lambda d: np.issubdtype(d, np.floating), "float32")
+        ok = _check_host_array(
+            problems, "obs", out.obs, obs_shape, lambda d: d == obs_dtype, str(obs_dtype)
+        )
+        ok &= _check_host_array(
+            problems,
+            "final_obs",
+            out.final_obs,
+            obs_shape,
+            lambda d: d == obs_dtype,
+            str(obs_dtype),
+        )
+        ok &= _check_host_array(
+            problems,
+            "reward",
+            out.reward,
+            (num_envs,),
+            lambda d: np.issubdtype(d, np.floating),
+            "float32",
+        )
         for flag in ("terminated", "truncated"):
-            ok &= _check_host_array(problems, flag, getattr(out, flag), (num_envs,),
-                                    lambda d: d == np.bool_, "bool")
+            ok &= _check_host_array(
+                problems, flag, getattr(out, flag), (num_envs,), lambda d: d == np.bool_, "bool"
+            )
         if not ok:
             break
         done = out.terminated | out.truncated

@@ -280,9 +280,7 @@ class Config:
         require(self.num_states >= 1, "num_states", f"must be >= 1, got {self.num_states}")
         require(self.num_actions >= 1, "num_actions", f"must be >= 1, got {self.num_actions}")
         require(self.horizon >= 1, "horizon", f"must be >= 1, got {self.horizon}")
-        require(
-            self.concentration > 0, "concentration", f"must be > 0, got {self.concentration}"
-        )
+        require(self.concentration > 0, "concentration", f"must be > 0, got {self.concentration}")
         require(
             0 <= self.num_terminal < self.num_states,
             "num_terminal",

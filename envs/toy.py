@@ -60,9 +60,7 @@ class ChainConfig:
             f"{self.horizon}",
         )
         require(self.left_reward >= 0, "left_reward", f"must be >= 0, got {self.left_reward}")
-        require(
-            self.right_reward > 0, "right_reward", f"must be > 0, got {self.right_reward}"
-        )
+        require(self.right_reward > 0, "right_reward", f"must be > 0, got {self.right_reward}")
 
 
 def chain_model(config: ChainConfig) -> TabularModel:
@@ -293,8 +291,7 @@ class DeepSeaConfig:
         require(
             0 <= self.unscaled_move_cost < 1,
             "unscaled_move_cost",
-            f"must be in [0, 1) so that the treasure stays worth it, got "
-            f"{self.unscaled_move_cost}",
+            f"must be in [0, 1) so that the treasure stays worth it, got {self.unscaled_move_cost}",
         )
 
 

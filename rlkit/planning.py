@@ -110,8 +110,7 @@ def _static_horizon(model: TabularModel, horizon: int | None) -> int:
         return int(horizon)
     try:
         return int(model.horizon)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError,
-            TypeError):
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError, TypeError):
         raise RlkitError(
             "horizon: model.horizon is traced (inside jit or vmap), so the number of planning "
             "steps is unknown at trace time; pass horizon=<int> explicitly, e.g. "
@@ -251,9 +250,7 @@ def occupancy(model: TabularModel, policy: Array, horizon: int | None = None) ->
     return Occupancy(state, state_action)
 
 
-def average_occupancy(
-    model: TabularModel, per_step: Array, discount: float = 1.0
-) -> Array:
+def average_occupancy(model: TabularModel, per_step: Array, discount: float = 1.0) -> Array:
     """Average a per-step occupancy over the horizon with weights gamma^h.
 
     sum_h gamma^h d_h / sum_h gamma^h over the steps h < model.horizon: with discount 1 the
@@ -374,9 +371,7 @@ def discounted_value_iteration(
     )
     policy = greedy_policy(model.rewards + discount * transitions @ v)
     values = discounted_policy_evaluation(model, policy, discount)
-    return DiscountedSolution(
-        values.q, values.v, policy, values.expected_return, iterations
-    )
+    return DiscountedSolution(values.q, values.v, policy, values.expected_return, iterations)
 
 
 def discounted_occupancy(model: TabularModel, policy: Array, discount: float) -> Occupancy:

@@ -17,8 +17,9 @@ from rlkit.errors import RlkitError
 
 
 def _np(model):
-    return jax.tree.map(lambda x: np.asarray(x, np.float64) if x.dtype != bool else np.asarray(x),
-                        model)
+    return jax.tree.map(
+        lambda x: np.asarray(x, np.float64) if x.dtype != bool else np.asarray(x), model
+    )
 
 
 def reference_finite(model, discount=1.0, policy=None, horizon=None):
@@ -87,8 +88,7 @@ def test_chain_optimal_return_closed_form(length, horizon, left_reward, expected
 
 
 def test_combination_lock_optimal_return_is_one_and_policy_is_the_code():
-    config = toy.CombinationLockConfig(horizon=5, num_actions=4, code_seed=7,
-                                       distractor_reward=0.5)
+    config = toy.CombinationLockConfig(horizon=5, num_actions=4, code_seed=7, distractor_reward=0.5)
     env = toy.make_combination_lock(config)
     model = env.model(env.default_params)
     solution, uniform = jax.jit(
@@ -176,8 +176,9 @@ def test_riverswim_against_numpy_reference(variant):
 
 
 def _terminal_mdp():
-    return tabular.random_model(3, num_states=7, num_actions=3, horizon=6, concentration=0.7,
-                                num_terminal=2)
+    return tabular.random_model(
+        3, num_states=7, num_actions=3, horizon=6, concentration=0.7, num_terminal=2
+    )
 
 
 def test_random_mdp_with_terminal_states_against_numpy_reference():
@@ -199,8 +200,9 @@ def test_random_mdp_with_terminal_states_against_numpy_reference():
             discounted_stationary=planning.discounted_policy_evaluation(model, stationary, 0.8),
         )
 
-    out = solve(model, jnp.asarray(stationary, jnp.float32),
-                jnp.asarray(time_dependent, jnp.float32))
+    out = solve(
+        model, jnp.asarray(stationary, jnp.float32), jnp.asarray(time_dependent, jnp.float32)
+    )
     q_ref, v_ref, j_ref = reference_finite(model, 0.9)
     solution = out["solution"]
     np.testing.assert_allclose(np.asarray(solution.q), q_ref, rtol=1e-5, atol=1e-6)
@@ -258,7 +260,8 @@ def test_occupancy_sums_and_reproduces_the_return():
     assert j == pytest.approx(reference_finite(model, gamma, policy)[2], rel=1e-5)
     # The averaged version is the weighted mean over steps.
     np.testing.assert_allclose(
-        np.asarray(averaged), np.einsum("h,hsa->sa", weights, state_action) / weights.sum(),
+        np.asarray(averaged),
+        np.einsum("h,hsa->sa", weights, state_action) / weights.sum(),
         rtol=1e-5,
     )
     # Without terminal states every step sums to exactly one.
@@ -305,8 +308,11 @@ def test_discounted_occupancy():
 
 
 def test_uniform_policy_value_and_occupancy_match_monte_carlo():
-    env = tabular.make(tabular.Config(num_states=7, num_actions=3, horizon=6, seed=3,
-                                      concentration=0.7, num_terminal=2))
+    env = tabular.make(
+        tabular.Config(
+            num_states=7, num_actions=3, horizon=6, seed=3, concentration=0.7, num_terminal=2
+        )
+    )
     params = env.default_params
     model = env.model(params)
     horizon, num_states = env.spec.max_episode_steps, 7

@@ -49,8 +49,9 @@ def _step_every_pair(env, params, samples_per_pair, key):
     action = np.tile(np.repeat(np.arange(num_actions), samples_per_pair), num_states)
     last_step = np.arange(count) % 2 == 1
     step = np.where(last_step, int(model.horizon) - 1, 0)
-    state = tabular.TabularState(index=jnp.asarray(index, jnp.int32),
-                                 step=jnp.asarray(step, jnp.int32))
+    state = tabular.TabularState(
+        index=jnp.asarray(index, jnp.int32), step=jnp.asarray(step, jnp.int32)
+    )
     keys = jax.random.split(key, count)
     out = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))(
         keys, state, jnp.asarray(action, jnp.int32), params
@@ -68,8 +69,14 @@ STOCHASTIC_ENVS = {
     "gridworld-slip": lambda: toy.make_gridworld(toy.GridWorldConfig(rows=3, cols=4, slip=0.3)),
     "deepsea-stochastic": lambda: toy.make_deepsea(toy.DeepSeaConfig(size=4, deterministic=False)),
     "tabular-terminal-noise": lambda: tabular.make(
-        tabular.Config(num_states=6, num_actions=3, horizon=7, num_terminal=2,
-                       reward_noise_std=0.5, concentration=0.5)
+        tabular.Config(
+            num_states=6,
+            num_actions=3,
+            horizon=7,
+            num_terminal=2,
+            reward_noise_std=0.5,
+            concentration=0.5,
+        )
     ),
 }
 
@@ -125,8 +132,9 @@ def test_reset_samples_the_initial_distribution():
 
 
 def test_chain_model_by_hand():
-    model = jax.tree.map(np.asarray, toy.chain_model(toy.ChainConfig(length=3, horizon=5,
-                                                                      left_reward=0.1)))
+    model = jax.tree.map(
+        np.asarray, toy.chain_model(toy.ChainConfig(length=3, horizon=5, left_reward=0.1))
+    )
     left, right = toy.LEFT, toy.RIGHT
     np.testing.assert_array_equal(model.transitions.argmax(-1), [[0, 1], [0, 2], [1, 2]])
     np.testing.assert_allclose(model.rewards, [[0.1, 0], [0, 0], [0, 1]])
@@ -148,8 +156,7 @@ def test_riverswim_osband_probabilities():
 
 
 def test_combination_lock_structure_and_builders_agree():
-    config = toy.CombinationLockConfig(horizon=3, num_actions=3, code_seed=4,
-                                       distractor_reward=0.2)
+    config = toy.CombinationLockConfig(horizon=3, num_actions=3, code_seed=4, distractor_reward=0.2)
     code = toy.combination_lock_code(4, 3, 3)
     env = toy.make_combination_lock(config)
     model = _model_np(env)
@@ -170,8 +177,11 @@ def test_combination_lock_structure_and_builders_agree():
     codes = {tuple(toy.combination_lock_code(seed, 5, 4)) for seed in range(5)}
     assert len(codes) > 1
     traced = jax.jit(lambda c: toy.combination_lock_model(c, 3, 0.2))(jnp.asarray(code))
-    for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(toy.combination_lock_model(
-            code, 3, 0.2)), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(traced),
+        jax.tree.leaves(toy.combination_lock_model(code, 3, 0.2)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -183,8 +193,7 @@ def test_deepsea_matches_bsuite():
     mapping = np.random.RandomState(3).binomial(1, 0.5, [size, size])
     np.testing.assert_array_equal(toy.deepsea_action_mapping(3, size), mapping)
     assert env.spec.obs_shape == (size, size)
-    np.testing.assert_array_equal(model.observations[0], np.eye(size * size)[0].reshape(size,
-                                                                                          size))
+    np.testing.assert_array_equal(model.observations[0], np.eye(size * size)[0].reshape(size, size))
     np.testing.assert_array_equal(model.observations[-1], 0.0)  # bsuite's null final observation
     # Always "right": N - 1 moves at -0.01 / N, then the treasure 1 - 0.01 / N, then terminal.
     row, col, state, rewards = 0, 0, 0, []
@@ -205,8 +214,9 @@ def test_deepsea_matches_bsuite():
 
 
 def test_gridworld_goal_terminates_with_reward():
-    model = jax.tree.map(np.asarray, toy.gridworld_model(toy.GridWorldConfig(rows=2, cols=3,
-                                                                            slip=0.4)))
+    model = jax.tree.map(
+        np.asarray, toy.gridworld_model(toy.GridWorldConfig(rows=2, cols=3, slip=0.4))
+    )
     goal = 5
     assert model.terminal.tolist() == [False] * 5 + [True]
     # From cell 2 (top right) "down" (2) reaches the goal with 1 - slip + slip / 4.
@@ -224,8 +234,9 @@ def test_params_batch_over_lock_codes():
     stacked = tabular.stack_params(
         [tabular.make_params(toy.combination_lock_model(c, 3)) for c in codes]
     )
-    np.testing.assert_array_equal(np.asarray(stacked.model.rewards),
-                                  np.asarray(params.model.rewards))
+    np.testing.assert_array_equal(
+        np.asarray(stacked.model.rewards), np.asarray(params.model.rewards)
+    )
 
 
 @pytest.mark.parametrize(
