@@ -1,0 +1,86 @@
+"""One contract test over every registered agent (STYLE.md rules 5 and 6)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlkit import registry
+from rlkit.types import EnvSpec, OnPolicyFeed, ReplayFeed, Transition
+
+SPECS = {
+    "vector": EnvSpec("vector", (4,), "float32", 3, 50),
+    "pixels": EnvSpec("pixels", (24, 24, 3), "uint8", 15, 50),
+}
+
+
+def _small_config(name):
+    module = registry.agent_module(name)
+    config = module.Config()
+    overrides = {"num_envs": 2}
+    if "rollout_length" in {f.name for f in dataclasses.fields(config)}:
+        overrides.update(rollout_length=8, num_minibatches=2, total_steps=64)
+    else:
+        overrides.update(batch_size=8, learning_starts=8, buffer_size=64)
+    return module, dataclasses.replace(config, **overrides)
+
+
+def _batch(agent, spec, key):
+    """A batch shaped as the agent's feed delivers it, with the extras `act` returns."""
+    feed = agent.feed
+    lead = ((feed.rollout_length, feed.num_envs) if isinstance(feed, OnPolicyFeed)
+            else (feed.batch_size,))
+    obs_key, action_key, reward_key = jax.random.split(key, 3)
+    obs = jax.random.uniform(obs_key, (*lead, *spec.obs_shape), maxval=255).astype(spec.obs_dtype)
+    state = agent.init(jax.random.key(0))
+    flat_obs = obs.reshape((-1, *spec.obs_shape))
+    _, extras = agent.act(state, flat_obs, action_key)
+    extras = jax.tree.map(lambda x: x.reshape(lead), extras)
+    return Transition(
+        obs=obs, action=jax.random.randint(action_key, lead, 0, spec.num_actions, jnp.int32),
+        reward=jax.random.normal(reward_key, lead), terminated=jnp.zeros(lead, bool).at[..., 0]
+        .set(True), truncated=jnp.zeros(lead, bool), next_obs=obs, extras=extras)
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+@pytest.mark.parametrize("agent_name", sorted(registry.agent_names()))
+def test_agent_contract(agent_name, spec_name):
+    spec = SPECS[spec_name]
+    module, config = _small_config(agent_name)
+    agent = module.make_agent(config, spec)
+    assert isinstance(agent.feed, OnPolicyFeed | ReplayFeed)
+
+    state = agent.init(jax.random.key(1))
+    # Typed state from init on: every leaf an array, no Python scalars.
+    for leaf in jax.tree.leaves(state):
+        assert isinstance(leaf, jax.Array), type(leaf)
+
+    obs = jnp.zeros((5, *spec.obs_shape), spec.obs_dtype)
+    action, extras = agent.act(state, obs, jax.random.key(2))
+    assert action.shape == (5,) and action.dtype == jnp.int32
+    assert np.all((np.asarray(action) >= 0) & (np.asarray(action) < spec.num_actions))
+    for value in jax.tree.leaves(extras):
+        assert value.shape[0] == 5
+    probs = np.asarray(agent.policy(state, obs))
+    assert probs.shape == (5, spec.num_actions)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+    # update traces once and keeps every leaf's shape and dtype.
+    traces = []
+
+    def counted_update(state, batch, key):
+        traces.append(1)
+        return agent.update(state, batch, key)
+
+    update = jax.jit(counted_update)
+    batch = _batch(agent, spec, jax.random.key(3))
+    before = jax.tree.map(lambda x: (x.shape, x.dtype), state)
+    for i in range(3):
+        state, metrics = update(state, batch, jax.random.key(10 + i))
+    assert len(traces) == 1
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == before
+    for name, value in metrics.items():
+        assert value.shape == (), name
+        assert np.isfinite(np.asarray(value)), name

@@ -1,0 +1,120 @@
+"""Driver behaviour: auto-reset bookkeeping, seed sharding over devices, the host driver."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+from agents import dqn, ppo
+from envs.toy import ChainConfig
+from rlkit.loops.common import autoreset_step, track_episodes
+from rlkit.loops.host import make_host_trainer
+from rlkit.train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_autoreset_keeps_the_final_observation_and_resets():
+    env = envs.make_env("chain", ChainConfig(length=4, horizon=4))
+    params = env.default_params
+    obs, state = env.reset(jax.random.key(0), params)
+    step = jax.jit(lambda key, state, action: autoreset_step(env, key, state, action, params))
+    right = jnp.int32(1)
+    seen = []
+    for i in range(4):
+        obs, state, reward, terminated, truncated, final_obs = step(jax.random.key(i), state,
+                                                                    right)
+        seen.append((obs, terminated, truncated, final_obs))
+    obs, terminated, truncated, final_obs = seen[-1]
+    assert bool(truncated) and not bool(terminated)
+    # The final observation is the state reached after 4 steps, the obs is the reset one.
+    model = env.model(params)
+    index_of = {tuple(np.asarray(o)): s for s, o in enumerate(model.observations)}
+    assert index_of[tuple(np.asarray(final_obs))] != index_of[tuple(np.asarray(obs))]
+    assert index_of[tuple(np.asarray(obs))] in set(np.flatnonzero(np.asarray(model.initial)))
+    for obs, _, truncated, final_obs in seen[:-1]:
+        np.testing.assert_array_equal(obs, final_obs)  # no reset before the episode ends
+
+
+def test_track_episodes_reports_finished_returns():
+    ret, length = jnp.array([1.0, 2.0]), jnp.array([3, 4], jnp.int32)
+    ret, length, total, count = track_episodes(ret, length, jnp.array([0.5, 1.0]),
+                                               jnp.array([True, False]))
+    np.testing.assert_allclose(ret, [0.0, 3.0])
+    np.testing.assert_array_equal(length, [0, 5])
+    assert float(total) == 1.5 and int(count) == 1
+
+
+SHARDING_SCRIPT = textwrap.dedent("""
+    import jax, json, sys
+    sys.path.insert(0, {root!r})
+    import envs
+    from agents import ppo
+    from rlkit.loops.on_device import make_on_device_trainer
+    env = envs.make_env("chain")
+    agent = ppo.make_agent(ppo.Config(num_envs=4, rollout_length=16, total_steps=1024), env.spec)
+    mesh = jax.sharding.Mesh(jax.devices(), ("seed",))
+    out = {{}}
+    for name, m in (("sharded", mesh), ("single", None)):
+        trainer = make_on_device_trainer(agent, env, env.default_params, 16, mesh=m)
+        carry = trainer.init(jax.random.split(jax.random.key(0), 4))
+        carry, metrics = trainer.run(carry)
+        out[name] = {{"devices": len(carry.obs.sharding.device_set),
+                     "eval": [float(x) for x in trainer.evaluate(carry)],
+                     "loss": [float(x) for x in metrics["loss"][:, -1]]}}
+    out["num_devices"] = len(jax.devices())
+    print(json.dumps(out))
+""")
+
+
+def test_seed_axis_shards_over_four_devices_with_the_same_results():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT.format(root=str(ROOT))],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["num_devices"] == 4
+    assert out["sharded"]["devices"] == 4 and out["single"]["devices"] == 1
+    np.testing.assert_allclose(out["sharded"]["eval"], out["single"]["eval"], rtol=1e-4)
+    np.testing.assert_allclose(out["sharded"]["loss"], out["single"]["loss"], rtol=1e-3)
+
+
+def test_host_driver_trains_ppo_and_dqn_on_gymnasium(tmp_path):
+    def make_env(num_envs, seed):
+        return envs.make_host_env("gym:CartPole-v1", None, num_envs, seed)
+
+    spec = make_env(1, 0).spec
+    for agent in (ppo.make_agent(ppo.Config(num_envs=2, rollout_length=16, total_steps=64),
+                                 spec),
+                  dqn.make_agent(dqn.Config(num_envs=2, batch_size=8, learning_starts=8,
+                                            buffer_size=64), spec)):
+        trainer = make_host_trainer(agent, make_env, num_seeds=2, seed=0,
+                                    iterations_per_chunk=8, num_eval_episodes=2)
+        carry = trainer.init(jax.random.split(jax.random.key(0), 2))
+        before = jax.tree.map(np.asarray, carry.agent_state)
+        carry, metrics = trainer.run(carry)
+        returns = trainer.evaluate(carry)
+        trainer.close()
+        assert returns.shape == (2,) and np.all(returns >= 1)
+        assert metrics["episodes"].shape == (2, 8)
+        changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before,
+                               carry.agent_state)
+        assert any(jax.tree.leaves(changed)), "the host driver did not update the agent"
+
+
+def test_cli_runs_a_gymnasium_env_on_the_host_driver(tmp_path):
+    run_dir = tmp_path / "gym"
+    assert main(["ppo", "--env", "gym:CartPole-v1", "--total-steps", "512", "--num-logs", "2",
+                 "--agent.num-envs", "2", "--agent.rollout-length", "32", "--eval-episodes",
+                 "2", "--no-progress", "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env"] == "gym:CartPole-v1" and summary["env_steps"] == 512
+    assert "optimal_return" not in summary
