@@ -267,7 +267,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         greedy = jnp.argmax(network.apply(state.params, obs), axis=-1)
         # One draw serves both coin flips: split + randint + uniform would inline the threefry
         # hash five times into every driver's program, and XLA compiles each copy. floor(u * A)
-        # is uniform over actions up to a bias of A / 2**24 (float32 spacing).
+        # is uniform over actions up to a bias of A / 2**23 (uniform draws 23 mantissa bits).
         explore_u, action_u = jax.random.uniform(key, (2, *greedy.shape))
         random = jnp.minimum(jnp.floor(action_u * num_actions), num_actions - 1).astype(jnp.int32)
         explore = explore_u < epsilon_at(state.env_steps)
