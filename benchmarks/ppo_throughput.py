@@ -17,9 +17,9 @@ reference's `train(keys)` includes its own initialisation, so rlkit's timed regi
 `run`; key generation is outside both. The final mean episode return of both PPOs is reported so
 that neither can be faster by learning less.
 
-With one seed, raw and reference run unvmapped, as PureJaxRL's ppo.py does for one seed; rlkit
-always goes through its driver, which vmaps over the seed axis. `--vmap-one-seed` vmaps raw and
-reference over a seed axis of 1 as well, to separate the cost of that axis from the rest.
+With one seed, raw and reference run unvmapped, as PureJaxRL's ppo.py does for one seed; rlkit's
+driver compiles a seed axis of one as an unbatched program too. `--vmap-one-seed` vmaps raw and
+reference over a seed axis of 1 instead.
 
 Usage:
     python benchmarks/ppo_throughput.py                              # 5e5 steps, 1 and 16 seeds
@@ -204,8 +204,11 @@ def make_rlkit(num_seeds: int, total_steps: int, expected_iterations: int) -> Pr
 
     def run_whole():
         # `run` donates its carry, so every run starts from a fresh `init`, which is timed
-        # because the reference's `train` also initialises inside its timed call.
-        return run(init(keys))
+        # because the reference's `train` also initialises inside its timed call. The carry is
+        # waited for before `run` takes it: on jaxlib 0.10.2's CPU backend, donating a buffer
+        # whose computation is still in flight into a program that already ran once deadlocked
+        # (reproduced with 8 seeds). The wait costs one host synchronisation per run.
+        return run(jax.block_until_ready(init(keys)))
 
     def final_return(out):
         _, metrics = out

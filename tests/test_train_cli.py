@@ -35,6 +35,19 @@ def test_bad_input_gives_one_clear_line_and_exit_2(args, needle):
     assert "Traceback" not in result.stderr
 
 
+def test_missing_procgen_extra_is_a_clear_error():
+    try:
+        import procgen  # noqa: F401
+
+        pytest.skip("procgen is installed here")
+    except ImportError:
+        pass
+    result = _cli("ppo", "--env", "procgen:coinrun")
+    assert result.returncode == 2
+    assert "pip install -e '.[procgen]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_help_lists_every_agent_and_env():
     result = _cli("--help")
     assert result.returncode == 0
