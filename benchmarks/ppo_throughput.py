@@ -1,7 +1,7 @@
 """PPO throughput on gymnax CartPole-v1: rlkit against a PureJaxRL-style reference, side by side.
 
-Three compiled programs run in one process, on the same device, with the same number of env
-steps per seed (4 envs x 128 steps per iteration, `--total-steps` per seed):
+Three compiled programs, on the same device, with the same number of env steps per seed
+(4 envs x 128 steps per iteration, `--total-steps` per seed):
 
 * raw: gymnax CartPole stepped with random actions in one jitted `lax.scan` (auto-resetting
   `env.step`, vmapped over 4 envs and the seeds). The ceiling: what stepping alone costs.
@@ -10,12 +10,24 @@ steps per seed (4 envs x 128 steps per iteration, `--total-steps` per seed):
 * rlkit: `agents.ppo` driven by `rlkit.loops.on_device` (`trainer.init` then `trainer.run` over
   the whole run in one chunk).
 
-Each program is compiled once ahead of time (compile seconds reported apart), run once untimed,
-then timed `--repeats` times with `block_until_ready`; the repeats of the three programs are
-interleaved so a change in machine load hits all of them alike. Timed regions are matched: the
-reference's `train(keys)` includes its own initialisation, so rlkit's timed region is `init` +
-`run`; key generation is outside both. The final mean episode return of both PPOs is reported so
-that neither can be faster by learning less.
+By default every (program, seed count) pair is measured in its own fresh Python process: the
+script re-invokes itself with the hidden `--child PROGRAM` flag, the child compiles, warms up,
+times and writes its timings as JSON, and the parent gathers them (no JAX backend is started in
+the parent). The children run back to back per seed count (raw, reference, rlkit) so that a
+change in machine load hits the three programs of one seed count alike; `--rounds K` repeats the
+whole sequence K times and reports per program the median over the rounds' medians. A child that
+runs past `--child-timeout` seconds is killed and shown as "timed out" in the table. Isolation
+exists because running several of these programs in one process deadlocked on jaxlib 0.10.2's
+CPU backend with 8 seeds (`block_until_ready` never returned, all threads idle), while each
+program alone finished; `--no-isolate` keeps the old in-process mode, in which the repeats of the
+programs are interleaved, and is exposed to that deadlock.
+
+Within a process each program is compiled once ahead of time (compile seconds reported apart),
+run `--warmup` times untimed, then timed `--repeats` times with `block_until_ready`. Timed
+regions are matched: the reference's `train(keys)` includes its own initialisation, so rlkit's
+timed region is `init` + `run` (with a wait for `init`'s output before `run`); key generation is
+outside both. The final mean episode return of both PPOs is reported so that neither can be
+faster by learning less.
 
 With one seed, raw and reference run unvmapped, as PureJaxRL's ppo.py does for one seed; rlkit's
 driver compiles a seed axis of one as an unbatched program too. `--vmap-one-seed` vmaps raw and
@@ -25,14 +37,18 @@ Usage:
     python benchmarks/ppo_throughput.py                              # 5e5 steps, 1 and 16 seeds
     python benchmarks/ppo_throughput.py --seeds 1,16,2048 --out results.json   # on a GPU
     python benchmarks/ppo_throughput.py --total-steps 20000 --seeds 1,4 --repeats 2   # smoke
+    python benchmarks/ppo_throughput.py --rounds 3         # three rounds, median over rounds
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -245,23 +261,98 @@ def measure(programs: list[Program], repeats: int, warmup: int) -> dict[str, flo
     }
 
 
+def _build(name: str, num_seeds: int, total_steps: int, num_iterations: int, vmapped: bool):
+    if name == "raw":
+        return make_raw(num_seeds, num_iterations, vmapped)
+    if name == "reference":
+        return make_reference(num_seeds, total_steps, vmapped)
+    return make_rlkit(num_seeds, total_steps, num_iterations)
+
+
+def _device_info() -> dict:
+    device = jax.devices()[0]
+    return {
+        "device_kind": device.device_kind,
+        "platform": device.platform,
+        "jax_version": jax.__version__,
+    }
+
+
+def _row(
+    num_seeds: int,
+    name: str,
+    steps_per_seed: int,
+    *,
+    compile_s: float | None,
+    run_s: list[float],
+    final_return: float | None,
+    status: str = "ok",
+    round_medians: list[float] | None = None,
+) -> dict:
+    """One table row; `median_s` is the median of `round_medians` where given, else of `run_s`."""
+    medians = round_medians if round_medians else run_s
+    median_s = statistics.median(medians) if medians else None
+    return {
+        "seeds": num_seeds,
+        "program": name,
+        "status": status,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "round_median_s": round_medians,
+        "median_s": median_s,
+        "env_steps": steps_per_seed * num_seeds,
+        "env_steps_per_s": None if median_s is None else steps_per_seed * num_seeds / median_s,
+        "final_return": final_return,
+    }
+
+
+def _ratios(rows: list[dict], seed_counts: list[int]) -> list[dict]:
+    ratios = []
+    for num_seeds in seed_counts:
+        by_name = {
+            r["program"]: r["env_steps_per_s"]
+            for r in rows
+            if r["seeds"] == num_seeds and r["env_steps_per_s"] is not None
+        }
+        ratio: dict[str, Any] = {"seeds": num_seeds}
+        if "rlkit" in by_name:
+            for base in ("reference", "raw"):
+                if base in by_name:
+                    ratio[f"rlkit/{base}"] = by_name["rlkit"] / by_name[base]
+        if "reference" in by_name and "raw" in by_name:
+            ratio["reference/raw"] = by_name["reference"] / by_name["raw"]
+        ratios.append(ratio)
+    return ratios
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
 def _print_table(rows: list[dict], ratios: list[dict], header: str) -> None:
+    def median_cell(row: dict) -> str:
+        if row["status"] != "ok":
+            return row["status"]
+        return f"{row['median_s']:.3f} ({min(row['run_s']):.3f}-{max(row['run_s']):.3f})"
+
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:  # plain text if rich is missing
         print(header)
         print(
-            f"{'seeds':>6} {'program':<10} {'compile s':>10} {'median s':>10} "
+            f"{'seeds':>6} {'program':<10} {'compile s':>10} {'median s (min-max)':>24} "
             f"{'env steps/s':>14} {'final return':>13}"
         )
         for row in rows:
-            ret = "" if row["final_return"] is None else f"{row['final_return']:.1f}"
             print(
-                f"{row['seeds']:>6} {row['program']:<10} {row['compile_s']:>10.2f} "
-                f"{row['median_s']:>10.3f} {row['env_steps_per_s']:>14,.0f} {ret:>13}"
+                f"{row['seeds']:>6} {row['program']:<10} {_fmt(row['compile_s'], '.2f'):>10} "
+                f"{median_cell(row):>24} {_fmt(row['env_steps_per_s'], ',.0f'):>14} "
+                f"{_fmt(row['final_return'], '.1f'):>13}"
             )
         for ratio in ratios:
+            if len(ratio) == 1:  # nothing to compare for this seed count
+                continue
             print(
                 f"seeds={ratio['seeds']}: "
                 + ", ".join(
@@ -283,17 +374,173 @@ def _print_table(rows: list[dict], ratios: list[dict], header: str) -> None:
         table.add_row(
             str(row["seeds"]),
             row["program"],
-            f"{row['compile_s']:.2f}",
-            f"{row['median_s']:.3f} ({min(row['run_s']):.3f}-{max(row['run_s']):.3f})",
-            f"{row['env_steps_per_s']:,.0f}",
-            "" if row["final_return"] is None else f"{row['final_return']:.1f}",
+            _fmt(row["compile_s"], ".2f"),
+            median_cell(row),
+            _fmt(row["env_steps_per_s"], ",.0f"),
+            _fmt(row["final_return"], ".1f"),
         )
     # Outside a terminal rich falls back to 80 columns, which would wrap the table.
     console = Console() if Console().is_terminal else Console(width=120)
     console.print(table)
     for ratio in ratios:
+        if len(ratio) == 1:  # nothing to compare for this seed count
+            continue
         parts = [f"{k} = {v:.3f}" for k, v in ratio.items() if k != "seeds" and v is not None]
         console.print(f"seeds={ratio['seeds']}: " + ", ".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes: one child, isolated (a child per program and seed count), in-process
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_child(args, num_iterations: int) -> None:
+    """`--child PROGRAM`: measure one program at one seed count; write the result as JSON."""
+    num_seeds = int(args.seeds)
+    vmapped = num_seeds > 1 or args.vmap_one_seed
+    print(f"seeds={num_seeds}: compiling {args.child} ...", flush=True)
+    program = _build(args.child, num_seeds, args.total_steps, num_iterations, vmapped)
+    print(f"seeds={num_seeds}: timing {args.child}, {args.repeats} repeats ...", flush=True)
+    returns = measure([program], args.repeats, args.warmup)
+    result = {
+        **_device_info(),
+        "program": program.name,
+        "seeds": num_seeds,
+        "compile_s": program.compile_s,
+        "run_s": program.run_s,
+        "final_return": returns[program.name],
+    }
+    text = json.dumps(result)
+    if args.child_out is not None:
+        Path(args.child_out).write_text(text)
+    else:
+        print(text, flush=True)
+
+
+def _child_command(args, name: str, num_seeds: int, out_path: Path) -> list[str]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        name,
+        "--seeds",
+        str(num_seeds),
+        "--total-steps",
+        str(args.total_steps),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--child-out",
+        str(out_path),
+    ]
+    if args.vmap_one_seed:
+        command.append("--vmap-one-seed")
+    return command
+
+
+def _measure_isolated(
+    args, names: list[str], seed_counts: list[int], steps_per_seed: int
+) -> tuple[list[dict], dict]:
+    """Runs every (seed count, program) in a fresh subprocess, `--rounds` times over.
+
+    Order per round: for each seed count the programs back to back. Returns the rows (median over
+    rounds of each round's median) and the device info the children reported.
+    """
+    results: dict[tuple[int, str], list[dict]] = {(n, p): [] for n in seed_counts for p in names}
+    device: dict = {}
+    with tempfile.TemporaryDirectory(prefix="ppo_throughput_") as tmp:
+        for round_index in range(args.rounds):
+            for num_seeds in seed_counts:
+                for name in names:
+                    tag = f"round {round_index + 1}/{args.rounds}, seeds={num_seeds}, {name}"
+                    print(f"[{tag}] starting child ...", flush=True)
+                    out_path = Path(tmp) / f"{round_index}_{num_seeds}_{name}.json"
+                    start = time.perf_counter()
+                    try:
+                        proc = subprocess.run(
+                            _child_command(args, name, num_seeds, out_path),
+                            timeout=args.child_timeout,
+                            env=os.environ.copy(),
+                        )
+                    except subprocess.TimeoutExpired:
+                        # subprocess.run has killed the child (SIGKILL) and waited for it.
+                        print(f"[{tag}] timed out after {args.child_timeout:g} s", flush=True)
+                        results[(num_seeds, name)].append({"status": "timed out"})
+                        continue
+                    wall = time.perf_counter() - start
+                    if proc.returncode != 0 or not out_path.exists():
+                        print(f"[{tag}] failed with exit code {proc.returncode}", flush=True)
+                        results[(num_seeds, name)].append(
+                            {"status": f"failed (rc={proc.returncode})"}
+                        )
+                        continue
+                    child = json.loads(out_path.read_text())
+                    child["status"] = "ok"
+                    device = {k: child[k] for k in ("device_kind", "platform", "jax_version")}
+                    print(f"[{tag}] done in {wall:.1f} s (process wall time)", flush=True)
+                    results[(num_seeds, name)].append(child)
+
+    rows = []
+    for num_seeds in seed_counts:
+        for name in names:
+            rounds = results[(num_seeds, name)]
+            ok = [r for r in rounds if r["status"] == "ok"]
+            if not ok:
+                status = rounds[-1]["status"] if rounds else "not run"
+                rows.append(
+                    _row(
+                        num_seeds,
+                        name,
+                        steps_per_seed,
+                        compile_s=None,
+                        run_s=[],
+                        final_return=None,
+                        status=status,
+                    )
+                )
+                continue
+            row = _row(
+                num_seeds,
+                name,
+                steps_per_seed,
+                compile_s=statistics.median(r["compile_s"] for r in ok),
+                run_s=[s for r in ok for s in r["run_s"]],
+                final_return=ok[-1]["final_return"],
+                round_medians=[statistics.median(r["run_s"]) for r in ok],
+            )
+            failed = [r["status"] for r in rounds if r["status"] != "ok"]
+            if failed:  # keep the partial result but say that some rounds did not finish
+                row["failed_rounds"] = failed
+            rows.append(row)
+    return rows, device
+
+
+def _measure_in_process(
+    args, names: list[str], seed_counts: list[int], num_iterations: int, steps_per_seed: int
+) -> list[dict]:
+    """The old mode: all programs of a seed count in this process, repeats interleaved."""
+    rows = []
+    for num_seeds in seed_counts:
+        vmapped = num_seeds > 1 or args.vmap_one_seed
+        programs = []
+        for name in names:
+            print(f"seeds={num_seeds}: compiling {name} ...", flush=True)
+            programs.append(_build(name, num_seeds, args.total_steps, num_iterations, vmapped))
+        print(f"seeds={num_seeds}: timing {args.repeats} repeats ...", flush=True)
+        returns = measure(programs, args.repeats, args.warmup)
+        for program in programs:
+            rows.append(
+                _row(
+                    num_seeds,
+                    program.name,
+                    steps_per_seed,
+                    compile_s=program.compile_s,
+                    run_s=program.run_s,
+                    final_return=returns[program.name],
+                )
+            )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -318,74 +565,88 @@ def main(argv: list[str] | None = None) -> dict:
         help="vmap raw and reference over a seed axis of 1 too (as rlkit's driver does), "
         "instead of PureJaxRL's unvmapped single-seed form",
     )
+    parser.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="measure all programs in this process with interleaved repeats (the old mode; "
+        "deadlocked on jaxlib 0.10.2's CPU backend with 8 seeds)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="isolated mode: run the whole sequence of children this many times and report the "
+        "median over rounds per program",
+    )
+    parser.add_argument(
+        "--child-timeout",
+        type=float,
+        default=1800.0,
+        help="isolated mode: seconds after which a child is killed and reported as timed out",
+    )
+    parser.add_argument("--child", choices=PROGRAMS, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+
+    num_iterations = args.total_steps // (NUM_ENVS * ROLLOUT_LENGTH)
+    if num_iterations < 1:
+        parser.error(f"--total-steps must be at least {NUM_ENVS * ROLLOUT_LENGTH}")
+    if args.child is not None:
+        _run_child(args, num_iterations)
+        return {}
 
     seed_counts = [int(s) for s in args.seeds.split(",") if s.strip()]
     names = [p.strip() for p in args.programs.split(",") if p.strip()]
     unknown = sorted(set(names) - set(PROGRAMS))
     if unknown:
         parser.error(f"--programs: unknown {unknown}; choose from {','.join(PROGRAMS)}")
+    names = [p for p in PROGRAMS if p in names]  # fixed order: raw, reference, rlkit
     if any(s < 1 for s in seed_counts):
         parser.error(f"--seeds: counts must be positive, got {args.seeds}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
-    num_iterations = args.total_steps // (NUM_ENVS * ROLLOUT_LENGTH)
-    if num_iterations < 1:
-        parser.error(f"--total-steps must be at least {NUM_ENVS * ROLLOUT_LENGTH}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.rounds > 1 and not args.isolate:
+        parser.error("--rounds applies to the isolated mode only (drop --no-isolate)")
     steps_per_seed = num_iterations * NUM_ENVS * ROLLOUT_LENGTH
-
-    device = jax.devices()[0]
-    header = (
-        f"PPO CartPole-v1 throughput | {device.device_kind} ({device.platform}) | "
-        f"jax {jax.__version__} | {steps_per_seed:,} env steps per seed "
+    steps_text = (
+        f"{steps_per_seed:,} env steps per seed "
         f"({NUM_ENVS} envs x {ROLLOUT_LENGTH} steps x {num_iterations} iterations)"
     )
-    print(header, flush=True)
 
-    rows, ratios = [], []
-    for num_seeds in seed_counts:
-        vmapped = num_seeds > 1 or args.vmap_one_seed
-        programs = []
-        for name in names:
-            print(f"seeds={num_seeds}: compiling {name} ...", flush=True)
-            if name == "raw":
-                programs.append(make_raw(num_seeds, num_iterations, vmapped))
-            elif name == "reference":
-                programs.append(make_reference(num_seeds, args.total_steps, vmapped))
-            else:
-                programs.append(make_rlkit(num_seeds, args.total_steps, num_iterations))
-        print(f"seeds={num_seeds}: timing {args.repeats} repeats ...", flush=True)
-        returns = measure(programs, args.repeats, args.warmup)
-        by_name = {}
-        for program in programs:
-            median_s = statistics.median(program.run_s)
-            row = {
-                "seeds": num_seeds,
-                "program": program.name,
-                "compile_s": program.compile_s,
-                "run_s": program.run_s,
-                "median_s": median_s,
-                "env_steps": steps_per_seed * num_seeds,
-                "env_steps_per_s": steps_per_seed * num_seeds / median_s,
-                "final_return": returns[program.name],
+    if args.isolate:
+        # The parent starts no JAX backend (on a GPU it would hold memory the children need);
+        # the device is the one the children report.
+        print(
+            f"PPO CartPole-v1 throughput | jax {jax.__version__} | {steps_text} | one process "
+            f"per program and seed count, {args.rounds} round(s)",
+            flush=True,
+        )
+        rows, device = _measure_isolated(args, names, seed_counts, steps_per_seed)
+        if not device:
+            device = {
+                "device_kind": "unknown (no child finished)",
+                "platform": "?",
+                "jax_version": jax.__version__,
             }
-            rows.append(row)
-            by_name[program.name] = row["env_steps_per_s"]
-        ratio = {"seeds": num_seeds}
-        if "rlkit" in by_name:
-            for base in ("reference", "raw"):
-                if base in by_name:
-                    ratio[f"rlkit/{base}"] = by_name["rlkit"] / by_name[base]
-        if "reference" in by_name and "raw" in by_name:
-            ratio["reference/raw"] = by_name["reference"] / by_name["raw"]
-        ratios.append(ratio)
+    else:
+        device = _device_info()
+    header = (
+        f"PPO CartPole-v1 throughput | {device['device_kind']} ({device['platform']}) | "
+        f"jax {device['jax_version']} | {steps_text} | "
+        + (f"isolated, {args.rounds} round(s)" if args.isolate else "in-process, interleaved")
+    )
+    if not args.isolate:
+        print(header, flush=True)
+        rows = _measure_in_process(args, names, seed_counts, num_iterations, steps_per_seed)
 
+    ratios = _ratios(rows, seed_counts)
     _print_table(rows, ratios, header)
     result = {
-        "device_kind": device.device_kind,
-        "platform": device.platform,
-        "jax_version": jax.__version__,
+        **device,
         "total_steps_arg": args.total_steps,
         "env_steps_per_seed": steps_per_seed,
         "num_envs": NUM_ENVS,
@@ -394,6 +655,9 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "vmap_one_seed": args.vmap_one_seed,
+        "isolate": args.isolate,
+        "rounds": args.rounds,
+        "child_timeout_s": args.child_timeout if args.isolate else None,
         "hyperparameters": HYPERPARAMETERS,
         "results": rows,
         "ratios": ratios,

@@ -39,7 +39,8 @@ def test_autoreset_keeps_the_final_observation_and_resets():
     index_of = {tuple(np.asarray(o)): s for s, o in enumerate(model.observations)}
     assert index_of[tuple(np.asarray(final_obs))] != index_of[tuple(np.asarray(obs))]
     assert index_of[tuple(np.asarray(obs))] in set(np.flatnonzero(np.asarray(model.initial)))
-    for obs, _, truncated, final_obs in seen[:-1]:
+    for obs, _, still_running, final_obs in seen[:-1]:
+        assert not bool(still_running)
         np.testing.assert_array_equal(obs, final_obs)  # no reset before the episode ends
 
 
