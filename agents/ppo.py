@@ -12,7 +12,8 @@ Where this differs from PureJaxRL's ppo.py, and why:
 
 * Truncation is handled: a time-limit truncation bootstraps from V(final observation) instead of
   being treated as a terminal state (PureJaxRL treats every `done` as terminal). The driver hands
-  `update` the true next observation of every step, so `V(next_obs)` is one batched forward pass.
+  `update` the true next observation of every step; `rlkit.ops.next_state_values` reuses the
+  rollout's values and evaluates only the last step and the (few) truncated steps.
 * The value loss is clipped as in PureJaxRL (`clip_value_loss`), switchable.
 """
 
@@ -29,7 +30,7 @@ from flax import struct
 
 from rlkit.errors import require
 from rlkit.nets import make_torso
-from rlkit.ops import generalized_advantage_estimation
+from rlkit.ops import generalized_advantage_estimation, next_state_values
 from rlkit.types import Agent, EnvSpec, OnPolicyFeed, Transition
 
 
@@ -206,13 +207,17 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
 
     def update(state: State, batch: Transition, key: jax.Array):
         """One PPO iteration on a rollout with leaves [rollout_length, num_envs, ...]."""
-        _, next_value = network.apply(
-            state.params, batch.next_obs.reshape((-1, *spec.obs_shape))
+        next_value = next_state_values(
+            lambda obs: network.apply(state.params, obs)[1],
+            batch.extras["value"],
+            batch.next_obs,
+            batch.truncated,
+            spec.max_episode_steps,
         )
         advantage, target = generalized_advantage_estimation(
             batch.reward,
             batch.extras["value"],
-            next_value.reshape(batch.reward.shape),
+            next_value,
             batch.terminated,
             batch.truncated,
             config.gamma,

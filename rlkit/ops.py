@@ -6,6 +6,8 @@ convention of a rollout: index t holds (obs_t, a_t, r_t, terminated_t, truncated
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -76,3 +78,42 @@ def double_q_learning_target(
     best = jnp.argmax(q_next_online, axis=-1)
     q_next = jnp.take_along_axis(q_next_target, best[:, None], axis=-1)[:, 0]
     return reward + gamma * (1.0 - terminated.astype(jnp.float32)) * q_next
+
+
+def next_state_values(
+    value_fn: Callable[[Array], Array],
+    value: Array,
+    next_obs: Array,
+    truncated: Array,
+    max_episode_steps: int,
+) -> Array:
+    """V(next_obs_t) for every step of a rollout, reusing the values computed while acting.
+
+    Where an episode goes on, next_obs_t is obs_{t+1}, whose value the rollout already holds
+    (value[t + 1]). Two kinds of steps need a forward pass: the last step, and truncated steps,
+    whose next observation is the final one before the reset. An environment is truncated at most
+    ceil(T / max_episode_steps) times in T steps, so a fixed-size gather of that many
+    observations per environment covers every truncation; a rollout of [T, N] costs
+    N * (1 + ceil(T / max_episode_steps)) value evaluations instead of T * N. Terminated steps
+    keep value[t + 1], which GAE multiplies by zero.
+
+    Args:
+        value_fn: `obs [B, ...] -> values [B]` under the parameters that produced `value`.
+        value: [T, N] V(obs_t) from acting.
+        next_obs: [T, N, ...] the true next observations (before any auto-reset).
+        truncated: [T, N] bool.
+        max_episode_steps: the environment's time limit (truncation never comes sooner).
+
+    Returns:
+        [T, N] V(next_obs_t), exact wherever GAE uses it.
+    """
+    num_steps, num_envs = value.shape
+    last = value_fn(next_obs[-1])
+    next_value = jnp.concatenate([value[1:], last[None]], axis=0).reshape(-1)
+    max_truncations = num_envs * -(-num_steps // max_episode_steps)
+    # Padding points at the last entry, whose gathered value is exact there too.
+    (index,) = jnp.nonzero(truncated.reshape(-1), size=max_truncations,
+                           fill_value=num_steps * num_envs - 1)
+    flat_next_obs = next_obs.reshape((num_steps * num_envs, *next_obs.shape[2:]))
+    next_value = next_value.at[index].set(value_fn(flat_next_obs[index]))
+    return next_value.reshape(num_steps, num_envs)
