@@ -17,6 +17,7 @@ how to feed them (on-policy rollouts or a replay buffer, with their sizes).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -133,7 +134,7 @@ class HostStep(NamedTuple):
     final_obs: np.ndarray
 
 
-class HostEnvironment:
+class HostEnvironment(abc.ABC):
     """Interface of batched CPU environments (gymnasium vector envs, procgen).
 
     Implementations auto-reset (gymnasium's same-step mode) and keep terminated and truncated
@@ -143,14 +144,16 @@ class HostEnvironment:
     spec: EnvSpec
     num_envs: int
 
-    def reset(self, seed: int) -> np.ndarray:  # [N, *obs_shape]
-        raise NotImplementedError
+    @abc.abstractmethod
+    def reset(self, seed: int) -> np.ndarray:
+        """Reset every environment (deterministically for `seed`); returns obs [N, *obs_shape]."""
 
+    @abc.abstractmethod
     def step(self, actions: np.ndarray) -> HostStep:
-        raise NotImplementedError
+        """Step every environment with int actions [N]; ended episodes reset themselves."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (optional hook: most environments hold nothing)
+        """Release processes or native resources; the default holds none."""
 
 
 # --------------------------------------------------------------------------------------------
