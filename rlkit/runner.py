@@ -32,9 +32,6 @@ from rlkit.checkpoint import Checkpointer
 from rlkit.loops.common import Trainer
 from rlkit.stats import aggregate
 
-BASE_COLUMNS = ["seed", "chunk", "iteration", "env_steps", "episode_return", "episodes",
-                "eval_return"]
-
 
 @dataclass
 class RunResult:

@@ -253,7 +253,7 @@ def execute(experiment: Experiment, resume: bool = False):
     Returns:
         The `rlkit.runner.RunResult`.
     """
-    from rlkit.runner import run_training, write_json_atomic  # noqa: F401
+    from rlkit.runner import run_training
 
     run = experiment.run
     module = registry.agent_module(experiment.agent)

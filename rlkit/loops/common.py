@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rlkit.types import Array, Environment, PyTree
+from rlkit.types import Array, Environment, PyTree, Transition
 
 
 class Trainer(NamedTuple):
@@ -108,8 +108,6 @@ def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, trans
 
 def example_transition(obs: Array) -> PyTree:
     """One unbatched transition shaped like `obs` (what a replay buffer is initialised from)."""
-    from rlkit.types import Transition
-
     return Transition(
         obs=obs, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
         terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), next_obs=obs, extras={},
