@@ -95,3 +95,14 @@ def make_torso(spec: EnvSpec, cnn: str, hidden_sizes: Sequence[int], activation:
     if spec.is_image:
         return ImpalaCNN() if cnn == "impala" else NatureCNN()
     return MLP(tuple(hidden_sizes), activation)
+
+
+class TorsoHead(nn.Module):
+    """A torso and a linear head: obs [B, ...] -> [B, num_outputs] (Q-values, logits, values)."""
+
+    torso: nn.Module
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, obs: Array) -> Array:
+        return nn.Dense(self.num_outputs)(self.torso(obs))

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 
 
-def _curve(rows: list[dict[str, str]], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _curve(rows: list[dict[str, str]], column: str,
+           x_column: str = "env_steps") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     by_step: dict[int, list[float]] = defaultdict(list)
     for row in rows:
         value = float(row.get(column, "nan"))
         if not math.isnan(value):
-            by_step[int(row["env_steps"])].append(value)
+            by_step[int(row[x_column])].append(value)
     steps = np.array(sorted(by_step))
     means = np.array([np.mean(by_step[s]) for s in steps])
     # Normal-approximation band: 1.96 standard errors (zero width for one seed).
@@ -30,19 +31,24 @@ def plot_curves(rows: list[dict[str, str]], path: Path, title: str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("eval_return", "evaluation return"), ("episode_return", "training episode return")]
+    # Offline runs take no env steps: plot against updates, without training episodes.
+    offline = bool(rows) and "updates" in rows[0]
+    x_column = "updates" if offline else "env_steps"
+    panels = [("eval_return", "evaluation return")]
+    if not offline:
+        panels.append(("episode_return", "training episode return"))
     if rows and "suboptimality" in rows[0]:
         panels.append(("suboptimality", "sub-optimality (exact)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (column, label) in zip(axes[0], panels, strict=True):
-        steps, means, half = _curve(rows, column)
+        steps, means, half = _curve(rows, column, x_column)
         if len(steps):
             ax.plot(steps, means, color="C0")
             ax.fill_between(steps, means - half, means + half, color="C0", alpha=0.25)
         if optimal_return is not None and column != "suboptimality":
             ax.axhline(optimal_return, color="k", linestyle="--", linewidth=1, label="optimal")
             ax.legend(loc="lower right")
-        ax.set_xlabel("env steps")
+        ax.set_xlabel(x_column.replace("_", " "))
         ax.set_title(label)
         ax.grid(alpha=0.3)
     fig.suptitle(title)

@@ -18,8 +18,9 @@ class Progress:
     """Context manager around rich's progress bar; a no-op when disabled (tests, CI logs)."""
 
     def __init__(self, total: int, enabled: bool = True, completed: int = 0,
-                 description: str = "training"):
+                 description: str = "training", unit: str = "env steps"):
         self.enabled = enabled
+        self.unit = unit
         self.total = total
         self.completed = completed
         self.description = description
@@ -31,7 +32,7 @@ class Progress:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("env steps"),
+                TextColumn(self.unit),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),

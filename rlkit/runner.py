@@ -48,8 +48,10 @@ def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
     """One metrics.csv row per seed for a finished chunk; metrics are [S, iterations]."""
     num_seeds = eval_returns.shape[0]
     iteration = (chunk + 1) * iterations_per_chunk
-    finished = metrics["episodes"].sum(axis=1)
-    returns_sum = metrics["episode_return_sum"].sum(axis=1)
+    # Offline trainers run no training episodes: zero episodes, NaN returns.
+    zeros = np.zeros((num_seeds, 1))
+    finished = metrics.get("episodes", zeros).sum(axis=1)
+    returns_sum = metrics.get("episode_return_sum", zeros).sum(axis=1)
     rows = []
     for seed in range(num_seeds):
         row = {
@@ -57,6 +59,7 @@ def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
             "chunk": chunk,
             "iteration": iteration,
             "env_steps": iteration * steps_per_iteration,
+            **({} if steps_per_iteration else {"updates": iteration}),
             "episode_return": returns_sum[seed] / finished[seed] if finished[seed] else math.nan,
             "episodes": int(finished[seed]),
             "eval_return": float(eval_returns[seed]),
@@ -192,13 +195,17 @@ def run_training(
     compile_seconds = time.perf_counter() - compile_start
 
     steps_per_chunk = trainer.iterations_per_chunk * trainer.steps_per_iteration
+    # Offline trainers take no env steps: progress and throughput count updates instead.
+    offline = trainer.steps_per_iteration == 0
+    units_per_chunk = trainer.iterations_per_chunk if offline else steps_per_chunk
     train_seconds = 0.0
     eval_returns = np.full((num_seeds,), np.nan)
     last_chunk = num_chunks - 1
     if stop_after_chunks is not None:
         last_chunk = min(last_chunk, first_chunk + stop_after_chunks - 1)
-    with Progress(total=num_chunks * steps_per_chunk, enabled=show_progress,
-                  completed=first_chunk * steps_per_chunk) as progress:
+    with Progress(total=num_chunks * units_per_chunk, enabled=show_progress,
+                  completed=first_chunk * units_per_chunk,
+                  unit="updates" if offline else "env steps") as progress:
         for chunk in range(first_chunk, last_chunk + 1):
             chunk_start = time.perf_counter()
             carry, metrics = run(carry)
@@ -209,9 +216,9 @@ def run_training(
             rows = _chunk_rows(chunk, trainer.iterations_per_chunk, trainer.steps_per_iteration,
                                metrics, eval_returns, suboptimality)
             log.append(rows)
-            env_steps = rows[0]["env_steps"]
+            env_steps = rows[0]["updates" if offline else "env_steps"]
             for name in rows[0]:
-                if name in ("seed", "chunk", "iteration", "env_steps"):
+                if name in ("seed", "chunk", "iteration", "env_steps", "updates"):
                     continue
                 value = np.nanmean([r[name] for r in rows]) if any(
                     np.isfinite(r[name]) for r in rows) else math.nan
@@ -220,7 +227,7 @@ def run_training(
             writer.flush()
             if (chunk + 1) % checkpoint_every == 0 or chunk == last_chunk:
                 checkpointer.save(chunk, carry)
-            progress.advance(steps_per_chunk, {
+            progress.advance(units_per_chunk, {
                 "return": np.nanmean([r["episode_return"] for r in rows]),
                 "eval": float(np.mean(eval_returns)),
             })
@@ -242,6 +249,9 @@ def run_training(
         # Throughput of the chunks run in this process (all seeds), compilation excluded.
         "steps_per_second": ((last_chunk + 1 - first_chunk) * steps_per_chunk * num_seeds
                              / max(train_seconds, 1e-9)),
+        **({"updates": (last_chunk + 1) * trainer.iterations_per_chunk,
+            "updates_per_second": ((last_chunk + 1 - first_chunk) * units_per_chunk * num_seeds
+                                   / max(train_seconds, 1e-9))} if offline else {}),
         "final_return": final["mean"],
         "final_return_iqm": final["iqm"],
         "final_return_ci95": final["ci95"],

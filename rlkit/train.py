@@ -1,8 +1,12 @@
-"""`python -m rlkit.train AGENT --env ENV [--seeds N] [--total-steps N] [--run-dir DIR]
-[--resume DIR] [--config FILE] [--agent.FIELD VALUE ...] [--env-config.FIELD VALUE ...]`
+"""`python -m rlkit.train AGENT --env ENV [--dataset DIR] [--seeds N] [--total-steps N]
+[--run-dir DIR] [--resume DIR] [--config FILE] [--agent.FIELD VALUE ...]
+[--env-config.FIELD VALUE ...]`
 
 Trains an agent on an environment, several seeds side by side, and writes a run directory
-(see `rlkit.runner`). `python -m rlkit.train --help` lists the agents and environments;
+(see `rlkit.runner`). Offline agents (bc, cql, iql) learn from `--dataset` alone and use the
+environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq) mix the
+dataset into their online batches. With `--dataset`, `--env` and the env's parameters default to
+the dataset's own. `python -m rlkit.train --help` lists the agents and environments;
 `python -m rlkit.train AGENT --env ENV --help` lists every field of that agent and env.
 
 Every input error (unknown agent or env, impossible config, missing optional extra, broken
@@ -51,6 +55,12 @@ class RunOptions:
     stop_after_chunks: int | None = None
     """Stop (checkpointed) after this many chunks of this invocation; continue with --resume.
     For time-boxed or preemptible jobs."""
+    dataset: str | None = None
+    """Offline dataset directory (written by python -m rlkit.collect) for offline and hybrid
+    agents."""
+    stream_dataset: bool = False
+    """Offline agents: keep the dataset memory-mapped on disk and stream batches to the device
+    (for image datasets larger than device memory) instead of loading it whole."""
 
     def __post_init__(self):
         require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
@@ -193,7 +203,10 @@ def parse_experiment(argv: list[str]) -> tuple[Experiment, bool]:
         raise RlkitError("name an agent first, e.g. `python -m rlkit.train ppo --env cartpole`; "
                          f"agents: {', '.join(registry.agent_names())}")
     module = registry.agent_module(agent_name)
-    env_name = _option_value(argv, "--env") or (base.env if base else None)
+    dataset_dir = _option_value(argv, "--dataset")
+    info = dataset_info(dataset_dir) if dataset_dir is not None else None
+    env_name = (_option_value(argv, "--env") or (base.env if base else None)
+                or (info.env_id if info else None))
     if env_name is None:
         raise RlkitError("--env is required, e.g. --env cartpole (see --help for the list)")
     argv = _without_option(argv, "--env")
@@ -203,6 +216,10 @@ def parse_experiment(argv: list[str]) -> tuple[Experiment, bool]:
     same_env = base is not None and base.env == env_name
     agent_default = base.agent_config if same_agent else module.Config()
     env_default = base.env_config if same_env else entry.default_config()
+    if info is not None and info.env_id == env_name and info.env_params and not same_env:
+        # Evaluate in the environment the data came from unless told otherwise.
+        env_default = _from_dict(type(env_default), info.env_params,
+                                 f"{dataset_dir}/metadata.json: env params")
     run_default = base.run if base else RunOptions()
     fields = [(f.name, f.type, field(default=getattr(run_default, f.name)))
               for f in dataclasses.fields(RunOptions)]
@@ -220,6 +237,46 @@ def parse_experiment(argv: list[str]) -> tuple[Experiment, bool]:
     if run.total_steps is None:
         run = dataclasses.replace(run, total_steps=getattr(agent_config, "total_steps", 100_000))
     return Experiment(agent_name, env_name, run, agent_config, args.env_config), False
+
+
+def dataset_info(path: str):
+    """The metadata of the dataset at `path` (arrays opened lazily; checksums checked later)."""
+    from rlkit.data.dataset import load_dataset
+
+    return load_dataset(path, mmap=True, verify=False).info
+
+
+def load_run_dataset(experiment: Experiment, spec, feed):
+    """Load and check the run's dataset against the agent's feed and the environment.
+
+    Returns:
+        The `rlkit.data.dataset.Dataset` (memory-mapped), or None for agents without one.
+    """
+    run = experiment.run
+    if not feed.uses_dataset:
+        require(run.dataset is None, "--dataset",
+                f"{experiment.agent} learns online only and ignores datasets; drop --dataset or "
+                "use an offline agent (bc, cql, iql) or a hybrid one (hyq)")
+        return None
+    require(run.dataset is not None, "--dataset",
+            f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
+            f"python -m rlkit.collect --env {experiment.env} --policy random --episodes 100 "
+            "--out DIR)")
+    from rlkit.data.dataset import load_dataset
+
+    dataset = load_dataset(run.dataset, mmap=True, verify=True)
+    info = dataset.info
+    where = f"--dataset {run.dataset}"
+    require(info.env_id == experiment.env, where,
+            f"was collected on {info.env_id!r} but --env is {experiment.env!r}; pass "
+            f"--env {info.env_id} or a dataset of {experiment.env}")
+    require(tuple(info.obs_shape) == tuple(spec.obs_shape) and info.obs_dtype == spec.obs_dtype,
+            where, f"holds observations {tuple(info.obs_shape)} {info.obs_dtype}, the env emits "
+            f"{tuple(spec.obs_shape)} {spec.obs_dtype}; check --env-config against the "
+            "dataset's env params")
+    require(info.num_actions == spec.num_actions, where,
+            f"has {info.num_actions} actions, the env {spec.num_actions}; check --env-config")
+    return dataset
 
 
 def chunk_length(total_iterations: int, num_logs: int) -> int:
@@ -247,13 +304,25 @@ def _mesh(num_seeds: int, enabled: bool):
     return jax.sharding.Mesh(np.array(devices), ("seed",))
 
 
-def execute(experiment: Experiment, resume: bool = False):
-    """Build the environment, agent and driver of `experiment` and run it.
+@dataclass
+class Built:
+    """Everything `execute` needs to run an experiment (see `build`)."""
 
-    Returns:
-        The `rlkit.runner.RunResult`.
+    agent: Any
+    spec: Any
+    trainer: Any
+    num_chunks: int
+    optimal_return: float | None
+    summary_extras: dict | None
+
+
+def build(experiment: Experiment) -> Built:
+    """Build the environment, agent, dataset and driver of `experiment` (nothing compiled yet).
+
+    Raises:
+        RlkitError: for impossible budgets and datasets that do not fit the agent or env.
     """
-    from rlkit.runner import run_training
+    from rlkit.types import OfflineFeed
 
     run = experiment.run
     module = registry.agent_module(experiment.agent)
@@ -268,7 +337,10 @@ def execute(experiment: Experiment, resume: bool = False):
         env = registry.make_env(experiment.env, experiment.env_config)
         spec = env.spec
     agent = module.make_agent(experiment.agent_config, spec)
-    steps_per_iteration = agent.feed.steps_per_iteration
+    dataset = load_run_dataset(experiment, spec, agent.feed)
+    offline = isinstance(agent.feed, OfflineFeed)
+    # Offline agents take no env steps: their iterations are updates.
+    steps_per_iteration = agent.feed.steps_per_iteration or 1
     total_iterations = run.total_steps // steps_per_iteration
     require(total_iterations >= 1, "--total-steps",
             f"{run.total_steps} is less than one iteration of {experiment.agent} "
@@ -276,39 +348,126 @@ def execute(experiment: Experiment, resume: bool = False):
     iterations_per_chunk = chunk_length(total_iterations, run.num_logs)
     num_chunks = total_iterations // iterations_per_chunk
 
-    run_dir = Path(run.run_dir or f"runs/{experiment.agent}-{experiment.env.replace(':', '_')}"
-                   f"-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(experiment.to_dict(), sort_keys=False))
-
     optimal_return = None
-    if entry.kind == "host":
+    if entry.kind != "host" and env.model is not None:
+        from rlkit import planning
+
+        optimal_return = float(planning.value_iteration(env.model(env.default_params))
+                               .optimal_return)
+    device_dataset = None
+    if dataset is not None and not offline:
+        from rlkit.data.dataset import to_device
+
+        device_dataset = to_device(dataset)
+    if offline:
+        trainer = _offline_trainer(experiment, agent, dataset, spec, iterations_per_chunk)
+    elif entry.kind == "host":
         trainer = make_host_trainer(
             agent, lambda num_envs, seed: registry.make_host_env(
                 experiment.env, experiment.env_config, num_envs, seed),
             num_seeds=run.seeds, seed=run.seed, iterations_per_chunk=iterations_per_chunk,
-            num_eval_episodes=run.eval_episodes)
+            num_eval_episodes=run.eval_episodes, dataset=device_dataset)
     else:
         from rlkit.loops.on_device import make_on_device_trainer
 
         trainer = make_on_device_trainer(
             agent, env, env.default_params, iterations_per_chunk,
-            num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds))
-        if env.model is not None:
-            from rlkit import planning
+            num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
+            dataset=device_dataset)
+    extras = None
+    if dataset is not None:
+        extras = {"dataset": {
+            "path": str(run.dataset), "transitions": int(dataset.transitions.action.shape[0]),
+            "episodes": dataset.num_episodes, "behaviour_policy": dataset.info.behaviour_policy,
+            "behaviour_return": dataset.info.behaviour_return}}
+    return Built(agent=agent, spec=spec, trainer=trainer, num_chunks=num_chunks,
+                 optimal_return=optimal_return, summary_extras=extras)
 
-            model = env.model(env.default_params)
-            optimal_return = float(planning.value_iteration(model).optimal_return)
+
+def execute(experiment: Experiment, resume: bool = False):
+    """Build the environment, agent and driver of `experiment` and run it.
+
+    Returns:
+        The `rlkit.runner.RunResult`.
+    """
+    from rlkit.runner import run_training
+
+    run = experiment.run
+    built = build(experiment)
+    run_dir = Path(run.run_dir or f"runs/{experiment.agent}-{experiment.env.replace(':', '_')}"
+                   f"-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(experiment.to_dict(), sort_keys=False))
     header = {"agent": experiment.agent, "env": experiment.env}
     try:
         return run_training(
-            trainer, num_chunks=num_chunks, num_seeds=run.seeds, seed=run.seed, run_dir=run_dir,
-            header=header, resume=resume, checkpoint_every=run.checkpoint_every,
-            optimal_return=optimal_return, show_progress=run.progress,
-            stop_after_chunks=run.stop_after_chunks)
+            built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
+            run_dir=run_dir, header=header, resume=resume, checkpoint_every=run.checkpoint_every,
+            optimal_return=built.optimal_return, show_progress=run.progress,
+            stop_after_chunks=run.stop_after_chunks, summary_extras=built.summary_extras)
     finally:
-        trainer.close()
+        built.trainer.close()
+
+
+def load_policy(run_dir: str | Path, seed_index: int = 0):
+    """The trained agent of a run directory: `(experiment, agent, agent_state)` of one seed.
+
+    Restores the newest checkpoint of `run_dir` into the run's own structure, then takes seed
+    `seed_index`'s agent state (unbatched), ready for `agent.policy(agent_state, obs)`.
+
+    Raises:
+        RlkitError: no config.yaml, no checkpoint, or no such seed.
+    """
+    import jax
+
+    from rlkit.checkpoint import Checkpointer
+
+    run_dir = Path(run_dir)
+    require((run_dir / "config.yaml").exists(), str(run_dir),
+            "has no config.yaml; pass the directory of a run made by python -m rlkit.train")
+    experiment = load_experiment(run_dir / "config.yaml")
+    experiment = dataclasses.replace(
+        experiment, run=dataclasses.replace(experiment.run, shard_seeds=False,
+                                            run_dir=str(run_dir)))
+    require(0 <= seed_index < experiment.run.seeds, "seed index",
+            f"{seed_index} is not one of the run's {experiment.run.seeds} seeds")
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    try:
+        step = checkpointer.latest_step()
+        require(step is not None, str(run_dir),
+                "has no checkpoint yet; train it (or --resume it) until one is saved")
+        built = build(experiment)
+        try:
+            keys = jax.random.split(jax.random.key(experiment.run.seed), experiment.run.seeds)
+            carry = checkpointer.restore(step, built.trainer.init(keys))
+        finally:
+            built.trainer.close()
+    finally:
+        checkpointer.close()
+    agent_state = jax.tree.map(lambda x: x[seed_index], built.trainer.agent_state(carry))
+    return experiment, built.agent, agent_state
+
+
+def _offline_trainer(experiment: Experiment, agent, dataset, spec, iterations_per_chunk: int):
+    """The offline driver with the right evaluator for the env (JAX or host)."""
+    from rlkit.loops.offline import make_jax_evaluator, make_offline_trainer
+
+    run = experiment.run
+    entry = registry.env_entry(experiment.env)
+    close = lambda: None  # noqa: E731
+    if entry.kind == "host":
+        from rlkit.loops.host import make_host_evaluator
+
+        evaluate, close = make_host_evaluator(
+            agent.policy, lambda num_envs, seed: registry.make_host_env(
+                experiment.env, experiment.env_config, num_envs, seed),
+            spec, run.seeds, run.seed, run.eval_episodes)
+    else:
+        env = registry.make_env(experiment.env, experiment.env_config)
+        evaluate = make_jax_evaluator(agent, env, env.default_params, run.eval_episodes)
+    return make_offline_trainer(agent, dataset.transitions, iterations_per_chunk, evaluate,
+                                seed=run.seed, stream=run.stream_dataset, close=close)
 
 
 def print_summary(result) -> None:
@@ -317,8 +476,9 @@ def print_summary(result) -> None:
     from rich.table import Table
 
     s = result.summary
-    table = Table(title=f"{s['agent']} on {s['env']}: {s['seeds']} seed(s), "
-                        f"{s['env_steps']:,} env steps each")
+    budget = (f"{s['updates']:,} updates (offline)" if "updates" in s
+              else f"{s['env_steps']:,} env steps")
+    table = Table(title=f"{s['agent']} on {s['env']}: {s['seeds']} seed(s), {budget} each")
     table.add_column("metric")
     table.add_column("value", justify="right")
     lo, hi = s["final_return_ci95"]
@@ -331,7 +491,12 @@ def print_summary(result) -> None:
     if s.get("stopped_early"):
         table.add_row("stopped early", f"after chunk {s['last_chunk']}: continue with --resume")
     table.add_row("per seed", ", ".join(f"{x:.4g}" for x in s["per_seed"]))
-    table.add_row("env steps / second (all seeds)", f"{s['steps_per_second']:,.0f}")
+    if "updates" in s:
+        table.add_row("updates / second (all seeds)", f"{s['updates_per_second']:,.0f}")
+        table.add_row("dataset", f"{s['dataset']['path']} ({s['dataset']['transitions']:,} "
+                      "transitions)")
+    else:
+        table.add_row("env steps / second (all seeds)", f"{s['steps_per_second']:,.0f}")
     table.add_row("compile seconds", f"{s['compile_seconds']:.1f}")
     table.add_row("wall seconds", f"{s['wall_seconds']:.1f}")
     table.add_row("device", s["device"])

@@ -203,6 +203,10 @@ class OnPolicyFeed:
     def steps_per_iteration(self) -> int:
         return self.num_envs * self.rollout_length
 
+    @property
+    def uses_dataset(self) -> bool:
+        return False
+
 
 @dataclass(frozen=True)
 class ReplayFeed:
@@ -211,6 +215,12 @@ class ReplayFeed:
     Each driver iteration steps every env once and adds the [num_envs] transitions; once the
     buffer holds `learning_starts` transitions, `update` runs on a `Transition` batch of
     `batch_size` rows every `train_every` iterations.
+
+    With `offline_fraction > 0` the feed is hybrid (Hy-Q, RLPD): each batch draws exactly
+    `round(fraction * batch_size)` rows from an offline dataset and the rest from the online
+    buffer (`rlkit.data.hybrid`), the fraction moving linearly from `offline_fraction` to
+    `offline_fraction_end` over `offline_fraction_steps` driver iterations (constant when
+    `offline_fraction_end` is None). The driver then needs a dataset.
     """
 
     num_envs: int
@@ -218,13 +228,39 @@ class ReplayFeed:
     batch_size: int
     learning_starts: int
     train_every: int = 1
+    offline_fraction: float = 0.0
+    offline_fraction_end: float | None = None
+    offline_fraction_steps: int = 0
 
     @property
     def steps_per_iteration(self) -> int:
         return self.num_envs
 
+    @property
+    def uses_dataset(self) -> bool:
+        return self.offline_fraction > 0 or bool(self.offline_fraction_end)
 
-Feed = OnPolicyFeed | ReplayFeed
+
+@dataclass(frozen=True)
+class OfflineFeed:
+    """The agent learns from uniform batches of an offline dataset only (BC, CQL, IQL).
+
+    Each driver iteration is one `update` on a `Transition` batch of `batch_size` rows drawn
+    with replacement; no environment steps are taken except to evaluate.
+    """
+
+    batch_size: int
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return 0
+
+    @property
+    def uses_dataset(self) -> bool:
+        return True
+
+
+Feed = OnPolicyFeed | ReplayFeed | OfflineFeed
 
 
 class Agent(NamedTuple):
@@ -237,7 +273,7 @@ class Agent(NamedTuple):
         update: `(state, batch: Transition, key) -> (state, metrics dict of scalars)`.
         policy: `(state, obs [N, *obs_shape]) -> probs [N, A]`, the policy evaluated and reported
             (greedy for value-based agents, the learned distribution for policy-gradient agents).
-        feed: an `OnPolicyFeed` or `ReplayFeed`.
+        feed: an `OnPolicyFeed`, `ReplayFeed` or `OfflineFeed`.
     """
 
     init: Callable[[PRNGKey], PyTree]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rlkit import registry
-from rlkit.types import EnvSpec, OnPolicyFeed, ReplayFeed, Transition
+from rlkit.types import EnvSpec, OfflineFeed, OnPolicyFeed, ReplayFeed, Transition
 
 SPECS = {
     "vector": EnvSpec("vector", (4,), "float32", 3, 50),
@@ -19,11 +19,13 @@ SPECS = {
 def _small_config(name):
     module = registry.agent_module(name)
     config = module.Config()
-    overrides = {"num_envs": 2}
-    if "rollout_length" in {f.name for f in dataclasses.fields(config)}:
-        overrides.update(rollout_length=8, num_minibatches=2, total_steps=64)
-    else:
-        overrides.update(batch_size=8, learning_starts=8, buffer_size=64)
+    fields = {f.name for f in dataclasses.fields(config)}
+    if "rollout_length" in fields:
+        overrides = dict(num_envs=2, rollout_length=8, num_minibatches=2, total_steps=64)
+    elif "buffer_size" in fields:
+        overrides = dict(num_envs=2, batch_size=8, learning_starts=8, buffer_size=64)
+    else:  # offline agents
+        overrides = dict(batch_size=8)
     return module, dataclasses.replace(config, **overrides)
 
 
@@ -50,7 +52,7 @@ def test_agent_contract(agent_name, spec_name):
     spec = SPECS[spec_name]
     module, config = _small_config(agent_name)
     agent = module.make_agent(config, spec)
-    assert isinstance(agent.feed, OnPolicyFeed | ReplayFeed)
+    assert isinstance(agent.feed, OnPolicyFeed | ReplayFeed | OfflineFeed)
 
     state = agent.init(jax.random.key(1))
     # Typed state from init on: every leaf an array, no Python scalars.

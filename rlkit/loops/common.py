@@ -35,6 +35,35 @@ class Trainer(NamedTuple):
     close: Callable[[], None] = lambda: None
 
 
+class BoundRun:
+    """A jitted `(carry, *shared) -> (carry, metrics)` with its shared arguments bound, so a
+    driver that closes over an offline dataset still offers `Trainer.run(carry)`.
+
+    The dataset stays an argument of the compiled program rather than a constant baked into it
+    (constants the size of a dataset bloat compilation and are copied into every executable).
+    `lower(carry).compile()` works as on a jitted function, so the run loop can time compilation.
+    """
+
+    def __init__(self, jitted, *shared):
+        self.jitted = jitted
+        self.shared = shared
+
+    def __call__(self, carry):
+        return self.jitted(carry, *self.shared)
+
+    def lower(self, carry):
+        lowered = self.jitted.lower(carry, *self.shared)
+        shared = self.shared
+
+        class _Lowered:
+            @staticmethod
+            def compile():
+                compiled = lowered.compile()
+                return lambda carry: compiled(carry, *shared)
+
+        return _Lowered()
+
+
 def autoreset_step(env: Environment, key: Array, env_state: PyTree, action: Array, params: Any):
     """Step one environment and reset it where the episode ended.
 
@@ -80,11 +109,13 @@ def nan_metrics_like(update_fn: Callable, *args) -> dict[str, Array]:
 
 
 def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, transition: PyTree,
-                 iteration: Array, key: Array):
+                 iteration: Array, key: Array, dataset: PyTree = None, sampler=None):
     """Add a [N] batch of transitions to the replay buffer and, when due, update the agent.
 
     The update runs once the buffer holds `feed.learning_starts` transitions, every
     `feed.train_every` iterations, under `lax.cond` so the compiled program stays one program.
+    With a hybrid feed, `sampler` (a `rlkit.data.hybrid.HybridSampler`) mixes rows of `dataset`
+    into each batch; the schedule's step is the driver iteration.
 
     Returns:
         (agent_state, buffer_state, metrics): metrics are NaN on iterations without an update.
@@ -92,7 +123,11 @@ def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, trans
     feed = agent.feed
     sample_key, update_key = jax.random.split(key)
     buffer_state = buffer.add(buffer_state, transition)
-    batch = buffer.sample(buffer_state, sample_key, feed.batch_size)
+    if sampler is None:
+        batch = buffer.sample(buffer_state, sample_key, feed.batch_size)
+    else:
+        batch = sampler.sample(buffer_state, dataset, sample_key, feed.batch_size,
+                               iteration).items
     should_update = jnp.logical_and(
         buffer.can_sample(buffer_state, feed.learning_starts), iteration % feed.train_every == 0
     )
@@ -103,7 +138,22 @@ def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, trans
     agent_state, metrics = jax.lax.cond(
         should_update, agent.update, skip, agent_state, batch, update_key
     )
+    if sampler is not None:
+        metrics = dict(metrics, offline_fraction=sampler.fraction(iteration))
     return agent_state, buffer_state, metrics
+
+
+def make_replay_sampling(feed):
+    """The replay buffer of a `ReplayFeed` and, for a hybrid feed, its `HybridSampler`."""
+    from rlkit.data.replay import make_uniform_buffer
+
+    buffer = make_uniform_buffer(feed.buffer_size)
+    sampler = None
+    if feed.uses_dataset:
+        from rlkit.data.hybrid import feed_fraction, make_hybrid_sampler
+
+        sampler = make_hybrid_sampler(buffer, feed_fraction(feed))
+    return buffer, sampler
 
 
 def example_transition(obs: Array) -> PyTree:
@@ -114,19 +164,22 @@ def example_transition(obs: Array) -> PyTree:
     )
 
 
-def over_seeds(fn):
+def over_seeds(fn, num_shared: int = 0):
     """`jax.vmap(fn)` over the leading seed axis, except for a single seed, which runs unbatched.
 
+    The last `num_shared` arguments are shared by every seed (an offline dataset) and not mapped.
     The branch is on a static shape, so each seed count compiles its own program. A batch of one
     is not free in XLA (batched RNG, gathers and loops carry the extra axis), and one seed is the
     common interactive case.
     """
-    vmapped = jax.vmap(fn)
 
     def wrapped(*args):
-        if jax.tree.leaves(args)[0].shape[0] != 1:
-            return vmapped(*args)
-        out = fn(*jax.tree.map(lambda x: x[0], args))
+        split = len(args) - num_shared
+        batched, shared = args[:split], args[split:]
+        if jax.tree.leaves(batched)[0].shape[0] != 1:
+            in_axes = (0,) * split + (None,) * num_shared
+            return jax.vmap(fn, in_axes=in_axes)(*args)
+        out = fn(*jax.tree.map(lambda x: x[0], batched), *shared)
         return jax.tree.map(lambda x: x[None], out)
 
     return wrapped

@@ -23,7 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rlkit.loops.common import Trainer, example_transition, over_seeds, replay_learn
+from rlkit.errors import RlkitError
+from rlkit.loops.common import (
+    Trainer,
+    example_transition,
+    make_replay_sampling,
+    over_seeds,
+    replay_learn,
+)
 from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, ReplayFeed, Transition
 
 
@@ -44,6 +51,7 @@ def make_host_trainer(
     seed: int,
     iterations_per_chunk: int,
     num_eval_episodes: int = 8,
+    dataset: PyTree = None,
 ) -> Trainer:
     """Build a `Trainer` for an agent on CPU-stepped environments.
 
@@ -54,17 +62,19 @@ def make_host_trainer(
         seed: base seed for the environments.
         iterations_per_chunk: iterations per `run` call.
         num_eval_episodes: evaluation episodes per seed.
+        dataset: for hybrid feeds, the offline `Transition` on device (leaves [M, ...]).
     """
     feed = agent.feed
     num_envs = feed.num_envs
     env = make_env(num_seeds * num_envs, seed)
     spec = env.spec
     host = {"obs": None, "episode_return": np.zeros((num_seeds, num_envs)), "resets": 0}
-    buffer = None
+    buffer = sampler = None
     if isinstance(feed, ReplayFeed):
-        from rlkit.data.replay import make_uniform_buffer
-
-        buffer = make_uniform_buffer(feed.buffer_size)
+        buffer, sampler = make_replay_sampling(feed)
+    if feed.uses_dataset and dataset is None:
+        raise RlkitError("dataset: this agent mixes offline data into its batches; pass one "
+                         "(--dataset DIR)")
 
     def split_seeds(x: np.ndarray) -> np.ndarray:
         return x.reshape((num_seeds, num_envs, *x.shape[1:]))
@@ -94,18 +104,18 @@ def make_host_trainer(
         return carry.replace(agent_state=agent_state, key=key,
                              iteration=carry.iteration + 1), metrics
 
-    def learn_one(carry: HostCarry, transition: Transition):
+    def learn_one(carry: HostCarry, transition: Transition, dataset: PyTree):
         key, learn_key = jax.random.split(carry.key)
         agent_state, buffer_state, metrics = replay_learn(
-            agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key
+            agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key,
+            dataset=dataset, sampler=sampler,
         )
         return carry.replace(agent_state=agent_state, buffer=buffer_state, key=key,
                              iteration=carry.iteration + 1), metrics
 
     act = jax.jit(over_seeds(act_one))
     update = jax.jit(over_seeds(update_one), donate_argnums=0)
-    learn = jax.jit(over_seeds(learn_one), donate_argnums=0)
-    policy = jax.jit(over_seeds(agent.policy))
+    learn = jax.jit(over_seeds(learn_one, num_shared=1), donate_argnums=0)
 
     def env_step(carry: HostCarry):
         obs = host["obs"]
@@ -144,7 +154,7 @@ def make_host_trainer(
                 finished_sum, finished_count = np.sum(sums, axis=0), np.sum(counts, axis=0)
             else:
                 carry, transition, finished_sum, finished_count = env_step(carry)
-                carry, metrics = learn(carry, transition)
+                carry, metrics = learn(carry, transition, dataset)
             metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
             metrics["episode_return_sum"] = finished_sum
             metrics["episodes"] = finished_count
@@ -152,17 +162,53 @@ def make_host_trainer(
         stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
         return carry, stacked
 
+    evaluate, close_eval = make_host_evaluator(agent.policy, make_env, spec, num_seeds, seed,
+                                               num_eval_episodes)
+
+    def close() -> None:
+        env.close()
+        close_eval()
+
+    return Trainer(
+        init=jax.jit(over_seeds(init_one)),
+        run=run,
+        evaluate=evaluate,
+        steps_per_iteration=feed.steps_per_iteration,
+        iterations_per_chunk=iterations_per_chunk,
+        agent_state=lambda carry: carry.agent_state,
+        close=close,
+    )
+
+
+def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], HostEnvironment],
+                        spec, num_seeds: int, seed: int, num_eval_episodes: int):
+    """Evaluate each seed's policy on CPU-stepped environments.
+
+    Args:
+        policy_fn: `(agent_state, obs [N, ...]) -> probs [N, A]` (an agent's `policy`).
+        make_env: `(num_envs, seed) -> HostEnvironment`.
+        spec: the environment's spec.
+        num_seeds: seeds side by side (the agent states carry a leading [S] axis).
+        seed: base seed of the evaluation environments.
+        num_eval_episodes: episodes per seed, one per environment, run in parallel.
+
+    Returns:
+        (evaluate, close): `evaluate(carry) -> [S]` mean returns (the carry needs
+        `agent_state` and `iteration`), `close()` releases the environments.
+    """
+    policy = jax.jit(over_seeds(policy_fn))
     eval_env: dict[str, HostEnvironment] = {}
 
-    def evaluate(carry: HostCarry) -> np.ndarray:
+    def evaluate(carry) -> np.ndarray:
         """Mean return of one episode in each of `num_eval_episodes` envs per seed."""
         if "env" not in eval_env:
             eval_env["env"] = make_env(num_seeds * num_eval_episodes, seed + 7919)
         eval_envs = eval_env["env"]
-        obs = eval_envs.reset(seed + 7919 + int(np.asarray(carry.iteration).max()))
+        iteration = int(np.asarray(carry.iteration).max())
+        obs = eval_envs.reset(seed + 7919 + iteration)
         total = np.zeros((num_seeds * num_eval_episodes,))
         done = np.zeros_like(total, dtype=bool)
-        rng = np.random.default_rng(int(np.asarray(carry.iteration).max()))
+        rng = np.random.default_rng(iteration)
         for _ in range(spec.max_episode_steps):
             probs = np.asarray(policy(carry.agent_state,
                                       obs.reshape(num_seeds, num_eval_episodes, *spec.obs_shape)))
@@ -178,16 +224,7 @@ def make_host_trainer(
         return total.reshape(num_seeds, num_eval_episodes).mean(axis=1)
 
     def close() -> None:
-        env.close()
         if "env" in eval_env:
             eval_env["env"].close()
 
-    return Trainer(
-        init=jax.jit(over_seeds(init_one)),
-        run=run,
-        evaluate=evaluate,
-        steps_per_iteration=feed.steps_per_iteration,
-        iterations_per_chunk=iterations_per_chunk,
-        agent_state=lambda carry: carry.agent_state,
-        close=close,
-    )
+    return evaluate, close

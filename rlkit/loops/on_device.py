@@ -11,7 +11,9 @@ An iteration depends on the agent's feed:
   whole rollout ([T, N, ...] leaves).
 * `ReplayFeed`: step every environment once, add the transitions to the replay buffer, and run
   `update` on a uniform batch every `train_every` iterations once `learning_starts` transitions
-  are stored (`lax.cond`, so the program stays one program).
+  are stored (`lax.cond`, so the program stays one program). A hybrid feed (Hy-Q) mixes rows of
+  an offline dataset into every batch (`rlkit.data.hybrid`); the dataset is an argument of the
+  compiled program shared by all seeds.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from rlkit.errors import RlkitError
 from rlkit.loops.common import (
+    BoundRun,
     Trainer,
     autoreset_step,
     example_transition,
+    make_replay_sampling,
     over_seeds,
     replay_learn,
     track_episodes,
@@ -54,6 +59,7 @@ def make_on_device_trainer(
     iterations_per_chunk: int,
     num_eval_episodes: int = 16,
     mesh: jax.sharding.Mesh | None = None,
+    dataset: PyTree = None,
 ) -> Trainer:
     """Compile a whole training run of `agent` on the JAX environment `env`.
 
@@ -64,6 +70,7 @@ def make_on_device_trainer(
         iterations_per_chunk: iterations per `run` call (logging / checkpoint granularity).
         num_eval_episodes: episodes per seed in `evaluate` for envs without an exact model.
         mesh: optional 1-D mesh with axis "seed": the seed axis is sharded over its devices.
+        dataset: for hybrid feeds, the offline `Transition` on device (leaves [M, ...]).
 
     Returns:
         A `Trainer`.
@@ -74,11 +81,12 @@ def make_on_device_trainer(
     vmapped_step = jax.vmap(
         lambda key, state, action: autoreset_step(env, key, state, action, env_params)
     )
-    buffer = None
+    buffer = sampler = None
     if isinstance(feed, ReplayFeed):
-        from rlkit.data.replay import make_uniform_buffer
-
-        buffer = make_uniform_buffer(feed.buffer_size)
+        buffer, sampler = make_replay_sampling(feed)
+    if feed.uses_dataset and dataset is None:
+        raise RlkitError("dataset: this agent mixes offline data into its batches; pass one "
+                         "(--dataset DIR)")
 
     def init_one(key: jax.Array) -> Carry:
         agent_key, env_key, key = jax.random.split(key, 3)
@@ -119,7 +127,8 @@ def make_on_device_trainer(
         )
         return carry, transition, (finished_sum, finished_count)
 
-    def on_policy_iteration(carry: Carry, _):
+    def on_policy_iteration(carry: Carry, dataset: PyTree):
+        del dataset
         key, rollout_key, update_key = jax.random.split(carry.key, 3)
 
         def rollout_step(carry, step_key):
@@ -135,11 +144,12 @@ def make_on_device_trainer(
         carry = carry.replace(agent_state=agent_state, key=key, iteration=carry.iteration + 1)
         return carry, metrics
 
-    def replay_iteration(carry: Carry, _):
+    def replay_iteration(carry: Carry, dataset: PyTree):
         key, step_key, learn_key = jax.random.split(carry.key, 3)
         carry, transition, (finished_sum, finished_count) = env_step(carry, step_key)
         agent_state, buffer_state, metrics = replay_learn(
-            agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key
+            agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key,
+            dataset=dataset, sampler=sampler,
         )
         metrics = dict(metrics, episode_return_sum=finished_sum, episodes=finished_count)
         carry = carry.replace(agent_state=agent_state, buffer=buffer_state, key=key,
@@ -148,8 +158,9 @@ def make_on_device_trainer(
 
     iteration = on_policy_iteration if isinstance(feed, OnPolicyFeed) else replay_iteration
 
-    def run_one(carry: Carry):
-        return jax.lax.scan(iteration, carry, None, length=iterations_per_chunk)
+    def run_one(carry: Carry, dataset: PyTree):
+        return jax.lax.scan(lambda carry, _: iteration(carry, dataset), carry, None,
+                            length=iterations_per_chunk)
 
     def evaluate_one(carry: Carry) -> jax.Array:
         return evaluate_policy(agent, env, env_params, carry.agent_state, carry.key,
@@ -161,7 +172,7 @@ def make_on_device_trainer(
         init = jax.jit(over_seeds(init_one), out_shardings=sharding)
     return Trainer(
         init=init,
-        run=jax.jit(over_seeds(run_one), donate_argnums=0),
+        run=BoundRun(jax.jit(over_seeds(run_one, num_shared=1), donate_argnums=0), dataset),
         evaluate=jax.jit(over_seeds(evaluate_one)),
         steps_per_iteration=feed.steps_per_iteration,
         iterations_per_chunk=iterations_per_chunk,

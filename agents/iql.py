@@ -1,0 +1,213 @@
+"""IQL for discrete actions: Kostrikov, Nair and Levine 2022, "Offline Reinforcement Learning
+with Implicit Q-Learning" (ICLR 2022).
+
+Idea: never query Q on actions outside the dataset. A state-value V fits an upper expectile of
+the dataset's Q(s, a) (eq. 5), which approximates the maximum over in-support actions; Q regresses
+on r + gamma * V(s') (eq. 6), so no max over actions ever looks outside the data; the policy is
+extracted by advantage-weighted regression (eq. 7):
+
+    L_V  = E_D[ L2^tau(Q_target(s, a) - V(s)) ],   L2^tau(u) = |tau - 1(u < 0)| * u^2
+    L_Q  = E_D[ (r + gamma * (1 - terminated) * V(s') - Q(s, a))^2 ]
+    L_pi = -E_D[ min(exp(beta * (Q_target(s, a) - V(s))), max_weight) * log pi(a | s) ]
+
+Q is a pair of networks (clipped double Q: Q_target is the minimum of the two target networks),
+and the targets move by Polyak averaging with `tau_target`.
+
+Deviations and choices, and why:
+
+* Discrete actions: pi is a categorical over actions (the paper's experiments are continuous,
+  with a Gaussian policy); the losses are unchanged.
+* The three losses take one joint gradient step (one Adam over disjoint parameter sets, so each
+  network's step equals a separate Adam's), all using V before this step. The reference code
+  updates V first and lets Q's target use the new V; the difference is one step of lag.
+* Reported policy: argmax of pi by default (`eval_policy = "greedy"`, the discrete counterpart of
+  the paper's deterministic evaluation with the Gaussian's mean); `"sample"` reports pi itself.
+* Trained purely offline (`OfflineFeed`): `python -m rlkit.train iql --env ENV --dataset DIR`.
+
+Metrics (float32 scalars): `loss` (sum of the three), `value_loss`, `q_loss`, `policy_loss`,
+`v_mean`, `q_mean`, `advantage_mean` (mean Q_target - V over the batch), `weight_mean` (mean AWR
+weight), `grad_norm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from rlkit.errors import require
+from rlkit.nets import TorsoHead, make_torso
+from rlkit.qlearning import check_network_fields, require_int_at_least
+from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
+
+
+@dataclass(frozen=True)
+class Config:
+    """IQL hyper-parameters (the paper's defaults where they carry over)."""
+
+    learning_rate: float = 3e-4
+    """Adam step size of all three networks."""
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
+    batch_size: int = 256
+    """Dataset rows per update."""
+    total_steps: int = 20_000
+    """Gradient updates in a run (offline: no environment steps)."""
+    expectile: float = 0.7
+    """tau of the expectile loss, in [0.5, 1): 0.5 is the mean (SARSA), near 1 the max."""
+    temperature: float = 3.0
+    """beta of advantage-weighted regression: 0 is behaviour cloning, larger is greedier."""
+    max_weight: float = 100.0
+    """Clip of the exponentiated advantages (the reference code's 100)."""
+    tau_target: float = 0.005
+    """Polyak step of the target Q-networks."""
+    max_grad_norm: float | None = 10.0
+    """Clip gradients to this global norm; None disables clipping."""
+    eval_policy: str = "greedy"
+    """Policy reported and evaluated: "greedy" (argmax of pi) or "sample" (pi itself)."""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """MLP widths for vector observations (each of the Q, V and policy networks)."""
+    activation: str = "relu"
+    """MLP activation: "relu" or "tanh"."""
+    cnn: str = "nature"
+    """Torso for image observations: "nature" or "impala"."""
+
+    def __post_init__(self):
+        require(self.learning_rate > 0, "learning_rate",
+                f"must be > 0, got {self.learning_rate}; try 3e-4.")
+        require(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
+        require_int_at_least(self.batch_size, "batch_size", 1)
+        require_int_at_least(self.total_steps, "total_steps", 1)
+        require(0.5 <= self.expectile < 1.0, "expectile",
+                f"must be in [0.5, 1), got {self.expectile}; the paper uses 0.7 to 0.9.")
+        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}.")
+        require(self.max_weight > 0, "max_weight", f"must be > 0, got {self.max_weight}.")
+        require(0.0 < self.tau_target <= 1.0, "tau_target",
+                f"must be in (0, 1], got {self.tau_target}.")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
+                f"must be > 0 or None (no clipping), got {self.max_grad_norm}.")
+        require(self.eval_policy in ("greedy", "sample"), "eval_policy",
+                f"must be 'greedy' or 'sample', got {self.eval_policy!r}.")
+        check_network_fields(self)
+
+
+@struct.dataclass
+class State:
+    """IQL's training state.
+
+    Attributes:
+        params: {"q1", "q2", "value", "policy"} network parameters.
+        target_q: {"q1", "q2"} target-network parameters (copies, never aliases).
+        opt_state: optax state of `params`.
+        update_step: int32 scalar.
+    """
+
+    params: PyTree
+    target_q: PyTree
+    opt_state: optax.OptState
+    update_step: Array
+
+
+def expectile_loss(diff: Array, expectile: float) -> Array:
+    """L2^tau(u) = |tau - 1(u < 0)| * u^2, elementwise (paper eq. 5)."""
+    weight = jnp.where(diff < 0, 1.0 - expectile, expectile)
+    return weight * jnp.square(diff)
+
+
+def make_agent(config: Config, spec: EnvSpec) -> Agent:
+    """Build discrete IQL for an environment.
+
+    Args:
+        config: the hyper-parameters.
+        spec: the environment's spec.
+
+    Returns:
+        The `Agent`, fed by an `OfflineFeed`.
+    """
+    num_actions = spec.num_actions
+
+    def torso():
+        return make_torso(spec, config.cnn, config.hidden_sizes, config.activation)
+
+    q_network = TorsoHead(torso(), num_actions)
+    value_network = TorsoHead(torso(), 1)
+    policy_network = TorsoHead(torso(), num_actions)
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm) if config.max_grad_norm
+        else optax.identity(),
+        optax.adam(config.learning_rate),
+    )
+
+    def init(key: PRNGKey) -> State:
+        q1_key, q2_key, value_key, policy_key = jax.random.split(key, 4)
+        obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+        params = {"q1": q_network.init(q1_key, obs), "q2": q_network.init(q2_key, obs),
+                  "value": value_network.init(value_key, obs),
+                  "policy": policy_network.init(policy_key, obs)}
+        target_q = jax.tree.map(jnp.copy, {"q1": params["q1"], "q2": params["q2"]})
+        return State(params=params, target_q=target_q, opt_state=optimizer.init(params),
+                     update_step=jnp.zeros((), jnp.int32))
+
+    def taken(values: Array, action: Array) -> Array:
+        return jnp.take_along_axis(values, action[:, None], axis=-1)[:, 0]
+
+    def loss_fn(params: PyTree, target_q: PyTree, batch: Transition):
+        action = batch.action.astype(jnp.int32)
+        # Q_target(s, a): the minimum of the two target networks, as in the paper's code.
+        q_target = jnp.minimum(taken(q_network.apply(target_q["q1"], batch.obs), action),
+                               taken(q_network.apply(target_q["q2"], batch.obs), action))
+        v_both = value_network.apply(params["value"],
+                                     jnp.concatenate([batch.obs, batch.next_obs]))[:, 0]
+        batch_size = action.shape[0]
+        value, next_value = v_both[:batch_size], v_both[batch_size:]
+        value_loss = expectile_loss(q_target - value, config.expectile).mean()
+
+        backup = batch.reward + config.gamma * (1.0 - batch.terminated.astype(jnp.float32)) * (
+            jax.lax.stop_gradient(next_value))
+        q1 = taken(q_network.apply(params["q1"], batch.obs), action)
+        q2 = taken(q_network.apply(params["q2"], batch.obs), action)
+        q_loss = 0.5 * (jnp.square(q1 - backup).mean() + jnp.square(q2 - backup).mean())
+
+        advantage = q_target - jax.lax.stop_gradient(value)
+        weight = jnp.minimum(jnp.exp(config.temperature * advantage), config.max_weight)
+        log_probs = jax.nn.log_softmax(policy_network.apply(params["policy"], batch.obs))
+        policy_loss = -(weight * taken(log_probs, action)).mean()
+        loss = value_loss + q_loss + policy_loss
+        return loss, {"value_loss": value_loss, "q_loss": q_loss, "policy_loss": policy_loss,
+                      "v_mean": value.mean(), "q_mean": q1.mean(),
+                      "advantage_mean": advantage.mean(), "weight_mean": weight.mean()}
+
+    def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
+        """One joint gradient step of V, Q and pi on a batch [B]; `key` is unused."""
+        del key
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_q, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        target_q = optax.incremental_update({"q1": params["q1"], "q2": params["q2"]},
+                                            state.target_q, config.tau_target)
+        state = State(params=params, target_q=target_q, opt_state=opt_state,
+                      update_step=state.update_step + 1)
+        metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+        return state, {name: value.astype(jnp.float32) for name, value in metrics.items()}
+
+    def policy(state: State, obs: Array) -> Array:
+        """The reported policy [N, A]: one-hot argmax of pi, or pi."""
+        logits = policy_network.apply(state.params["policy"], obs)
+        if config.eval_policy == "greedy":
+            return jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_actions, dtype=jnp.float32)
+        return jax.nn.softmax(logits).astype(jnp.float32)
+
+    def act(state: State, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
+        """Actions [N] int32 sampled from pi; extras is empty."""
+        logits = policy_network.apply(state.params["policy"], obs)
+        return jax.random.categorical(key, logits).astype(jnp.int32), {}
+
+    return Agent(init=init, act=act, update=update, policy=policy,
+                 feed=OfflineFeed(batch_size=config.batch_size))
+
+
+__all__ = ["Config", "State", "expectile_loss", "make_agent"]

@@ -1,0 +1,724 @@
+"""The versioned on-disk format of offline datasets (ARCHITECTURE.md section 4).
+
+A dataset is a directory holding one `.npy` file per `Transition` field and a `metadata.json`
+written last::
+
+    my-dataset/
+        metadata.json     format, version, env, schema, counts, checksums (below)
+        obs.npy           [N, *obs_shape] obs_dtype (uint8 images stay uint8)
+        action.npy        [N] int32 in [0, num_actions)
+        reward.npy        [N] float32, finite
+        terminated.npy    [N] bool, the episode entered a terminal state (do not bootstrap)
+        truncated.npy     [N] bool, the episode was cut by a time limit (bootstrap)
+        next_obs.npy      [N, *obs_shape] obs_dtype, the true next observation (before any reset)
+
+`metadata.json` (format version 1)::
+
+    {
+      "format": "rlkit-dataset", "format_version": 1,
+      "created": "2025-01-01T00:00:00+00:00", "rlkit_version": "0.1.0",
+      "env": {"id": "chain", "params": {...}},
+      "observation": {"shape": [4], "dtype": "float32"},
+      "action": {"num_actions": 2, "dtype": "int32"},
+      "behaviour": {"policy": "random", "return_mean": 21.3, "return_std": 9.8},
+      "counts": {"transitions": N, "episodes": E},
+      "files": {"obs": {"path": "obs.npy", "shape": [N, 4], "dtype": "float32",
+                        "sha256": "...", "bytes": 1234}, ...},
+      "extra": {...}
+    }
+
+Rows are transitions; `episodes` counts the rows where `terminated | truncated`. Terminated and
+truncated are kept apart, since only terminated rows stop bootstrapping. Nothing requires the
+rows of one episode to be contiguous (a collector may store several environments' steps
+interleaved), but exporting to Minari (`rlkit.data.minari_io.to_minari`) does. `Transition.extras`
+is not stored.
+
+Writes are atomic: `save_dataset` writes into a hidden sibling directory
+`.<name>.partial-<pid>-<token>`, fsyncs every file, writes `metadata.json` last and renames the
+directory into place, so a writer killed at any moment leaves either nothing at `path` or a
+complete dataset (`load_dataset` refuses the hidden leftovers by name). Loading validates
+everything it reads and reports each problem as one `DatasetError` that names the file, the
+problem and the fix. Readers refuse datasets with a newer `format_version`; a change that older
+readers could misread bumps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rlkit.errors import RlkitError, require
+from rlkit.types import Transition
+
+FORMAT_NAME = "rlkit-dataset"
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+FIELDS = ("obs", "action", "reward", "terminated", "truncated", "next_obs")
+
+_HASH_CHUNK = 1 << 20  # sha256 over 1 MiB reads: constant memory for image datasets
+# Hidden leftovers of interrupted writes: never datasets, whatever they hold.
+_LEFTOVER_RE = re.compile(r"^\..+\.(partial|old)-\d+-[0-9a-f]+$")
+
+
+class DatasetError(RlkitError):
+    """A dataset file or directory is missing, incomplete, corrupt or inconsistent."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is: where it came from, its schema and the behaviour policy's quality.
+
+    `env_params` and `extra` are normalised through JSON on construction (tuples become lists,
+    numpy scalars become Python numbers), so an info equals itself after a save / load round
+    trip; non-JSON-able content fails here, not halfway through a write.
+
+    Attributes:
+        env_id: registry name, e.g. "chain" or "gym:CartPole-v1".
+        env_params: JSON-able env config (`dataclasses.asdict` of the env config), {} if none.
+        obs_shape: shape of one observation, e.g. (4,) or (84, 84, 4).
+        obs_dtype: numpy dtype name of observations ("float32", "uint8").
+        num_actions: number of discrete actions.
+        behaviour_policy: free text, e.g. "random" or "mixture(epsilon=0.3) of runs/ppo-chain".
+        behaviour_return: measured mean episode return of the behaviour policy, if known.
+        behaviour_return_std: standard deviation of those returns, if known.
+        extra: anything JSON-able (normalised score, exact J(pi), seed, ...).
+    """
+
+    env_id: str
+    env_params: dict
+    obs_shape: tuple[int, ...]
+    obs_dtype: str
+    num_actions: int
+    behaviour_policy: str
+    behaviour_return: float | None = None
+    behaviour_return_std: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        require(
+            isinstance(self.env_id, str) and bool(self.env_id),
+            "DatasetInfo.env_id",
+            f"must be a non-empty registry name such as 'chain', got {self.env_id!r}",
+        )
+        try:
+            shape = tuple(int(d) for d in self.obs_shape)
+        except (TypeError, ValueError):
+            shape = None
+        require(
+            shape is not None and all(d >= 0 for d in shape),
+            "DatasetInfo.obs_shape",
+            f"must be a tuple of non-negative ints, got {self.obs_shape!r}",
+        )
+        try:
+            dtype = np.dtype(self.obs_dtype)
+        except TypeError:
+            dtype = None
+        require(
+            dtype is not None and dtype.kind in "biuf",
+            "DatasetInfo.obs_dtype",
+            f"must name a numeric numpy dtype such as 'float32' or 'uint8', got {self.obs_dtype!r}",
+        )
+        require(
+            isinstance(self.num_actions, int | np.integer) and self.num_actions >= 1,
+            "DatasetInfo.num_actions",
+            f"must be an int >= 1, got {self.num_actions!r}",
+        )
+        require(
+            isinstance(self.behaviour_policy, str),
+            "DatasetInfo.behaviour_policy",
+            f"must be a string, got {self.behaviour_policy!r}",
+        )
+        object.__setattr__(self, "obs_shape", shape)
+        object.__setattr__(self, "obs_dtype", dtype.name)
+        object.__setattr__(self, "num_actions", int(self.num_actions))
+        for name in ("behaviour_return", "behaviour_return_std"):
+            value = getattr(self, name)
+            if value is not None:
+                require(
+                    isinstance(value, int | float | np.number) and np.isfinite(value),
+                    f"DatasetInfo.{name}",
+                    f"must be a finite number or None, got {value!r}",
+                )
+                object.__setattr__(self, name, float(value))
+        for name in ("env_params", "extra"):
+            value = getattr(self, name)
+            require(
+                isinstance(value, dict),
+                f"DatasetInfo.{name}",
+                f"must be a dict, got {type(value).__name__}",
+            )
+            try:
+                normalised = json.loads(_dumps(value))
+            except (TypeError, ValueError) as error:
+                raise RlkitError(
+                    f"DatasetInfo.{name}: must be JSON-able (strings, finite numbers, lists, "
+                    f"dicts with string keys): {error}"
+                ) from None
+            object.__setattr__(self, name, normalised)
+
+
+class Dataset(NamedTuple):
+    """A loaded dataset.
+
+    Attributes:
+        info: the `DatasetInfo` from the metadata.
+        transitions: numpy arrays (or read-only `np.memmap`s) with a leading [N] axis:
+            obs / next_obs [N, *obs_shape], action [N] int32, reward [N] float32,
+            terminated / truncated [N] bool; `extras` is {}.
+        num_episodes: number of rows where an episode ended (terminated or truncated).
+        path: the dataset directory, or None for a dataset built in memory.
+    """
+
+    info: DatasetInfo
+    transitions: Transition
+    num_episodes: int
+    path: Path | None
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+
+def save_dataset(
+    path: str | Path, transitions: Transition, info: DatasetInfo, *, overwrite: bool = False
+) -> Path:
+    """Validate `transitions` against `info` and write them atomically as a dataset directory.
+
+    Args:
+        path: the dataset directory to create (its parent is created if missing).
+        transitions: numpy or JAX arrays with a leading [N] axis, N >= 1: obs / next_obs
+            [N, *info.obs_shape] of dtype info.obs_dtype; integer action [N] in
+            [0, num_actions); finite reward [N]; terminated / truncated [N] (bool, or 0 / 1).
+            Stored as int32 actions, float32 rewards and bool flags; `extras` is not stored.
+        info: the dataset's description (see `DatasetInfo`).
+        overwrite: replace an existing dataset at `path`. The old one stays readable until the
+            new one is complete; if the process dies between the two renames, `path` is absent
+            and the old dataset waits at `.<name>.old-<pid>-<token>` next to it.
+
+    Returns:
+        The dataset directory, as a `Path`.
+
+    Raises:
+        DatasetError: `path` exists (without `overwrite`), or the transitions do not match `info`.
+    """
+    path = Path(path)
+    arrays = _validated_arrays(transitions, info)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise DatasetError(
+                f"{path}: already exists. Pass overwrite=True to replace it, or choose another "
+                f"path."
+            )
+        if not (path.is_dir() and (path / METADATA_FILE).is_file()):
+            raise DatasetError(
+                f"{path}: exists but is not an rlkit dataset (no {METADATA_FILE}); refusing to "
+                f"delete it even with overwrite=True. Remove it yourself or choose another path."
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    partial = path.parent / f".{path.name}.partial-{token}"
+    partial.mkdir()
+    try:
+        files = {}
+        for name, array in arrays.items():
+            file = partial / f"{name}.npy"
+            with open(file, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            files[name] = {
+                "path": file.name,
+                "shape": list(array.shape),
+                "dtype": array.dtype.name,
+                "sha256": _sha256(file),
+                "bytes": file.stat().st_size,
+            }
+        ended = arrays["terminated"] | arrays["truncated"]
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "rlkit_version": _rlkit_version(),
+            "env": {"id": info.env_id, "params": info.env_params},
+            "observation": {"shape": list(info.obs_shape), "dtype": info.obs_dtype},
+            "action": {"num_actions": info.num_actions, "dtype": "int32"},
+            "behaviour": {
+                "policy": info.behaviour_policy,
+                "return_mean": info.behaviour_return,
+                "return_std": info.behaviour_return_std,
+            },
+            "counts": {"transitions": len(ended), "episodes": int(ended.sum())},
+            "files": files,
+            "extra": info.extra,
+        }
+        # metadata.json last: a directory without it is never a dataset.
+        with open(partial / METADATA_FILE, "w", encoding="utf-8") as handle:
+            handle.write(_dumps(metadata, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(partial)
+        if path.exists():
+            aside = path.parent / f".{path.name}.old-{token}"
+            os.rename(path, aside)
+            try:
+                os.rename(partial, path)
+            except BaseException:
+                os.rename(aside, path)  # put the old dataset back
+                raise
+            _fsync_dir(path.parent)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(partial, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return path
+
+
+def _validated_arrays(transitions: Transition, info: DatasetInfo) -> dict[str, np.ndarray]:
+    """The six stored arrays, cast to their stored dtypes, or a `DatasetError` naming the field."""
+    if not isinstance(info, DatasetInfo):
+        raise DatasetError(f"info: must be a DatasetInfo, got {type(info).__name__}.")
+    arrays = {}
+    for name in FIELDS:
+        try:
+            arrays[name] = np.asarray(getattr(transitions, name))
+        except AttributeError:
+            raise DatasetError(
+                f"transitions: has no field {name!r}; pass an rlkit.types.Transition."
+            ) from None
+    sizes = {name: (array.shape[0] if array.ndim else None) for name, array in arrays.items()}
+    size = sizes["obs"]
+    if size is None or size < 1 or any(s != size for s in sizes.values()):
+        raise DatasetError(
+            f"transitions: every field needs the same leading [N] axis with N >= 1, got leading "
+            f"sizes {sizes}."
+        )
+    for name in ("obs", "next_obs"):
+        array = arrays[name]
+        if array.shape[1:] != info.obs_shape or array.dtype != np.dtype(info.obs_dtype):
+            raise DatasetError(
+                f"transitions.{name}: shape {array.shape} dtype {array.dtype} does not match the "
+                f"info's [N, *obs_shape] = [{size}, {', '.join(map(str, info.obs_shape))}] "
+                f"{info.obs_dtype}. Fix DatasetInfo.obs_shape / obs_dtype or cast the data."
+            )
+    for name in FIELDS[1:5]:
+        if arrays[name].shape != (size,):
+            raise DatasetError(
+                f"transitions.{name}: shape {arrays[name].shape}, expected [N] = ({size},)."
+            )
+    action = arrays["action"]
+    if action.dtype.kind not in "iu":
+        raise DatasetError(
+            f"transitions.action: dtype {action.dtype}, expected integers (discrete actions)."
+        )
+    if action.min() < 0 or action.max() >= info.num_actions:
+        raise DatasetError(
+            f"transitions.action: values in [{action.min()}, {action.max()}], expected "
+            f"[0, num_actions) = [0, {info.num_actions})."
+        )
+    arrays["action"] = action.astype(np.int32)
+    reward = arrays["reward"]
+    if reward.dtype.kind not in "biuf" or not np.all(np.isfinite(reward)):
+        raise DatasetError(
+            f"transitions.reward: must be finite numbers (dtype {reward.dtype}); found NaN, inf "
+            f"or non-numeric values."
+        )
+    arrays["reward"] = reward.astype(np.float32)
+    for name in ("terminated", "truncated"):
+        flags = arrays[name]
+        if flags.dtype != bool:
+            if flags.dtype.kind not in "biuf" or not np.all((flags == 0) | (flags == 1)):
+                raise DatasetError(
+                    f"transitions.{name}: must be bool (or 0 / 1), got dtype {flags.dtype} with "
+                    f"other values."
+                )
+            arrays[name] = flags.astype(bool)
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_dataset(path: str | Path, *, mmap: bool = False, verify: bool = True) -> Dataset:
+    """Load and validate a dataset directory written by `save_dataset`.
+
+    Args:
+        path: the dataset directory.
+        mmap: open the arrays read-only with `np.load(mmap_mode="r")` instead of reading them
+            into memory (for image datasets larger than memory; see `batch_stream`).
+        verify: check every file's sha256 against the metadata (reads each file once, in
+            1 MiB chunks). Sizes, shapes, dtypes and counts are always checked.
+
+    Returns:
+        A `Dataset` whose transitions are numpy arrays (or memmaps) with a leading [N] axis.
+
+    Raises:
+        DatasetError: one message naming the file, the problem and the fix, for a missing path,
+            an incomplete or foreign directory, bad metadata, a newer format version, missing,
+            truncated or modified files, mismatched shapes, dtypes or counts, or actions out of
+            range.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such dataset directory. Check the path.")
+    if not path.is_dir():
+        raise DatasetError(
+            f"{path}: not a directory; an rlkit dataset is a directory holding {METADATA_FILE} "
+            f"and one .npy file per field."
+        )
+    leftover = _LEFTOVER_RE.match(path.name)
+    if leftover and leftover.group(1) == "partial":
+        raise DatasetError(
+            f"{path}: the unfinished output of an interrupted save_dataset, not a dataset. "
+            f"Delete it and save again."
+        )
+    if leftover:
+        raise DatasetError(
+            f"{path}: a dataset moved aside by an interrupted overwrite. Rename it (without the "
+            f"leading dot and '.old-...' suffix) to recover it."
+        )
+    meta_file = path / METADATA_FILE
+    if not meta_file.is_file():
+        raise DatasetError(
+            f"{meta_file}: missing, so {path} is incomplete or not an rlkit dataset. Write it "
+            f"with rlkit.data.save_dataset (or python -m rlkit.collect)."
+        )
+    try:
+        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(
+            f"{meta_file}: not valid JSON ({error}). The file is corrupt: restore or rewrite the "
+            f"dataset."
+        ) from None
+    if not isinstance(metadata, dict):
+        raise DatasetError(f"{meta_file}: expected a JSON object at the top level.")
+    meta = _Metadata(meta_file, metadata)
+    if metadata.get("format") != FORMAT_NAME:
+        raise DatasetError(
+            f"{meta_file}: format is {metadata.get('format')!r}, expected {FORMAT_NAME!r}: not "
+            f"an rlkit dataset. (For Minari datasets use rlkit.data.minari_io.from_minari.)"
+        )
+    version = meta.get("format_version", int)
+    if version > FORMAT_VERSION:
+        raise DatasetError(
+            f"{meta_file}: format_version {version} was written by a newer rlkit; this rlkit "
+            f"reads versions up to {FORMAT_VERSION}. Upgrade rlkit."
+        )
+    if version < 1:
+        raise DatasetError(f"{meta_file}: format_version {version} is invalid (must be >= 1).")
+    info = _info_from_metadata(meta)
+    num_transitions = meta.get("counts.transitions", int)
+    num_episodes = meta.get("counts.episodes", int)
+    meta.get("files", dict)
+
+    arrays = {}
+    for name in FIELDS:
+        expected_dtype = _expected_dtype(name, info)
+        relative = meta.get(f"files.{name}.path", str)
+        shape = tuple(meta.get(f"files.{name}.shape", list))
+        dtype = meta.get(f"files.{name}.dtype", str)
+        digest = meta.get(f"files.{name}.sha256", str)
+        size = meta.get(f"files.{name}.bytes", int)
+        if Path(relative).name != relative or relative in ("", ".", ".."):
+            raise DatasetError(
+                f"{meta_file}: files.{name}.path {relative!r} must be a plain file name inside "
+                f"the dataset directory."
+            )
+        expected_shape = (num_transitions,) + (
+            info.obs_shape if name in ("obs", "next_obs") else ()
+        )
+        if shape != expected_shape or dtype != expected_dtype:
+            raise DatasetError(
+                f"{meta_file}: files.{name} says shape {list(shape)} dtype {dtype}, but counts and "
+                f"observation / action metadata imply {list(expected_shape)} {expected_dtype}. "
+                f"The metadata is inconsistent: rewrite the dataset."
+            )
+        file = path / relative
+        if not file.is_file():
+            raise DatasetError(
+                f"{file}: missing; the dataset is incomplete. Restore the file or rewrite the "
+                f"dataset."
+            )
+        actual_size = file.stat().st_size
+        if actual_size != size:
+            raise DatasetError(
+                f"{file}: {actual_size} bytes but {METADATA_FILE} records {size}: the file is "
+                f"{'truncated' if actual_size < size else 'modified'}. Restore it or rewrite "
+                f"the dataset."
+            )
+        if verify and _sha256(file) != digest:
+            raise DatasetError(
+                f"{file}: sha256 does not match {METADATA_FILE}: the file was modified or is "
+                f"corrupt. Restore it or rewrite the dataset (verify=False skips this check)."
+            )
+        try:
+            array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise DatasetError(
+                f"{file}: not a readable .npy file, truncated or corrupt ({error}). Restore it "
+                f"or rewrite the dataset."
+            ) from None
+        if array.shape != shape or array.dtype.name != dtype:
+            raise DatasetError(
+                f"{file}: holds shape {list(array.shape)} dtype {array.dtype.name}, but "
+                f"{METADATA_FILE} records {list(shape)} {dtype}. Restore it or rewrite the "
+                f"dataset."
+            )
+        arrays[name] = array
+
+    ended = int(
+        np.count_nonzero(np.asarray(arrays["terminated"]) | np.asarray(arrays["truncated"]))
+    )
+    if ended != num_episodes:
+        raise DatasetError(
+            f"{meta_file}: counts.episodes is {num_episodes} but terminated.npy / truncated.npy "
+            f"end {ended} episodes. Rewrite the dataset."
+        )
+    action = np.asarray(arrays["action"])
+    low, high = int(action.min()), int(action.max())
+    if low < 0 or high >= info.num_actions:
+        raise DatasetError(
+            f"{path / meta.get('files.action.path', str)}: actions in [{low}, {high}], outside "
+            f"[0, num_actions) = [0, {info.num_actions}) from {METADATA_FILE}. Fix "
+            f"action.num_actions or rewrite the dataset."
+        )
+    return Dataset(
+        info=info, transitions=Transition(**arrays), num_episodes=num_episodes, path=path
+    )
+
+
+class _Metadata:
+    """Typed access to nested metadata keys, failing with one message that names the key."""
+
+    def __init__(self, file: Path, data: dict):
+        self.file = file
+        self.data = data
+
+    def get(self, key: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+        value: Any = self.data
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise DatasetError(
+                    f"{self.file}: missing key {key!r}. The metadata is incomplete or from "
+                    f"another tool: rewrite the dataset with rlkit.data.save_dataset."
+                )
+            value = value[part]
+        if optional and value is None:
+            return None
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        bad_bool = isinstance(value, bool) and bool not in kinds
+        if bad_bool or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise DatasetError(
+                f"{self.file}: key {key!r} should be {names}"
+                f"{' or null' if optional else ''}, got {value!r}. Rewrite the dataset."
+            )
+        return value
+
+
+def _info_from_metadata(meta: _Metadata) -> DatasetInfo:
+    shape = meta.get("observation.shape", list)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise DatasetError(f"{meta.file}: observation.shape {shape} must be a list of ints >= 0.")
+    dtype = meta.get("observation.dtype", str)
+    action_dtype = meta.get("action.dtype", str)
+    if action_dtype != "int32":
+        raise DatasetError(f"{meta.file}: action.dtype is {action_dtype!r}, expected 'int32'.")
+    try:
+        return DatasetInfo(
+            env_id=meta.get("env.id", str),
+            env_params=meta.get("env.params", dict),
+            obs_shape=tuple(shape),
+            obs_dtype=dtype,
+            num_actions=meta.get("action.num_actions", int),
+            behaviour_policy=meta.get("behaviour.policy", str),
+            behaviour_return=meta.get("behaviour.return_mean", (int, float), optional=True),
+            behaviour_return_std=meta.get("behaviour.return_std", (int, float), optional=True),
+            extra=meta.get("extra", dict),
+        )
+    except DatasetError:
+        raise
+    except RlkitError as error:
+        raise DatasetError(
+            f"{meta.file}: invalid metadata ({error}). Rewrite the dataset."
+        ) from None
+
+
+def _expected_dtype(name: str, info: DatasetInfo) -> str:
+    return {"action": "int32", "reward": "float32", "terminated": "bool", "truncated": "bool"}.get(
+        name, info.obs_dtype
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Feeding
+# --------------------------------------------------------------------------------------------
+
+
+def to_device(dataset: Dataset) -> Transition:
+    """The whole dataset as JAX arrays in device memory (for datasets that fit there).
+
+    Args:
+        dataset: a loaded (or memory-mapped) dataset.
+
+    Returns:
+        A `Transition` of `jax.Array`s with leaves [N, ...]; sample it inside `jit` with
+        `jax.random.randint(key, (batch_size,), 0, N)` and `jax.tree.map(lambda x: x[idx], ...)`.
+    """
+    import jax  # the host-only paths (save, load, batch_stream) never need it
+    import jax.numpy as jnp
+
+    return jax.tree.map(jnp.asarray, dataset.transitions)
+
+
+def batch_stream(
+    dataset: Dataset, batch_size: int, num_batches: int, seed: int
+) -> Iterator[Transition]:
+    """Endless blocks of uniformly sampled batches, read from host memory or a memmap.
+
+    Each block holds `num_batches` batches of `batch_size` rows drawn uniformly with replacement
+    (one compiled chunk's worth: scan over the leading axis). Only the sampled rows are read, in
+    sorted order, so a memory-mapped image dataset larger than memory streams from disk. A
+    background thread prepares the next block while the caller trains on the current one.
+
+    Args:
+        dataset: a loaded dataset (`load_dataset(path, mmap=True)` for large image datasets).
+        batch_size: rows per batch (>= 1).
+        num_batches: batches per block (>= 1).
+        seed: seeds the row indices; the same seed yields the same blocks.
+
+    Returns:
+        An iterator of numpy `Transition`s with leaves [num_batches, batch_size, ...] and
+        extras {}. Closing it (or dropping it) stops the background thread.
+    """
+    require(
+        isinstance(batch_size, int) and batch_size >= 1,
+        "batch_size",
+        f"must be an int >= 1, got {batch_size!r}",
+    )
+    require(
+        isinstance(num_batches, int) and num_batches >= 1,
+        "num_batches",
+        f"must be an int >= 1, got {num_batches!r}",
+    )
+    arrays = {name: getattr(dataset.transitions, name) for name in FIELDS}
+    size = len(arrays["action"])
+    require(size >= 1, "dataset", "holds no transitions")
+    return _stream(arrays, size, batch_size, num_batches, seed)
+
+
+def _stream(
+    arrays: dict, size: int, batch_size: int, num_batches: int, seed: int
+) -> Iterator[Transition]:
+    rng = np.random.default_rng(seed)
+    blocks: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def gather() -> dict:
+        index = rng.integers(0, size, size=num_batches * batch_size)
+        # Sorted reads touch each page of a memmap once and in order.
+        order = np.argsort(index, kind="stable")
+        block = {}
+        for name, array in arrays.items():
+            rows = np.empty((len(index), *array.shape[1:]), array.dtype)
+            rows[order] = array[index[order]]
+            block[name] = rows.reshape(num_batches, batch_size, *array.shape[1:])
+        return block
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                item: Any = gather()
+                while not stop.is_set():
+                    try:
+                        blocks.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    blocks.put(error, timeout=0.1)
+                    return
+
+    thread = threading.Thread(target=produce, name="rlkit-batch-stream", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = blocks.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield Transition(**item)
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            blocks.get_nowait()
+        thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or new entry in `directory` durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} {value!r} is not JSON-able")
+
+
+def _dumps(value: Any, **kwargs) -> str:
+    return json.dumps(value, default=_json_default, allow_nan=False, **kwargs)
+
+
+def _rlkit_version() -> str:
+    try:
+        return importlib.metadata.version("rlkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

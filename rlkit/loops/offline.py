@@ -1,0 +1,163 @@
+"""The offline driver: `update` on dataset batches only, with periodic evaluation in an env.
+
+For agents with an `OfflineFeed` (BC, CQL, IQL). A run is `lax.scan` over updates inside one
+jitted, seed-vmapped chunk, as in the on-device driver; evaluation between chunks runs the policy
+in the environment (exactly through `rlkit.planning` where the env has a model, on device for JAX
+envs, on the CPU for host envs).
+
+Two ways to feed the data:
+
+* **on device** (the default when the dataset fits): the whole dataset is a device array, an
+  argument of the compiled chunk shared by every seed, and each update draws its batch with
+  `jax.random` inside the scan. Nothing crosses the host boundary during a chunk.
+* **streamed** (for image datasets larger than device memory): the dataset stays memory-mapped on
+  disk. Before each chunk the host gathers that chunk's `[S, K, B]` rows (seeds x updates x
+  batch) and ships them in one transfer; a background thread prepares the next chunk's block while
+  the device trains on the current one. Row indices come from `numpy.random.default_rng((seed,
+  chunk))`, so a resumed run draws exactly the batches an uninterrupted one would.
+
+Each iteration is one update, so `Trainer.steps_per_iteration` is 0 env steps and the run loop
+counts updates instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import jax
+import numpy as np
+from flax import struct
+
+from rlkit.data.hybrid import sample_dataset
+from rlkit.loops.common import BoundRun, Trainer, over_seeds
+from rlkit.types import Agent, PyTree, Transition
+
+
+@struct.dataclass
+class OfflineCarry:
+    """One seed's offline training state (all arrays: checkpointable)."""
+
+    agent_state: PyTree
+    key: jax.Array
+    iteration: jax.Array  # int32, updates done
+
+
+def make_offline_trainer(
+    agent: Agent,
+    transitions: Transition,
+    iterations_per_chunk: int,
+    evaluate: Callable[[OfflineCarry], Any],
+    *,
+    seed: int = 0,
+    stream: bool = False,
+    close: Callable[[], None] = lambda: None,
+) -> Trainer:
+    """Build a `Trainer` that trains `agent` on a dataset.
+
+    Args:
+        agent: an agent with an `OfflineFeed`.
+        transitions: the dataset's transitions, leaves [M, ...]: numpy arrays or memmaps (moved
+            to the device whole unless `stream`).
+        iterations_per_chunk: updates per `run` call.
+        evaluate: `(carry) -> [S]` returns of each seed's policy (see `make_jax_evaluator` and
+            `rlkit.loops.host.make_host_evaluator`).
+        seed: the run's base seed (streamed batches are drawn from it).
+        stream: keep the dataset on the host and stream batches (for datasets larger than
+            device memory).
+        close: releases the evaluator's resources.
+
+    Returns:
+        A `Trainer` whose iterations are updates.
+    """
+    batch_size = agent.feed.batch_size
+    transitions = Transition(obs=transitions.obs, action=transitions.action,
+                             reward=transitions.reward, terminated=transitions.terminated,
+                             truncated=transitions.truncated, next_obs=transitions.next_obs)
+    num_rows = int(transitions.action.shape[0])
+
+    def init_one(key: jax.Array) -> OfflineCarry:
+        agent_key, key = jax.random.split(key)
+        return OfflineCarry(agent_state=agent.init(agent_key), key=key,
+                            iteration=jax.numpy.zeros((), jax.numpy.int32))
+
+    def update_step(carry: OfflineCarry, batch: Transition):
+        key, update_key = jax.random.split(carry.key)
+        agent_state, metrics = agent.update(carry.agent_state, batch, update_key)
+        carry = carry.replace(agent_state=agent_state, key=key, iteration=carry.iteration + 1)
+        return carry, metrics
+
+    def run_on_device(carry: OfflineCarry, dataset: Transition):
+        def body(carry, _):
+            key, sample_key = jax.random.split(carry.key)
+            batch = sample_dataset(dataset, sample_key, batch_size)
+            return update_step(carry.replace(key=key), batch)
+
+        return jax.lax.scan(body, carry, None, length=iterations_per_chunk)
+
+    def run_block(carry: OfflineCarry, block: Transition):
+        return jax.lax.scan(update_step, carry, block)  # block leaves [K, B, ...]
+
+    if not stream:
+        device_dataset = jax.device_put(transitions)
+        run = BoundRun(jax.jit(over_seeds(run_on_device, num_shared=1), donate_argnums=0),
+                       device_dataset)
+    else:
+        run_compiled = jax.jit(over_seeds(run_block), donate_argnums=0)
+        executor = ThreadPoolExecutor(max_workers=1)
+        pending: dict[int, Any] = {}
+
+        def gather(chunk: int, num_seeds: int) -> Transition:
+            """The rows of chunk `chunk`: leaves [S, K, B, ...], read from the memmap."""
+            rng = np.random.default_rng((seed, chunk))
+            rows = rng.integers(0, num_rows, (num_seeds, iterations_per_chunk, batch_size))
+            flat = rows.reshape(-1)
+            order = np.argsort(flat, kind="stable")  # sorted reads are sequential on disk
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(order.size)
+
+            def take(leaf):
+                values = np.asarray(leaf[flat[order]])[inverse]
+                return values.reshape((*rows.shape, *leaf.shape[1:]))
+
+            return jax.tree.map(take, transitions)
+
+        def run(carry: OfflineCarry):
+            iteration = int(np.asarray(carry.iteration).reshape(-1)[0])
+            chunk = iteration // iterations_per_chunk
+            num_seeds = int(np.asarray(carry.iteration).size)
+            future = pending.pop(chunk, None) or executor.submit(gather, chunk, num_seeds)
+            block = future.result()
+            pending[chunk + 1] = executor.submit(gather, chunk + 1, num_seeds)
+            return run_compiled(carry, block)
+
+        base_close = close
+
+        def close() -> None:
+            executor.shutdown(wait=True, cancel_futures=True)
+            base_close()
+
+    return Trainer(
+        init=jax.jit(over_seeds(init_one)),
+        run=run,
+        evaluate=evaluate,
+        steps_per_iteration=0,
+        iterations_per_chunk=iterations_per_chunk,
+        agent_state=lambda carry: carry.agent_state,
+        close=close,
+    )
+
+
+def make_jax_evaluator(agent: Agent, env, env_params: Any, num_eval_episodes: int):
+    """`(carry) -> [S]` returns of each seed's policy on a JAX environment (exact with a model)."""
+    from rlkit.loops.on_device import evaluate_policy
+
+    def evaluate_one(carry) -> jax.Array:
+        return evaluate_policy(agent, env, env_params, carry.agent_state, carry.key,
+                               num_eval_episodes)
+
+    return jax.jit(over_seeds(evaluate_one))
+
+
+__all__ = ["OfflineCarry", "make_jax_evaluator", "make_offline_trainer"]
