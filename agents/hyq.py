@@ -66,7 +66,9 @@ class Config(OnlineQConfig):
             require(value is None or 0.0 <= value <= 1.0, name,
                     f"must be in [0, 1], got {value}.")
         require_int_at_least(self.offline_fraction_steps, "offline_fraction_steps", 0)
-        require(self.offline_fraction > 0 or bool(self.offline_fraction_end),
+        # A schedule over 0 steps never moves (feed_fraction keeps the start value).
+        scheduled = bool(self.offline_fraction_end) and self.offline_fraction_steps > 0
+        require(self.offline_fraction > 0 or scheduled,
                 "offline_fraction", "is 0 with no schedule, so Hy-Q would never see the dataset; "
                 "use dqn for purely online learning.")
 

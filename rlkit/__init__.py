@@ -1,0 +1,27 @@
+"""rlkit: a JAX toolkit for online, offline and hybrid reinforcement learning."""
+
+import os as _os
+
+
+def _avoid_cpu_scheduler_deadlock() -> None:
+    """Turn off XLA:CPU's concurrency-optimised scheduler on jaxlib 0.10, where it deadlocks.
+
+    With it on, some compiled programs (a seed-vmapped IQL chunk of 100 updates reproduces it
+    every time on 2 cores) hang forever with every thread idle. The flag must be in XLA_FLAGS
+    before the CPU backend starts, hence here, at import. It is set only for the jaxlib line where
+    the hang was seen and the flag is known to exist (XLA aborts on unknown flags), and never
+    when the user already chose a value.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        jaxlib_version = version("jaxlib")
+    except PackageNotFoundError:
+        return
+    flags = _os.environ.get("XLA_FLAGS", "")
+    if jaxlib_version.startswith("0.10.") and "concurrency_optimized_scheduler" not in flags:
+        _os.environ["XLA_FLAGS"] = (
+            flags + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
+
+
+_avoid_cpu_scheduler_deadlock()

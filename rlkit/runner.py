@@ -190,9 +190,18 @@ def run_training(
         log.path.unlink()
         log = MetricsLog(run_dir / "metrics.csv")
 
-    compile_start = time.perf_counter()
-    run = trainer.run.lower(carry).compile() if hasattr(trainer.run, "lower") else trainer.run
-    compile_seconds = time.perf_counter() - compile_start
+    # Compilation happens inside the first chunk's call; jax reports its stages' durations,
+    # which are summed here and taken out of the training time. (Ahead-of-time compilation,
+    # `run.lower(carry).compile()`, would time it directly, but calling such executables
+    # deadlocks intermittently on jaxlib 0.10.2's CPU backend; see benchmarks/README.md.)
+    compile_times: list[float] = []
+
+    def on_duration(event: str, duration: float, **_) -> None:
+        if event.startswith("/jax/core/compile/"):
+            compile_times.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    run = trainer.run
 
     steps_per_chunk = trainer.iterations_per_chunk * trainer.steps_per_iteration
     # Offline trainers take no env steps: progress and throughput count updates instead.
@@ -208,9 +217,11 @@ def run_training(
                   unit="updates" if offline else "env steps") as progress:
         for chunk in range(first_chunk, last_chunk + 1):
             chunk_start = time.perf_counter()
+            compiled_before = sum(compile_times)
             carry, metrics = run(carry)
             metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
-            train_seconds += time.perf_counter() - chunk_start
+            train_seconds += (time.perf_counter() - chunk_start
+                              - (sum(compile_times) - compiled_before))
             eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
             suboptimality = None if optimal_return is None else optimal_return - eval_returns
             rows = _chunk_rows(chunk, trainer.iterations_per_chunk, trainer.steps_per_iteration,
@@ -233,6 +244,7 @@ def run_training(
             })
     if first_chunk > last_chunk:  # resumed a finished run: report its final evaluation
         eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
+    jax.monitoring.unregister_event_duration_listener(on_duration)
     writer.close()
     checkpointer.close()
 
@@ -244,7 +256,7 @@ def run_training(
         "seeds": num_seeds,
         "env_steps": total_steps,
         "wall_seconds": time.perf_counter() - start_wall,
-        "compile_seconds": compile_seconds,
+        "compile_seconds": sum(compile_times),
         "train_seconds": train_seconds,
         # Throughput of the chunks run in this process (all seeds), compilation excluded.
         "steps_per_second": ((last_chunk + 1 - first_chunk) * steps_per_chunk * num_seeds

@@ -90,6 +90,10 @@ def make_hybrid_sampler(buffer: Buffer, fraction: float | optax.Schedule) -> Hyb
         return jnp.clip(jnp.asarray(value, jnp.float32), 0.0, 1.0)
 
     def num_offline(step: Array, batch_size: int) -> Array:
+        if static:
+            # The count `sample` splits the batch at (Python's float64 product): a float32
+            # product rounds differently for some pairs (0.7 * 45 gives 32, not 31).
+            return jnp.asarray(round(constant * batch_size), jnp.int32)
         # Round half to even on an exact float product: 0.25 * 256 is 64 exactly.
         return jnp.round(fraction_at(step) * batch_size).astype(jnp.int32)
 

@@ -1,0 +1,671 @@
+"""`python -m rlkit.collect --env ENV --policy {random, optimal, RUN_DIR, mixture} --episodes N
+--out DIR [--checkpoint RUN_DIR|optimal] [--epsilon E] [--seed S] [--num-envs N] [--overwrite]
+[--no-progress] [--env-config.FIELD VALUE ...]`
+
+Rolls out a behaviour policy for N whole episodes and writes them as an offline dataset
+(`rlkit.data.dataset`, written atomically), with the behaviour policy's quality in the metadata.
+
+Behaviour policies (--policy):
+
+  random    uniform random actions.
+  optimal   the exact optimal policy of the env's model (`rlkit.planning.value_iteration`), for
+            environments with an exact model (chain, riverswim, combination-lock, deepsea,
+            gridworld, tabular): expert data without training.
+  RUN_DIR   the agent of a `python -m rlkit.train` run (its newest checkpoint, seed 0); actions
+            are sampled from `agent.policy` (one-hot for value-based agents, so greedy).
+  mixture   each step, a uniform random action with probability --epsilon, else the action of
+            the expert given by --checkpoint (a RUN_DIR, or `optimal`).
+
+--epsilon mixes uniform actions into optimal and RUN_DIR policies too (default 0). Without --env
+the run's environment and env config are used; with both, they must name the same env.
+
+Datasets of chosen quality, as in the offline-RL literature (D4RL, Fu et al. 2020):
+
+  expert   --policy optimal (or a fully trained RUN_DIR), epsilon 0
+  medium   a partially trained RUN_DIR (D4RL: about a third of expert return), or a mixture
+           --policy mixture --checkpoint optimal --epsilon 0.5 on toy MDPs
+  random   --policy random (the same as --policy mixture --checkpoint optimal --epsilon 1)
+
+For example::
+
+  python -m rlkit.collect --env chain --policy optimal --episodes 1000 --out data/chain-expert
+  python -m rlkit.collect --env chain --policy mixture --checkpoint optimal --epsilon 0.5 \\
+      --episodes 1000 --out data/chain-medium
+  python -m rlkit.collect --policy runs/dqn-cartpole --episodes 100 --out data/cartpole-dqn
+
+Every dataset records the env id and parameters, the behaviour policy (`behaviour_policy`, e.g.
+"mixture(epsilon=0.5) of optimal") and its return measured over the collected episodes (mean and
+population standard deviation). `extra` holds `seed`, `epsilon` (the probability of a uniform
+action: 1 for random), `episodes`, `num_envs`, `expert`, and for environments with an exact
+model the exact returns from `rlkit.planning`: `exact_return` J(pi) of the behaviour policy
+((1 - epsilon) * expert + epsilon * uniform, as a table), `optimal_return` J*, `random_return`
+J(uniform) and D4RL's `normalised_score` 100 * (J - J_random) / (J* - J_random).
+
+How episodes are collected:
+
+* JAX environments: `--num-envs` episodes (default min(N, 64), fewer where a batch's
+  observations would pass 1 GiB) run side by side in one jitted program, a `lax.scan` over
+  `max_episode_steps` steps without auto-reset; a `valid` mask keeps each episode's rows until
+  it ends. Batches repeat until N episodes; the last batch's surplus episodes are dropped.
+* Host environments (gym:..., procgen:...): `--num-envs` environments (default min(N, 8); each
+  may be a process) step together. Only the first N episodes started are kept, each appended
+  when it ends, so the dataset does not favour short episodes; the rest are discarded.
+
+Either way the rows are episode-major (all of episode 0, then episode 1, ...), what Minari export
+needs, and `next_obs` is the true next observation. Every input error is one line `error: ...`
+naming the flag and the fix, exit status 2, before anything is compiled where possible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from rlkit import registry
+from rlkit.errors import RlkitError, require
+
+if TYPE_CHECKING:
+    from rlkit.data.dataset import Dataset
+
+_JAX_NUM_ENVS, _HOST_NUM_ENVS = 64, 8
+_ROLLOUT_BYTES = 1 << 30  # default JAX batches keep their observations under 1 GiB
+
+
+@dataclass(frozen=True)
+class Options:
+    """Collect an offline dataset by rolling out a behaviour policy."""
+
+    policy: str
+    """random, optimal (exact optimal policy of a toy MDP), mixture (with --checkpoint), or the
+    directory of a python -m rlkit.train run."""
+    episodes: int
+    """Number of whole episodes to collect."""
+    out: str
+    """Dataset directory to write (must not exist unless --overwrite)."""
+    env: str | None = None
+    """Environment name (default: the env of the run given as --policy / --checkpoint)."""
+    checkpoint: str | None = None
+    """The expert of --policy mixture: a run directory, or `optimal`."""
+    epsilon: float = 0.0
+    """Probability of a uniform random action at each step instead of the expert's."""
+    seed: int = 0
+    """Random seed of the environments and the action sampling."""
+    num_envs: int | None = None
+    """Episodes run side by side (default: min(episodes, 64) for JAX envs, fewer if their
+    observations would pass 1 GiB; min(episodes, 8) for host envs)."""
+    overwrite: bool = False
+    """Replace an existing dataset at --out (the old one stays readable until the new one is
+    complete)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self):
+        _check_numbers(self.episodes, self.epsilon, self.num_envs)
+
+
+def _check_numbers(episodes: int, epsilon: float, num_envs: int | None) -> None:
+    require(isinstance(episodes, int) and episodes >= 1, "--episodes",
+            f"must be at least 1, got {episodes}")
+    require(0.0 <= epsilon <= 1.0, "--epsilon",
+            f"is a probability and must lie in [0, 1], got {epsilon}")
+    require(num_envs is None or num_envs >= 1, "--num-envs",
+            f"must be at least 1 (or omitted for the default), got {num_envs}")
+
+
+# --------------------------------------------------------------------------------------------
+# Behaviour policies
+# --------------------------------------------------------------------------------------------
+
+
+class Behaviour(NamedTuple):
+    """The policy that collects the data: `(1 - epsilon) * expert + epsilon * uniform`.
+
+    Attributes:
+        text: `DatasetInfo.behaviour_policy`, e.g. "mixture(epsilon=0.3) of optimal".
+        expert: None (uniform), "optimal", or the run directory of a trained agent.
+        epsilon: probability of a uniform action (1.0 for the random policy).
+        agent: the run's `Agent` (for a run directory), else None.
+        agent_state: its unbatched state, else None.
+        optimal_table: [H, S, A] the one-hot optimal policy (for "optimal"), else None.
+    """
+
+    text: str
+    expert: str | None
+    epsilon: float
+    agent: Any = None
+    agent_state: Any = None
+    optimal_table: Any = None
+
+
+def _expert_source(policy: str, checkpoint: str | None) -> tuple[str | None, str]:
+    """The expert ("optimal", a run directory or None) and the flag that named it."""
+    require(isinstance(policy, str) and bool(policy), "--policy",
+            "is required: random, optimal, mixture (with --checkpoint) or a run directory")
+    if policy == "mixture":
+        require(checkpoint is not None, "--checkpoint",
+                "--policy mixture needs an expert: pass --checkpoint RUN_DIR (a python -m "
+                "rlkit.train run) or --checkpoint optimal")
+        return checkpoint, "--checkpoint"
+    require(checkpoint is None, "--checkpoint",
+            f"names the expert of --policy mixture and is not used with --policy {policy}; "
+            "drop it, or pass --policy mixture")
+    if policy == "random":
+        return None, "--policy"
+    return policy, "--policy"
+
+
+def _read_run(run_dir: str, flag: str):
+    """The `rlkit.train.Experiment` of a run directory (config.yaml only: nothing is built)."""
+    from rlkit.train import load_experiment
+
+    path = Path(run_dir)
+    require(path.is_dir(), flag,
+            f"{run_dir!r} is not {'random, optimal, mixture nor ' if flag == '--policy' else ''}"
+            "an existing run directory; pass the directory of a python -m rlkit.train run"
+            + (" or optimal" if flag == "--checkpoint" else ""))
+    require((path / "config.yaml").is_file(), flag,
+            f"{run_dir} has no config.yaml, so it is not a run directory; pass the directory "
+            "of a python -m rlkit.train run")
+    require((path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir()), flag,
+            f"{run_dir} has no checkpoint yet; train it (or --resume it) until one is saved")
+    return load_experiment(path / "config.yaml")
+
+
+def _resolve_env(env_name: str | None, env_config: Any, policy: str, checkpoint: str | None):
+    """(env name, env config, the run's Experiment or None, expert, flag) from the inputs."""
+    expert, flag = _expert_source(policy, checkpoint)
+    experiment = None
+    if expert is not None and expert != "optimal":
+        experiment = _read_run(expert, flag)
+    if env_name is None:
+        require(experiment is not None, "--env",
+                "is required, e.g. --env chain (or pass a run directory as --policy / "
+                "--checkpoint to collect in the run's env)")
+        env_name = experiment.env
+    elif experiment is not None:
+        require(env_name == experiment.env, "--env",
+                f"{env_name!r} differs from {experiment.env!r}, the env that {expert} was "
+                f"trained on; drop --env to collect in the run's env, or pass a run trained on "
+                f"{env_name}")
+    entry = registry.env_entry(env_name)
+    if env_config is None:
+        same = experiment is not None and experiment.env == env_name
+        env_config = experiment.env_config if same else entry.default_config()
+    return env_name, env_config, experiment, expert, flag
+
+
+def _spec_of(env_name: str, env_config: Any):
+    if registry.env_entry(env_name).kind == "host":
+        probe = registry.make_host_env(env_name, env_config, 1, 0)
+        try:
+            return probe.spec
+        finally:
+            probe.close()
+    return registry.make_env(env_name, env_config).spec
+
+
+def _behaviour(policy: str, expert: str | None, flag: str, epsilon: float, env_name: str,
+               env_config: Any, env: Any, spec: Any, experiment: Any) -> Behaviour:
+    """Check the expert against the env (before anything compiles), then load it."""
+    if expert is None:
+        return Behaviour("random", None, 1.0)
+    mixed = policy == "mixture" or epsilon > 0
+    if expert == "optimal":
+        require(env is not None and env.model is not None and env.state_index is not None, flag,
+                f"optimal needs an env with an exact model, and {env_name!r} has none; use "
+                f"--policy random, a trained run directory, or an env with a model (chain, "
+                f"riverswim, combination-lock, deepsea, gridworld, tabular)")
+        import jax
+
+        from rlkit import planning
+
+        solve = jax.jit(lambda model: planning.value_iteration(
+            model, horizon=spec.max_episode_steps).policy)
+        table = solve(env.model(env.default_params))
+        text = f"mixture(epsilon={epsilon:g}) of optimal" if mixed else "optimal"
+        return Behaviour(text, "optimal", epsilon, optimal_table=table)
+
+    same_config = experiment.env_config == env_config
+    run_spec = spec if same_config else _spec_of(experiment.env, experiment.env_config)
+    require(run_spec.num_actions == spec.num_actions, flag,
+            f"{expert} was trained with {run_spec.num_actions} actions but the env has "
+            f"{spec.num_actions} with these --env-config values; drop the --env-config "
+            "overrides that change the action count")
+    require(tuple(run_spec.obs_shape) == tuple(spec.obs_shape)
+            and run_spec.obs_dtype == spec.obs_dtype, flag,
+            f"{expert} was trained on observations {tuple(run_spec.obs_shape)} "
+            f"{run_spec.obs_dtype} but the env emits {tuple(spec.obs_shape)} {spec.obs_dtype} "
+            "with these --env-config values; drop the overrides that change the observations")
+    from rlkit.train import load_policy
+
+    _, agent, agent_state = load_policy(expert, 0)
+    name = f"{expert} seed 0"
+    text = f"mixture(epsilon={epsilon:g}) of {name}" if mixed else name
+    return Behaviour(text, expert, epsilon, agent=agent, agent_state=agent_state)
+
+
+def _exact_returns(env: Any, spec: Any, behaviour: Behaviour) -> dict[str, float]:
+    """J(pi) of the behaviour policy, J*, J(uniform) and the normalised score, exactly."""
+    import jax
+
+    from rlkit import planning
+
+    horizon = spec.max_episode_steps
+
+    def returns(model, policy_state, epsilon):
+        optimal = planning.value_iteration(model, horizon=horizon)
+        uniform = planning.uniform_policy(model)
+        if behaviour.expert is None:
+            expert = uniform
+        elif behaviour.expert == "optimal":
+            expert = optimal.policy  # [H, S, A]: an optimal policy may depend on the step
+        else:
+            expert = planning.policy_table(behaviour.agent.policy, policy_state, model)
+        table = (1.0 - epsilon) * expert + epsilon * uniform
+        return (planning.expected_return(model, table, horizon=horizon), optimal.optimal_return,
+                planning.expected_return(model, uniform, horizon=horizon))
+
+    # One compiled program: the planning scans run op by op (slowly) outside jit.
+    exact, optimal, random = (float(x) for x in jax.jit(returns)(
+        env.model(env.default_params), behaviour.agent_state, behaviour.epsilon))
+    figures = {"exact_return": exact, "optimal_return": optimal, "random_return": random}
+    # D4RL's normalisation; undefined when the uniform policy is already optimal.
+    if optimal - random > 1e-6 * max(1.0, abs(optimal)):
+        figures["normalised_score"] = 100.0 * (exact - random) / (optimal - random)
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# Rollouts
+# --------------------------------------------------------------------------------------------
+
+
+def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, seed: int,
+                  progress: Any):
+    """Whole episodes of a JAX env, `num_envs` at a time in one jitted program.
+
+    Returns:
+        (columns, returns): a dict of episode-major numpy arrays [M, ...] (M transitions) and
+        the [episodes] episode returns.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    spec, params = env.spec, env.default_params
+    num_steps, num_actions = spec.max_episode_steps, spec.num_actions
+    reset = jax.vmap(env.reset, in_axes=(0, None))
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def expert_probs(policy_state, obs, env_state, t):
+        """[B, A] the expert's action probabilities at step t."""
+        if behaviour.expert is None:
+            return jnp.full((obs.shape[0], num_actions), 1.0 / num_actions)
+        if behaviour.expert == "optimal":
+            index = jax.vmap(env.state_index, in_axes=(0, None))(env_state, params)
+            return policy_state[t, index]
+        return behaviour.agent.policy(policy_state, obs)
+
+    def rollout(policy_state, epsilon, key):
+        """[B] episodes without auto-reset: obs leaves [B, T + 1, ...], the rest [B, T]."""
+        reset_key, run_key = jax.random.split(key)
+        obs, env_state = reset(jax.random.split(reset_key, num_envs), params)
+
+        def body(carry, inputs):
+            obs, env_state, running = carry
+            t, step_key = inputs
+            action_key, env_key = jax.random.split(step_key)
+            probs = expert_probs(policy_state, obs, env_state, t)
+            # Sampling from the mixed distribution is the per-step coin flip in one draw.
+            probs = (1.0 - epsilon) * probs + epsilon / num_actions
+            logits = jnp.log(jnp.clip(probs, 1e-30, None))
+            action = jax.random.categorical(action_key, logits).astype(jnp.int32)
+            next_obs, env_state, reward, terminated, truncated, _ = step(
+                jax.random.split(env_key, num_envs), env_state, action, params
+            )
+            rows = (next_obs, action, reward, terminated, truncated, running)
+            running = running & ~(terminated | truncated)
+            return (next_obs, env_state, running), rows
+
+        init = (obs, env_state, jnp.ones((num_envs,), bool))
+        inputs = (jnp.arange(num_steps), jax.random.split(run_key, num_steps))
+        _, (next_obs, action, reward, terminated, truncated, valid) = jax.lax.scan(
+            body, init, inputs
+        )
+        # No auto-reset, so obs_{t+1} is next_obs_t: one [T + 1] sequence holds both.
+        obs_sequence = jnp.concatenate([obs[None], next_obs])
+        time_major = (obs_sequence, action, reward, terminated, truncated, valid)
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), time_major)
+
+    rollout = jax.jit(rollout)
+    if behaviour.expert is None:
+        policy_state = jnp.zeros(())
+    elif behaviour.expert == "optimal":
+        policy_state = behaviour.optimal_table
+    else:
+        policy_state = behaviour.agent_state
+    # An argument, not a constant: every epsilon shares one compiled program.
+    epsilon = jnp.float32(behaviour.epsilon)
+    key = jax.random.key(seed)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in
+                                          ("obs", "action", "reward", "terminated", "truncated",
+                                           "next_obs")}
+    returns: list[np.ndarray] = []
+    for batch in range(math.ceil(episodes / num_envs)):
+        keep = min(num_envs, episodes - batch * num_envs)
+        out = jax.device_get(rollout(policy_state, epsilon, jax.random.fold_in(key, batch)))
+        obs_sequence, action, reward, terminated, truncated, valid = (
+            np.asarray(x)[:keep] for x in out
+        )
+        # Guards envs whose own time limit disagrees with spec.max_episode_steps: an episode
+        # still running after the last step is cut there, so every kept episode ends.
+        truncated = truncated.copy()
+        truncated[:, -1] |= valid[:, -1] & ~(terminated[:, -1] | truncated[:, -1])
+        # Boolean masks select in C order: episode 0's rows, then episode 1's, ...
+        parts["obs"].append(obs_sequence[:, :-1][valid])
+        parts["next_obs"].append(obs_sequence[:, 1:][valid])
+        parts["action"].append(action[valid])
+        parts["reward"].append(reward[valid])
+        parts["terminated"].append(terminated[valid])
+        parts["truncated"].append(truncated[valid])
+        batch_returns = np.where(valid, reward, 0.0).sum(axis=1, dtype=np.float64)
+        returns.append(batch_returns)
+        progress.advance(keep, {"return": float(np.concatenate(returns).mean())})
+    columns = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    return columns, np.concatenate(returns)
+
+
+def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int,
+                   progress: Any):
+    """Whole episodes of a `HostEnvironment` (same-step auto-reset), episode-major.
+
+    Only the first `episodes` episodes started count: an environment whose finished episode
+    was the last one needed goes on stepping (it steps with the others) but is no longer
+    recorded. Stopping at the first N episodes to *finish* would favour short episodes.
+
+    Returns:
+        (columns, returns) as `_jax_rollouts`.
+    """
+    spec, num_envs = host_env.spec, host_env.num_envs
+    num_actions, epsilon = spec.num_actions, behaviour.epsilon
+    if behaviour.agent is not None:
+        import jax
+
+        policy = jax.jit(behaviour.agent.policy)
+    rng = np.random.default_rng(seed)
+    counted = np.arange(num_envs) < episodes  # whose current episode is one of the N
+    started = int(counted.sum())
+    rows: list[list[tuple]] = [[] for _ in range(num_envs)]
+    finished: list[dict[str, np.ndarray]] = []
+    returns: list[float] = []
+    obs = host_env.reset(seed)
+    while len(finished) < episodes:
+        if behaviour.agent is None:
+            probs = np.full((num_envs, num_actions), 1.0 / num_actions)
+        else:
+            probs = np.asarray(policy(behaviour.agent_state, obs), np.float64)
+        probs = (1.0 - epsilon) * probs + epsilon / num_actions
+        probs /= probs.sum(axis=1, keepdims=True)
+        draw = rng.random((num_envs, 1))
+        action = np.minimum((probs.cumsum(axis=1) > draw).argmax(axis=1), num_actions - 1)
+        action = action.astype(np.int32)
+        step = host_env.step(action)
+        for i in np.flatnonzero(counted):
+            rows[i].append((obs[i], action[i], step.reward[i], step.terminated[i],
+                            step.truncated[i], step.final_obs[i]))
+        for i in np.flatnonzero(counted & (step.terminated | step.truncated)):
+            obs_i, action_i, reward_i, terminated_i, truncated_i, next_obs_i = zip(
+                *rows[i], strict=True)
+            finished.append({
+                "obs": np.stack(obs_i), "action": np.asarray(action_i, np.int32),
+                "reward": np.asarray(reward_i, np.float32),
+                "terminated": np.asarray(terminated_i, bool),
+                "truncated": np.asarray(truncated_i, bool), "next_obs": np.stack(next_obs_i),
+            })
+            returns.append(float(finished[-1]["reward"].sum()))
+            rows[i] = []
+            if started < episodes:
+                started += 1
+            else:
+                counted[i] = False
+            progress.advance(1, {"return": float(np.mean(returns))})
+        obs = step.obs
+    columns = {name: np.concatenate([episode[name] for episode in finished])
+               for name in finished[0]}
+    return columns, np.asarray(returns)
+
+
+# --------------------------------------------------------------------------------------------
+# The Python API
+# --------------------------------------------------------------------------------------------
+
+
+def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike, episodes: int,
+            seed: int, epsilon: float = 0.0, checkpoint: str | os.PathLike | None = None,
+            num_envs: int | None = None, progress: bool = False) -> Dataset:
+    """Roll out a behaviour policy for `episodes` whole episodes into an in-memory dataset.
+
+    Args:
+        env_name: registry name ("chain", "gym:CartPole-v1", ...); None takes the env of the run
+            given as `policy` / `checkpoint`.
+        env_config: the env's config dataclass; None takes the run's (same env) or the default.
+        policy: "random", "optimal", "mixture" (expert from `checkpoint`) or a run directory.
+        episodes: number of whole episodes (>= 1).
+        seed: seeds the environments and the action sampling.
+        epsilon: probability of a uniform action at each step instead of the expert's.
+        checkpoint: the expert of "mixture": a run directory or "optimal".
+        num_envs: episodes run side by side (default min(episodes, 64) for JAX envs,
+            min(episodes, 8) for host envs).
+        progress: show a progress bar over episodes.
+
+    Returns:
+        A `Dataset` (path None) whose transitions are episode-major numpy arrays: obs / next_obs
+        [M, *obs_shape], action [M] int32, reward [M] float32, terminated / truncated [M] bool.
+        Save it with `rlkit.data.dataset.save_dataset(path, dataset.transitions, dataset.info)`.
+
+    Raises:
+        RlkitError: for every bad input (named after its CLI flag), before any compilation
+            except the loading of a checkpoint.
+    """
+    from rlkit.data.dataset import Dataset, DatasetInfo
+    from rlkit.progress import Progress
+    from rlkit.types import Transition
+
+    _check_numbers(episodes, epsilon, num_envs)
+    policy = os.fspath(policy) if isinstance(policy, os.PathLike) else policy
+    checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
+    env_name, env_config, experiment, expert, flag = _resolve_env(
+        env_name, env_config, policy, checkpoint)
+    entry = registry.env_entry(env_name)
+    host = entry.kind == "host"
+    env = None if host else registry.make_env(env_name, env_config)
+    spec = _spec_of(env_name, env_config) if host else env.spec
+    if num_envs is None:
+        num_envs = min(episodes, _HOST_NUM_ENVS if host else _JAX_NUM_ENVS)
+        if not host:  # a batch holds [num_envs, T + 1] observations on the device
+            obs_bytes = np.dtype(spec.obs_dtype).itemsize * math.prod(spec.obs_shape)
+            fits = _ROLLOUT_BYTES // ((spec.max_episode_steps + 1) * obs_bytes)
+            num_envs = max(1, min(num_envs, fits))
+    env_params = dataclasses.asdict(env_config) if dataclasses.is_dataclass(env_config) else {}
+    # Built before collecting so that a config that is not JSON-able fails now, not after.
+    info = DatasetInfo(env_id=env_name, env_params=env_params, obs_shape=tuple(spec.obs_shape),
+                       obs_dtype=spec.obs_dtype, num_actions=spec.num_actions,
+                       behaviour_policy="pending")
+    behaviour = _behaviour(policy, expert, flag, epsilon, env_name, env_config, env, spec,
+                           experiment)
+
+    with Progress(episodes, enabled=progress, description="collecting",
+                  unit="episodes") as bar:
+        if host:
+            host_env = registry.make_host_env(env_name, env_config, num_envs, seed)
+            try:
+                columns, returns = _host_rollouts(host_env, behaviour, episodes, seed, bar)
+            finally:
+                host_env.close()
+        else:
+            columns, returns = _jax_rollouts(env, behaviour, episodes, num_envs, seed, bar)
+    columns["obs"] = columns["obs"].astype(spec.obs_dtype, copy=False)
+    columns["next_obs"] = columns["next_obs"].astype(spec.obs_dtype, copy=False)
+
+    extra: dict[str, Any] = {
+        "seed": seed, "epsilon": behaviour.epsilon, "episodes": episodes, "num_envs": num_envs,
+        "expert": behaviour.expert,
+    }
+    if env is not None and env.model is not None:
+        extra.update(_exact_returns(env, spec, behaviour))
+    info = dataclasses.replace(
+        info, behaviour_policy=behaviour.text, behaviour_return=float(returns.mean()),
+        behaviour_return_std=float(returns.std()), extra=extra)
+    return Dataset(info=info, transitions=Transition(**columns), num_episodes=episodes,
+                   path=None)
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI
+# --------------------------------------------------------------------------------------------
+
+
+def top_level_help() -> str:
+    lines = [__doc__.strip(), "", "Environments (--env):"]
+    lines += [f"  {name:24s} {text}" for name, text in registry.env_descriptions().items()]
+    lines += ["", "python -m rlkit.collect --env ENV --help lists the env's --env-config fields."]
+    return "\n".join(lines)
+
+
+def parse_options(argv: list[str]) -> tuple[Options, Any]:
+    """Turn command-line arguments into `Options` and the env config.
+
+    Raises:
+        RlkitError: for missing flags, unknown names and impossible values.
+    """
+    import tyro
+
+    from rlkit.train import _option_value
+
+    asks_help = any(arg in ("-h", "--help") for arg in argv)
+    if not asks_help:
+        for flag, example in (("--policy", "--policy random"), ("--episodes", "--episodes 100"),
+                              ("--out", "--out data/my-dataset")):
+            require(_option_value(argv, flag) is not None, flag, f"is required, e.g. {example}")
+    env_flag, policy = _option_value(argv, "--env"), _option_value(argv, "--policy")
+    try:
+        env_name, env_default, *_ = _resolve_env(
+            env_flag, None, policy or "random", _option_value(argv, "--checkpoint"))
+    except RlkitError:
+        if not asks_help:
+            raise
+        # --help with an incomplete policy: the env's fields are still worth showing.
+        env_name, env_default, *_ = _resolve_env(env_flag, None, "random", None)
+
+    Args = dataclasses.make_dataclass(
+        "Args", [("env_config", type(env_default), field(default=env_default))],
+        bases=(Options,), frozen=True)
+    Args.__doc__ = f"Collect an offline dataset of {env_name} by rolling out a policy."
+    prog = f"python -m rlkit.collect --env {env_name}"
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, args=argv, prog=prog)
+    except SystemExit as exit_:
+        if exit_.code:  # a parse error: tyro's box, condensed to one line
+            raise RlkitError(_one_line(captured.getvalue(), prog)) from None
+        raise
+    except RlkitError as error:
+        # The env configs name their fields ("length: ..."); say which flag set them.
+        text = str(error)
+        name, sep, rest = text.partition(": ")
+        if sep and name.isidentifier():
+            text = f"--env-config.{name.replace('_', '-')}: {rest}"
+        raise RlkitError(text) from None
+    options = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)})
+    return options, args.env_config
+
+
+def _one_line(box: str, prog: str) -> str:
+    """tyro's boxed parse error as one line: its first message and any suggested flag."""
+    lines = [line.strip().strip("│╭╮╰╯ ").strip() for line in box.splitlines()]
+    lines = [line for line in lines if line]
+    # Line 0 is the title; the message runs (wrapped) up to the first separator.
+    first: list[str] = []
+    for line in lines[1:]:
+        if not set(line) - set("─"):
+            break
+        first.append(line)
+    message = " ".join(first) or "could not parse the arguments"
+    message = message[0].lower() + message[1:]
+    if "Perhaps you meant:" in lines:
+        suggestion = lines[lines.index("Perhaps you meant:") + 1 :][:1]
+        if suggestion:
+            message += f" (did you mean {suggestion[0].split()[0]}?)"
+    return f"{message}; see {prog} --help"
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    path = Path(out)
+    if path.exists() or path.is_symlink():
+        require(overwrite, "--out",
+                f"{out} already exists; pass --overwrite to replace it, or choose another "
+                "directory")
+        require(path.is_dir() and (path / "metadata.json").is_file(), "--out",
+                f"{out} exists and is not an rlkit dataset, so --overwrite will not delete it; "
+                "remove it yourself or choose another directory")
+
+
+def print_summary(dataset: Dataset, path: Path) -> None:
+    """The short report printed after a collection."""
+    info = dataset.info
+    extra = info.extra
+    transitions = int(dataset.transitions.action.shape[0])
+    print(f"collected {dataset.num_episodes:,} episodes, {transitions:,} transitions of "
+          f"{info.env_id} with {info.behaviour_policy}")
+    line = f"return {info.behaviour_return:.4g} ± {info.behaviour_return_std:.4g} (measured)"
+    if "exact_return" in extra:
+        line += (f"; exact {extra['exact_return']:.4g} (optimal {extra['optimal_return']:.4g}, "
+                 f"random {extra['random_return']:.4g})")
+    if "normalised_score" in extra:
+        line += f"; normalised score {extra['normalised_score']:.1f}"
+    print(line)
+    print(f"dataset: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from rlkit.train import _option_value
+
+    if not argv or (any(arg in ("-h", "--help") for arg in argv)
+                    and _option_value(argv, "--env") is None):
+        print(top_level_help())
+        return 0
+    try:
+        options, env_config = parse_options(argv)
+        _check_out(options.out, options.overwrite)
+        dataset = collect(
+            options.env, env_config, options.policy, options.episodes, options.seed,
+            epsilon=options.epsilon, checkpoint=options.checkpoint, num_envs=options.num_envs,
+            progress=options.progress)
+        from rlkit.data.dataset import save_dataset
+
+        path = save_dataset(options.out, dataset.transitions, dataset.info,
+                            overwrite=options.overwrite)
+    except RlkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # tyro's --help and its own parse errors
+        return exit_.code if isinstance(exit_.code, int) else 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    print_summary(dataset, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
