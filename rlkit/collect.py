@@ -268,6 +268,8 @@ def _exact_returns(env: Any, spec: Any, behaviour: Behaviour) -> dict[str, float
             expert = uniform
         elif behaviour.expert == "optimal":
             expert = optimal.policy  # [H, S, A]: an optimal policy may depend on the step
+        elif behaviour.expert == "table":
+            expert = behaviour.optimal_table
         else:
             expert = planning.policy_table(behaviour.agent.policy, policy_state, model)
         table = (1.0 - epsilon) * expert + epsilon * uniform
@@ -309,7 +311,7 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
         """[B, A] the expert's action probabilities at step t."""
         if behaviour.expert is None:
             return jnp.full((obs.shape[0], num_actions), 1.0 / num_actions)
-        if behaviour.expert == "optimal":
+        if behaviour.expert in ("optimal", "table"):
             index = jax.vmap(env.state_index, in_axes=(0, None))(env_state, params)
             return policy_state[t, index]
         return behaviour.agent.policy(policy_state, obs)
@@ -348,7 +350,7 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
     rollout = jax.jit(rollout)
     if behaviour.expert is None:
         policy_state = jnp.zeros(())
-    elif behaviour.expert == "optimal":
+    elif behaviour.expert in ("optimal", "table"):
         policy_state = behaviour.optimal_table
     else:
         policy_state = behaviour.agent_state
@@ -448,16 +450,31 @@ def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int
 # --------------------------------------------------------------------------------------------
 
 
-def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike, episodes: int,
-            seed: int, epsilon: float = 0.0, checkpoint: str | os.PathLike | None = None,
-            num_envs: int | None = None, progress: bool = False) -> Dataset:
+class TablePolicy(NamedTuple):
+    """A tabular behaviour policy for envs with an exact model (Python API only).
+
+    Attributes:
+        name: how `DatasetInfo.behaviour_policy` names it, e.g. "myopic".
+        table: [H, S, A] action probabilities at each step and state of the env's model (e.g.
+            an optimal policy of a modified model from `rlkit.planning`).
+    """
+
+    name: str
+    table: Any
+
+
+def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | TablePolicy,
+            episodes: int, seed: int, epsilon: float = 0.0,
+            checkpoint: str | os.PathLike | None = None, num_envs: int | None = None,
+            progress: bool = False) -> Dataset:
     """Roll out a behaviour policy for `episodes` whole episodes into an in-memory dataset.
 
     Args:
         env_name: registry name ("chain", "gym:CartPole-v1", ...); None takes the env of the run
             given as `policy` / `checkpoint`.
         env_config: the env's config dataclass; None takes the run's (same env) or the default.
-        policy: "random", "optimal", "mixture" (expert from `checkpoint`) or a run directory.
+        policy: "random", "optimal", "mixture" (expert from `checkpoint`), a run directory, or
+            a `TablePolicy` (envs with an exact model; `env_name` required).
         episodes: number of whole episodes (>= 1).
         seed: seeds the environments and the action sampling.
         epsilon: probability of a uniform action at each step instead of the expert's.
@@ -480,6 +497,10 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike, ep
     from rlkit.types import Transition
 
     _check_numbers(episodes, epsilon, num_envs)
+    table_policy = policy if isinstance(policy, TablePolicy) else None
+    if table_policy is not None:
+        require(env_name is not None, "env_name", "is required with a TablePolicy")
+        policy = "optimal"  # resolved like the optimal policy, replaced below
     policy = os.fspath(policy) if isinstance(policy, os.PathLike) else policy
     checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
     env_name, env_config, experiment, expert, flag = _resolve_env(
@@ -501,6 +522,16 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike, ep
                        behaviour_policy="pending")
     behaviour = _behaviour(policy, expert, flag, epsilon, env_name, env_config, env, spec,
                            experiment)
+    if table_policy is not None:
+        import jax.numpy as jnp
+
+        table = jnp.asarray(table_policy.table, jnp.float32)
+        require(table.shape == behaviour.optimal_table.shape, "TablePolicy.table",
+                f"has shape {table.shape}, the env's model needs "
+                f"{behaviour.optimal_table.shape} ([H, S, A])")
+        text = (f"mixture(epsilon={epsilon:g}) of {table_policy.name}" if epsilon > 0
+                else table_policy.name)
+        behaviour = Behaviour(text, "table", epsilon, optimal_table=table)
 
     with Progress(episodes, enabled=progress, description="collecting",
                   unit="episodes") as bar:

@@ -76,6 +76,12 @@ def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
     return rows
 
 
+def _nanmean(values: list[float]) -> float:
+    """Mean of the finite values, NaN (without numpy's warning) when there are none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _format(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         value = float(value)
@@ -123,6 +129,28 @@ class MetricsLog:
     def read(self) -> list[dict[str, str]]:
         with self.path.open() as f:
             return list(csv.DictReader(f))
+
+
+def episodes_to_optimal(rows: list[dict[str, str]], num_seeds: int,
+                        optimal_return: float) -> list[int | None]:
+    """Per seed, the training episodes finished before the first evaluation at which the
+    policy was exactly optimal (None if it never was).
+
+    Resolution is one chunk: the count is of the episodes finished by the end of that chunk.
+    "Optimal" allows float32 rounding of the exact evaluation: 1e-4 * max(1, |J*|).
+    """
+    tolerance = 1e-4 * max(1.0, abs(optimal_return))
+    result: list[int | None] = []
+    for seed in range(num_seeds):
+        episodes, found = 0, None
+        for row in sorted((r for r in rows if int(r["seed"]) == seed),
+                          key=lambda r: int(r["chunk"])):
+            episodes += int(float(row["episodes"]))
+            if float(row["suboptimality"]) <= tolerance:
+                found = episodes
+                break
+        result.append(found)
+    return result
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -239,7 +267,7 @@ def run_training(
             if (chunk + 1) % checkpoint_every == 0 or chunk == last_chunk:
                 checkpointer.save(chunk, carry)
             progress.advance(units_per_chunk, {
-                "return": np.nanmean([r["episode_return"] for r in rows]),
+                "return": _nanmean([r["episode_return"] for r in rows]),
                 "eval": float(np.mean(eval_returns)),
             })
     if first_chunk > last_chunk:  # resumed a finished run: report its final evaluation
@@ -277,6 +305,12 @@ def run_training(
         summary["optimal_return"] = float(optimal_return)
         summary["suboptimality"] = float(optimal_return - final["mean"])
         summary["per_seed_suboptimality"] = [float(optimal_return - x) for x in eval_returns]
+        if not offline:
+            per_seed = episodes_to_optimal(rows, num_seeds, optimal_return)
+            summary["per_seed_episodes_to_optimal"] = per_seed
+            solved = [x for x in per_seed if x is not None]
+            summary["episodes_to_optimal"] = (float(np.mean(solved)) if len(solved) == num_seeds
+                                              else None)
     summary.update(summary_extras or {})
     write_json_atomic(run_dir / "summary.json", summary)
     plot_curves(rows, run_dir / "curves.png", title=f"{header.get('agent')} on {header.get('env')}",
