@@ -23,7 +23,10 @@ from rlkit.types import Environment, Transition
 
 def optimal_table(env: Environment) -> jax.Array:
     """[H, S, A] one-hot optimal (time-dependent) policy of `env`'s exact model."""
-    return planning.value_iteration(env.model(env.default_params)).policy
+    horizon = env.spec.max_episode_steps
+    # Under jit (one compile, not one per op), which needs the horizon as a static int.
+    solve = jax.jit(lambda model: planning.value_iteration(model, horizon=horizon).policy)
+    return solve(env.model(env.default_params))
 
 
 def rollout(env: Environment, table: jax.Array, num_episodes: int, epsilon: float,
