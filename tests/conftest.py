@@ -9,6 +9,8 @@ import tempfile
 
 import jax
 
+import rlkit  # noqa: F401  (sets XLA's CPU flags before the first backend starts)
+
 _CACHE = os.environ.get("RLKIT_TEST_JAX_CACHE",
                         os.path.join(tempfile.gettempdir(), "rlkit-test-jax-cache"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
