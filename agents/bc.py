@@ -29,6 +29,8 @@ from flax import struct
 
 from rlkit.errors import require
 from rlkit.nets import TorsoHead, make_torso
+from rlkit.ops import policy_from_logits
+from rlkit.optim import clipped_adam
 from rlkit.qlearning import check_network_fields, require_int_at_least
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
@@ -94,11 +96,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     num_actions = spec.num_actions
     torso = make_torso(spec, config.cnn, config.hidden_sizes, config.activation)
     network = TorsoHead(torso, num_actions)  # action logits [B, A]
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm) if config.max_grad_norm
-        else optax.identity(),
-        optax.adam(config.learning_rate),
-    )
+    optimizer = clipped_adam(config.learning_rate, config.max_grad_norm)
 
     def init(key: PRNGKey) -> State:
         params = network.init(key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
@@ -128,9 +126,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     def policy(state: State, obs: Array) -> Array:
         """The reported policy [N, A]: one-hot argmax of pi, or pi."""
         logits = network.apply(state.params, obs)
-        if config.eval_policy == "greedy":
-            return jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_actions, dtype=jnp.float32)
-        return jax.nn.softmax(logits).astype(jnp.float32)
+        return policy_from_logits(logits, config.eval_policy)
 
     def act(state: State, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
         """Actions [N] int32 sampled from pi; extras is empty."""

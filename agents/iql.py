@@ -40,6 +40,8 @@ from flax import struct
 
 from rlkit.errors import require
 from rlkit.nets import TorsoHead, make_torso
+from rlkit.ops import policy_from_logits
+from rlkit.optim import clipped_adam
 from rlkit.qlearning import check_network_fields, require_int_at_least
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
@@ -135,11 +137,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     q_network = TorsoHead(torso(), num_actions)
     value_network = TorsoHead(torso(), 1)
     policy_network = TorsoHead(torso(), num_actions)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm) if config.max_grad_norm
-        else optax.identity(),
-        optax.adam(config.learning_rate),
-    )
+    optimizer = clipped_adam(config.learning_rate, config.max_grad_norm)
 
     def init(key: PRNGKey) -> State:
         q1_key, q2_key, value_key, policy_key = jax.random.split(key, 4)
@@ -197,9 +195,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     def policy(state: State, obs: Array) -> Array:
         """The reported policy [N, A]: one-hot argmax of pi, or pi."""
         logits = policy_network.apply(state.params["policy"], obs)
-        if config.eval_policy == "greedy":
-            return jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_actions, dtype=jnp.float32)
-        return jax.nn.softmax(logits).astype(jnp.float32)
+        return policy_from_logits(logits, config.eval_policy)
 
     def act(state: State, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
         """Actions [N] int32 sampled from pi; extras is empty."""

@@ -117,3 +117,11 @@ def next_state_values(
     flat_next_obs = next_obs.reshape((num_steps * num_envs, *next_obs.shape[2:]))
     next_value = next_value.at[index].set(value_fn(flat_next_obs[index]))
     return next_value.reshape(num_steps, num_envs)
+
+
+def policy_from_logits(logits: Array, mode: str) -> Array:
+    """The policy an agent reports from action logits [N, A]: "greedy" gives the one-hot argmax,
+    "sample" the softmax itself. Float32 probabilities [N, A]."""
+    if mode == "greedy":
+        return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
+    return jax.nn.softmax(logits).astype(jnp.float32)

@@ -39,6 +39,7 @@ from flax import struct
 from rlkit.errors import require
 from rlkit.nets import TorsoHead, make_torso
 from rlkit.ops import double_q_learning_target
+from rlkit.optim import clipped_adam
 from rlkit.types import Agent, Array, EnvSpec, Metrics, PRNGKey, PyTree, ReplayFeed, Transition
 
 
@@ -165,11 +166,7 @@ def make_q_learner(config: QLearningConfig, spec: EnvSpec, *,
     num_actions = spec.num_actions
     network = QNetwork(make_torso(spec, config.cnn, config.hidden_sizes, config.activation),
                        num_actions)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm) if config.max_grad_norm
-        else optax.identity(),
-        optax.adam(config.learning_rate),
-    )
+    optimizer = clipped_adam(config.learning_rate, config.max_grad_norm)
 
     def init(key: PRNGKey) -> State:
         params = network.init(key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))

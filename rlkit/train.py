@@ -262,6 +262,9 @@ def load_run_dataset(experiment: Experiment, spec, feed):
             f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
             f"python -m rlkit.collect --env {experiment.env} --policy random --episodes 100 "
             "--out DIR)")
+    require(not run.stream_dataset or feed.steps_per_iteration == 0, "--stream-dataset",
+            f"only offline agents stream their dataset; {experiment.agent} mixes it into online "
+            "batches on the device, so drop --stream-dataset")
     from rlkit.data.dataset import load_dataset
 
     dataset = load_dataset(run.dataset, mmap=True, verify=True)
