@@ -66,6 +66,8 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]
 import reference_ppo  # noqa: E402
 
+import rlkit  # noqa: E402, F401  (its XLA:CPU flags apply to all three programs alike)
+
 NUM_ENVS = 4
 ROLLOUT_LENGTH = 128
 PROGRAMS = ("raw", "reference", "rlkit")
