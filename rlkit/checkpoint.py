@@ -8,12 +8,14 @@ and re-wrapped on restore.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from rlkit.errors import RlkitError
 from rlkit.types import PyTree
 
 
@@ -36,6 +38,7 @@ class Checkpointer:
     """Keeps the newest `max_to_keep` checkpoints of a run under `directory`."""
 
     def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        self.directory = Path(directory)
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(
@@ -59,6 +62,41 @@ class Checkpointer:
         )
         stored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return _from_storable(stored, like)
+
+    def restore_newest_readable(self, like: PyTree, set_aside: bool = False
+                                ) -> tuple[int | None, PyTree, list[str]]:
+        """Restore the newest checkpoint that reads back; older ones stand in for damaged ones.
+
+        With `set_aside`, damaged checkpoints are renamed `unreadable-STEP-TIME` (kept for
+        inspection), so that a resumed run can save that step again.
+
+        Returns:
+            (step, tree, skipped): the step restored (None, and `like` itself, when there is no
+            checkpoint at all) and one line per damaged newer checkpoint that was passed over.
+
+        Raises:
+            RlkitError: checkpoints exist but none of them can be read.
+        """
+        skipped: list[str] = []
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for step in steps:
+            try:
+                tree = self.restore(step, like)
+            except Exception as error:  # orbax and tensorstore raise many kinds on damaged files
+                reason = str(error).strip().splitlines()[0][:200] if str(error) else ""
+                skipped.append(f"checkpoint {step} in {self.directory} is unreadable "
+                               f"({type(error).__name__}: {reason})")
+                if set_aside:
+                    aside = self.directory / f"unreadable-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+                    (self.directory / str(step)).rename(aside)
+                    self.manager.reload()
+                continue
+            return step, tree, skipped
+        if steps:
+            raise RlkitError(
+                f"{self.directory}: no checkpoint can be read ({'; '.join(skipped)}); the run "
+                "cannot be resumed: start it again in a new --run-dir")
+        return None, like, skipped
 
     def close(self) -> None:
         self.manager.close()

@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,9 +208,10 @@ def run_training(
     carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
     first_chunk = 0
     if resume:
-        step = checkpointer.latest_step()
+        step, carry, skipped = checkpointer.restore_newest_readable(carry, set_aside=True)
+        for line in skipped:
+            print(f"warning: {line}; resuming from an older checkpoint", file=sys.stderr)
         if step is not None:
-            carry = checkpointer.restore(step, carry)
             first_chunk = step + 1
             log.truncate_after(step)
         else:

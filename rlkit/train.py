@@ -437,13 +437,14 @@ def load_policy(run_dir: str | Path, seed_index: int = 0):
             f"{seed_index} is not one of the run's {experiment.run.seeds} seeds")
     checkpointer = Checkpointer(run_dir / "checkpoints")
     try:
-        step = checkpointer.latest_step()
-        require(step is not None, str(run_dir),
+        require(checkpointer.latest_step() is not None, str(run_dir),
                 "has no checkpoint yet; train it (or --resume it) until one is saved")
         built = build(experiment)
         try:
             keys = jax.random.split(jax.random.key(experiment.run.seed), experiment.run.seeds)
-            carry = checkpointer.restore(step, built.trainer.init(keys))
+            _, carry, skipped = checkpointer.restore_newest_readable(built.trainer.init(keys))
+            for line in skipped:
+                print(f"warning: {line}; using an older checkpoint", file=sys.stderr)
         finally:
             built.trainer.close()
     finally:

@@ -366,3 +366,32 @@ def test_corrupt_dataset_gives_no_traceback_from_the_command_line(broken_dataset
     assert result.returncode == 2, result.stderr
     assert "obs.npy: missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _damage(checkpoint: Path) -> None:
+    """Truncate every data file of one orbax checkpoint step."""
+    for file in checkpoint.rglob("*"):
+        if file.is_file() and file.stat().st_size > 1024:
+            with file.open("r+b") as handle:
+                handle.truncate(100)
+
+
+def test_resume_passes_over_a_damaged_checkpoint_and_stops_cleanly_when_all_are(
+        cql_run, tmp_path, capsys):
+    run_dir = Path(shutil.copytree(cql_run, tmp_path / "run"))
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [0, 1]
+    _damage(run_dir / "checkpoints" / "1")
+    capsys.readouterr()
+    assert main(["--resume", str(run_dir), "--no-progress"]) == 0
+    assert "checkpoint 1" in capsys.readouterr().err  # the warning names what was skipped
+    # Chunk 1 ran again from checkpoint 0 and gives exactly the original numbers.
+    assert (run_dir / "metrics.csv").read_text() == (cql_run / "metrics.csv").read_text()
+
+    for step in (run_dir / "checkpoints").iterdir():
+        if step.name.isdigit():
+            _damage(step)
+    capsys.readouterr()
+    assert main(["--resume", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no checkpoint can be read" in err[0], err
