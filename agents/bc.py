@@ -27,45 +27,19 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import require
 from rlkit.nets import TorsoHead, make_torso
+from rlkit.offline_config import OfflinePolicyConfig
 from rlkit.ops import policy_from_logits
 from rlkit.optim import clipped_adam
-from rlkit.qlearning import check_network_fields, require_int_at_least
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
 
 @dataclass(frozen=True)
-class Config:
-    """Behaviour-cloning hyper-parameters."""
+class Config(OfflinePolicyConfig):
+    """Behaviour-cloning hyper-parameters (the shared offline fields; no others)."""
 
-    learning_rate: float = 3e-4
-    """Adam step size."""
-    batch_size: int = 256
-    """Dataset rows per update."""
     total_steps: int = 10_000
     """Gradient updates in a run (offline: no environment steps)."""
-    max_grad_norm: float | None = 10.0
-    """Clip gradients to this global norm; None disables clipping."""
-    eval_policy: str = "greedy"
-    """Policy reported and evaluated: "greedy" (argmax of pi) or "sample" (pi itself)."""
-    hidden_sizes: tuple[int, ...] = (128, 128)
-    """MLP widths for vector observations."""
-    activation: str = "relu"
-    """MLP activation: "relu" or "tanh"."""
-    cnn: str = "nature"
-    """Torso for image observations: "nature" or "impala"."""
-
-    def __post_init__(self):
-        require(self.learning_rate > 0, "learning_rate",
-                f"must be > 0, got {self.learning_rate}; try 3e-4.")
-        require_int_at_least(self.batch_size, "batch_size", 1)
-        require_int_at_least(self.total_steps, "total_steps", 1)
-        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
-                f"must be > 0 or None (no clipping), got {self.max_grad_norm}.")
-        require(self.eval_policy in ("greedy", "sample"), "eval_policy",
-                f"must be 'greedy' or 'sample', got {self.eval_policy!r}.")
-        check_network_fields(self)
 
 
 @struct.dataclass

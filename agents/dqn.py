@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 from rlkit.errors import RlkitError
 from rlkit.qlearning import OnlineQConfig, QNetwork, State, epsilon_schedule, make_online_q_agent
-from rlkit.types import Agent, EnvSpec, ReplayFeed
+from rlkit.types import Agent, EnvSpec
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         The `Agent` (init, act, update, policy) fed by a `ReplayFeed`.
     """
     config.validate(spec)
-    feed = ReplayFeed(
-        num_envs=config.num_envs,
-        buffer_size=config.buffer_size,
-        batch_size=config.batch_size,
-        learning_starts=config.learning_starts,
-        train_every=config.train_every,
-    )
+    feed = config.replay_feed()
     return make_online_q_agent(config, spec, feed)
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from rlkit.errors import require
 from rlkit.qlearning import OnlineQConfig, make_online_q_agent, require_int_at_least
-from rlkit.types import Agent, EnvSpec, ReplayFeed
+from rlkit.types import Agent, EnvSpec
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     Returns:
         The `Agent`, fed by a hybrid `ReplayFeed` (the driver needs a dataset).
     """
-    feed = ReplayFeed(
-        num_envs=config.num_envs,
-        buffer_size=config.buffer_size,
-        batch_size=config.batch_size,
-        learning_starts=config.learning_starts,
-        train_every=config.train_every,
+    feed = config.replay_feed(
         offline_fraction=config.offline_fraction,
         offline_fraction_end=config.offline_fraction_end,
         offline_fraction_steps=config.offline_fraction_steps,

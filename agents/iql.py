@@ -40,24 +40,19 @@ from flax import struct
 
 from rlkit.errors import require
 from rlkit.nets import TorsoHead, make_torso
+from rlkit.offline_config import OfflinePolicyConfig
 from rlkit.ops import policy_from_logits
 from rlkit.optim import clipped_adam
-from rlkit.qlearning import check_network_fields, require_int_at_least
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
 
 @dataclass(frozen=True)
-class Config:
-    """IQL hyper-parameters (the paper's defaults where they carry over)."""
+class Config(OfflinePolicyConfig):
+    """IQL hyper-parameters: the shared offline fields (one Adam for the Q, V and policy networks,
+    each an MLP of `hidden_sizes`) and IQL's own, at the paper's defaults where they carry over."""
 
-    learning_rate: float = 3e-4
-    """Adam step size of all three networks."""
     gamma: float = 0.99
     """Discount factor, in [0, 1]."""
-    batch_size: int = 256
-    """Dataset rows per update."""
-    total_steps: int = 20_000
-    """Gradient updates in a run (offline: no environment steps)."""
     expectile: float = 0.7
     """tau of the expectile loss, in [0.5, 1): 0.5 is the mean (SARSA), near 1 the max."""
     temperature: float = 3.0
@@ -66,34 +61,16 @@ class Config:
     """Clip of the exponentiated advantages (the reference code's 100)."""
     tau_target: float = 0.005
     """Polyak step of the target Q-networks."""
-    max_grad_norm: float | None = 10.0
-    """Clip gradients to this global norm; None disables clipping."""
-    eval_policy: str = "greedy"
-    """Policy reported and evaluated: "greedy" (argmax of pi) or "sample" (pi itself)."""
-    hidden_sizes: tuple[int, ...] = (128, 128)
-    """MLP widths for vector observations (each of the Q, V and policy networks)."""
-    activation: str = "relu"
-    """MLP activation: "relu" or "tanh"."""
-    cnn: str = "nature"
-    """Torso for image observations: "nature" or "impala"."""
 
     def __post_init__(self):
-        require(self.learning_rate > 0, "learning_rate",
-                f"must be > 0, got {self.learning_rate}; try 3e-4.")
+        super().__post_init__()
         require(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
-        require_int_at_least(self.batch_size, "batch_size", 1)
-        require_int_at_least(self.total_steps, "total_steps", 1)
         require(0.5 <= self.expectile < 1.0, "expectile",
                 f"must be in [0.5, 1), got {self.expectile}; the paper uses 0.7 to 0.9.")
         require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}.")
         require(self.max_weight > 0, "max_weight", f"must be > 0, got {self.max_weight}.")
         require(0.0 < self.tau_target <= 1.0, "tau_target",
                 f"must be in (0, 1], got {self.tau_target}.")
-        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
-                f"must be > 0 or None (no clipping), got {self.max_grad_norm}.")
-        require(self.eval_policy in ("greedy", "sample"), "eval_policy",
-                f"must be 'greedy' or 'sample', got {self.eval_policy!r}.")
-        check_network_fields(self)
 
 
 @struct.dataclass

@@ -271,6 +271,12 @@ class OnlineQConfig(QLearningConfig):
             require(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}.")
         require_int_at_least(self.epsilon_decay_steps, "epsilon_decay_steps", 0)
 
+    def replay_feed(self, **offline) -> ReplayFeed:
+        """The `ReplayFeed` of these fields; `offline` sets the hybrid fields (Hy-Q)."""
+        return ReplayFeed(num_envs=self.num_envs, buffer_size=self.buffer_size,
+                          batch_size=self.batch_size, learning_starts=self.learning_starts,
+                          train_every=self.train_every, **offline)
+
     @property
     def env_steps_per_update(self) -> int:
         """Env steps the driver takes between two updates (advances the epsilon schedule)."""
