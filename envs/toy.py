@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.tabular import make_tabular_env, model_from_numpy
+from rlkit.density_ratio import ProductValueClass
 from rlkit.errors import require
 from rlkit.types import Array, Environment, TabularModel
 
@@ -443,3 +444,55 @@ def gridworld_model(config: GridWorldConfig) -> TabularModel:
 def make_gridworld(config: GridWorldConfig) -> Environment:
     """The grid-world environment."""
     return make_tabular_env(gridworld_model(config), "gridworld")
+
+
+# --------------------------------------------------------------------------------------------
+# Value classes (the finite F of GLOW / HyGLOW)
+# --------------------------------------------------------------------------------------------
+
+
+def combination_lock_value_class(horizon: int, num_actions: int) -> ProductValueClass:
+    """F = the optimal Q-functions of every code of a lock (no distractor), as a product class.
+
+    On the good path at step h, candidate k says "k is the correct action": Q(., k) = 1 and 0
+    for the others (the optimal continuation always earns 1). Dead states and the terminal
+    state have the single candidate Q = 0. A^H codes, H * A candidate rows.
+    """
+    num_states = 2 * horizon + 1
+    rows = np.zeros((num_states, num_actions, num_actions), np.float32)
+    valid = np.zeros((num_states, num_actions), bool)
+    rows[0:2 * horizon:2] = np.eye(num_actions, dtype=np.float32)
+    valid[0:2 * horizon:2] = True
+    valid[1::2, 0] = True  # dead states
+    valid[-1, 0] = True  # the terminal state
+    return ProductValueClass(rows=jnp.asarray(rows), valid=jnp.asarray(valid))
+
+
+def deepsea_value_class(size: int, unscaled_move_cost: float = 0.01) -> ProductValueClass:
+    """F = the optimal Q-functions of every action mapping of a deterministic DeepSea.
+
+    The optimal values do not depend on the mapping (the agent can always pick either move), so
+    in each cell the two candidates differ only in which action moves right: k = the action
+    that moves right. 2^(N^2) mappings, 2 N^2 candidate rows.
+    """
+    from rlkit import planning
+
+    model = deepsea_model(np.ones((size, size), np.int32), True, unscaled_move_cost)
+    q = np.asarray(planning.value_iteration(model).q[0])  # [S, 2]; action 1 moves right
+    rows = np.stack([q[:, ::-1], q], axis=1).astype(np.float32)  # [S, 2, 2]
+    valid = np.ones((size * size + 1, 2), bool)
+    valid[-1, 1] = False  # the terminal state: one (all-zero) candidate
+    return ProductValueClass(rows=jnp.asarray(rows), valid=jnp.asarray(valid))
+
+
+def value_class_for(spec) -> ProductValueClass | None:
+    """The exact value class of a toy env, from its spec (None when there is none).
+
+    The lock's class assumes no distractor reward and DeepSea's the deterministic variant with
+    the default move cost; with other settings the class is misspecified (Q* is not in it).
+    """
+    if spec.name == "combination-lock":
+        return combination_lock_value_class((spec.obs_shape[0] - 1) // 2, spec.num_actions)
+    if spec.name == "deepsea":
+        return deepsea_value_class(spec.obs_shape[0])
+    return None

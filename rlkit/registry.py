@@ -6,7 +6,7 @@ Imports are lazy so that `rlkit` itself never depends on a specific agent or env
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from rlkit.errors import unknown_name
 
@@ -18,13 +18,22 @@ def agent_names() -> dict[str, str]:
     return {name: description for name, (_, description) in AGENTS.items()}
 
 
-def agent_module(name: str) -> ModuleType:
-    """The module of agent `name` (with `Config` and `make_agent`), or a clear error."""
+def agent_module(name: str) -> ModuleType | SimpleNamespace:
+    """The module of agent `name` (with `Config` and `make_agent`), or a clear error.
+
+    An entry "module:ConfigName" names a variant that shares a module with another agent but has
+    its own config class (HyGLOW is GLOW's module with `HybridConfig`).
+    """
     from agents import AGENTS
 
     if name not in AGENTS:
         raise unknown_name("agent", name, list(AGENTS))
-    return importlib.import_module(AGENTS[name][0])
+    module_name, _, config_name = AGENTS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    if not config_name:
+        return module
+    return SimpleNamespace(Config=getattr(module, config_name), make_agent=module.make_agent,
+                           __name__=module.__name__, __doc__=module.__doc__)
 
 
 def env_entry(name: str):
@@ -53,3 +62,10 @@ def make_host_env(name: str, config, num_envs: int, seed: int):
     import envs
 
     return envs.make_host_env(name, config, num_envs, seed)
+
+
+def value_class_for(spec):
+    """The exact value class (GLOW's finite F) of a toy env, or None (`envs.toy`)."""
+    from envs.toy import value_class_for as lookup
+
+    return lookup(spec)

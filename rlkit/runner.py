@@ -138,8 +138,15 @@ def episodes_to_optimal(rows: list[dict[str, str]], num_seeds: int,
     policy was exactly optimal (None if it never was).
 
     Resolution is one chunk: the count is of the episodes finished by the end of that chunk.
-    "Optimal" allows float32 rounding of the exact evaluation: 1e-4 * max(1, |J*|).
+    "Optimal" allows float32 rounding of the exact evaluation: 1e-4 * max(1, |J*|). Drivers that
+    evaluate every iteration (`rlkit.loops.rounds`) log an `episodes_to_optimal` column with
+    one-iteration resolution, which is used instead.
     """
+    if rows and "episodes_to_optimal" in rows[0]:
+        last = {int(r["seed"]): float(r["episodes_to_optimal"]) for r in
+                sorted(rows, key=lambda r: int(r["chunk"]))}
+        return [None if math.isnan(last.get(seed, math.nan)) else int(last[seed])
+                for seed in range(num_seeds)]
     tolerance = 1e-4 * max(1.0, abs(optimal_return))
     result: list[int | None] = []
     for seed in range(num_seeds):

@@ -4,7 +4,7 @@
 
 Trains an agent on an environment, several seeds side by side, and writes a run directory
 (see `rlkit.runner`). Offline agents (bc, cql, iql) learn from `--dataset` alone and use the
-environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq) mix the
+environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow) mix the
 dataset into their online batches. With `--dataset`, `--env` and the env's parameters default to
 the dataset's own. `python -m rlkit.train --help` lists the agents and environments;
 `python -m rlkit.train AGENT --env ENV --help` lists every field of that agent and env.
@@ -256,7 +256,7 @@ def load_run_dataset(experiment: Experiment, spec, feed):
     if not feed.uses_dataset:
         require(run.dataset is None, "--dataset",
                 f"{experiment.agent} learns online only and ignores datasets; drop --dataset or "
-                "use an offline agent (bc, cql, iql) or a hybrid one (hyq)")
+                "use an offline agent (bc, cql, iql) or a hybrid one (hyq, hyglow)")
         return None
     require(run.dataset is not None, "--dataset",
             f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
@@ -325,7 +325,7 @@ def build(experiment: Experiment) -> Built:
     Raises:
         RlkitError: for impossible budgets and datasets that do not fit the agent or env.
     """
-    from rlkit.types import OfflineFeed
+    from rlkit.types import OfflineFeed, RoundFeed
 
     run = experiment.run
     module = registry.agent_module(experiment.agent)
@@ -364,6 +364,16 @@ def build(experiment: Experiment) -> Built:
         device_dataset = to_device(dataset)
     if offline:
         trainer = _offline_trainer(experiment, agent, dataset, spec, iterations_per_chunk)
+    elif isinstance(agent.feed, RoundFeed):
+        from rlkit.loops.rounds import make_rounds_trainer
+
+        require(entry.kind != "host", "--env",
+                f"{experiment.agent} runs in rounds on the device; {experiment.env} is a host "
+                "environment, use a JAX one (e.g. combination-lock, deepsea, gymnax:...)")
+        trainer = make_rounds_trainer(
+            agent, env, env.default_params, iterations_per_chunk,
+            num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
+            dataset=device_dataset)
     elif entry.kind == "host":
         trainer = make_host_trainer(
             agent, lambda num_envs, seed: registry.make_host_env(

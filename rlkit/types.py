@@ -260,7 +260,47 @@ class OfflineFeed:
         return True
 
 
-Feed = OnPolicyFeed | ReplayFeed | OfflineFeed
+@dataclass(frozen=True)
+class RoundFeed:
+    """The agent learns in rounds (GLOW, and H2O's reduction from hybrid to offline RL).
+
+    Each driver iteration is one round: fit on all the data so far (the offline dataset, if any,
+    plus every online transition), then roll the fitted agent's `act` out for `num_envs` envs x
+    `episode_length` steps (exactly `num_envs` episodes on fixed-horizon envs) and store them.
+    The fit is `updates_per_round` calls of `update`, each on a batch of `batch_size` rows drawn
+    from the union (`offline_fraction` of them from the dataset, or in proportion to the two
+    sources' sizes when it is None); with `batch_size=None` it is one call on all the data at
+    once (exact learners), padded to a fixed size with `extras["valid"]` marking real rows.
+    Every row carries `extras["first"]`, true at an episode's first step.
+
+    Attributes:
+        num_envs: episodes rolled out per round (environments stepped side by side).
+        episode_length: steps per env per round (the env's max_episode_steps).
+        updates_per_round: `update` calls per round (1 when `batch_size` is None).
+        batch_size: rows per update, or None for all the data.
+        buffer_episodes: online episodes kept (the oldest are overwritten beyond it).
+        offline_fraction: share of each batch from the dataset, or None (proportional).
+        uses_dataset: whether the agent needs an offline dataset.
+    """
+
+    num_envs: int
+    episode_length: int
+    updates_per_round: int
+    batch_size: int | None
+    buffer_episodes: int
+    offline_fraction: float | None = None
+    uses_dataset: bool = False
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.episode_length
+
+    @property
+    def buffer_size(self) -> int:
+        return self.buffer_episodes * self.episode_length
+
+
+Feed = OnPolicyFeed | ReplayFeed | OfflineFeed | RoundFeed
 
 
 class Agent(NamedTuple):
@@ -273,7 +313,7 @@ class Agent(NamedTuple):
         update: `(state, batch: Transition, key) -> (state, metrics dict of scalars)`.
         policy: `(state, obs [N, *obs_shape]) -> probs [N, A]`, the policy evaluated and reported
             (greedy for value-based agents, the learned distribution for policy-gradient agents).
-        feed: an `OnPolicyFeed`, `ReplayFeed` or `OfflineFeed`.
+        feed: an `OnPolicyFeed`, `ReplayFeed`, `OfflineFeed` or `RoundFeed`.
     """
 
     init: Callable[[PRNGKey], PyTree]

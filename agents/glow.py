@@ -1,0 +1,408 @@
+"""GLOW and HyGLOW: Amortila, Foster, Jiang, Sekhari and Xie 2024, "Harnessing Density Ratios for
+Online Reinforcement Learning" (ICLR 2024). Spec: ../shared/specs/glow_hyglow.md.
+
+The paper's objects:
+
+* a value class F of Q-functions f (Q* in F) and a weight class W of density ratios w(x, a) >= 0;
+* the TD residual delta_f = f(x, a) - r - max_a' f(x', a'), and the penalised weighted loss
+  L(f, w) = E_D[[w]_gamma delta_f - kappa [w]_gamma^2] with weights clipped at a level gamma_t
+  that grows with the round, scored by the adversary max_w L (`rlkit.density_ratio`);
+* GLOW (online): each round, the confidence set F_t = {f : max_w L(f, w) <= beta} on the data so
+  far, the optimistic f_t = argmax over F_t of f(x_1, pi_f(x_1)), then one episode of the greedy
+  pi_{f_t} added to the data;
+* HyGLOW (hybrid): H2O, the reduction of hybrid to offline RL: each round the offline minimax
+  learner f_t = argmin_f max_w L(f, w) on the offline data plus all online data so far (no
+  optimism), then episodes of pi_{f_t}. `rlkit.loops.rounds` is that loop; the same loop runs
+  any offline agent (`--h2o`).
+
+Both come in two versions (`version`):
+
+* "exact": F is a finite class and W all tables (x, a) -> [0, gamma] (or [-gamma, gamma]), whose
+  inner maximum has a closed form, so each round is solved exactly on all the data from
+  sufficient statistics (counts). F is the env's own class (`envs.toy.value_class_for`: the Q* of
+  every combination-lock code, or of every DeepSea action mapping, as product classes scored in
+  O(S K A)) or a file of Q-tables [M, S, A] enumerated with `vmap` (`value_class=PATH.npy`).
+  These are the versions the tests and the theory talk about. One episode per round.
+* "neural": a Q-network f_theta and a weight network w_phi trained by gradient descent-ascent on
+  batches of the data (our design; the paper has no deep-RL version). w_phi = softplus(g_phi)
+  (or g_phi with signed weights), clipped at gamma_t = gamma_0 sqrt(t) with t the round; phi
+  ascends L, theta descends it (targets from a target network, FQI style), and GLOW's theta also
+  ascends lambda * max_a f_theta(x_1, a) on the batch's episode-start rows (the optimism term).
+  HyGLOW's batches mix offline and online rows (`offline_fraction`, 0.5 as in Hy-Q).
+
+Choices where the paper is not explicit, and what this code does:
+
+* Weight sign (`signed_weights`): W >= 0 (the paper) for GLOW; HyGLOW defaults to signed weights,
+  because without optimism an under-estimating f is otherwise never refuted and data from the
+  optimal policy alone would identify nothing (see `rlkit.density_ratio`).
+* Radius: `beta` bounds the summed (not averaged) loss, i.e. the averaged loss is held below
+  beta / n after n episodes: the theory's log(|F||W|/delta) / t with the log folded into beta.
+  The default 0.25 refutes a deterministic over-estimate of 1 seen once (its loss is 1/2 with
+  kappa = 1/2); raise it for stochastic MDPs.
+* kappa = 1/2 (the spec's likely form; `kappa=0` gives the plain MABO discrepancy).
+* Truncation gamma_t = gamma_0 sqrt(t), t = episodes in the data (exact) or rounds (neural).
+* Optimism for product classes: every f in the lock's or DeepSea's class has the same start
+  value, so optimism cannot separate them and the rule reduces to a minimum-loss f per state,
+  drawn at random among ties (never by list order). Optimism matters for enumerated classes
+  whose members promise different values.
+* If no f satisfies the constraint (a misspecified F) the minimum-loss f is used.
+* Output policy: the last fitted f_t (not the uniform mixture of the analysis).
+* Neural rollouts are greedy (`epsilon` adds uniform actions), and the start state x_1 is
+  recognised from the driver's `first` flag on each row.
+
+Metrics: exact: `class_loss` (summed loss of f_t), `feasible`, `candidates_left`, `truncation`,
+`data_episodes`; neural: `q_loss`, `weight_loss` (the adversary's L), `weight_mean`,
+`weight_abs_max`, `truncation`, `td_abs_mean`, `q_mean`, `start_value`, `grad_norm`. The round
+driver adds `policy_return` and `episodes_to_optimal` on envs with an exact model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from rlkit import density_ratio as dr
+from rlkit.errors import RlkitError, require
+from rlkit.nets import make_torso
+from rlkit.optim import clipped_adam
+from rlkit.qlearning import QNetwork, check_network_fields, require_int_at_least
+from rlkit.types import Agent, Array, EnvSpec, Metrics, PRNGKey, PyTree, RoundFeed, Transition
+
+
+@dataclass(frozen=True)
+class Config:
+    """GLOW's hyper-parameters (HyGLOW's differ in defaults only: `HybridConfig`)."""
+
+    version: str = "exact"
+    """"exact" (finite F, tabular W, solved exactly each round) or "neural" (networks, GDA)."""
+    value_class: str = "auto"
+    """Exact F: "auto" (the env's class: combination-lock, deepsea) or a .npy of Q-tables
+    [M, S, A] over the env's states."""
+    beta: float = 0.25
+    """Confidence radius on the summed weighted loss (GLOW's constraint)."""
+    kappa: float = 0.5
+    """Quadratic weight penalty in L(f, w) = E[w delta - kappa w^2]; 0: MABO's discrepancy."""
+    gamma_0: float = 1.0
+    """Truncation constant: weights are clipped at gamma_0 * sqrt(t)."""
+    signed_weights: bool = False
+    """Let the adversary use negative weights too (W closed under negation)."""
+    optimism: bool = True
+    """GLOW's optimism (False: HyGLOW's minimum-loss offline learner)."""
+    hybrid: bool = False
+    """Learn from an offline dataset as well (HyGLOW; needs --dataset)."""
+    episodes_per_round: int = 1
+    """Episodes rolled out per round (1 in the theory)."""
+    buffer_episodes: int = 5_000
+    """Online episodes kept; runs longer than this forget the oldest."""
+    total_steps: int = 20_000
+    """Default env steps of a run (--total-steps overrides)."""
+    # Neural version.
+    learning_rate: float = 3e-4
+    """Neural: Adam step size of the Q-network (slower than the weights: two time scales)."""
+    weight_learning_rate: float = 3e-3
+    """Neural: Adam step size of the weight network."""
+    weight_steps: int = 5
+    """Neural: ascent steps of the weight network per Q-network step."""
+    updates_per_round: int = 32
+    """Neural: descent-ascent updates per round."""
+    batch_size: int = 128
+    """Neural: rows per update."""
+    optimism_coef: float = 1.0
+    """Neural GLOW: lambda, the weight of max_a f(x_1, a) in the Q-network's objective."""
+    discount: float = 1.0
+    """Neural: discount of the residual's bootstrap (1: the episodic return)."""
+    target_update_every: int = 100
+    """Neural: Q updates between hard target-network copies."""
+    offline_fraction: float | None = None
+    """Neural HyGLOW: share of each batch from the dataset (None: in proportion to sizes)."""
+    epsilon: float = 0.0
+    """Neural: probability of a uniform action in rollouts (0: greedy, the paper's rule)."""
+    max_grad_norm: float | None = 10.0
+    """Neural: clip gradients to this global norm; None disables clipping."""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """Neural: MLP widths (both networks)."""
+    activation: str = "relu"
+    """Neural: MLP activation, "relu" or "tanh"."""
+    cnn: str = "nature"
+    """Neural: torso for image observations, "nature" or "impala"."""
+
+    def __post_init__(self):
+        require(self.version in ("exact", "neural"), "version",
+                f"must be 'exact' or 'neural', got {self.version!r}.")
+        require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}.")
+        require(self.kappa >= 0, "kappa", f"must be >= 0, got {self.kappa}.")
+        require(self.gamma_0 > 0, "gamma_0", f"must be > 0, got {self.gamma_0}.")
+        for name in ("episodes_per_round", "buffer_episodes", "total_steps", "weight_steps",
+                     "updates_per_round", "batch_size", "target_update_every"):
+            require_int_at_least(getattr(self, name), name, 1)
+        for name in ("learning_rate", "weight_learning_rate"):
+            value = getattr(self, name)
+            require(value > 0, name, f"must be > 0, got {value}; try 1e-3.")
+        require(self.optimism_coef >= 0, "optimism_coef",
+                f"must be >= 0, got {self.optimism_coef}.")
+        require(0.0 <= self.discount <= 1.0, "discount", f"must be in [0, 1], got {self.discount}.")
+        require(self.offline_fraction is None or 0.0 <= self.offline_fraction <= 1.0,
+                "offline_fraction", f"must be in [0, 1] or None, got {self.offline_fraction}.")
+        require(0.0 <= self.epsilon <= 1.0, "epsilon", f"must be in [0, 1], got {self.epsilon}.")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
+                f"must be > 0 or None, got {self.max_grad_norm}.")
+        check_network_fields(self)
+
+
+@dataclass(frozen=True)
+class HybridConfig(Config):
+    """HyGLOW: H2O with the minimax learner; no optimism, signed weights, offline data."""
+
+    signed_weights: bool = True
+    """Let the adversary use negative weights too (W closed under negation)."""
+    optimism: bool = False
+    """GLOW's optimism (False: HyGLOW's minimum-loss offline learner)."""
+    hybrid: bool = True
+    """Learn from an offline dataset as well (HyGLOW; needs --dataset)."""
+    offline_fraction: float | None = 0.5
+    """Neural HyGLOW: share of each batch from the dataset (None: in proportion to sizes)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Exact version
+# --------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class ExactState:
+    """The exact learner's state: the current f_t and the key of its tie-breaking.
+
+    Attributes:
+        q_table: [S, A] the Q-table chosen in the last round.
+        key: PRNG key for tie-breaking (split every round).
+    """
+
+    q_table: Array
+    key: Array
+
+
+def load_value_class(config: Config, spec: EnvSpec) -> dr.ProductValueClass | Array:
+    """The exact version's F: the env's product class, or the enumerated tables of a file."""
+    if config.value_class == "auto":
+        from rlkit.registry import value_class_for
+
+        value_class = value_class_for(spec)
+        require(value_class is not None, "value_class",
+                f"env {spec.name!r} has no built-in value class (combination-lock and deepsea "
+                "do); pass a .npy of Q-tables [M, S, A] or use --agent.version neural.")
+        dr.check_product_class(value_class)
+        return value_class
+    path = Path(config.value_class)
+    require(path.is_file() and path.suffix == ".npy", "value_class",
+            f"{path} is not a .npy file; pass 'auto' or a .npy of Q-tables [M, S, A].")
+    try:
+        tables = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise RlkitError(f"value_class: {path} is not a readable .npy file ({error}).") from None
+    require(tables.ndim == 3 and tables.shape[2] == spec.num_actions
+            and np.issubdtype(tables.dtype, np.floating) and np.isfinite(tables).all(),
+            "value_class", f"{path} holds {tables.dtype} {tables.shape}; expected finite floats "
+            f"[M, S, {spec.num_actions}] (M Q-tables over the env's S states).")
+    return jnp.asarray(tables, jnp.float32)
+
+
+def make_exact_agent(config: Config, spec: EnvSpec) -> Agent:
+    """The exact GLOW / HyGLOW learner on a tabular env with one-hot observations."""
+    value_class = load_value_class(config, spec)
+    product = isinstance(value_class, dr.ProductValueClass)
+    num_states = value_class.rows.shape[0] if product else value_class.shape[1]
+    obs_size = int(np.prod(spec.obs_shape))
+    require(obs_size <= num_states, "value_class",
+            f"covers {num_states} states but the env's one-hot observations have {obs_size} "
+            "entries; the class must be over the env's states.")
+    obs_ndim = len(spec.obs_shape)
+
+    def select(stats: dr.TabularStatistics, key: PRNGKey, gamma: Array) -> dr.Selection:
+        kwargs = dict(beta=config.beta, kappa=config.kappa, gamma=gamma,
+                      signed=config.signed_weights)
+        if product:
+            return dr.select_product(value_class, stats, key, **kwargs)
+        return dr.select_enumerated(value_class, stats, key, optimistic=config.optimism, **kwargs)
+
+    def init(key: PRNGKey) -> ExactState:
+        return ExactState(q_table=jnp.zeros((num_states, spec.num_actions)), key=key)
+
+    def update(state: ExactState, data: Transition, key: PRNGKey) -> tuple[ExactState, Metrics]:
+        """Re-solve the round's problem on all of `data` (rows masked by extras["valid"])."""
+        del key  # tie-breaking uses the state's own key, so it does not depend on the driver's
+        select_key, next_key = jax.random.split(state.key)
+        stats = dr.tabular_statistics(data, num_states, spec.num_actions, obs_ndim)
+        gamma = dr.truncation_level(config.gamma_0, stats.num_episodes)
+        chosen = select(stats, select_key, gamma)
+        metrics = {"class_loss": chosen.loss, "feasible": chosen.feasible,
+                   "candidates_left": chosen.candidates_left, "truncation": gamma,
+                   "data_episodes": stats.num_episodes}
+        return (ExactState(q_table=chosen.q_table, key=next_key),
+                {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
+
+    def greedy(state: ExactState, obs: Array) -> Array:
+        return jnp.argmax(state.q_table[dr.observation_index(obs, obs_ndim)], axis=-1)
+
+    def act(state: ExactState, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
+        del key
+        return greedy(state, obs).astype(jnp.int32), {}
+
+    def policy(state: ExactState, obs: Array) -> Array:
+        return jax.nn.one_hot(greedy(state, obs), spec.num_actions, dtype=jnp.float32)
+
+    feed = RoundFeed(num_envs=config.episodes_per_round, episode_length=spec.max_episode_steps,
+                     updates_per_round=1, batch_size=None, buffer_episodes=config.buffer_episodes,
+                     uses_dataset=config.hybrid)
+    return Agent(init=init, act=act, update=update, policy=policy, feed=feed)
+
+
+# --------------------------------------------------------------------------------------------
+# Neural version
+# --------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class NeuralState:
+    """The neural learner's state.
+
+    Attributes:
+        q_params: Q-network parameters.
+        target_params: target Q-network parameters (a copy).
+        weight_params: weight-network parameters.
+        q_opt_state: optax state of the Q-network.
+        weight_opt_state: optax state of the weight network.
+        update_step: int32 scalar, Q updates done.
+    """
+
+    q_params: PyTree
+    target_params: PyTree
+    weight_params: PyTree
+    q_opt_state: optax.OptState
+    weight_opt_state: optax.OptState
+    update_step: Array
+
+
+def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
+    """Neural GLOW / HyGLOW: Q- and weight networks trained by gradient descent-ascent."""
+    num_actions = spec.num_actions
+    torso = lambda: make_torso(spec, config.cnn, config.hidden_sizes, config.activation)  # noqa: E731
+    q_network = QNetwork(torso(), num_actions)
+    weight_network = QNetwork(torso(), num_actions)  # same shape: one output per action
+    q_optimizer = clipped_adam(config.learning_rate, config.max_grad_norm)
+    weight_optimizer = clipped_adam(config.weight_learning_rate, config.max_grad_norm)
+
+    def init(key: PRNGKey) -> NeuralState:
+        q_key, w_key = jax.random.split(key)
+        dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+        q_params = q_network.init(q_key, dummy)
+        weight_params = weight_network.init(w_key, dummy)
+        return NeuralState(q_params=q_params, target_params=jax.tree.map(jnp.copy, q_params),
+                           weight_params=weight_params, q_opt_state=q_optimizer.init(q_params),
+                           weight_opt_state=weight_optimizer.init(weight_params),
+                           update_step=jnp.zeros((), jnp.int32))
+
+    def weights(weight_params: PyTree, obs: Array, action: Array, gamma: Array) -> Array:
+        raw = jnp.take_along_axis(weight_network.apply(weight_params, obs),
+                                  action[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        if not config.signed_weights:
+            raw = jax.nn.softplus(raw)
+        return dr.clip_weights(raw, gamma)
+
+    def residuals(q_params: PyTree, target_params: PyTree, batch: Transition) -> tuple[Array, Array]:
+        q = q_network.apply(q_params, batch.obs)
+        q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        next_value = q_network.apply(target_params, batch.next_obs).max(axis=-1)
+        delta = dr.td_residual(q_taken, batch.reward, config.discount * next_value,
+                               batch.terminated)
+        return delta, q
+
+    def update(state: NeuralState, batch: Transition, key: PRNGKey) -> tuple[NeuralState, Metrics]:
+        del key
+        rounds = state.update_step // config.updates_per_round + 1
+        gamma = dr.truncation_level(config.gamma_0, rounds)
+        delta, _ = residuals(state.q_params, state.target_params, batch)
+        delta = jax.lax.stop_gradient(delta)
+
+        def weight_loss(weight_params):  # the adversary ascends L: descend -L
+            w = weights(weight_params, batch.obs, batch.action, gamma)
+            return -dr.weighted_loss(w, delta, config.kappa)
+
+        def weight_step(carry, _):
+            weight_params, opt_state = carry
+            grads = jax.grad(weight_loss)(weight_params)
+            updates, opt_state = weight_optimizer.update(grads, opt_state, weight_params)
+            return (optax.apply_updates(weight_params, updates), opt_state), None
+
+        (weight_params, weight_opt_state), _ = jax.lax.scan(
+            weight_step, (state.weight_params, state.weight_opt_state), None,
+            length=config.weight_steps)
+        w = jax.lax.stop_gradient(weights(weight_params, batch.obs, batch.action, gamma))
+        first = batch.extras["first"].astype(jnp.float32)
+
+        def q_loss(q_params):
+            delta, q = residuals(q_params, state.target_params, batch)
+            loss = dr.weighted_loss(w, delta, config.kappa)
+            start_value = (q.max(axis=-1) * first).sum() / jnp.maximum(first.sum(), 1.0)
+            if config.optimism:
+                loss = loss - config.optimism_coef * start_value
+            return loss, (delta, q, start_value)
+
+        (loss, (delta, q, start_value)), grads = jax.value_and_grad(q_loss, has_aux=True)(
+            state.q_params)
+        updates, q_opt_state = q_optimizer.update(grads, state.q_opt_state, state.q_params)
+        q_params = optax.apply_updates(state.q_params, updates)
+        update_step = state.update_step + 1
+        target_params = optax.periodic_update(q_params, state.target_params, update_step,
+                                              config.target_update_every)
+        state = NeuralState(q_params=q_params, target_params=target_params,
+                            weight_params=weight_params, q_opt_state=q_opt_state,
+                            weight_opt_state=weight_opt_state, update_step=update_step)
+        metrics = {"q_loss": loss, "weight_loss": -weight_loss(weight_params),
+                   "weight_mean": w.mean(), "weight_abs_max": jnp.abs(w).max(),
+                   "truncation": gamma, "td_abs_mean": jnp.abs(delta).mean(),
+                   "q_mean": q.mean(), "start_value": start_value,
+                   "grad_norm": optax.tree.norm(grads)}
+        return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+    def greedy(state: NeuralState, obs: Array) -> Array:
+        return jnp.argmax(q_network.apply(state.q_params, obs), axis=-1)
+
+    def act(state: NeuralState, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
+        action = greedy(state, obs)
+        explore_u, action_u = jax.random.uniform(key, (2, *action.shape))
+        random = jnp.minimum(jnp.floor(action_u * num_actions), num_actions - 1)
+        return jnp.where(explore_u < config.epsilon, random, action).astype(jnp.int32), {}
+
+    def policy(state: NeuralState, obs: Array) -> Array:
+        return jax.nn.one_hot(greedy(state, obs), num_actions, dtype=jnp.float32)
+
+    feed = RoundFeed(num_envs=config.episodes_per_round, episode_length=spec.max_episode_steps,
+                     updates_per_round=config.updates_per_round, batch_size=config.batch_size,
+                     buffer_episodes=config.buffer_episodes,
+                     offline_fraction=config.offline_fraction, uses_dataset=config.hybrid)
+    return Agent(init=init, act=act, update=update, policy=policy, feed=feed)
+
+
+def make_agent(config: Config, spec: EnvSpec) -> Agent:
+    """Build GLOW (or HyGLOW, for a `HybridConfig` or `hybrid=True`) for an environment.
+
+    Args:
+        config: the hyper-parameters.
+        spec: the environment's spec (exact version: a tabular env with one-hot observations).
+
+    Returns:
+        The `Agent`, fed by a `RoundFeed` (run it with `rlkit.loops.rounds`).
+    """
+    if config.version == "exact":
+        return make_exact_agent(config, spec)
+    return make_neural_agent(config, spec)
+
+
+__all__ = ["Config", "ExactState", "HybridConfig", "NeuralState", "load_value_class",
+           "make_agent", "make_exact_agent", "make_neural_agent"]

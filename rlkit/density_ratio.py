@@ -1,0 +1,343 @@
+"""Weighted Bellman residuals with clipped density ratios: the objects GLOW and HyGLOW share.
+
+Amortila, Foster, Jiang, Sekhari and Xie, "Harnessing Density Ratios for Online Reinforcement
+Learning" (ICLR 2024), ../shared/specs/glow_hyglow.md. A value function f is tested against a
+class W of weight (density-ratio) functions w(x, a): because w depends on (x, a) only, the
+empirical mean of w(x, a) * delta_f(x, a, r, x'), with the TD residual
+
+    delta_f(x, a, r, x') = f(x, a) - r - max_a' f(x', a')        (f after the end is 0)
+
+is an unbiased estimate of E_mu[w * (f - T f)], with no double-sampling bias. Weights are
+truncated, [w]_gamma = min(w, gamma), at a level that grows with the round (gamma_0 * sqrt(t)),
+and the adversary maximises the penalised discrepancy
+
+    L(f, w) = E_D[ [w]_gamma(x, a) * delta_f - kappa * [w]_gamma(x, a)^2 ].
+
+This module holds the pieces both the exact (tabular, finite-class) and the neural versions use:
+
+* the residual, the clipping and the loss (`td_residual`, `clip_weights`, `weighted_loss`);
+* the exact adversary over tabular weights, `W = all tables (x, a) -> [0, gamma]` (or
+  `[-gamma, gamma]`, see below). The maximum separates by (x, a): with S(x, a) the sum of
+  residuals of the samples at (x, a) and N(x, a) their count,
+  max_w sum_D (...) = sum_(x,a) max_u (u S - kappa u^2 N), maximised at
+  u* = clip(S / (2 kappa N), low, gamma) (kappa > 0) or u* = gamma * sign(S) (kappa = 0)
+  (`tabular_adversary`). S is linear in f, so the data enter only through counts, reward sums and
+  next-state counts (`TabularStatistics`): any number of candidate f are scored against the same
+  statistics with `vmap`;
+* finite value classes: an enumerated class of Q-tables [M, S, A] (any small F, the brute-force
+  oracle) and a product class ([S, K, A] candidate rows chosen state by state, the structure of
+  the Q* of every combination-lock code or DeepSea action mapping), and the exact selection rules
+  of GLOW (optimism over a confidence set) and of HyGLOW's offline learner (minimum loss).
+
+Choices where the paper leaves room (each behind a config field of `agents.glow`):
+
+* `signed_weights`: the paper's W is nonnegative [R], which detects over-estimation f > T f only
+  (what optimism needs: J* - J(pi_f) <= sum_h E_{d^pi_f}[f - T f]). HyGLOW has no optimism, and
+  its offline analysis also needs the under-estimation T f - f under pi*'s occupancy to be small;
+  with W >= 0 an under-estimating f is never refuted, so data from pi* alone could not identify
+  anything. `signed_weights=True` lets the adversary use w in [-gamma, gamma] (W closed under
+  negation); HyGLOW uses it by default, GLOW does not.
+* Normalisation and radius: the sums run over every sample of the data and the confidence set is
+  {f : sum_(x,a) max_u (...) <= beta}, i.e. the averaged loss <= beta / n for n episodes: the
+  theory's log(|F||W|/delta) / t shape with the logarithm folded into beta. On layered MDPs one
+  episode gives one sample per layer, so dividing by n equals the paper's per-layer average.
+* The truncation level is gamma_t = gamma_0 * sqrt(t) with t the number of episodes in the data
+  (at least 1), the spec's form; the constant and exponent are [R] in the paper.
+* Ties: many f can be equally good (every lock code has value 1 at the start, so optimism does not
+  separate them). The selection draws uniformly among the best with the caller's key, so a run's
+  cost never depends on the order in which candidates happen to be listed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from rlkit.errors import RlkitError
+from rlkit.types import Array, PRNGKey, Transition
+
+TIE_TOLERANCE = 1e-6
+"""Losses or objectives within this of the best count as ties."""
+
+
+# --------------------------------------------------------------------------------------------
+# Residuals, clipping and the penalised loss
+# --------------------------------------------------------------------------------------------
+
+
+def td_residual(q_taken: Array, reward: Array, next_value: Array, terminated: Array) -> Array:
+    """delta = f(x, a) - r - max_a' f(x', a'), with no bootstrap after a terminal state.
+
+    Truncated transitions bootstrap (the episode was cut, the state was not terminal).
+    """
+    return q_taken - reward - jnp.where(terminated, 0.0, next_value)
+
+
+def clip_weights(weights: Array, gamma: Array | float) -> Array:
+    """[w]_gamma = min(w, gamma): truncation from above (signed weights: to [-gamma, gamma])."""
+    return jnp.clip(weights, -gamma, gamma)
+
+
+def truncation_level(gamma_0: float, num_episodes: Array) -> Array:
+    """gamma_t = gamma_0 * sqrt(t), t = max(episodes in the data, 1)."""
+    return gamma_0 * jnp.sqrt(jnp.maximum(jnp.asarray(num_episodes, jnp.float32), 1.0))
+
+
+def weighted_loss(weights: Array, residuals: Array, kappa: float,
+                  sample_weights: Array | None = None) -> Array:
+    """The mean of `w * delta - kappa * w^2` over the batch (weights already clipped).
+
+    `sample_weights` (e.g. a validity mask) reweights rows; the mean is over their total.
+    """
+    terms = weights * residuals - kappa * jnp.square(weights)
+    if sample_weights is None:
+        return terms.mean()
+    return (terms * sample_weights).sum() / jnp.maximum(sample_weights.sum(), 1e-12)
+
+
+def tabular_adversary(residual_sum: Array, count: Array, kappa: float, gamma: Array | float,
+                      signed: bool = False) -> tuple[Array, Array]:
+    """The best tabular weight per (x, a) and the value it reaches, in closed form.
+
+    Maximises u * S - kappa * u^2 * N over u in [0, gamma] (or [-gamma, gamma] when `signed`),
+    elementwise.
+
+    Args:
+        residual_sum: S, the sum of TD residuals of the samples at each (x, a).
+        count: N, the number of those samples (same shape).
+        kappa: the quadratic penalty, >= 0.
+        gamma: the truncation level, > 0.
+        signed: allow negative weights.
+
+    Returns:
+        (value, u_star), both shaped like `residual_sum`. Cells without samples get u* = 0.
+    """
+    low = -gamma if signed else 0.0
+    if kappa > 0:
+        u = jnp.clip(residual_sum / (2.0 * kappa * jnp.maximum(count, 1e-12)), low, gamma)
+    else:
+        u = jnp.where(residual_sum > 0, gamma, jnp.where(residual_sum < 0, low, 0.0))
+    u = jnp.where(count > 0, u, 0.0)
+    return u * residual_sum - kappa * jnp.square(u) * count, u
+
+
+# --------------------------------------------------------------------------------------------
+# Tabular statistics of a dataset
+# --------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class TabularStatistics:
+    """What the weighted residual of any Q-table needs from a tabular dataset.
+
+    Attributes:
+        counts: [S, A] samples at (x, a).
+        reward_sums: [S, A] their summed rewards.
+        next_counts: [S, A, S + 1] next-state counts; column S counts terminated transitions
+            (their continuation value is 0).
+        starts: [S] episode starts seen in each state (the empirical start distribution, unnormalised).
+    """
+
+    counts: Array
+    reward_sums: Array
+    next_counts: Array
+    starts: Array
+
+    @property
+    def num_episodes(self) -> Array:
+        return self.starts.sum()
+
+
+def observation_index(obs: Array, obs_ndim: int) -> Array:
+    """State indices of a batch of one-hot observations [N, *obs_shape] -> [N] int32.
+
+    Tabular envs emit the one-hot of the state (flattened for DeepSea's grid), so the argmax over
+    the last `obs_ndim` axes is the state index. An all-zero observation (DeepSea after the end)
+    maps to 0; it only ever appears after termination, where nothing bootstraps from it.
+    """
+    flat = obs.reshape(*obs.shape[: obs.ndim - obs_ndim], -1)
+    return jnp.argmax(flat, axis=-1).astype(jnp.int32)
+
+
+def tabular_statistics(data: Transition, num_states: int, num_actions: int,
+                       obs_ndim: int) -> TabularStatistics:
+    """Counts of transitions [M, ...] with one-hot observations of `obs_ndim` axes.
+
+    `data.extras["first"]` marks episode starts; `data.extras["valid"]` (optional, 0/1) masks
+    rows out (an unfilled buffer).
+    """
+    state = observation_index(data.obs, obs_ndim)
+    next_state = jnp.where(data.terminated, num_states,
+                           observation_index(data.next_obs, obs_ndim))
+    valid = data.extras.get("valid", jnp.ones(state.shape, jnp.float32)).astype(jnp.float32)
+    action = data.action.astype(jnp.int32)
+    counts = jnp.zeros((num_states, num_actions)).at[state, action].add(valid)
+    reward_sums = jnp.zeros((num_states, num_actions)).at[state, action].add(valid * data.reward)
+    next_counts = jnp.zeros((num_states, num_actions, num_states + 1)).at[
+        state, action, next_state].add(valid)
+    first = data.extras["first"].astype(jnp.float32)
+    starts = jnp.zeros((num_states,)).at[state].add(valid * first)
+    return TabularStatistics(counts=counts, reward_sums=reward_sums, next_counts=next_counts,
+                             starts=starts)
+
+
+def residual_sums(q_table: Array, stats: TabularStatistics, next_values: Array | None = None
+                  ) -> Array:
+    """S_f(x, a) = sum over samples at (x, a) of delta_f, for a Q-table [S, A] -> [S, A].
+
+    `next_values` [S] overrides max_a f(x', a) (a product class's shared values).
+    """
+    values = q_table.max(axis=-1) if next_values is None else next_values
+    values = jnp.concatenate([values, jnp.zeros((1,), values.dtype)])  # column S: ended
+    return stats.counts * q_table - stats.reward_sums - stats.next_counts @ values
+
+
+def max_weighted_loss(q_table: Array, stats: TabularStatistics, kappa: float,
+                      gamma: Array | float, signed: bool = False) -> Array:
+    """max over tabular w of the summed penalised loss, sum_(x,a) max_u (u S - kappa u^2 N)."""
+    value, _ = tabular_adversary(residual_sums(q_table, stats), stats.counts, kappa, gamma, signed)
+    return value.sum()
+
+
+# --------------------------------------------------------------------------------------------
+# Finite value classes and the exact selection rules
+# --------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class ProductValueClass:
+    """F = the product over states of a few candidate rows: f(x, .) = rows[x, k_x] for any choice
+    of k_x in each state x (valid[x, k]).
+
+    Every candidate row of a state has the same maximum (the state's value), so the residual at
+    (x, a) depends on x's own choice only and the exact algorithms run in O(S K A) per round
+    instead of enumerating K^S tables. The Q* of every combination-lock code has this form (the
+    optimal continuation always earns 1), and so has the Q* of every DeepSea action mapping.
+
+    Attributes:
+        rows: [S, K, A] candidate rows.
+        valid: [S, K] bool, which candidates exist (states may have fewer than K).
+    """
+
+    rows: Array
+    valid: Array
+
+    @property
+    def values(self) -> Array:
+        """[S] the value shared by every candidate of a state."""
+        return self.rows[:, 0].max(axis=-1)
+
+    def enumerate(self) -> Array:
+        """All tables [M, S, A] of the product (a test oracle; M grows exponentially)."""
+        valid = np.asarray(self.valid)
+        choices = [np.flatnonzero(v) for v in valid]
+        grids = np.meshgrid(*choices, indexing="ij")
+        picks = np.stack([g.reshape(-1) for g in grids], axis=1)  # [M, S]
+        rows = np.asarray(self.rows)
+        return jnp.asarray(rows[np.arange(rows.shape[0])[None, :], picks])
+
+
+def check_product_class(value_class: ProductValueClass) -> None:
+    """Raise `RlkitError` unless the candidates of each state share their maximum."""
+    rows, valid = np.asarray(value_class.rows), np.asarray(value_class.valid)
+    if rows.ndim != 3 or valid.shape != rows.shape[:2]:
+        raise RlkitError(f"value class: rows must be [S, K, A] and valid [S, K], got "
+                         f"{rows.shape} and {valid.shape}")
+    if not valid.any(axis=1).all():
+        raise RlkitError("value class: every state needs at least one valid candidate row")
+    maxima = np.where(valid, rows.max(axis=-1), np.nan)
+    spread = np.nanmax(maxima, axis=1) - np.nanmin(maxima, axis=1)
+    if (spread > 1e-6).any():
+        bad = int(np.argmax(spread))
+        raise RlkitError(f"value class: the candidates of state {bad} have different values "
+                         f"(spread {spread[bad]:.3g}); a product class needs one value per state "
+                         "(use an enumerated class [M, S, A] instead)")
+
+
+class Selection(NamedTuple):
+    """The Q-table an exact rule picked, with diagnostics (float32 scalars).
+
+    Attributes:
+        q_table: [S, A] the chosen f.
+        loss: its summed max-weighted loss on the data.
+        feasible: 1 if it lies in the confidence set (loss <= beta), else 0.
+        candidates_left: how many candidates are still unrefuted (enumerated: inside the
+            confidence set; product: summed over states, those whose own loss is minimal).
+    """
+
+    q_table: Array
+    loss: Array
+    feasible: Array
+    candidates_left: Array
+
+
+def _random_best(key: PRNGKey, is_best: Array, axis: int = -1) -> Array:
+    """Uniform index among the True entries of `is_best` along `axis`."""
+    return jax.random.categorical(key, jnp.where(is_best, 0.0, -jnp.inf), axis=axis)
+
+
+def start_distribution(stats: TabularStatistics) -> Array:
+    """[S] the empirical start distribution; uniform over states before any episode."""
+    total = stats.starts.sum()
+    uniform = jnp.full_like(stats.starts, 1.0 / stats.starts.shape[0])
+    return jnp.where(total > 0, stats.starts / jnp.maximum(total, 1e-12), uniform)
+
+
+def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, optimistic: bool,
+                      beta: float, kappa: float, gamma: Array | float,
+                      signed: bool = False) -> Selection:
+    """GLOW's or HyGLOW's choice from an enumerated finite class F = tables [M, S, A].
+
+    Optimistic (GLOW): among f with loss <= beta, the one with the highest start value
+    E_{x1 ~ d1} max_a f(x1, a); if none is feasible (F misspecified), the minimum-loss f.
+    Not optimistic (HyGLOW's offline learner): the minimum-loss f. Ties are broken at random.
+    """
+    losses = jax.vmap(lambda q: max_weighted_loss(q, stats, kappa, gamma, signed))(tables)
+    feasible = losses <= beta
+    least = losses <= losses.min() + TIE_TOLERANCE
+    if optimistic:
+        objective = tables.max(axis=-1) @ start_distribution(stats)  # [M]
+        best_value = jnp.where(feasible, objective, -jnp.inf).max()
+        is_best = jnp.where(feasible.any(),
+                            feasible & (objective >= best_value - TIE_TOLERANCE), least)
+    else:
+        is_best = least
+    index = _random_best(key, is_best)
+    return Selection(q_table=tables[index], loss=losses[index],
+                     feasible=feasible[index].astype(jnp.float32),
+                     candidates_left=feasible.sum().astype(jnp.float32))
+
+
+def select_product(value_class: ProductValueClass, stats: TabularStatistics, key: PRNGKey, *,
+                   beta: float, kappa: float, gamma: Array | float,
+                   signed: bool = False) -> Selection:
+    """GLOW's and HyGLOW's choice from a product class, exactly, in O(S K A).
+
+    Every f in a product class has the same start value (the states' values are shared), so
+    optimism cannot prefer one f over another and both rules pick a minimum-loss f. The loss is a
+    sum of per-state terms, so that f takes a minimum-loss candidate in every state (at random
+    among ties); it is feasible whenever the confidence set is non-empty, and then it is also an
+    optimistic choice.
+    """
+    values = value_class.values
+    per_row = jax.vmap(lambda rows: residual_sums(rows, stats, values), in_axes=1,
+                       out_axes=1)(value_class.rows)  # [S, K, A]
+    value, _ = tabular_adversary(per_row, stats.counts[:, None, :], kappa, gamma, signed)
+    state_losses = jnp.where(value_class.valid, value.sum(axis=-1), jnp.inf)  # [S, K]
+    minimum = state_losses.min(axis=1, keepdims=True)
+    is_best = state_losses <= minimum + TIE_TOLERANCE
+    choice = _random_best(key, is_best, axis=1)  # [S]
+    q_table = jnp.take_along_axis(value_class.rows, choice[:, None, None], axis=1)[:, 0]
+    loss = minimum.sum()
+    return Selection(q_table=q_table, loss=loss, feasible=(loss <= beta).astype(jnp.float32),
+                     candidates_left=is_best.sum().astype(jnp.float32))
+
+
+__all__ = ["ProductValueClass", "Selection", "TabularStatistics", "check_product_class",
+           "clip_weights", "max_weighted_loss", "observation_index", "residual_sums",
+           "select_enumerated", "select_product", "start_distribution", "tabular_adversary",
+           "tabular_statistics", "td_residual", "truncation_level", "weighted_loss"]
