@@ -159,7 +159,8 @@ def observation_index(obs: Array, obs_ndim: int) -> Array:
     the last `obs_ndim` axes is the state index. An all-zero observation (DeepSea after the end)
     maps to 0; it only ever appears after termination, where nothing bootstraps from it.
     """
-    flat = obs.reshape(*obs.shape[: obs.ndim - obs_ndim], -1)
+    lead = obs.shape[: obs.ndim - obs_ndim]
+    flat = obs.reshape(*lead, int(np.prod(obs.shape[obs.ndim - obs_ndim:])))
     return jnp.argmax(flat, axis=-1).astype(jnp.int32)
 
 

@@ -61,6 +61,13 @@ class RunOptions:
     stream_dataset: bool = False
     """Offline agents: keep the dataset memory-mapped on disk and stream batches to the device
     (for image datasets larger than device memory) instead of loading it whole."""
+    h2o: bool = False
+    """Offline agents (bc, cql, iql): run inside H2O's reduction to hybrid RL, alternating
+    updates on dataset + online data with rollouts of the policy (--total-steps counts env steps)."""
+    h2o_episodes_per_round: int = 4
+    """With --h2o: episodes rolled out per round."""
+    h2o_updates_per_round: int = 100
+    """With --h2o: the offline agent's updates per round."""
 
     def __post_init__(self):
         require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
@@ -340,6 +347,11 @@ def build(experiment: Experiment) -> Built:
         env = registry.make_env(experiment.env, experiment.env_config)
         spec = env.spec
     agent = module.make_agent(experiment.agent_config, spec)
+    if run.h2o:
+        from rlkit.h2o import make_h2o_agent
+
+        agent = make_h2o_agent(agent, spec, episodes_per_round=run.h2o_episodes_per_round,
+                               updates_per_round=run.h2o_updates_per_round)
     dataset = load_run_dataset(experiment, spec, agent.feed)
     offline = isinstance(agent.feed, OfflineFeed)
     # Offline agents take no env steps: their iterations are updates.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rlkit import registry
-from rlkit.types import EnvSpec, OfflineFeed, OnPolicyFeed, ReplayFeed, Transition
+from rlkit.types import EnvSpec, OfflineFeed, OnPolicyFeed, ReplayFeed, RoundFeed, Transition
 
 SPECS = {
     "vector": EnvSpec("vector", (4,), "float32", 3, 50),
@@ -20,7 +20,9 @@ def _small_config(name):
     module = registry.agent_module(name)
     config = module.Config()
     fields = {f.name for f in dataclasses.fields(config)}
-    if "rollout_length" in fields:
+    if "version" in fields:  # GLOW / HyGLOW: the neural version runs on any spec
+        overrides = dict(version="neural", batch_size=8, hidden_sizes=(16,))
+    elif "rollout_length" in fields:
         overrides = dict(num_envs=2, rollout_length=8, num_minibatches=2, total_steps=64)
     elif "buffer_size" in fields:
         overrides = dict(num_envs=2, batch_size=8, learning_starts=8, buffer_size=64)
@@ -40,6 +42,8 @@ def _batch(agent, spec, key):
     flat_obs = obs.reshape((-1, *spec.obs_shape))
     _, extras = agent.act(state, flat_obs, action_key)
     extras = jax.tree.map(lambda x: x.reshape(lead), extras)
+    if isinstance(feed, RoundFeed):  # the round driver marks episode starts
+        extras = dict(extras, first=jnp.zeros(lead, bool).at[0].set(True))
     return Transition(
         obs=obs, action=jax.random.randint(action_key, lead, 0, spec.num_actions, jnp.int32),
         reward=jax.random.normal(reward_key, lead), terminated=jnp.zeros(lead, bool).at[..., 0]
@@ -52,7 +56,7 @@ def test_agent_contract(agent_name, spec_name):
     spec = SPECS[spec_name]
     module, config = _small_config(agent_name)
     agent = module.make_agent(config, spec)
-    assert isinstance(agent.feed, OnPolicyFeed | ReplayFeed | OfflineFeed)
+    assert isinstance(agent.feed, OnPolicyFeed | ReplayFeed | OfflineFeed | RoundFeed)
 
     state = agent.init(jax.random.key(1))
     # Typed state from init on: every leaf an array, no Python scalars.

@@ -1,0 +1,455 @@
+"""GLOW, HyGLOW and H2O (../shared/specs/glow_hyglow.md section 1.7).
+
+The properties hold for every reasonable reading of the paper: the weighted residual vanishes at
+Q* and is unbiased against `rlkit.planning`'s exact occupancies, clipping and the closed-form
+adversary are right, optimism picks the highest feasible value, exact GLOW opens a lock within
+H * A + 1 episodes, HyGLOW with optimal data needs no more online episodes than GLOW, and the
+neural HyGLOW and any offline agent run inside H2O learn on small MDPs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents import cql, dqn, glow
+from envs import toy
+from envs.tabular import model_from_numpy
+from rlkit import density_ratio as dr
+from rlkit import planning
+from rlkit.errors import RlkitError
+from rlkit.h2o import make_h2o_agent
+from rlkit.loops.rounds import make_rounds_trainer, with_episode_starts
+from rlkit.types import Transition
+
+# --------------------------------------------------------------------------------------------
+# A small layered MDP with exact expectations
+# --------------------------------------------------------------------------------------------
+
+WIDTH, LAYERS, ACTIONS = 3, 3, 2
+
+
+def _layered_model(seed: int = 0):
+    """3 layers of 3 states, 2 actions, random transitions to the next layer, random rewards;
+    state 9 is terminal (entered after the last layer)."""
+    rng = np.random.default_rng(seed)
+    num_states = WIDTH * LAYERS + 1
+    transitions = np.zeros((num_states, ACTIONS, num_states))
+    for layer in range(LAYERS):
+        for s in range(layer * WIDTH, (layer + 1) * WIDTH):
+            if layer == LAYERS - 1:
+                transitions[s, :, -1] = 1.0
+            else:
+                nxt = slice((layer + 1) * WIDTH, (layer + 2) * WIDTH)
+                transitions[s, :, nxt] = rng.dirichlet(np.ones(WIDTH), size=ACTIONS)
+    transitions[-1, :, -1] = 1.0
+    rewards = rng.uniform(0, 0.3, (num_states, ACTIONS))
+    rewards[-1] = 0
+    terminal = np.arange(num_states) == num_states - 1
+    return model_from_numpy(transitions, rewards, terminal, np.eye(num_states)[0], LAYERS)
+
+
+def _population_statistics(model, mu: np.ndarray) -> dr.TabularStatistics:
+    """The statistics of infinitely many samples with (x, a) ~ mu (exact expectations)."""
+    transitions = np.asarray(model.transitions)
+    terminal = np.asarray(model.terminal)
+    next_counts = mu[..., None] * transitions
+    ended = next_counts[..., terminal].sum(-1, keepdims=True)
+    next_counts = np.concatenate([np.where(terminal, 0.0, next_counts), ended], axis=-1)
+    return dr.TabularStatistics(
+        counts=jnp.asarray(mu), reward_sums=jnp.asarray(mu * np.asarray(model.rewards)),
+        next_counts=jnp.asarray(next_counts), starts=jnp.zeros(mu.shape[0]))
+
+
+def _uniform_occupancy(model) -> np.ndarray:
+    occ = planning.occupancy(model, planning.uniform_policy(model)).state_action.sum(0)
+    return np.asarray(occ / occ.sum())
+
+
+def _bellman(model, q: np.ndarray) -> np.ndarray:
+    """(T f)(x, a) = R + E[max_a' f(x', a')], with f = 0 at the terminal state."""
+    values = np.where(np.asarray(model.terminal), 0.0, q.max(-1))
+    return np.asarray(model.rewards) + np.asarray(model.transitions) @ values
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.5])
+@pytest.mark.parametrize("signed", [False, True])
+def test_zero_weighted_residual_at_q_star_and_positive_elsewhere(kappa, signed):
+    model = _layered_model()
+    q_star = np.asarray(planning.value_iteration(model).q[0])
+    np.testing.assert_allclose(_bellman(model, q_star)[:-1], q_star[:-1], atol=1e-5)
+    stats = _population_statistics(model, _uniform_occupancy(model))
+    gamma = 100.0
+    assert abs(float(dr.max_weighted_loss(jnp.asarray(q_star), stats, kappa, gamma, signed))) \
+        < 1e-5
+    over = q_star.copy()
+    over[4, 1] += 0.5  # over-estimates a visited pair: every W >= 0 sees it
+    assert float(dr.max_weighted_loss(jnp.asarray(over), stats, kappa, gamma, signed)) > 1e-3
+    under = q_star.copy()
+    # A non-greedy action under-estimated (its state's value does not move, so nothing upstream
+    # over-estimates): only signed weights see it.
+    under[4, int(np.argmin(q_star[4]))] -= 0.5
+    loss = float(dr.max_weighted_loss(jnp.asarray(under), stats, kappa, gamma, signed))
+    if signed:
+        assert loss > 1e-3
+    else:
+        assert abs(loss) < 1e-5
+
+
+def test_weighted_residual_is_unbiased_against_exact_occupancies():
+    model = _layered_model(1)
+    mu = _uniform_occupancy(model)
+    rng = np.random.default_rng(0)
+    f = np.asarray(planning.value_iteration(model).q[0]) + rng.normal(0, 0.3, mu.shape)
+    f[-1] = 0
+    greedy = planning.greedy_policy(jnp.asarray(f))
+    d_pi = np.asarray(planning.occupancy(model, greedy).state_action.sum(0))  # sum over layers
+    expected = float((d_pi * (f - _bellman(model, f)))[:-1].sum())
+    weights_table = np.where(mu > 0, d_pi / np.maximum(mu, 1e-12), 0.0)
+
+    num = 100_000
+    key_pair, key_next = jax.random.split(jax.random.key(0))
+    pair = jax.random.categorical(key_pair, jnp.log(jnp.asarray(mu).reshape(-1)), shape=(num,))
+    state, action = pair // ACTIONS, pair % ACTIONS
+    next_state = jax.random.categorical(
+        key_next, jnp.log(jnp.asarray(model.transitions)[state, action] + 1e-30))
+    f_j = jnp.asarray(f, jnp.float32)
+    delta = dr.td_residual(f_j[state, action], jnp.asarray(model.rewards)[state, action],
+                           f_j[next_state].max(-1), jnp.asarray(model.terminal)[next_state])
+    samples = np.asarray(jnp.asarray(weights_table, jnp.float32)[state, action] * delta)
+    standard_error = samples.std() / np.sqrt(num)
+    assert abs(samples.mean() - expected) < 3 * standard_error, (samples.mean(), expected)
+    # The weight at the next state instead of the current one is biased far beyond that.
+    wrong = np.asarray(jnp.asarray(weights_table, jnp.float32)[next_state, action] * delta)
+    assert abs(wrong.mean() - expected) > 10 * standard_error
+
+
+def test_clipping_and_the_closed_form_adversary():
+    w = jnp.linspace(-5, 20, 101)
+    for gamma in (0.5, 3.0):
+        clipped = np.asarray(dr.clip_weights(w, gamma))
+        assert clipped.max() <= gamma and np.all(np.diff(clipped) >= 0)
+    np.testing.assert_array_equal(np.asarray(dr.clip_weights(w, 1e9)), np.asarray(w))
+    assert float(dr.truncation_level(2.0, 9)) == pytest.approx(6.0)
+    assert float(dr.truncation_level(2.0, 0)) == pytest.approx(2.0)
+
+    rng = np.random.default_rng(0)
+    sums = jnp.asarray(rng.normal(0, 3, 200), jnp.float32)
+    counts = jnp.asarray(rng.integers(0, 6, 200), jnp.float32)
+    for kappa in (0.0, 0.5, 2.0):
+        for signed in (False, True):
+            for gamma in (0.7, 4.0):
+                value, u = dr.tabular_adversary(sums, counts, kappa, gamma, signed)
+                grid = jnp.linspace(-gamma if signed else 0.0, gamma, 4001)
+                brute = (grid[:, None] * sums - kappa * grid[:, None] ** 2 * counts).max(0)
+                brute = jnp.where(counts > 0, brute, 0.0)
+                np.testing.assert_allclose(np.asarray(value), np.asarray(brute), atol=2e-3)
+                assert np.all(np.abs(np.asarray(u)) <= gamma + 1e-6)
+                if not signed:
+                    assert np.all(np.asarray(u) >= 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Exact selection rules
+# --------------------------------------------------------------------------------------------
+
+
+def _episode(model, actions, first_state=0) -> Transition:
+    """One deterministic episode of a tabular model with one-hot observations."""
+    obs_table = np.asarray(model.observations)
+    transitions = np.asarray(model.transitions)
+    rows, state = [], first_state
+    for step, action in enumerate(actions):
+        nxt = int(np.argmax(transitions[state, action]))
+        rows.append((state, action, float(np.asarray(model.rewards)[state, action]), nxt,
+                     bool(np.asarray(model.terminal)[nxt]), step == 0))
+        state = nxt
+    s, a, r, n, t, first = map(np.array, zip(*rows, strict=True))
+    return Transition(obs=jnp.asarray(obs_table[s]), action=jnp.asarray(a, jnp.int32),
+                      reward=jnp.asarray(r, jnp.float32), terminated=jnp.asarray(t),
+                      truncated=jnp.zeros(len(rows), bool), next_obs=jnp.asarray(obs_table[n]),
+                      extras={"first": jnp.asarray(first)})
+
+
+def _concat(*parts: Transition) -> Transition:
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+def test_optimism_picks_the_highest_feasible_value():
+    model = toy.combination_lock_model(np.array([0, 0], np.int32), 2)
+    q_star = np.asarray(planning.value_iteration(model).q[0])
+    tempting = q_star.copy()
+    tempting[0, 1] = 2.0  # promises 2 for the action the data saw fail
+    also_wrong = q_star.copy()
+    also_wrong[0, 1] = 1.5
+    low = np.zeros_like(q_star)  # feasible too, but promises nothing
+    tables = jnp.asarray(np.stack([tempting, also_wrong, q_star, low]), jnp.float32)
+    data = _episode(model, [1, 0])  # the wrong first action: dead path, reward 0
+    stats = dr.tabular_statistics(data, model.num_states, 2, 1)
+    for seed in range(5):
+        chosen = dr.select_enumerated(tables, stats, jax.random.key(seed), optimistic=True,
+                                      beta=0.25, kappa=0.5, gamma=1.0)
+        np.testing.assert_array_equal(np.asarray(chosen.q_table), q_star)
+        assert float(chosen.feasible) == 1.0 and float(chosen.candidates_left) == 2.0
+    # Without the failed episode, the highest promise wins.
+    empty = dr.tabular_statistics(jax.tree.map(lambda x: x[:0], data), model.num_states, 2, 1)
+    chosen = dr.select_enumerated(tables, empty, jax.random.key(0), optimistic=True, beta=0.25,
+                                  kappa=0.5, gamma=1.0)
+    np.testing.assert_array_equal(np.asarray(chosen.q_table), tempting)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_product_class_matches_brute_force_enumeration(signed):
+    horizon, num_actions = 3, 2
+    value_class = toy.combination_lock_value_class(horizon, num_actions)
+    tables = value_class.enumerate()
+    assert tables.shape == (num_actions ** horizon, 2 * horizon + 1, num_actions)
+    model = toy.combination_lock_model(np.array([1, 0, 1], np.int32), num_actions)
+    rng = np.random.default_rng(0)
+    episodes = [_episode(model, rng.integers(0, num_actions, horizon)) for _ in range(6)]
+    for count in (0, 1, 3, 6):
+        data = _concat(*episodes[:count]) if count else jax.tree.map(lambda x: x[:0],
+                                                                       episodes[0])
+        stats = dr.tabular_statistics(data, 2 * horizon + 1, num_actions, 1)
+        kwargs = dict(beta=0.25, kappa=0.5, gamma=1.0, signed=signed)
+        product = dr.select_product(value_class, stats, jax.random.key(count), **kwargs)
+        losses = jax.vmap(lambda q: dr.max_weighted_loss(q, stats, 0.5, 1.0, signed))(tables)
+        assert float(product.loss) == pytest.approx(float(losses.min()), abs=1e-5)
+        assert float(dr.max_weighted_loss(product.q_table, stats, 0.5, 1.0, signed)) == \
+            pytest.approx(float(losses.min()), abs=1e-5)
+        brute = dr.select_enumerated(tables, stats, jax.random.key(count), optimistic=False,
+                                     **kwargs)
+        assert float(brute.loss) == pytest.approx(float(product.loss), abs=1e-5)
+
+
+def test_product_class_check_rejects_candidates_with_different_values():
+    rows = np.zeros((2, 2, 2), np.float32)
+    rows[0, 0] = [1, 0]
+    rows[0, 1] = [0, 2]
+    with pytest.raises(RlkitError, match="state 0 have different values"):
+        dr.check_product_class(dr.ProductValueClass(rows=jnp.asarray(rows),
+                                                    valid=jnp.ones((2, 2), bool)))
+
+
+# --------------------------------------------------------------------------------------------
+# Exact GLOW and HyGLOW through the round driver
+# --------------------------------------------------------------------------------------------
+
+
+def _lock(horizon: int, num_actions: int, code_seed: int):
+    return toy.make_combination_lock(toy.CombinationLockConfig(horizon, num_actions, code_seed))
+
+
+def _episodes_to_optimal(agent, env, rounds: int, seeds: int, dataset=None) -> np.ndarray:
+    trainer = make_rounds_trainer(agent, env, env.default_params, rounds, dataset=dataset)
+    carry = trainer.init(jax.random.split(jax.random.key(0), seeds))
+    _, metrics = trainer.run(carry)
+    return np.asarray(metrics["episodes_to_optimal"][:, -1])
+
+
+def test_exact_glow_opens_a_lock_within_the_bound():
+    horizon, num_actions = 6, 3
+    bound = horizon * num_actions + 1
+    for code_seed in (0, 1):
+        env = _lock(horizon, num_actions, code_seed)
+        agent = glow.make_agent(glow.Config(), env.spec)
+        needed = _episodes_to_optimal(agent, env, bound, seeds=4)
+        assert not np.isnan(needed).any()
+        # Episodes before the optimal policy, plus its own successful episode.
+        assert np.all(needed + 1 <= bound), needed
+        # Each failed rollout refutes one wrong action: at least one per layer whose first
+        # guess was wrong; far below the 3^6 = 729 codes a blind search would try.
+        assert needed.max() >= 1
+
+
+def test_exact_glow_with_an_enumerated_class_file(tmp_path):
+    horizon, num_actions = 3, 2
+    tables = np.asarray(toy.combination_lock_value_class(horizon, num_actions).enumerate())
+    path = tmp_path / "codes.npy"
+    np.save(path, tables)
+    env = _lock(horizon, num_actions, 4)
+    agent = glow.make_agent(glow.Config(value_class=str(path)), env.spec)
+    needed = _episodes_to_optimal(agent, env, horizon * num_actions + 1, seeds=3)
+    assert not np.isnan(needed).any() and np.all(needed <= horizon * num_actions)
+
+
+def _optimal_dataset(env, episodes: int) -> Transition:
+    model = env.model(env.default_params)
+    policy = np.asarray(planning.value_iteration(model).q[0]).argmax(-1)
+    actions, state = [], 0
+    for _ in range(env.spec.max_episode_steps):
+        actions.append(int(policy[state]))
+        state = int(np.argmax(np.asarray(model.transitions)[state, actions[-1]]))
+    one = _episode(model, actions)
+    one = one.replace(extras={})
+    return _concat(*[one] * episodes)
+
+
+def test_hyglow_with_optimal_data_needs_no_more_online_episodes_than_glow():
+    env = _lock(6, 3, 2)
+    dataset = _optimal_dataset(env, 50)
+    hybrid = glow.make_agent(glow.HybridConfig(), env.spec)
+    needed_hybrid = _episodes_to_optimal(hybrid, env, 4, seeds=4, dataset=dataset)
+    assert np.all(needed_hybrid <= 3), needed_hybrid  # pi* within 3 online rounds
+    online = glow.make_agent(glow.Config(), env.spec)
+    needed_online = _episodes_to_optimal(online, env, 19, seeds=4)
+    assert np.all(needed_hybrid <= needed_online)
+
+
+def test_with_episode_starts_marks_the_row_after_every_end():
+    done = jnp.array([False, True, False, False, True, True])
+    data = Transition(obs=jnp.zeros((6, 1)), action=jnp.zeros(6, jnp.int32),
+                      reward=jnp.zeros(6), terminated=done, truncated=jnp.zeros(6, bool),
+                      next_obs=jnp.zeros((6, 1)))
+    first = np.asarray(with_episode_starts(data).extras["first"])
+    np.testing.assert_array_equal(first, [True, False, True, False, False, True])
+
+
+# --------------------------------------------------------------------------------------------
+# Neural versions and H2O with other offline learners
+# --------------------------------------------------------------------------------------------
+
+
+def _mixture_dataset(env_name: str, env_config, episodes: int, epsilon: float) -> Transition:
+    from rlkit.collect import collect
+
+    data = collect(env_name, env_config, "mixture", episodes, seed=0, epsilon=epsilon,
+                   checkpoint="optimal")
+    return jax.tree.map(jnp.asarray, data.transitions)
+
+
+def test_neural_hyglow_solves_a_small_deepsea_from_partial_data():
+    config = toy.DeepSeaConfig(size=6)
+    env = toy.make_deepsea(config)
+    dataset = _mixture_dataset("deepsea", config, 60, epsilon=0.4)
+    agent = glow.make_agent(glow.HybridConfig(version="neural", hidden_sizes=(64, 64),
+                                              updates_per_round=16), env.spec)
+    needed = _episodes_to_optimal(agent, env, 60, seeds=2, dataset=dataset)
+    assert not np.isnan(needed).any(), needed
+
+
+def test_neural_glow_runs_with_growing_truncation_and_finite_metrics():
+    env = _lock(4, 2, 0)
+    config = glow.Config(version="neural", hidden_sizes=(32,), updates_per_round=4,
+                         batch_size=16)
+    agent = glow.make_agent(config, env.spec)
+    trainer = make_rounds_trainer(agent, env, env.default_params, 6)
+    _, metrics = trainer.run(trainer.init(jax.random.split(jax.random.key(0), 2)))
+    truncation = np.asarray(metrics["truncation"][0])
+    # Round 1 has no data (skipped, NaN); later rounds clip at gamma_0 * sqrt(round).
+    assert np.isnan(truncation[0])
+    np.testing.assert_allclose(truncation[1:], np.sqrt(np.arange(1, 6)), rtol=1e-5)
+    for name in ("q_loss", "weight_loss", "start_value", "weight_abs_max"):
+        assert np.isfinite(np.asarray(metrics[name])[:, 1:]).all(), name
+    assert np.all(np.asarray(metrics["weight_abs_max"])[:, 1:] <= truncation[1:] + 1e-5)
+
+
+def test_h2o_runs_cql_as_the_offline_learner():
+    config = toy.CombinationLockConfig(horizon=4, num_actions=3, code_seed=1)
+    env = toy.make_combination_lock(config)
+    dataset = _mixture_dataset("combination-lock", config, 40, epsilon=0.5)
+    offline = cql.make_agent(cql.Config(batch_size=64, hidden_sizes=(64,)), env.spec)
+    agent = make_h2o_agent(offline, env.spec, episodes_per_round=2, updates_per_round=100)
+    needed = _episodes_to_optimal(agent, env, 15, seeds=2, dataset=dataset)
+    assert not np.isnan(needed).any(), needed
+
+
+def test_h2o_refuses_online_agents():
+    env = _lock(3, 2, 0)
+    with pytest.raises(RlkitError, match="--h2o"):
+        make_h2o_agent(dqn.make_agent(dqn.Config(), env.spec), env.spec)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(RlkitError, match="version"):
+        glow.Config(version="fast")
+    with pytest.raises(RlkitError, match="gamma_0"):
+        glow.Config(gamma_0=0.0)
+    with pytest.raises(RlkitError, match="offline_fraction"):
+        glow.HybridConfig(offline_fraction=1.5)
+    spec = toy.make_chain(toy.ChainConfig()).spec
+    with pytest.raises(RlkitError, match="no built-in value class"):
+        glow.make_agent(glow.Config(), spec)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 4)))
+    with pytest.raises(RlkitError, match=r"\[M, S, 2\]"):
+        glow.make_agent(glow.Config(value_class=str(bad)), spec)
+    assert dataclasses.replace(glow.HybridConfig(), version="neural").hybrid
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _main(argv):
+    from rlkit.train import main
+
+    return main([*argv, "--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def lock_dataset_dir(tmp_path_factory):
+    """40 episodes of a 70%-correct policy (epsilon 0.4 of 4 actions) on a horizon-5 lock."""
+    from rlkit.collect import collect
+    from rlkit.data import save_dataset
+
+    data = collect("combination-lock", toy.CombinationLockConfig(horizon=5), "mixture", 40,
+                   seed=0, epsilon=0.4, checkpoint="optimal")
+    path = tmp_path_factory.mktemp("data") / "lock5"
+    save_dataset(path, data.transitions, data.info)
+    return path
+
+
+def _summary(run_dir):
+    import json
+
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_cli_glow_reports_episodes_to_optimal_per_round_and_resumes_exactly(tmp_path):
+    args = ["glow", "--env", "combination-lock", "--seeds", "2", "--total-steps", "150",
+            "--num-logs", "3"]
+    reference = tmp_path / "reference"
+    assert _main([*args, "--run-dir", str(reference)]) == 0
+    summary = _summary(reference)
+    per_seed = summary["per_seed_episodes_to_optimal"]
+    assert all(isinstance(n, int) and 1 <= n <= 5 * 4 for n in per_seed), per_seed
+    assert summary["final_return"] == pytest.approx(1.0)
+    resumed = tmp_path / "resumed"
+    assert _main([*args, "--run-dir", str(resumed), "--stop-after-chunks", "1"]) == 0
+    assert _main(["--resume", str(resumed)]) == 0
+    assert (resumed / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
+
+
+def test_cli_hyglow_and_h2o_learn_from_a_dataset(lock_dataset_dir, tmp_path):
+    assert _main(["hyglow", "--dataset", str(lock_dataset_dir), "--seeds", "2",
+                  "--total-steps", "50", "--num-logs", "2",
+                  "--run-dir", str(tmp_path / "hyglow")]) == 0
+    summary = _summary(tmp_path / "hyglow")
+    assert summary["agent"] == "hyglow" and summary["dataset"]["episodes"] == 40
+    assert summary["final_return"] == pytest.approx(1.0)
+    assert _main(["iql", "--dataset", str(lock_dataset_dir), "--h2o", "--seeds", "1",
+                  "--total-steps", "40", "--num-logs", "2", "--h2o-updates-per-round", "20",
+                  "--agent.hidden-sizes", "32", "--run-dir", str(tmp_path / "h2o")]) == 0
+    assert _summary(tmp_path / "h2o")["env_steps"] == 40
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["glow", "--env", "cartpole"], "has no built-in value class"),
+    (["hyglow", "--env", "combination-lock"], "--dataset: hyglow learns from a dataset"),
+    (["dqn", "--env", "combination-lock", "--h2o"], "--h2o: wraps offline agents"),
+    (["glow", "--env", "gym:CartPole-v1", "--agent.version", "neural"],
+     "--env: glow runs in rounds on the device"),
+    (["glow", "--env", "combination-lock", "--agent.kappa", "-1"], "kappa: must be >= 0"),
+])
+def test_cli_errors_are_one_line_and_exit_2(argv, needle, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert _main([*argv, "--run-dir", str(run_dir)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not run_dir.exists()
