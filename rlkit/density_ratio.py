@@ -44,8 +44,10 @@ Choices where the paper leaves room (each behind a config field of `agents.glow`
 * The truncation level is gamma_t = gamma_0 * sqrt(t) with t the number of episodes in the data
   (at least 1), the spec's form; the constant and exponent are [R] in the paper.
 * Ties: many f can be equally good (every lock code has value 1 at the start, so optimism does not
-  separate them). The selection draws uniformly among the best with the caller's key, so a run's
-  cost never depends on the order in which candidates happen to be listed.
+  separate them). The selection takes the best candidate of highest random priority, Gumbel
+  noise of the caller's key, so a run's cost never depends on the order in which candidates
+  happen to be listed; with the same key every round the priorities stay fixed and the choice
+  only moves when the data refute it.
 """
 
 from __future__ import annotations
@@ -277,7 +279,8 @@ class Selection(NamedTuple):
 
 
 def _random_best(key: PRNGKey, is_best: Array, axis: int = -1) -> Array:
-    """Uniform index among the True entries of `is_best` along `axis`."""
+    """A uniformly random index among the True entries of `is_best` along `axis`: the entry of
+    highest Gumbel priority, so one key gives the same priorities every call."""
     return jax.random.categorical(key, jnp.where(is_best, 0.0, -jnp.inf), axis=axis)
 
 

@@ -1,0 +1,250 @@
+"""GLOW and HyGLOW against Hy-Q, epsilon-greedy DQN and offline-only learning (issue 4).
+
+1. **Locks** (exact versions): combination locks of horizon H in {5, 10, 15} with A = 4 actions.
+   For each method, the online episodes collected before the learned (greedy) policy is exactly
+   optimal (`episodes_to_optimal`, from `rlkit.planning`):
+
+   * GLOW: exact, F = the Q* of every code (4^H of them, as a product class), tabular W;
+   * HyGLOW: exact, the same classes, with an offline dataset of a 70%-optimal policy (each step
+     the correct action with probability 0.7: epsilon = 0.4 of uniform actions mixed into the
+     optimal policy);
+   * offline only: HyGLOW's learner on the dataset alone (its policy before any rollout);
+   * Hy-Q (the same dataset) and DQN with epsilon-greedy exploration (no data), neural.
+
+   A method that does not reach the optimal policy within its budget is reported as censored:
+   its count is a lower bound (the budget). Results: means with 95% bootstrap CIs over seeds,
+   a log-scale plot of episodes against H.
+2. **DeepSea** (neural, exploratory): DeepSea of size N = 20 with a dataset of a partially
+   competent policy (epsilon = 0.4 mixed into the optimal one); neural HyGLOW against Hy-Q on
+   the same data and DQN without, same budget.
+
+Every run goes through `python -m rlkit.train`'s own code path (seeds vmapped on the device).
+
+    uv run python benchmarks/glow_lock.py --json benchmarks/results/glow_lock_cpu_2core.json \
+        --plot benchmarks/results/glow_lock.png
+    uv run python benchmarks/glow_lock.py --study deepsea --seeds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rlkit import registry  # noqa: E402
+from rlkit.runner import MetricsLog  # noqa: E402
+from rlkit.stats import aggregate  # noqa: E402
+from rlkit.train import Experiment, RunOptions, execute  # noqa: E402
+
+
+def train(agent: str, env: str, env_config, *, seeds: int, total_steps: int, run_dir: Path,
+          dataset: Path | None = None, num_logs: int = 20, **agent_overrides):
+    """One `python -m rlkit.train` run, programmatically; returns (summary, metrics rows)."""
+    module = registry.agent_module(agent)
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    if "total_steps" in fields:
+        agent_overrides.setdefault("total_steps", total_steps)
+    experiment = Experiment(
+        agent=agent, env=env,
+        run=RunOptions(seeds=seeds, total_steps=total_steps, run_dir=str(run_dir),
+                       num_logs=num_logs, progress=False,
+                       dataset=None if dataset is None else str(dataset)),
+        agent_config=module.Config(**agent_overrides), env_config=env_config)
+    summary = execute(experiment).summary
+    return summary, MetricsLog(run_dir / "metrics.csv").read()
+
+
+def describe(values) -> str:
+    stats = aggregate(np.asarray(values, np.float64))
+    lo, hi = stats["ci95"]
+    return f"{stats['mean']:9.1f} [{lo:9.1f}, {hi:9.1f}]"
+
+
+def record(results: list, study: str, label: str, horizon: int, summary: dict,
+           budget_episodes: int, **extra) -> None:
+    per_seed = summary["per_seed_episodes_to_optimal"]
+    censored = [budget_episodes if x is None else x for x in per_seed]
+    row = {"study": study, "agent": label, "horizon": horizon,
+           "seeds": len(per_seed), "solved": sum(x is not None for x in per_seed),
+           "episodes_to_optimal": per_seed, "episodes_censored": censored,
+           "budget_episodes": budget_episodes,
+           "final_suboptimality": summary["per_seed_suboptimality"],
+           "wall_seconds": summary["wall_seconds"], **extra}
+    results.append(row)
+    print(f"  {label:13s} H={horizon:2d}: solved {row['solved']}/{row['seeds']}, episodes to "
+          f"optimal {describe(censored)} (budget {budget_episodes}; "
+          f"{summary['wall_seconds']:.0f} s)", flush=True)
+
+
+def lock_study(args, workdir: Path) -> list[dict]:
+    from rlkit.collect import collect
+    from rlkit.data.dataset import save_dataset
+
+    entry = registry.env_entry("combination-lock")
+    results: list[dict] = []
+    for horizon in args.horizons:
+        env_config = dataclasses.replace(entry.default_config(), horizon=horizon,
+                                         num_actions=args.actions)
+        data = collect("combination-lock", env_config, "mixture", args.offline_episodes,
+                       seed=1, epsilon=args.offline_epsilon, checkpoint="optimal")
+        path = save_dataset(workdir / f"lock{horizon}", data.transitions, data.info)
+        exact_return = data.info.extra["exact_return"]
+        successes = int(np.round(data.transitions.reward.sum()))
+        print(f"lock H={horizon} A={args.actions}: dataset {args.offline_episodes} episodes "
+              f"of {data.info.behaviour_policy}, J = {exact_return:.4f}, {successes} "
+              "successful episodes", flush=True)
+        extra = {"dataset_episodes": args.offline_episodes,
+                 "dataset_exact_return": exact_return, "dataset_successes": successes}
+        rounds = args.glow_rounds_per_horizon * horizon
+        for label, agent, dataset in (("glow", "glow", None), ("hyglow", "hyglow", path)):
+            summary, _ = train(agent, "combination-lock", env_config, seeds=args.seeds,
+                               total_steps=rounds * horizon, dataset=dataset,
+                               run_dir=workdir / f"{label}{horizon}", num_logs=4)
+            record(results, "lock", label, horizon, summary, rounds, **extra)
+        # Offline only: HyGLOW's learner on the dataset, before any rollout (one round).
+        summary, rows = train("hyglow", "combination-lock", env_config, seeds=args.seeds,
+                              total_steps=horizon, dataset=path, num_logs=1,
+                              run_dir=workdir / f"offline{horizon}")
+        offline_returns = [float(r["policy_return"]) for r in rows]
+        solved = [abs(x - 1.0) < 1e-4 for x in offline_returns]
+        results.append({"study": "lock", "agent": "offline only", "horizon": horizon,
+                        "seeds": args.seeds, "solved": int(sum(solved)),
+                        "policy_return": offline_returns, **extra})
+        print(f"  {'offline only':13s} H={horizon:2d}: optimal on {sum(solved)}/{args.seeds} "
+              f"seeds, return {describe(offline_returns)}", flush=True)
+        neural = dict(learning_rate=1e-3, hidden_sizes=(64, 64), target_update_every=50)
+        for label, dataset, budget in (("hyq", path, args.hyq_episodes),
+                                       ("dqn", None, args.dqn_episodes)):
+            summary, _ = train(label, "combination-lock", env_config, seeds=args.seeds,
+                               total_steps=budget * horizon, dataset=dataset,
+                               run_dir=workdir / f"{label}{horizon}", num_logs=args.logs,
+                               **neural)
+            record(results, "lock", label, horizon, summary, budget, **extra)
+    return results
+
+
+def deepsea_study(args, workdir: Path) -> list[dict]:
+    from rlkit.collect import collect
+    from rlkit.data.dataset import save_dataset
+
+    entry = registry.env_entry("deepsea")
+    env_config = dataclasses.replace(entry.default_config(), size=args.deepsea_size)
+    data = collect("deepsea", env_config, "mixture", args.deepsea_episodes, seed=1,
+                   epsilon=args.offline_epsilon, checkpoint="optimal")
+    path = save_dataset(workdir / "deepsea", data.transitions, data.info)
+    successes = int((data.transitions.reward > 0.5).sum())
+    extra = {"dataset_episodes": args.deepsea_episodes,
+             "dataset_exact_return": data.info.extra["exact_return"],
+             "dataset_successes": successes}
+    print(f"deepsea N={args.deepsea_size}: dataset {args.deepsea_episodes} episodes of "
+          f"{data.info.behaviour_policy}, {successes} reach the treasure", flush=True)
+    results: list[dict] = []
+    size = args.deepsea_size
+    budget = args.deepsea_episodes_budget
+    summary, _ = train("hyglow", "deepsea", env_config, seeds=args.seeds,
+                       total_steps=budget * size, dataset=path, num_logs=args.logs,
+                       run_dir=workdir / "hyglow-neural", version="neural")
+    record(results, "deepsea", "hyglow (neural)", size, summary, budget, **extra)
+    neural = dict(learning_rate=1e-3, hidden_sizes=(128, 128), target_update_every=50)
+    for label, dataset in (("hyq", path), ("dqn", None)):
+        summary, _ = train(label, "deepsea", env_config, seeds=args.seeds,
+                           total_steps=budget * size, dataset=dataset, num_logs=args.logs,
+                           run_dir=workdir / f"{label}-deepsea", **neural)
+        record(results, "deepsea", label, size, summary, budget, **extra)
+    return results
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    rows = [r for r in results if r["study"] == "lock" and "episodes_censored" in r]
+    for agent, marker in (("glow", "o"), ("hyglow", "s"), ("hyq", "^"), ("dqn", "v")):
+        mine = sorted((r for r in rows if r["agent"] == agent), key=lambda r: r["horizon"])
+        if not mine:
+            continue
+        horizons = [r["horizon"] for r in mine]
+        means, lows, highs = [], [], []
+        for r in mine:
+            stats = aggregate(np.asarray(r["episodes_censored"], np.float64))
+            means.append(max(stats["mean"], 0.5))
+            lows.append(max(stats["mean"] - stats["ci95"][0], 0))
+            highs.append(stats["ci95"][1] - stats["mean"])
+        line = ax.errorbar(horizons, means, yerr=[lows, highs], marker=marker, capsize=3,
+                           label=agent)
+        for r, mean in zip(mine, means, strict=True):
+            if r["solved"] < r["seeds"]:  # censored: a lower bound
+                ax.annotate(f"≥ ({r['solved']}/{r['seeds']} solved)", (r["horizon"], mean),
+                            textcoords="offset points", xytext=(4, 6), fontsize=7,
+                            color=line[0].get_color())
+    ax.set_yscale("log")
+    ax.set_xlabel("lock horizon H (A = 4)")
+    ax.set_ylabel("online episodes until the policy is optimal")
+    ax.set_title("Combination lock: exact GLOW / HyGLOW vs Hy-Q and DQN")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", choices=("all", "lock", "deepsea"), default="all")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--horizons", type=int, nargs="+", default=[5, 10, 15])
+    parser.add_argument("--actions", type=int, default=4)
+    parser.add_argument("--offline-episodes", type=int, default=20)
+    parser.add_argument("--offline-epsilon", type=float, default=0.4,
+                        help="uniform actions mixed into the optimal policy (0.4 of 4 actions: "
+                        "the correct one with probability 0.7)")
+    parser.add_argument("--glow-rounds-per-horizon", type=int, default=6,
+                        help="exact GLOW / HyGLOW rounds (episodes) per unit of horizon")
+    parser.add_argument("--hyq-episodes", type=int, default=2000)
+    parser.add_argument("--dqn-episodes", type=int, default=5000)
+    parser.add_argument("--logs", type=int, default=50,
+                        help="evaluations per neural run (the resolution of episodes_to_optimal)")
+    parser.add_argument("--deepsea-size", type=int, default=20)
+    parser.add_argument("--deepsea-episodes", type=int, default=200)
+    parser.add_argument("--deepsea-episodes-budget", type=int, default=300)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args()
+
+    import jax
+
+    start = time.perf_counter()
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="rlkit-glow-") as tmp:
+        if args.study in ("all", "lock"):
+            results += lock_study(args, Path(tmp))
+        if args.study in ("all", "deepsea"):
+            results += deepsea_study(args, Path(tmp))
+    elapsed = time.perf_counter() - start
+    print(f"total {elapsed:.0f} s on {jax.devices()[0].device_kind}")
+    if args.plot and any(r["study"] == "lock" for r in results):
+        plot(results, args.plot)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "seconds": elapsed, "results": results,
+        }, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+            + "\n")
+
+
+if __name__ == "__main__":
+    main()
