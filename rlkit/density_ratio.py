@@ -141,7 +141,8 @@ class TabularStatistics:
         reward_sums: [S, A] their summed rewards.
         next_counts: [S, A, S + 1] next-state counts; column S counts terminated transitions
             (their continuation value is 0).
-        starts: [S] episode starts seen in each state (the empirical start distribution, unnormalised).
+        starts: [S] episode starts seen in each state (the empirical start distribution,
+            unnormalised).
     """
 
     counts: Array

@@ -4,9 +4,10 @@
 
 Trains an agent on an environment, several seeds side by side, and writes a run directory
 (see `rlkit.runner`). Offline agents (bc, cql, iql) learn from `--dataset` alone and use the
-environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow) mix the
-dataset into their online batches. With `--dataset`, `--env` and the env's parameters default to
-the dataset's own. `python -m rlkit.train --help` lists the agents and environments;
+environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow)
+mix the dataset into their online batches, and `--h2o` runs an offline agent inside H2O's rounds.
+With `--dataset`, `--env` and the env's parameters default to the dataset's own.
+`python -m rlkit.train --help` lists the agents and environments;
 `python -m rlkit.train AGENT --env ENV --help` lists every field of that agent and env.
 
 Every input error (unknown agent or env, impossible config, missing optional extra, broken
@@ -63,7 +64,8 @@ class RunOptions:
     (for image datasets larger than device memory) instead of loading it whole."""
     h2o: bool = False
     """Offline agents (bc, cql, iql): run inside H2O's reduction to hybrid RL, alternating
-    updates on dataset + online data with rollouts of the policy (--total-steps counts env steps)."""
+    updates on dataset + online data with rollouts of the policy (--total-steps counts env
+    steps)."""
     h2o_episodes_per_round: int = 4
     """With --h2o: episodes rolled out per round."""
     h2o_updates_per_round: int = 100

@@ -217,7 +217,8 @@ def test_product_class_matches_brute_force_enumeration(signed):
         stats = dr.tabular_statistics(data, 2 * horizon + 1, num_actions, 1)
         kwargs = dict(beta=0.25, kappa=0.5, gamma=1.0, signed=signed)
         product = dr.select_product(value_class, stats, jax.random.key(count), **kwargs)
-        losses = jax.vmap(lambda q: dr.max_weighted_loss(q, stats, 0.5, 1.0, signed))(tables)
+        losses = jax.vmap(dr.max_weighted_loss, in_axes=(0, None, None, None, None))(
+            tables, stats, 0.5, 1.0, signed)
         assert float(product.loss) == pytest.approx(float(losses.min()), abs=1e-5)
         assert float(dr.max_weighted_loss(product.q_table, stats, 0.5, 1.0, signed)) == \
             pytest.approx(float(losses.min()), abs=1e-5)
@@ -433,7 +434,7 @@ def test_cli_hyglow_and_h2o_learn_from_a_dataset(lock_dataset_dir, tmp_path):
     summary = _summary(tmp_path / "hyglow")
     assert summary["agent"] == "hyglow" and summary["dataset"]["episodes"] == 40
     assert summary["final_return"] == pytest.approx(1.0)
-    assert _main(["iql", "--dataset", str(lock_dataset_dir), "--h2o", "--seeds", "1",
+    assert _main(["bc", "--dataset", str(lock_dataset_dir), "--h2o", "--seeds", "1",
                   "--total-steps", "40", "--num-logs", "2", "--h2o-updates-per-round", "20",
                   "--agent.hidden-sizes", "32", "--run-dir", str(tmp_path / "h2o")]) == 0
     assert _summary(tmp_path / "h2o")["env_steps"] == 40
