@@ -85,50 +85,74 @@ def record(results: list, study: str, label: str, horizon: int, summary: dict,
           f"{summary['wall_seconds']:.0f} s)", flush=True)
 
 
-def lock_study(args, workdir: Path) -> list[dict]:
+def lock_dataset(env_config, episodes: int, epsilon: float, seed: int, path: Path):
     from rlkit.collect import collect
     from rlkit.data.dataset import save_dataset
 
+    data = collect("combination-lock", env_config, "mixture", episodes, seed=seed,
+                   epsilon=epsilon, checkpoint="optimal", num_envs=episodes)
+    save_dataset(path, data.transitions, data.info)
+    return data
+
+
+def lock_study(args, workdir: Path) -> list[dict]:
     entry = registry.env_entry("combination-lock")
     results: list[dict] = []
     for horizon in args.horizons:
         env_config = dataclasses.replace(entry.default_config(), horizon=horizon,
                                          num_actions=args.actions)
-        data = collect("combination-lock", env_config, "mixture", args.offline_episodes,
-                       seed=1, epsilon=args.offline_epsilon, checkpoint="optimal")
-        path = save_dataset(workdir / f"lock{horizon}", data.transitions, data.info)
-        exact_return = data.info.extra["exact_return"]
-        successes = int(np.round(data.transitions.reward.sum()))
-        print(f"lock H={horizon} A={args.actions}: dataset {args.offline_episodes} episodes "
-              f"of {data.info.behaviour_policy}, J = {exact_return:.4f}, {successes} "
-              "successful episodes", flush=True)
-        extra = {"dataset_episodes": args.offline_episodes,
-                 "dataset_exact_return": exact_return, "dataset_successes": successes}
         rounds = args.glow_rounds_per_horizon * horizon
-        for label, agent, dataset in (("glow", "glow", None), ("hyglow", "hyglow", path)):
-            summary, _ = train(agent, "combination-lock", env_config, seeds=args.seeds,
-                               total_steps=rounds * horizon, dataset=dataset,
-                               run_dir=workdir / f"{label}{horizon}", num_logs=4)
-            record(results, "lock", label, horizon, summary, rounds, **extra)
-        # Offline only: HyGLOW's learner on the dataset, before any rollout (one round).
-        summary, rows = train("hyglow", "combination-lock", env_config, seeds=args.seeds,
-                              total_steps=horizon, dataset=path, num_logs=1,
-                              run_dir=workdir / f"offline{horizon}")
-        offline_returns = [float(r["policy_return"]) for r in rows]
-        solved = [abs(x - 1.0) < 1e-4 for x in offline_returns]
-        results.append({"study": "lock", "agent": "offline only", "horizon": horizon,
-                        "seeds": args.seeds, "solved": int(sum(solved)),
-                        "policy_return": offline_returns, **extra})
-        print(f"  {'offline only':13s} H={horizon:2d}: optimal on {sum(solved)}/{args.seeds} "
-              f"seeds, return {describe(offline_returns)}", flush=True)
+        summary, _ = train("glow", "combination-lock", env_config, seeds=args.seeds,
+                           total_steps=rounds * horizon, run_dir=workdir / f"glow{horizon}",
+                           num_logs=4)
+        print(f"lock H={horizon} A={args.actions}", flush=True)
+        record(results, "lock", "glow", horizon, summary, rounds)
+        # HyGLOW and offline-only learning on several independent datasets of the same policy:
+        # whether a few episodes happen to cover the deep layers is luck, so average over it.
+        hybrid, offline, first_path, first_extra = [], [], None, None
+        for dataset_seed in range(args.dataset_seeds):
+            path = workdir / f"lock{horizon}-{dataset_seed}"
+            data = lock_dataset(env_config, args.offline_episodes, args.offline_epsilon,
+                                dataset_seed, path)
+            successes = int(np.round(data.transitions.reward.sum()))
+            extra = {"dataset_seed": dataset_seed, "dataset_episodes": args.offline_episodes,
+                     "dataset_exact_return": data.info.extra["exact_return"],
+                     "dataset_successes": successes}
+            first_path, first_extra = first_path or path, first_extra or extra
+            summary, _ = train("hyglow", "combination-lock", env_config, seeds=args.seeds,
+                               total_steps=rounds * horizon, dataset=path, num_logs=4,
+                               run_dir=workdir / f"hyglow{horizon}-{dataset_seed}")
+            per_seed = summary["per_seed_episodes_to_optimal"]
+            hybrid += [rounds if x is None else x for x in per_seed]
+            # Offline only: HyGLOW's learner on the dataset alone (its policy before a rollout).
+            _, rows = train("hyglow", "combination-lock", env_config, seeds=args.seeds,
+                            total_steps=horizon, dataset=path, num_logs=1,
+                            run_dir=workdir / f"offline{horizon}-{dataset_seed}")
+            returns = [float(r["policy_return"]) for r in rows]
+            offline += returns
+            results.append({"study": "lock", "agent": "hyglow", "horizon": horizon,
+                            "seeds": args.seeds, "budget_episodes": rounds,
+                            "solved": sum(x is not None for x in per_seed),
+                            "episodes_to_optimal": per_seed,
+                            "episodes_censored": [rounds if x is None else x for x in per_seed],
+                            "offline_only_return": returns, **extra})
+            print(f"  dataset {dataset_seed}: {args.offline_episodes} episodes, {successes} "
+                  f"open the lock; HyGLOW episodes to optimal {per_seed}; offline-only return "
+                  f"{np.mean(returns):.2f}", flush=True)
+        print(f"  {'hyglow':13s} H={horizon:2d}: episodes to optimal {describe(hybrid)} over "
+              f"{args.dataset_seeds} datasets x {args.seeds} seeds", flush=True)
+        print(f"  {'offline only':13s} H={horizon:2d}: optimal in "
+              f"{sum(abs(x - 1) < 1e-4 for x in offline)}/{len(offline)}, return "
+              f"{describe(offline)}", flush=True)
         neural = dict(learning_rate=1e-3, hidden_sizes=(64, 64), target_update_every=50)
-        for label, dataset, budget in (("hyq", path, args.hyq_episodes),
+        for label, dataset, budget in (("hyq", first_path, args.hyq_episodes),
                                        ("dqn", None, args.dqn_episodes)):
             summary, _ = train(label, "combination-lock", env_config, seeds=args.seeds,
                                total_steps=budget * horizon, dataset=dataset,
                                run_dir=workdir / f"{label}{horizon}", num_logs=args.logs,
                                **neural)
-            record(results, "lock", label, horizon, summary, budget, **extra)
+            record(results, "lock", label, horizon, summary, budget,
+                   **(first_extra if dataset else {}))
     return results
 
 
@@ -172,7 +196,14 @@ def plot(results: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     rows = [r for r in results if r["study"] == "lock" and "episodes_censored" in r]
     for agent, marker in (("glow", "o"), ("hyglow", "s"), ("hyq", "^"), ("dqn", "v")):
-        mine = sorted((r for r in rows if r["agent"] == agent), key=lambda r: r["horizon"])
+        merged: dict[int, dict] = {}  # HyGLOW has one row per dataset: pool them per H
+        for r in (r for r in rows if r["agent"] == agent):
+            pool = merged.setdefault(r["horizon"], {"horizon": r["horizon"], "solved": 0,
+                                                    "seeds": 0, "episodes_censored": []})
+            pool["solved"] += r["solved"]
+            pool["seeds"] += r["seeds"]
+            pool["episodes_censored"] += r["episodes_censored"]
+        mine = [merged[h] for h in sorted(merged)]
         if not mine:
             continue
         horizons = [r["horizon"] for r in mine]
@@ -189,7 +220,12 @@ def plot(results: list[dict], path: Path) -> None:
                 ax.annotate(f"≥ ({r['solved']}/{r['seeds']} solved)", (r["horizon"], mean),
                             textcoords="offset points", xytext=(4, 6), fontsize=7,
                             color=line[0].get_color())
+            if max(r["episodes_censored"]) == 0:  # plotted at 0.5: the log axis has no 0
+                ax.annotate("0: the offline data suffice", (r["horizon"], mean),
+                            textcoords="offset points", xytext=(6, -3), fontsize=7,
+                            color=line[0].get_color())
     ax.set_yscale("log")
+    ax.set_ylim(0.3, ax.get_ylim()[1] * 4)
     ax.set_xlabel("lock horizon H (A = 4)")
     ax.set_ylabel("online episodes until the policy is optimal")
     ax.set_title("Combination lock: exact GLOW / HyGLOW vs Hy-Q and DQN")
@@ -204,9 +240,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", choices=("all", "lock", "deepsea"), default="all")
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--horizons", type=int, nargs="+", default=[5, 10, 15])
+    parser.add_argument("--horizons", type=int, nargs="+", default=[5, 10, 15, 20])
     parser.add_argument("--actions", type=int, default=4)
-    parser.add_argument("--offline-episodes", type=int, default=20)
+    parser.add_argument("--offline-episodes", type=int, default=10)
+    parser.add_argument("--dataset-seeds", type=int, default=4,
+                        help="independent datasets for HyGLOW and offline-only (Hy-Q: the first)")
     parser.add_argument("--offline-epsilon", type=float, default=0.4,
                         help="uniform actions mixed into the optimal policy (0.4 of 4 actions: "
                         "the correct one with probability 0.7)")
@@ -221,7 +259,12 @@ def main() -> None:
     parser.add_argument("--deepsea-episodes-budget", type=int, default=300)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--replot", type=Path, default=None,
+                        help="only draw --plot from the results of an earlier --json")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text())["results"], args.plot)
+        return
 
     import jax
 

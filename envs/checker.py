@@ -222,7 +222,8 @@ def _call(problems: list[str], what: str, fn: Callable, *args) -> Any:
         return None
 
 
-def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -> dict:
+def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int,
+             observation_noise: float = 0.0) -> dict:
     """Random-action episodes of spec.max_episode_steps steps, one compiled program (jit).
 
     Returns numpy summaries: when each episode first ended, and (for envs with a model) how often
@@ -230,6 +231,14 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -
     """
     spec = env.spec
     has_model = env.model is not None and env.state_index is not None
+    # Observations may scatter around the model's by declared Gaussian noise: beyond 6 standard
+    # deviations in any entry is a mismatch (a false alarm has probability ~1e-9 per entry).
+    tolerance = 6.0 * observation_noise
+
+    def differs(obs, expected):
+        if observation_noise == 0:
+            return jnp.any(obs != expected)
+        return jnp.any(jnp.abs(obs - expected) > tolerance)
 
     def episode(key, params):
         reset_key, action_key, step_key = jax.random.split(key, 3)
@@ -243,7 +252,7 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -
         if has_model:
             model = env.model(params)
             index = env.state_index(state, params)
-            stats["obs_mismatch"] = jnp.any(obs != model.observations[index]).astype(jnp.int32)
+            stats["obs_mismatch"] = differs(obs, model.observations[index]).astype(jnp.int32)
             stats["bad_initial"] = (model.initial[index] <= 0).astype(jnp.int32)
             stats["bad_transition"] = jnp.zeros((), jnp.int32)
             stats["bad_terminated"] = jnp.zeros((), jnp.int32)
@@ -259,7 +268,7 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int) -
             if has_model:
                 index = env.state_index(state, params)
                 next_index = env.state_index(next_state, params)
-                mismatch = jnp.any(obs != model.observations[next_index])
+                mismatch = differs(obs, model.observations[next_index])
                 impossible = model.transitions[index, action, next_index] <= 0
                 wrong_end = terminated != model.terminal[next_index]
                 for name, flag in (
@@ -321,7 +330,8 @@ def _trace(problems: list[str], what: str, fn: Callable, eager_fn: Callable | No
 
 
 def check_env(
-    env: Environment, params: Any = None, key: jax.Array | None = None, num_episodes: int = 8
+    env: Environment, params: Any = None, key: jax.Array | None = None, num_episodes: int = 8,
+    observation_noise: float = 0.0,
 ) -> None:
     """Check a functional environment against the `rlkit.types.Environment` contract.
 
@@ -340,6 +350,9 @@ def check_env(
         params: env params (default: `env.default_params`).
         key: PRNG key (default: `jax.random.key(0)`).
         num_episodes: random-action episodes to roll out (one compiled episode, run per key).
+        observation_noise: the std of Gaussian noise the env adds to its observations (e.g.
+            `envs.tabular.with_observation_noise`); they must then lie within 6 std of the
+            model's observations instead of equalling them.
 
     Raises:
         RlkitError: listing every problem found.
@@ -468,7 +481,7 @@ def check_env(
     # Random-action episodes, compiled as the drivers run them.
     checked_env = env if model_ok else env._replace(model=None, state_index=None)
     try:
-        stats = _rollout(checked_env, params, rollout_key, num_episodes)
+        stats = _rollout(checked_env, params, rollout_key, num_episodes, observation_noise)
     except Exception as error:  # noqa: BLE001 - any failure is a finding to report
         problems.append(
             "rolling out random-action episodes with jit(lax.scan(step)) raised "

@@ -186,6 +186,30 @@ def make_tabular_env(
     )
 
 
+def with_observation_noise(env: Environment, std: float) -> Environment:
+    """`env` with N(0, std^2) noise added to every entry of every observation it emits.
+
+    The model, and so `rlkit.planning`'s exact evaluation, keeps the clean observations: the
+    policy is evaluated on each state's mean observation. Rich-observation locks (the noisy
+    one-hot observations of Misra et al. 2020) are built this way.
+    """
+
+    def noisy(key: PRNGKey, obs: Array) -> Array:
+        return obs + std * jax.random.normal(key, obs.shape, obs.dtype)
+
+    def reset(key: PRNGKey, params):
+        key, noise_key = jax.random.split(key)
+        obs, state = env.reset(key, params)
+        return noisy(noise_key, obs), state
+
+    def step(key: PRNGKey, state, action: Array, params):
+        key, noise_key = jax.random.split(key)
+        obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+        return noisy(noise_key, obs), state, reward, terminated, truncated, info
+
+    return env._replace(reset=reset, step=step)
+
+
 def random_model(
     seed: int,
     num_states: int,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from envs.tabular import make_tabular_env, model_from_numpy
+from envs.tabular import make_tabular_env, model_from_numpy, with_observation_noise
 from rlkit.density_ratio import ProductValueClass
 from rlkit.errors import require
 from rlkit.types import Array, Environment, TabularModel
@@ -185,6 +185,9 @@ class CombinationLockConfig:
     """Seed of the secret code (one correct action per step)."""
     distractor_reward: float = 0.0
     """Reward for the step that drops to the dead path (0 disables; must be < 1)."""
+    observation_noise: float = 0.0
+    """Std of Gaussian noise added to every entry of every observation (0: the clean one-hot).
+    Evaluation and the exact model use the clean observation of each state."""
 
     def __post_init__(self):
         require(self.horizon >= 1, "horizon", f"must be >= 1, got {self.horizon}")
@@ -195,6 +198,8 @@ class CombinationLockConfig:
             f"must be in [0, 1) so that opening the lock stays optimal, got "
             f"{self.distractor_reward}",
         )
+        require(self.observation_noise >= 0, "observation_noise",
+                f"must be >= 0, got {self.observation_noise}")
 
 
 def combination_lock_code(seed: int, horizon: int, num_actions: int) -> np.ndarray:
@@ -255,7 +260,10 @@ def make_combination_lock(config: CombinationLockConfig) -> Environment:
     """The combination lock environment."""
     code = combination_lock_code(config.code_seed, config.horizon, config.num_actions)
     model = combination_lock_model(code, config.num_actions, config.distractor_reward)
-    return make_tabular_env(model, "combination-lock")
+    env = make_tabular_env(model, "combination-lock")
+    if config.observation_noise > 0:
+        env = with_observation_noise(env, config.observation_noise)
+    return env
 
 
 # --------------------------------------------------------------------------------------------

@@ -454,3 +454,19 @@ def test_cli_errors_are_one_line_and_exit_2(argv, needle, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
     assert not run_dir.exists()
+
+
+def test_noisy_observation_lock_checks_out_and_neural_hyglow_opens_it():
+    from envs.checker import check_env
+
+    config = toy.CombinationLockConfig(horizon=4, num_actions=3, code_seed=2,
+                                       observation_noise=0.1)
+    env = toy.make_combination_lock(config)
+    check_env(env, observation_noise=0.1)
+    obs, _ = env.reset(jax.random.key(0), env.default_params)
+    assert np.abs(np.asarray(obs) - np.eye(9)[0]).max() > 0  # really noisy
+    dataset = _mixture_dataset("combination-lock", config, 40, epsilon=0.5)
+    agent = glow.make_agent(glow.HybridConfig(version="neural", hidden_sizes=(64, 64),
+                                              updates_per_round=16), env.spec)
+    needed = _episodes_to_optimal(agent, env, 30, seeds=2, dataset=dataset)
+    assert not np.isnan(needed).any(), needed
