@@ -106,8 +106,9 @@ class Config:
     """Learn from an offline dataset as well (HyGLOW; needs --dataset)."""
     episodes_per_round: int = 1
     """Episodes rolled out per round (1 in the theory)."""
-    buffer_episodes: int = 5_000
-    """Online episodes kept; runs longer than this forget the oldest."""
+    buffer_episodes: int = 2_000
+    """Online episodes kept (the exact version refits on all of them every round, so a run may
+    not outgrow it; the neural one forgets the oldest)."""
     total_steps: int = 20_000
     """Default env steps of a run (--total-steps overrides)."""
     # Neural version.

@@ -178,7 +178,10 @@ def deepsea_study(args, workdir: Path) -> list[dict]:
                        total_steps=budget * size, dataset=path, num_logs=args.logs,
                        run_dir=workdir / "hyglow-neural", version="neural")
     record(results, "deepsea", "hyglow (neural)", size, summary, budget, **extra)
-    neural = dict(learning_rate=1e-3, hidden_sizes=(128, 128), target_update_every=50)
+    # 2 envs and an update per iteration: 0.5 updates per env step, a little more than
+    # HyGLOW's 32 per round of 4 x 20 steps (0.4), so the baselines are not starved of updates.
+    neural = dict(learning_rate=1e-3, hidden_sizes=(128, 128), target_update_every=50,
+                  num_envs=2)
     for label, dataset in (("hyq", path), ("dqn", None)):
         summary, _ = train(label, "deepsea", env_config, seeds=args.seeds,
                            total_steps=budget * size, dataset=dataset, num_logs=args.logs,

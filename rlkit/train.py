@@ -384,6 +384,13 @@ def build(experiment: Experiment) -> Built:
         require(entry.kind != "host", "--env",
                 f"{experiment.agent} runs in rounds on the device; {experiment.env} is a host "
                 "environment, use a JAX one (e.g. combination-lock, deepsea, gymnax:...)")
+        feed = agent.feed
+        require(feed.batch_size is not None
+                or total_iterations * feed.num_envs <= feed.buffer_episodes, "--total-steps",
+                f"{total_iterations} rounds of {feed.num_envs} episodes outgrow the "
+                f"{feed.buffer_episodes} episodes kept, and {experiment.agent}'s exact learner "
+                "refits on all its data each round; lower --total-steps or raise "
+                "--agent.buffer-episodes")
         trainer = make_rounds_trainer(
             agent, env, env.default_params, iterations_per_chunk,
             num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),

@@ -447,6 +447,8 @@ def test_cli_hyglow_and_h2o_learn_from_a_dataset(lock_dataset_dir, tmp_path):
     (["glow", "--env", "gym:CartPole-v1", "--agent.version", "neural"],
      "--env: glow runs in rounds on the device"),
     (["glow", "--env", "combination-lock", "--agent.kappa", "-1"], "kappa: must be >= 0"),
+    (["glow", "--env", "combination-lock", "--total-steps", "100000"],
+     "--total-steps: 20000 rounds of 1 episodes outgrow the 2000 episodes kept"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(argv, needle, tmp_path, capsys):
     run_dir = tmp_path / "run"
