@@ -37,7 +37,7 @@ def child(iterations: int, repeats: int) -> dict:
     from rlkit.loops.on_device import make_on_device_trainer
     from rlkit.types import Transition
 
-    env = registry.make_env("cartpole")
+    env = registry.make_env("cartpole", None)
     config = ppo.Config()
     agent = ppo.make_agent(config, env.spec)
     params = env.default_params
