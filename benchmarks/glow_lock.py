@@ -39,34 +39,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from offline_hybrid import describe  # noqa: E402
+from offline_hybrid import train as train_summary  # noqa: E402
 
 from rlkit import registry  # noqa: E402
 from rlkit.runner import MetricsLog  # noqa: E402
 from rlkit.stats import aggregate  # noqa: E402
-from rlkit.train import Experiment, RunOptions, execute  # noqa: E402
 
 
-def train(agent: str, env: str, env_config, *, seeds: int, total_steps: int, run_dir: Path,
-          dataset: Path | None = None, num_logs: int = 20, **agent_overrides):
-    """One `python -m rlkit.train` run, programmatically; returns (summary, metrics rows)."""
-    module = registry.agent_module(agent)
-    fields = {f.name for f in dataclasses.fields(module.Config)}
-    if "total_steps" in fields:
-        agent_overrides.setdefault("total_steps", total_steps)
-    experiment = Experiment(
-        agent=agent, env=env,
-        run=RunOptions(seeds=seeds, total_steps=total_steps, run_dir=str(run_dir),
-                       num_logs=num_logs, progress=False,
-                       dataset=None if dataset is None else str(dataset)),
-        agent_config=module.Config(**agent_overrides), env_config=env_config)
-    summary = execute(experiment).summary
+def train(agent: str, env: str, env_config, *, run_dir: Path, **kwargs):
+    """One `python -m rlkit.train` run (`offline_hybrid.train`): (summary, metrics rows)."""
+    summary = train_summary(agent, env, env_config, run_dir=run_dir, **kwargs)
     return summary, MetricsLog(run_dir / "metrics.csv").read()
-
-
-def describe(values) -> str:
-    stats = aggregate(np.asarray(values, np.float64))
-    lo, hi = stats["ci95"]
-    return f"{stats['mean']:9.1f} [{lo:9.1f}, {hi:9.1f}]"
 
 
 def record(results: list, study: str, label: str, horizon: int, summary: dict,

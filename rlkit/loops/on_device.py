@@ -157,12 +157,31 @@ def make_on_device_trainer(
         return carry, metrics
 
     iteration = on_policy_iteration if isinstance(feed, OnPolicyFeed) else replay_iteration
+    return compile_trainer(agent, env, env_params, init_one, iteration, iterations_per_chunk,
+                           num_eval_episodes, mesh, dataset)
 
-    def run_one(carry: Carry, dataset: PyTree):
+
+def compile_trainer(agent: Agent, env: Environment, env_params: Any, init_one, iteration,
+                    iterations_per_chunk: int, num_eval_episodes: int,
+                    mesh: jax.sharding.Mesh | None, dataset: PyTree) -> Trainer:
+    """The jit boundary of the on-device drivers (this one and `rlkit.loops.rounds`).
+
+    Args:
+        agent, env, env_params: as for `make_on_device_trainer`.
+        init_one: `(key) -> carry` of one seed; the carry has `agent_state` and `key` fields.
+        iteration: `(carry, dataset) -> (carry, metrics)`, one iteration of one seed.
+        iterations_per_chunk, num_eval_episodes, mesh, dataset: as for `make_on_device_trainer`.
+
+    Returns:
+        The `Trainer`: `init` and `evaluate` vmapped over seeds, `run` a `lax.scan` of
+        `iteration` vmapped over seeds with the carry donated and the dataset shared.
+    """
+
+    def run_one(carry, dataset: PyTree):
         return jax.lax.scan(lambda carry, _: iteration(carry, dataset), carry, None,
                             length=iterations_per_chunk)
 
-    def evaluate_one(carry: Carry) -> jax.Array:
+    def evaluate_one(carry) -> jax.Array:
         return evaluate_policy(agent, env, env_params, carry.agent_state, carry.key,
                                num_eval_episodes)
 
@@ -174,7 +193,7 @@ def make_on_device_trainer(
         init=init,
         run=BoundRun(jax.jit(over_seeds(run_one, num_shared=1), donate_argnums=0), dataset),
         evaluate=jax.jit(over_seeds(evaluate_one)),
-        steps_per_iteration=feed.steps_per_iteration,
+        steps_per_iteration=agent.feed.steps_per_iteration,
         iterations_per_chunk=iterations_per_chunk,
         agent_state=lambda carry: carry.agent_state,
     )

@@ -33,15 +33,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from rlkit.errors import RlkitError
-from rlkit.loops.common import (
-    BoundRun,
-    Trainer,
-    autoreset_step,
-    nan_metrics_like,
-    over_seeds,
-    track_episodes,
-)
-from rlkit.loops.on_device import evaluate_policy
+from rlkit.loops.common import Trainer, autoreset_step, nan_metrics_like, track_episodes
+from rlkit.loops.on_device import compile_trainer
 from rlkit.types import Agent, Environment, PyTree, RoundFeed, Transition
 
 
@@ -238,26 +231,8 @@ def make_rounds_trainer(
                               episodes=carry.episodes + finished_count.astype(jnp.float32))
         return carry, metrics
 
-    def run_one(carry: RoundCarry, dataset):
-        return jax.lax.scan(lambda carry, _: round_iteration(carry, dataset), carry, None,
-                            length=iterations_per_chunk)
-
-    def evaluate_one(carry: RoundCarry) -> jax.Array:
-        return evaluate_policy(agent, env, env_params, carry.agent_state, carry.key,
-                               num_eval_episodes)
-
-    init = jax.jit(over_seeds(init_one))
-    if mesh is not None:
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
-        init = jax.jit(over_seeds(init_one), out_shardings=sharding)
-    return Trainer(
-        init=init,
-        run=BoundRun(jax.jit(over_seeds(run_one, num_shared=1), donate_argnums=0), dataset),
-        evaluate=jax.jit(over_seeds(evaluate_one)),
-        steps_per_iteration=feed.steps_per_iteration,
-        iterations_per_chunk=iterations_per_chunk,
-        agent_state=lambda carry: carry.agent_state,
-    )
+    return compile_trainer(agent, env, env_params, init_one, round_iteration,
+                           iterations_per_chunk, num_eval_episodes, mesh, dataset)
 
 
 __all__ = ["RoundCarry", "make_rounds_trainer", "with_episode_starts"]
