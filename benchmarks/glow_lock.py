@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from offline_hybrid import describe  # noqa: E402
+from offline_hybrid import describe, write_results  # noqa: E402
 from offline_hybrid import train as train_summary  # noqa: E402
 
 from rlkit import registry  # noqa: E402
@@ -269,13 +268,7 @@ def main() -> None:
     if args.plot and any(r["study"] == "lock" for r in results):
         plot(results, args.plot)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "device": jax.devices()[0].device_kind, "jax": jax.__version__,
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "seconds": elapsed, "results": results,
-        }, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
-            + "\n")
+        write_results(args.json, args, elapsed, results)
 
 
 if __name__ == "__main__":

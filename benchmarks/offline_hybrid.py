@@ -195,6 +195,18 @@ def offline_study(args, workdir: Path) -> list[dict]:
     return results
 
 
+def write_results(path: Path, args, seconds: float, results: list[dict]) -> None:
+    """The benchmark's JSON: device, jax version, arguments, wall seconds, results (NaN: null)."""
+    import jax
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "seconds": seconds, "results": results,
+    }, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", choices=("both", "hybrid", "offline"), default="both")
@@ -227,13 +239,7 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     print(f"total {elapsed:.0f} s on {jax.devices()[0].device_kind}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "device": jax.devices()[0].device_kind, "jax": jax.__version__,
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "seconds": elapsed, "results": results,
-        }, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
-            + "\n")
+        write_results(args.json, args, elapsed, results)
 
 
 if __name__ == "__main__":

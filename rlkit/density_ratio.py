@@ -89,16 +89,9 @@ def truncation_level(gamma_0: float, num_episodes: Array) -> Array:
     return gamma_0 * jnp.sqrt(jnp.maximum(jnp.asarray(num_episodes, jnp.float32), 1.0))
 
 
-def weighted_loss(weights: Array, residuals: Array, kappa: float,
-                  sample_weights: Array | None = None) -> Array:
-    """The mean of `w * delta - kappa * w^2` over the batch (weights already clipped).
-
-    `sample_weights` (e.g. a validity mask) reweights rows; the mean is over their total.
-    """
-    terms = weights * residuals - kappa * jnp.square(weights)
-    if sample_weights is None:
-        return terms.mean()
-    return (terms * sample_weights).sum() / jnp.maximum(sample_weights.sum(), 1e-12)
+def weighted_loss(weights: Array, residuals: Array, kappa: float) -> Array:
+    """The mean of `w * delta - kappa * w^2` over the batch (weights already clipped)."""
+    return (weights * residuals - kappa * jnp.square(weights)).mean()
 
 
 def tabular_adversary(residual_sum: Array, count: Array, kappa: float, gamma: Array | float,
