@@ -66,7 +66,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]
 import reference_ppo  # noqa: E402
 
-import rlkit  # noqa: E402, F401  (its XLA:CPU flags apply to all three programs alike)
+import rlkit  # noqa: E402  (its XLA:CPU flags apply to all three programs alike)
 
 NUM_ENVS = 4
 ROLLOUT_LENGTH = 128
@@ -589,8 +589,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--child", choices=PROGRAMS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="request XLA:GPU's deterministic kernels for all programs (as python -m "
+        "rlkit.train does by default; see rlkit.request_gpu_determinism)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    if args.deterministic:  # before any JAX backend starts; the children inherit XLA_FLAGS
+        rlkit.request_gpu_determinism(True)
 
     num_iterations = args.total_steps // (NUM_ENVS * ROLLOUT_LENGTH)
     if num_iterations < 1:
@@ -657,6 +665,8 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "vmap_one_seed": args.vmap_one_seed,
+        "deterministic": args.deterministic,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "isolate": args.isolate,
         "rounds": args.rounds,
         "child_timeout_s": args.child_timeout if args.isolate else None,

@@ -9,7 +9,11 @@ scheduler on and off, each setting in its own process (XLA reads its flags once)
 * `update`: K PPO updates (GAE, 4 epochs x 4 minibatches) on one fixed rollout, in one scan;
 * `iteration`: K whole iterations through `rlkit.loops.on_device` (rollout + update).
 
-    uv run python benchmarks/scheduler_probe.py [--iterations 200] [--repeats 5]
+With `--profile`, each child also runs `iteration` once under `jax.profiler.trace` and sums the
+profiler's events (XLA:CPU's thunks and runtime spans) per name and per thread, so the two
+settings can be compared thunk by thunk.
+
+    uv run python benchmarks/scheduler_probe.py [--iterations 200] [--repeats 5] [--profile]
 """
 
 from __future__ import annotations
@@ -20,13 +24,44 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 
 
-def child(iterations: int, repeats: int) -> dict:
+def thunk_profile(run, trace_dir: str) -> dict:
+    """Run `run()` once under the profiler; total event time per name and per thread."""
+    import glob
+
+    import jax
+
+    with jax.profiler.trace(trace_dir):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        wall = time.perf_counter() - start
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(path)
+    by_name: dict[str, list[float]] = {}
+    by_thread: dict[str, float] = {}
+    for plane in data.planes:
+        for line in plane.lines:
+            busy = 0.0
+            for event in line.events:
+                seconds = event.duration_ns * 1e-9
+                entry = by_name.setdefault(event.name, [0.0, 0])
+                entry[0] += seconds
+                entry[1] += 1
+                busy += seconds
+            if busy:
+                by_thread[f"{plane.name}/{line.name}"] = busy
+    return {"wall_seconds": wall,
+            "events": {n: {"seconds": t, "count": c} for n, (t, c) in by_name.items()},
+            "threads": by_thread}
+
+
+def child(iterations: int, repeats: int, profile_dir: str | None = None) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import jax
     import jax.numpy as jnp
@@ -104,7 +139,45 @@ def child(iterations: int, repeats: int) -> dict:
             jax.block_until_ready(fn())
             samples.append(time.perf_counter() - start)
         times[name] = statistics.median(samples)
+    if profile_dir is not None:
+        times["profile"] = thunk_profile(whole, profile_dir)
     return times
+
+
+def compare_profiles(results: dict, top: int = 25) -> dict:
+    """Per event name: median total seconds with the scheduler on and off; the largest changes."""
+    names = set()
+    for runs in results.values():
+        for run in runs:
+            names |= set(run["profile"]["events"])
+
+    def median_seconds(setting: str, name: str) -> float:
+        return statistics.median(run["profile"]["events"].get(name, {"seconds": 0.0})["seconds"]
+                                 for run in results[setting])
+
+    def median_count(setting: str, name: str) -> float:
+        return statistics.median(run["profile"]["events"].get(name, {"count": 0})["count"]
+                                 for run in results[setting])
+
+    rows = [{"name": n, "on_seconds": median_seconds("true", n),
+             "off_seconds": median_seconds("false", n), "on_count": median_count("true", n),
+             "off_count": median_count("false", n)} for n in names]
+    rows.sort(key=lambda r: -max(r["on_seconds"], r["off_seconds"]))
+    walls = {s: statistics.median(r["profile"]["wall_seconds"] for r in results[s])
+             for s in results}
+    threads = {s: results[s][0]["profile"]["threads"] for s in results}
+    print(f"\nprofiled run of `iteration`: wall {walls['true']:.3f} s on, "
+          f"{walls['false']:.3f} s off; busiest events (total seconds, count):")
+    print(f"{'event':48s} {'on':>9s} {'off':>9s} {'count on':>9s} {'off':>7s}")
+    for r in rows[:top]:
+        print(f"{r['name'][:48]:48s} {r['on_seconds']:9.3f} {r['off_seconds']:9.3f} "
+              f"{r['on_count']:9.0f} {r['off_count']:7.0f}")
+    print("busy seconds per thread (first round):")
+    for setting in ("true", "false"):
+        busiest = sorted(threads[setting].items(), key=lambda kv: -kv[1])[:8]
+        print(f"  scheduler {'on' if setting == 'true' else 'off'}: "
+              + ", ".join(f"{name.split('/')[-1]} {t:.2f}" for name, t in busiest))
+    return {"wall_seconds": walls, "events": rows[:200], "threads": threads}
 
 
 def main() -> None:
@@ -114,18 +187,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one run of `iteration` per child, thunk by thunk")
+    parser.add_argument("--profile-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.iterations, args.repeats)))
+        print(json.dumps(child(args.iterations, args.repeats, args.profile_dir)))
         return
     results: dict[str, list[dict]] = {"true": [], "false": []}
     for _ in range(args.rounds):
         for setting in ("true", "false"):
             env = dict(os.environ, XLA_FLAGS=f"{FLAG}={setting}")
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", "--iterations", str(args.iterations),
-                 "--repeats", str(args.repeats)],
-                env=env, capture_output=True, text=True, check=True)
+            command = [sys.executable, __file__, "--child", "--iterations",
+                       str(args.iterations), "--repeats", str(args.repeats)]
+            if args.profile:
+                command += ["--profile-dir", tempfile.mkdtemp(prefix=f"probe-{setting}-")]
+            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
             results[setting].append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{args.iterations} iterations of one-seed PPO on CartPole, median over rounds")
     print(f"{'part':10s} {'scheduler on':>13s} {'off':>9s} {'off / on':>9s}")
@@ -135,6 +212,8 @@ def main() -> None:
         off = statistics.median(r[part] for r in results["false"])
         summary[part] = {"on_seconds": on, "off_seconds": off, "ratio": off / on}
         print(f"{part:10s} {on:12.3f}s {off:8.3f}s {off / on:9.2f}")
+    if args.profile:
+        summary["profile"] = compare_profiles(results)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
                                          "rounds": results, "summary": summary}, indent=2))

@@ -112,3 +112,33 @@ def test_config_file_reruns_a_run(tmp_path):
     assert main(["--config", str(first / "config.yaml"), "--run-dir", str(rerun),
                  "--no-progress"]) == 0
     assert (rerun / "metrics.csv").read_text() == (first / "metrics.csv").read_text()
+
+
+def test_gpu_determinism_flag_is_requested_unless_the_user_chose(monkeypatch):
+    import rlkit
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    assert rlkit.request_gpu_determinism(True)
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=1", "--xla_gpu_deterministic_ops=true"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=false")
+    assert not rlkit.request_gpu_determinism(True)  # the user's value wins
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=false"
+    monkeypatch.delenv("XLA_FLAGS")
+    assert not rlkit.request_gpu_determinism(False)
+    assert "XLA_FLAGS" not in os.environ
+
+
+def test_deterministic_choice_is_read_before_jax_starts(tmp_path):
+    from rlkit.train import _deterministic_requested, parse_experiment
+
+    assert _deterministic_requested(["ppo", "--env", "chain"])
+    assert not _deterministic_requested(["ppo", "--env", "chain", "--no-deterministic"])
+    experiment, _ = parse_experiment(["ppo", "--env", "chain", "--no-deterministic"])
+    assert experiment.run.deterministic is False  # the same flag reaches config.yaml
+    (tmp_path / "config.yaml").write_text("agent: ppo\nenv: chain\nrun:\n  deterministic: false\n")
+    assert not _deterministic_requested(["--resume", str(tmp_path)])
+    assert not _deterministic_requested(["--config", str(tmp_path / "config.yaml")])
+    assert _deterministic_requested(["--config", str(tmp_path / "config.yaml"), "--deterministic"])
+    (tmp_path / "config.yaml").write_text("agent: ppo\nenv: chain\n")  # written before the option
+    assert _deterministic_requested(["--resume", str(tmp_path)])
