@@ -209,7 +209,6 @@ def run_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(run_dir / "checkpoints")
     log = MetricsLog(run_dir / "metrics.csv")
-    writer = SummaryWriter(str(run_dir))
     start_wall = time.perf_counter()
 
     carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
@@ -237,7 +236,6 @@ def run_training(
         if event.startswith("/jax/core/compile/"):
             compile_times.append(duration)
 
-    jax.monitoring.register_event_duration_secs_listener(on_duration)
     run = trainer.run
 
     steps_per_chunk = trainer.iterations_per_chunk * trainer.steps_per_iteration
@@ -249,41 +247,45 @@ def run_training(
     last_chunk = num_chunks - 1
     if stop_after_chunks is not None:
         last_chunk = min(last_chunk, first_chunk + stop_after_chunks - 1)
-    with Progress(total=num_chunks * units_per_chunk, enabled=show_progress,
-                  completed=first_chunk * units_per_chunk,
-                  unit="updates" if offline else "env steps") as progress:
-        for chunk in range(first_chunk, last_chunk + 1):
-            chunk_start = time.perf_counter()
-            compiled_before = sum(compile_times)
-            carry, metrics = run(carry)
-            metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
-            train_seconds += (time.perf_counter() - chunk_start
-                              - (sum(compile_times) - compiled_before))
+    writer = SummaryWriter(str(run_dir))
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    try:  # an error or Ctrl-C still closes the writer and finishes the checkpoint in flight
+        with Progress(total=num_chunks * units_per_chunk, enabled=show_progress,
+                      completed=first_chunk * units_per_chunk,
+                      unit="updates" if offline else "env steps") as progress:
+            for chunk in range(first_chunk, last_chunk + 1):
+                chunk_start = time.perf_counter()
+                compiled_before = sum(compile_times)
+                carry, metrics = run(carry)
+                metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
+                train_seconds += (time.perf_counter() - chunk_start
+                                  - (sum(compile_times) - compiled_before))
+                eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
+                suboptimality = None if optimal_return is None else optimal_return - eval_returns
+                rows = _chunk_rows(chunk, trainer.iterations_per_chunk, trainer.steps_per_iteration,
+                                   metrics, eval_returns, suboptimality)
+                log.append(rows)
+                env_steps = rows[0]["updates" if offline else "env_steps"]
+                for name in rows[0]:
+                    if name in ("seed", "chunk", "iteration", "env_steps", "updates"):
+                        continue
+                    value = np.nanmean([r[name] for r in rows]) if any(
+                        np.isfinite(r[name]) for r in rows) else math.nan
+                    if np.isfinite(value):
+                        writer.add_scalar(name, value, env_steps)
+                writer.flush()
+                if (chunk + 1) % checkpoint_every == 0 or chunk == last_chunk:
+                    checkpointer.save(chunk, carry)
+                progress.advance(units_per_chunk, {
+                    "return": _nanmean([r["episode_return"] for r in rows]),
+                    "eval": float(np.mean(eval_returns)),
+                })
+        if first_chunk > last_chunk:  # resumed a finished run: report its final evaluation
             eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
-            suboptimality = None if optimal_return is None else optimal_return - eval_returns
-            rows = _chunk_rows(chunk, trainer.iterations_per_chunk, trainer.steps_per_iteration,
-                               metrics, eval_returns, suboptimality)
-            log.append(rows)
-            env_steps = rows[0]["updates" if offline else "env_steps"]
-            for name in rows[0]:
-                if name in ("seed", "chunk", "iteration", "env_steps", "updates"):
-                    continue
-                value = np.nanmean([r[name] for r in rows]) if any(
-                    np.isfinite(r[name]) for r in rows) else math.nan
-                if np.isfinite(value):
-                    writer.add_scalar(name, value, env_steps)
-            writer.flush()
-            if (chunk + 1) % checkpoint_every == 0 or chunk == last_chunk:
-                checkpointer.save(chunk, carry)
-            progress.advance(units_per_chunk, {
-                "return": _nanmean([r["episode_return"] for r in rows]),
-                "eval": float(np.mean(eval_returns)),
-            })
-    if first_chunk > last_chunk:  # resumed a finished run: report its final evaluation
-        eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
-    jax.monitoring.unregister_event_duration_listener(on_duration)
-    writer.close()
-    checkpointer.close()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+        writer.close()
+        checkpointer.close()
 
     rows = log.read()
     total_steps = (last_chunk + 1) * steps_per_chunk
