@@ -2,12 +2,16 @@
 replay buffers), so that a resumed run continues exactly where it stopped.
 
 orbax writes each step into a temporary directory and renames it when complete, so a crash
-mid-save never leaves a checkpoint that restores. Typed PRNG keys are stored as their raw key data
-and re-wrapped on restore.
+mid-save never leaves a checkpoint that restores. Ctrl-C during a save is held until the save has
+finished (then raised), so an interrupted run keeps the checkpoint it was writing. Typed PRNG keys
+are stored as their raw key data and re-wrapped on restore.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +38,23 @@ def _from_storable(stored: PyTree, like: PyTree) -> PyTree:
     )
 
 
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold SIGINT until the block ends, then raise KeyboardInterrupt if one came."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # only the main thread can install handlers; None: a handler not set by Python
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 class Checkpointer:
     """Keeps the newest `max_to_keep` checkpoints of a run under `directory`."""
 
@@ -48,8 +69,9 @@ class Checkpointer:
 
     def save(self, step: int, tree: PyTree) -> None:
         """Save `tree` as checkpoint `step` (synchronously: the caller may donate it next)."""
-        self.manager.save(step, args=ocp.args.StandardSave(_to_storable(tree)), force=True)
-        self.manager.wait_until_finished()
+        with _ctrl_c_held():
+            self.manager.save(step, args=ocp.args.StandardSave(_to_storable(tree)), force=True)
+            self.manager.wait_until_finished()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from rlkit import registry
-from rlkit.errors import RlkitError, require
+from rlkit.errors import INTERRUPTED, RlkitError, exit_cli, require
 
 if TYPE_CHECKING:
     from rlkit.data.dataset import Dataset
@@ -693,10 +693,10 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     print_summary(dataset, path)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

@@ -8,6 +8,9 @@ The CLIs print it on one line and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import difflib
+import os
+import sys
+from typing import NoReturn
 
 
 class RlkitError(Exception):
@@ -25,3 +28,21 @@ def require(condition: bool, field: str, message: str) -> None:
     """Raise an `RlkitError` naming `field` when `condition` does not hold."""
     if not condition:
         raise RlkitError(f"{field}: {message}")
+
+
+INTERRUPTED = 130  # a CLI's exit status after Ctrl-C (128 + SIGINT)
+
+
+def exit_cli(code: int) -> NoReturn:
+    """Leave a command-line entry point with status `code`.
+
+    After Ctrl-C the interrupted computation may still be running on XLA's own threads, and a
+    normal interpreter teardown can then abort ("terminate called without an active exception",
+    seen with jax 0.11). The CLIs close their writers and checkpoints before returning
+    `INTERRUPTED`, so this leaves at once in that case.
+    """
+    if code == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -29,7 +29,7 @@ import yaml
 
 import rlkit
 from rlkit import registry
-from rlkit.errors import RlkitError, require
+from rlkit.errors import INTERRUPTED, RlkitError, exit_cli, require
 
 
 @dataclass(frozen=True)
@@ -578,10 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)",
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
     print_summary(result)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main())

@@ -516,3 +516,25 @@ def test_checkpoint_round_trip_restores_wrapped_buffers_exactly(tmp_path):
     jax.tree.map(same, trajectory_sample(state, key, draws), trajectory_sample(copy, key, draws))
     state, copy = (trajectory_add(s, _step(31)) for s in (state, copy))
     jax.tree.map(same, trajectory_sample(state, key, draws), trajectory_sample(copy, key, draws))
+
+
+def test_ctrl_c_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path):
+    import os
+    import signal
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    save = checkpointer.manager.save
+
+    def interrupted_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives as the write begins
+        return save(*args, **kwargs)
+
+    checkpointer.manager.save = interrupted_save
+    tree = {"params": jnp.arange(3.0), "key": jax.random.key(1)}
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save(0, tree)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert checkpointer.latest_step() == 0
+    restored = checkpointer.restore(0, tree)
+    assert jnp.array_equal(restored["params"], tree["params"])
+    checkpointer.close()
