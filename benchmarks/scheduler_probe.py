@@ -151,17 +151,14 @@ def compare_profiles(results: dict, top: int = 25) -> dict:
         for run in runs:
             names |= set(run["profile"]["events"])
 
-    def median_seconds(setting: str, name: str) -> float:
-        return statistics.median(run["profile"]["events"].get(name, {"seconds": 0.0})["seconds"]
+    def median(setting: str, name: str, field: str) -> float:
+        """Median over rounds of one event's total `seconds` or `count` (0 where absent)."""
+        return statistics.median(run["profile"]["events"].get(name, {}).get(field, 0)
                                  for run in results[setting])
 
-    def median_count(setting: str, name: str) -> float:
-        return statistics.median(run["profile"]["events"].get(name, {"count": 0})["count"]
-                                 for run in results[setting])
-
-    rows = [{"name": n, "on_seconds": median_seconds("true", n),
-             "off_seconds": median_seconds("false", n), "on_count": median_count("true", n),
-             "off_count": median_count("false", n)} for n in names]
+    rows = [{"name": n, "on_seconds": median("true", n, "seconds"),
+             "off_seconds": median("false", n, "seconds"), "on_count": median("true", n, "count"),
+             "off_count": median("false", n, "count")} for n in names]
     rows.sort(key=lambda r: -max(r["on_seconds"], r["off_seconds"]))
     walls = {s: statistics.median(r["profile"]["wall_seconds"] for r in results[s])
              for s in results}
