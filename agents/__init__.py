@@ -6,8 +6,8 @@
 AGENTS: dict[str, tuple[str, str]] = {
     "ppo": ("agents.ppo", "PPO with clipped surrogate and GAE (Schulman et al. 2017)"),
     "dqn": ("agents.dqn", "double DQN with a target network and epsilon-greedy exploration"),
-    "hyq": ("agents.hyq", "Hy-Q: Q-learning on batches mixed from a dataset and online data "
-            "(Song et al. 2023); needs --dataset"),
+    "hyq": ("agents.dqn:HybridConfig", "Hy-Q: Q-learning on batches mixed from a dataset and "
+            "online data (Song et al. 2023); needs --dataset"),
     "bc": ("agents.bc", "behaviour cloning from a dataset (offline; needs --dataset)"),
     "cql": ("agents.cql", "conservative Q-learning, discrete CQL(H) (Kumar et al. 2020; offline, "
             "needs --dataset)"),

@@ -11,7 +11,11 @@ Choices, and why:
 * The reported policy is the argmax of pi by default (`eval_policy = "greedy"`), the usual
   evaluation of discrete BC; `"sample"` reports pi itself, which reproduces the behaviour policy's
   own return in expectation.
-* Trained purely offline (`OfflineFeed`): `python -m rlkit.train bc --env ENV --dataset DIR`.
+
+How it runs: an `OfflineFeed` (offline driver `rlkit.loops.offline`: `python -m rlkit.train bc
+--env ENV --dataset DIR`); one `update` is one gradient step on a [batch_size] batch of dataset
+rows drawn with replacement (with `--h2o`, rows of the dataset and of the agent's own rollouts,
+`rlkit.loops.rounds`).
 
 Metrics (float32 scalars): `loss` (mean negative log-likelihood of the data actions), `accuracy`
 (share of batch rows where argmax pi is the data action), `entropy` (mean entropy of pi),
@@ -27,19 +31,44 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
 from rlkit.nets import TorsoHead, make_torso
-from rlkit.offline_config import OfflinePolicyConfig
-from rlkit.ops import policy_from_logits
-from rlkit.optim import clipped_adam
+from rlkit.ops import batched_index, clipped_adam, policy_from_logits
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
 
 @dataclass(frozen=True)
-class Config(OfflinePolicyConfig):
-    """Behaviour-cloning hyper-parameters (the shared offline fields; no others)."""
+class Config:
+    """Behaviour-cloning hyper-parameters."""
 
+    learning_rate: float = 3e-4
+    """Adam step size."""
+    batch_size: int = 256
+    """Dataset rows per update."""
     total_steps: int = 10_000
     """Gradient updates in a run (offline: no environment steps)."""
+    max_grad_norm: float | None = 10.0
+    """Clip gradients to this global norm; None disables clipping."""
+    eval_policy: str = "greedy"
+    """Policy reported and evaluated: "greedy" (argmax of pi) or "sample" (pi itself)."""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """MLP widths for vector observations."""
+    activation: str = "relu"
+    """MLP activation: "relu" or "tanh"."""
+    cnn: str = "nature"
+    """Torso for image observations: "nature" or "impala"."""
+
+    def __post_init__(self):
+        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
+                       hint="try 3e-4.")
+        require_int_at_least(self.batch_size, "batch_size", 1)
+        require_int_at_least(self.total_steps, "total_steps", 1)
+        if self.max_grad_norm is not None:
+            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
+                           hint="None disables clipping.")
+        require(self.eval_policy in ("greedy", "sample"), "eval_policy",
+                f"must be 'greedy' or 'sample', got {self.eval_policy!r}.")
+        check_network_fields(self)
 
 
 @struct.dataclass
@@ -81,7 +110,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         logits = network.apply(params, batch.obs)
         log_probs = jax.nn.log_softmax(logits)
         action = batch.action.astype(jnp.int32)
-        nll = -jnp.take_along_axis(log_probs, action[:, None], axis=-1)[:, 0]
+        nll = -batched_index(log_probs, action)
         return nll.mean(), {
             "accuracy": (jnp.argmax(logits, axis=-1) == action).mean(),
             "entropy": -(jnp.exp(log_probs) * log_probs).sum(-1).mean(),
@@ -102,8 +131,8 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         logits = network.apply(state.params, obs)
         return policy_from_logits(logits, config.eval_policy)
 
-    def act(state: State, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
-        """Actions [N] int32 sampled from pi; extras is empty."""
+    def act(state: State, obs: Array, key: PRNGKey, step: Array) -> tuple[Array, dict]:
+        """Actions [N] int32 sampled from pi (step unused); extras is empty."""
         logits = network.apply(state.params, obs)
         return jax.random.categorical(key, logits).astype(jnp.int32), {}
 

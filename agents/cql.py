@@ -10,14 +10,18 @@ true value off the data (paper eq. 4, CQL(H)):
 
 The greedy policy of the conservative Q is reported and evaluated.
 
+How it runs: an `OfflineFeed` (offline driver `rlkit.loops.offline`: `python -m rlkit.train cql
+--env ENV --dataset DIR`); one `update` is one gradient step on a [batch_size] batch of dataset
+rows drawn with replacement. With `--h2o` the round driver (`rlkit.loops.rounds`) feeds the same
+update batches of the dataset plus the agent's own rollouts (`rlkit.h2o`).
+
 Deviations and choices, and why:
 
-* The TD part is `rlkit.qlearning`'s double-DQN loss with a target network (mean squared error by
-  default); the paper's discrete experiments used QR-DQN on Atari. The regulariser is the same.
+* The TD part is double DQN's target with a target network (mean squared error by default); the
+  paper's discrete experiments used QR-DQN on Atari. The regulariser is the same.
 * `alpha` is fixed (`cql_alpha`); the paper's Lagrangian version that tunes alpha to a target gap
   is for continuous control.
-* Trained purely offline (`OfflineFeed`): `python -m rlkit.train cql --env ENV --dataset DIR`;
-  `act` is greedy (the policy offline evaluation uses).
+* `act` is greedy (the policy offline evaluation and H2O's rollouts use).
 
 Metrics (float32 scalars): `loss` (TD loss plus alpha times the gap), `td_loss`, `cql_gap`
 (mean logsumexp Q minus Q of the data action: how far Q is pushed down off the data), `q_mean`,
@@ -30,29 +34,77 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import optax
+from flax import struct
 
-from rlkit.errors import require
-from rlkit.qlearning import QLearningConfig, make_q_learner
-from rlkit.types import Agent, Array, EnvSpec, OfflineFeed, PRNGKey, Transition
+from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
+from rlkit.nets import TorsoHead, make_torso
+from rlkit.ops import batched_index, clipped_adam, double_q_learning_target, q_learning_target
+from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
 
 @dataclass(frozen=True)
-class Config(QLearningConfig):
-    """CQL hyper-parameters: the Q-learning fields plus the conservative weight."""
+class Config:
+    """CQL hyper-parameters: DQN's learning fields plus the conservative weight."""
 
     learning_rate: float = 3e-4
     """Adam step size."""
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
     batch_size: int = 256
     """Dataset rows per update."""
     total_steps: int = 20_000
     """Gradient updates in a run (offline: no environment steps)."""
     cql_alpha: float = 1.0
     """Weight of the conservative regulariser (the paper tries 0.5 to 5); 0 gives plain DQN."""
+    target_update_every: int = 100
+    """Updates between target-network updates."""
+    tau: float = 1.0
+    """Target update step: target <- tau * online + (1 - tau) * target; 1 is a hard copy."""
+    max_grad_norm: float | None = 10.0
+    """Clip gradients to this global norm; None disables clipping."""
+    loss: str = "mse"
+    """TD loss: "mse" (half squared error) or "huber" (delta 1)."""
+    double: bool = True
+    """Double DQN target (van Hasselt et al. 2016); False gives the max target."""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """MLP widths for vector observations."""
+    activation: str = "relu"
+    """MLP activation: "relu" or "tanh"."""
+    cnn: str = "nature"
+    """Torso for image observations: "nature" or "impala"."""
 
     def __post_init__(self):
-        super().__post_init__()
-        require(self.cql_alpha >= 0, "cql_alpha", f"must be >= 0, got {self.cql_alpha}.")
-        require(self.total_steps >= 1, "total_steps", f"must be >= 1, got {self.total_steps}.")
+        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
+                       hint="try 3e-4.")
+        require_number(self.gamma, "gamma", low=0, high=1)
+        for name in ("batch_size", "total_steps", "target_update_every"):
+            require_int_at_least(getattr(self, name), name, 1)
+        require_number(self.cql_alpha, "cql_alpha", low=0)
+        require_number(self.tau, "tau", low=0, high=1, low_open=True)
+        if self.max_grad_norm is not None:
+            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
+                           hint="None disables clipping.")
+        require(self.loss in ("huber", "mse"), "loss",
+                f"must be 'huber' or 'mse', got {self.loss!r}.")
+        check_network_fields(self)
+
+
+@struct.dataclass
+class State:
+    """CQL's training state.
+
+    Attributes:
+        params: online Q-network parameters.
+        target_params: target-network parameters (a copy, never an alias).
+        opt_state: optax state of the online parameters.
+        update_step: int32 scalar, updates done so far.
+    """
+
+    params: PyTree
+    target_params: PyTree
+    opt_state: optax.OptState
+    update_step: Array
 
 
 def conservative_gap(q: Array, action: Array) -> Array:
@@ -66,8 +118,7 @@ def conservative_gap(q: Array, action: Array) -> Array:
     Returns:
         A float32 scalar (non-negative up to rounding: logsumexp is at least the maximum).
     """
-    q_data = jnp.take_along_axis(q, action[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return (jax.nn.logsumexp(q, axis=-1) - q_data).mean()
+    return (jax.nn.logsumexp(q, axis=-1) - batched_index(q, action)).mean()
 
 
 def make_agent(config: Config, spec: EnvSpec) -> Agent:
@@ -80,20 +131,69 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     Returns:
         The `Agent`, fed by an `OfflineFeed`.
     """
+    num_actions = spec.num_actions
+    network = TorsoHead(make_torso(spec, config.cnn, config.hidden_sizes, config.activation),
+                        num_actions)  # Q [B, A]
+    optimizer = clipped_adam(config.learning_rate, config.max_grad_norm)
 
-    def regulariser(q: Array, batch: Transition):
-        gap = conservative_gap(q, batch.action)
-        return config.cql_alpha * gap, {"cql_gap": gap}
+    def init(key: PRNGKey) -> State:
+        params = network.init(key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
+        return State(params=params, target_params=jax.tree.map(jnp.copy, params),
+                     opt_state=optimizer.init(params), update_step=jnp.zeros((), jnp.int32))
 
-    learner = make_q_learner(config, spec, regulariser=regulariser)
+    def loss_fn(params: PyTree, target_params: PyTree, batch: Transition):
+        batch_size = batch.action.shape[0]
+        q_both = network.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))  # [2B, A]
+        q, q_next_online = q_both[:batch_size], q_both[batch_size:]  # [B, A] each
+        q_next_target = network.apply(target_params, batch.next_obs)  # [B, A]
+        if config.double:
+            target = double_q_learning_target(batch.reward, batch.terminated, q_next_online,
+                                              q_next_target, config.gamma)  # [B]
+        else:
+            target = q_learning_target(batch.reward, batch.terminated, q_next_target,
+                                       config.gamma)  # [B]
+        target = jax.lax.stop_gradient(target)  # [B]
+        q_taken = batched_index(q, batch.action)  # [B]
+        td_error = q_taken - target  # [B]
+        if config.loss == "huber":
+            td_loss = optax.huber_loss(q_taken, target, delta=1.0).mean()  # scalar
+        else:
+            td_loss = 0.5 * jnp.square(td_error).mean()  # scalar
+        gap = conservative_gap(q, batch.action)  # scalar, eq. 4's bracket
+        loss = td_loss + config.cql_alpha * gap
+        return loss, {"td_loss": td_loss, "cql_gap": gap, "q_mean": q_taken.mean(),
+                      "target_mean": target.mean(), "td_abs_mean": jnp.abs(td_error).mean()}
 
-    def act(state, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
-        """Greedy actions [N] int32; extras is empty."""
+    def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
+        """One gradient step on a batch with leaves [B, ...]; `key` is unused (deterministic)."""
         del key
-        return jnp.argmax(learner.q_values(state, obs), axis=-1).astype(jnp.int32), {}
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        update_step = state.update_step + 1
+        target_params = optax.periodic_update(
+            optax.incremental_update(params, state.target_params, config.tau),
+            state.target_params, update_step, config.target_update_every)
+        state = State(params=params, target_params=target_params, opt_state=opt_state,
+                      update_step=update_step)
+        metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+        return state, {name: value.astype(jnp.float32) for name, value in metrics.items()}
 
-    return Agent(init=learner.init, act=act, update=learner.update,
-                 policy=learner.greedy_policy, feed=OfflineFeed(batch_size=config.batch_size))
+    def greedy(state: State, obs: Array) -> Array:
+        return jnp.argmax(network.apply(state.params, obs), axis=-1)
+
+    def act(state: State, obs: Array, key: PRNGKey, step: Array) -> tuple[Array, dict]:
+        """Greedy actions [N] int32 (key and step unused); extras is empty."""
+        del key, step
+        return greedy(state, obs).astype(jnp.int32), {}
+
+    def policy(state: State, obs: Array) -> Array:
+        """Greedy policy as one-hot probabilities [N, A]."""
+        return jax.nn.one_hot(greedy(state, obs), num_actions, dtype=jnp.float32)
+
+    return Agent(init=init, act=act, update=update, policy=policy,
+                 feed=OfflineFeed(batch_size=config.batch_size))
 
 
-__all__ = ["Config", "conservative_gap", "make_agent"]
+__all__ = ["Config", "State", "conservative_gap", "make_agent"]

@@ -30,6 +30,12 @@ Both come in two versions (`version`):
   ascends lambda * max_a f_theta(x_1, a) on the batch's episode-start rows (the optimism term).
   HyGLOW's batches mix offline and online rows (`offline_fraction`, 0.5 as in Hy-Q).
 
+How it runs: a `RoundFeed` (round driver `rlkit.loops.rounds`). Each round the exact version's
+one `update` consumes all the data so far (the dataset, if any, and every online transition, as
+one padded [M] batch with `extras["valid"]` marking real rows); the neural version's
+`updates_per_round` updates each consume a [batch_size] batch drawn from that union. Then the
+driver rolls `act` out for `episodes_per_round` whole episodes and stores them.
+
 Choices where the paper is not explicit, and what this code does:
 
 * Weight sign (`signed_weights`): W >= 0 (the paper) for GLOW; HyGLOW defaults to signed weights,
@@ -76,10 +82,15 @@ import optax
 from flax import struct
 
 from rlkit import density_ratio as dr
-from rlkit.errors import RlkitError, require
-from rlkit.nets import make_torso
-from rlkit.optim import clipped_adam
-from rlkit.qlearning import QNetwork, check_network_fields, require_int_at_least
+from rlkit.errors import (
+    RlkitError,
+    check_network_fields,
+    require,
+    require_int_at_least,
+    require_number,
+)
+from rlkit.nets import TorsoHead, make_torso
+from rlkit.ops import batched_index, clipped_adam, epsilon_greedy
 from rlkit.types import Agent, Array, EnvSpec, Metrics, PRNGKey, PyTree, RoundFeed, Transition
 
 
@@ -144,23 +155,23 @@ class Config:
     def __post_init__(self):
         require(self.version in ("exact", "neural"), "version",
                 f"must be 'exact' or 'neural', got {self.version!r}.")
-        require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}.")
-        require(self.kappa >= 0, "kappa", f"must be >= 0, got {self.kappa}.")
-        require(self.gamma_0 > 0, "gamma_0", f"must be > 0, got {self.gamma_0}.")
+        require_number(self.beta, "beta", low=0)
+        require_number(self.kappa, "kappa", low=0)
+        require_number(self.gamma_0, "gamma_0", low=0, low_open=True)
         for name in ("episodes_per_round", "buffer_episodes", "total_steps", "weight_steps",
                      "updates_per_round", "batch_size", "target_update_every"):
             require_int_at_least(getattr(self, name), name, 1)
         for name in ("learning_rate", "weight_learning_rate"):
-            value = getattr(self, name)
-            require(value > 0, name, f"must be > 0, got {value}; try 1e-3.")
-        require(self.optimism_coef >= 0, "optimism_coef",
-                f"must be >= 0, got {self.optimism_coef}.")
-        require(0.0 <= self.discount <= 1.0, "discount", f"must be in [0, 1], got {self.discount}.")
-        require(self.offline_fraction is None or 0.0 <= self.offline_fraction <= 1.0,
-                "offline_fraction", f"must be in [0, 1] or None, got {self.offline_fraction}.")
-        require(0.0 <= self.epsilon <= 1.0, "epsilon", f"must be in [0, 1], got {self.epsilon}.")
-        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
-                f"must be > 0 or None, got {self.max_grad_norm}.")
+            require_number(getattr(self, name), name, low=0, low_open=True, hint="try 1e-3.")
+        require_number(self.optimism_coef, "optimism_coef", low=0)
+        require_number(self.discount, "discount", low=0, high=1)
+        if self.offline_fraction is not None:
+            require_number(self.offline_fraction, "offline_fraction", low=0, high=1,
+                           hint="None: in proportion to the sources' sizes.")
+        require_number(self.epsilon, "epsilon", low=0, high=1)
+        if self.max_grad_norm is not None:
+            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
+                           hint="None disables clipping.")
         check_network_fields(self)
 
 
@@ -258,8 +269,8 @@ def make_exact_agent(config: Config, spec: EnvSpec) -> Agent:
     def greedy(state: ExactState, obs: Array) -> Array:
         return jnp.argmax(state.q_table[dr.observation_index(obs, obs_ndim)], axis=-1)
 
-    def act(state: ExactState, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
-        del key
+    def act(state: ExactState, obs: Array, key: PRNGKey, step: Array) -> tuple[Array, dict]:
+        del key, step
         return greedy(state, obs).astype(jnp.int32), {}
 
     def policy(state: ExactState, obs: Array) -> Array:
@@ -301,8 +312,8 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     """Neural GLOW / HyGLOW: Q- and weight networks trained by gradient descent-ascent."""
     num_actions = spec.num_actions
     torso = lambda: make_torso(spec, config.cnn, config.hidden_sizes, config.activation)  # noqa: E731
-    q_network = QNetwork(torso(), num_actions)
-    weight_network = QNetwork(torso(), num_actions)  # same shape: one output per action
+    q_network = TorsoHead(torso(), num_actions)
+    weight_network = TorsoHead(torso(), num_actions)  # same shape: one output per action
     q_optimizer = clipped_adam(config.learning_rate, config.max_grad_norm)
     weight_optimizer = clipped_adam(config.weight_learning_rate, config.max_grad_norm)
 
@@ -317,8 +328,7 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
                            update_step=jnp.zeros((), jnp.int32))
 
     def weights(weight_params: PyTree, obs: Array, action: Array, gamma: Array) -> Array:
-        raw = jnp.take_along_axis(weight_network.apply(weight_params, obs),
-                                  action[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        raw = batched_index(weight_network.apply(weight_params, obs), action)
         if not config.signed_weights:
             raw = jax.nn.softplus(raw)
         return dr.clip_weights(raw, gamma)
@@ -326,7 +336,7 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     def residuals(q_params: PyTree, target_params: PyTree,
                   batch: Transition) -> tuple[Array, Array]:
         q = q_network.apply(q_params, batch.obs)
-        q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        q_taken = batched_index(q, batch.action)
         next_value = q_network.apply(target_params, batch.next_obs).max(axis=-1)
         delta = dr.td_residual(q_taken, batch.reward, config.discount * next_value,
                                batch.terminated)
@@ -383,11 +393,9 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     def greedy(state: NeuralState, obs: Array) -> Array:
         return jnp.argmax(q_network.apply(state.q_params, obs), axis=-1)
 
-    def act(state: NeuralState, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
-        action = greedy(state, obs)
-        explore_u, action_u = jax.random.uniform(key, (2, *action.shape))
-        random = jnp.minimum(jnp.floor(action_u * num_actions), num_actions - 1)
-        return jnp.where(explore_u < config.epsilon, random, action).astype(jnp.int32), {}
+    def act(state: NeuralState, obs: Array, key: PRNGKey, step: Array) -> tuple[Array, dict]:
+        del step
+        return epsilon_greedy(key, q_network.apply(state.q_params, obs), config.epsilon), {}
 
     def policy(state: NeuralState, obs: Array) -> Array:
         return jax.nn.one_hot(greedy(state, obs), num_actions, dtype=jnp.float32)

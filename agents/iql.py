@@ -22,7 +22,11 @@ Deviations and choices, and why:
   updates V first and lets Q's target use the new V; the difference is one step of lag.
 * Reported policy: argmax of pi by default (`eval_policy = "greedy"`, the discrete counterpart of
   the paper's deterministic evaluation with the Gaussian's mean); `"sample"` reports pi itself.
-* Trained purely offline (`OfflineFeed`): `python -m rlkit.train iql --env ENV --dataset DIR`.
+
+How it runs: an `OfflineFeed` (offline driver `rlkit.loops.offline`: `python -m rlkit.train iql
+--env ENV --dataset DIR`); one `update` is one joint gradient step of V, Q and pi on a
+[batch_size] batch of dataset rows drawn with replacement (with `--h2o`, rows of the dataset and
+of the agent's own rollouts, `rlkit.loops.rounds`).
 
 Metrics (float32 scalars): `loss` (sum of the three), `value_loss`, `q_loss`, `policy_loss`,
 `v_mean`, `q_mean`, `advantage_mean` (mean Q_target - V over the batch), `weight_mean` (mean AWR
@@ -38,19 +42,25 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import require
+from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
 from rlkit.nets import TorsoHead, make_torso
-from rlkit.offline_config import OfflinePolicyConfig
-from rlkit.ops import policy_from_logits
-from rlkit.optim import clipped_adam
+from rlkit.ops import batched_index, clipped_adam, policy_from_logits
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
 
 @dataclass(frozen=True)
-class Config(OfflinePolicyConfig):
-    """IQL hyper-parameters: the shared offline fields (one Adam for the Q, V and policy networks,
-    each an MLP of `hidden_sizes`) and IQL's own, at the paper's defaults where they carry over."""
+class Config:
+    """IQL hyper-parameters (one Adam for the Q, V and policy networks, each an MLP of
+    `hidden_sizes`), at the paper's defaults where they carry over."""
 
+    learning_rate: float = 3e-4
+    """Adam step size."""
+    batch_size: int = 256
+    """Dataset rows per update."""
+    total_steps: int = 20_000
+    """Gradient updates in a run (offline: no environment steps)."""
+    max_grad_norm: float | None = 10.0
+    """Clip gradients to this global norm; None disables clipping."""
     gamma: float = 0.99
     """Discount factor, in [0, 1]."""
     expectile: float = 0.7
@@ -61,16 +71,32 @@ class Config(OfflinePolicyConfig):
     """Clip of the exponentiated advantages (the reference code's 100)."""
     tau_target: float = 0.005
     """Polyak step of the target Q-networks."""
+    eval_policy: str = "greedy"
+    """Policy reported and evaluated: "greedy" (argmax of pi) or "sample" (pi itself)."""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """MLP widths for vector observations (of every network)."""
+    activation: str = "relu"
+    """MLP activation: "relu" or "tanh"."""
+    cnn: str = "nature"
+    """Torso for image observations: "nature" or "impala"."""
 
     def __post_init__(self):
-        super().__post_init__()
-        require(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}.")
-        require(0.5 <= self.expectile < 1.0, "expectile",
-                f"must be in [0.5, 1), got {self.expectile}; the paper uses 0.7 to 0.9.")
-        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}.")
-        require(self.max_weight > 0, "max_weight", f"must be > 0, got {self.max_weight}.")
-        require(0.0 < self.tau_target <= 1.0, "tau_target",
-                f"must be in (0, 1], got {self.tau_target}.")
+        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
+                       hint="try 3e-4.")
+        require_int_at_least(self.batch_size, "batch_size", 1)
+        require_int_at_least(self.total_steps, "total_steps", 1)
+        if self.max_grad_norm is not None:
+            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
+                           hint="None disables clipping.")
+        require_number(self.gamma, "gamma", low=0, high=1)
+        require_number(self.expectile, "expectile", low=0.5, high=1, high_open=True,
+                       hint="the paper uses 0.7 to 0.9.")
+        require_number(self.temperature, "temperature", low=0)
+        require_number(self.max_weight, "max_weight", low=0, low_open=True)
+        require_number(self.tau_target, "tau_target", low=0, high=1, low_open=True)
+        require(self.eval_policy in ("greedy", "sample"), "eval_policy",
+                f"must be 'greedy' or 'sample', got {self.eval_policy!r}.")
+        check_network_fields(self)
 
 
 @struct.dataclass
@@ -126,14 +152,12 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         return State(params=params, target_q=target_q, opt_state=optimizer.init(params),
                      update_step=jnp.zeros((), jnp.int32))
 
-    def taken(values: Array, action: Array) -> Array:
-        return jnp.take_along_axis(values, action[:, None], axis=-1)[:, 0]
-
     def loss_fn(params: PyTree, target_q: PyTree, batch: Transition):
         action = batch.action.astype(jnp.int32)
         # Q_target(s, a): the minimum of the two target networks, as in the paper's code.
-        q_target = jnp.minimum(taken(q_network.apply(target_q["q1"], batch.obs), action),
-                               taken(q_network.apply(target_q["q2"], batch.obs), action))
+        q_target = jnp.minimum(
+            batched_index(q_network.apply(target_q["q1"], batch.obs), action),
+            batched_index(q_network.apply(target_q["q2"], batch.obs), action))
         v_both = value_network.apply(params["value"],
                                      jnp.concatenate([batch.obs, batch.next_obs]))[:, 0]
         batch_size = action.shape[0]
@@ -142,14 +166,14 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
 
         backup = batch.reward + config.gamma * (1.0 - batch.terminated.astype(jnp.float32)) * (
             jax.lax.stop_gradient(next_value))
-        q1 = taken(q_network.apply(params["q1"], batch.obs), action)
-        q2 = taken(q_network.apply(params["q2"], batch.obs), action)
+        q1 = batched_index(q_network.apply(params["q1"], batch.obs), action)
+        q2 = batched_index(q_network.apply(params["q2"], batch.obs), action)
         q_loss = 0.5 * (jnp.square(q1 - backup).mean() + jnp.square(q2 - backup).mean())
 
         advantage = q_target - jax.lax.stop_gradient(value)
         weight = jnp.minimum(jnp.exp(config.temperature * advantage), config.max_weight)
         log_probs = jax.nn.log_softmax(policy_network.apply(params["policy"], batch.obs))
-        policy_loss = -(weight * taken(log_probs, action)).mean()
+        policy_loss = -(weight * batched_index(log_probs, action)).mean()
         loss = value_loss + q_loss + policy_loss
         return loss, {"value_loss": value_loss, "q_loss": q_loss, "policy_loss": policy_loss,
                       "v_mean": value.mean(), "q_mean": q1.mean(),
@@ -174,8 +198,8 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         logits = policy_network.apply(state.params["policy"], obs)
         return policy_from_logits(logits, config.eval_policy)
 
-    def act(state: State, obs: Array, key: PRNGKey) -> tuple[Array, dict]:
-        """Actions [N] int32 sampled from pi; extras is empty."""
+    def act(state: State, obs: Array, key: PRNGKey, step: Array) -> tuple[Array, dict]:
+        """Actions [N] int32 sampled from pi (step unused); extras is empty."""
         logits = policy_network.apply(state.params["policy"], obs)
         return jax.random.categorical(key, logits).astype(jnp.int32), {}
 

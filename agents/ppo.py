@@ -14,7 +14,19 @@ Where this differs from PureJaxRL's ppo.py, and why:
   being treated as a terminal state (PureJaxRL treats every `done` as terminal). The driver hands
   `update` the true next observation of every step; `rlkit.ops.next_state_values` reuses the
   rollout's values and evaluates only the last step and the (few) truncated steps.
+  Any number of truncations per rollout is handled (an env may truncate on its own, more often
+  than its time limit).
 * The value loss is clipped as in PureJaxRL (`clip_value_loss`), switchable.
+
+How it runs: an `OnPolicyFeed` (on-device driver `rlkit.loops.on_device` for JAX envs, host
+driver `rlkit.loops.host` for gymnasium / procgen). Each driver iteration rolls `act` out for
+`rollout_length` steps of `num_envs` envs, then one `update` consumes that [T, N] rollout
+(`update_epochs` passes of `num_minibatches` minibatches). Reading the agent takes this file,
+`rlkit.ops` and that driver; the torsos come from `rlkit.nets`.
+
+Metrics (float32 scalars, means over the iteration's minibatch steps): `loss`, `policy_loss`,
+`value_loss`, `entropy`, `approx_kl` (k3 estimator), `clip_fraction`, and `value_mean` (mean
+V(obs) of the rollout).
 """
 
 from __future__ import annotations
@@ -28,9 +40,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import require
+from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
 from rlkit.nets import make_torso
-from rlkit.ops import generalized_advantage_estimation, next_state_values
+from rlkit.ops import batched_index, generalized_advantage_estimation, next_state_values
 from rlkit.types import Agent, EnvSpec, OnPolicyFeed, Transition
 
 
@@ -74,27 +86,21 @@ class Config:
     """Torso for image observations: impala or nature."""
 
     def __post_init__(self):
-        require(self.num_envs > 0, "num_envs", f"must be positive, got {self.num_envs}")
-        require(self.rollout_length > 0, "rollout_length",
-                f"must be positive, got {self.rollout_length}")
-        require(self.learning_rate > 0, "learning_rate",
-                f"must be positive, got {self.learning_rate}")
-        require(self.num_minibatches > 0 and self.batch_size % self.num_minibatches == 0,
-                "num_minibatches",
-                f"{self.num_minibatches} must be positive and divide num_envs * rollout_length "
+        for name in ("num_envs", "rollout_length", "total_steps", "update_epochs",
+                     "num_minibatches"):
+            require_int_at_least(getattr(self, name), name, 1)
+        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
+                       hint="try 2.5e-4.")
+        require_number(self.gamma, "gamma", low=0, high=1)
+        require_number(self.gae_lambda, "gae_lambda", low=0, high=1)
+        require_number(self.clip_eps, "clip_eps", low=0, low_open=True)
+        require_number(self.ent_coef, "ent_coef", low=0)
+        require_number(self.vf_coef, "vf_coef", low=0)
+        require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True)
+        check_network_fields(self)
+        require(self.batch_size % self.num_minibatches == 0, "num_minibatches",
+                f"{self.num_minibatches} must divide num_envs * rollout_length "
                 f"= {self.batch_size}; pick a divisor of {self.batch_size}")
-        require(self.update_epochs > 0, "update_epochs",
-                f"must be positive, got {self.update_epochs}")
-        require(0.0 <= self.gamma <= 1.0, "gamma", f"must be in [0, 1], got {self.gamma}")
-        require(0.0 <= self.gae_lambda <= 1.0, "gae_lambda",
-                f"must be in [0, 1], got {self.gae_lambda}")
-        require(self.clip_eps > 0, "clip_eps", f"must be positive, got {self.clip_eps}")
-        require(self.max_grad_norm > 0, "max_grad_norm",
-                f"must be positive, got {self.max_grad_norm}")
-        require(self.activation in ("tanh", "relu"), "activation",
-                f"must be tanh or relu, got {self.activation!r}")
-        require(self.cnn in ("impala", "nature"), "cnn",
-                f"must be impala or nature, got {self.cnn!r}")
         require(self.total_steps >= self.batch_size, "total_steps",
                 f"{self.total_steps} is less than one rollout ({self.batch_size} steps)")
 
@@ -163,10 +169,12 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         params = network.init(key, dummy_obs)
         return State(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
-    def act(state: State, obs: jax.Array, key: jax.Array):
+    def act(state: State, obs: jax.Array, key: jax.Array, step: jax.Array):
+        """Actions [N] sampled from pi, with extras log_prob [N] and value [N]; step unused."""
+        del step
         logits, value = network.apply(state.params, obs)
         action = jax.random.categorical(key, logits).astype(jnp.int32)
-        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
+        log_prob = batched_index(jax.nn.log_softmax(logits), action)
         return action, {"log_prob": log_prob, "value": value}
 
     def policy(state: State, obs: jax.Array) -> jax.Array:
@@ -177,7 +185,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         transition, advantage, target = minibatch
         logits, value = network.apply(params, transition.obs)
         log_probs = jax.nn.log_softmax(logits)
-        log_prob = jnp.take_along_axis(log_probs, transition.action[:, None], -1)[:, 0]
+        log_prob = batched_index(log_probs, transition.action)
         old_value = transition.extras["value"]
         value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
         value_loss = jnp.square(value - target)

@@ -85,7 +85,7 @@ def child(iterations: int, repeats: int, profile_dir: str | None = None) -> dict
         def one(carry, key):
             env_state, obs = carry
             act_key, step_key = jax.random.split(key)
-            action, extras = agent.act(agent_state, obs, act_key)
+            action, extras = agent.act(agent_state, obs, act_key, jnp.int32(0))  # PPO: unused
             next_obs, env_state, reward, terminated, truncated, final_obs = step(
                 jax.random.split(step_key, num_envs), env_state, action)
             transition = Transition(obs=obs, action=action, reward=reward,

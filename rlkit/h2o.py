@@ -21,8 +21,7 @@ argmax, sampled for BC).
 
 from __future__ import annotations
 
-from rlkit.errors import require
-from rlkit.qlearning import require_int_at_least
+from rlkit.errors import require, require_int_at_least
 from rlkit.types import Agent, EnvSpec, OfflineFeed, RoundFeed
 
 

@@ -1,5 +1,8 @@
 """Flax Linen networks shared by the agents: MLP, Nature CNN, IMPALA CNN, and torso selection.
 
+The torsos are the one shared piece an agent file leans on beyond `rlkit.ops` and its driver:
+each agent builds its own heads (e.g. `agents.dqn.QNetwork`) on top of `make_torso`.
+
 Image observations ([H, W, C], uint8) are scaled to [0, 1] inside the torsos, so agents and buffers
 keep the compact uint8 form.
 """

@@ -1,7 +1,17 @@
-"""Shared RL maths, written rlax-style for one unbatched stream and batched by the caller.
+"""Shared RL maths: what two or more agents compute the same way.
 
-Time suffixes follow rlax: `r_t` is the reward after `a_{t-1}`... here we keep the plain
-convention of a rollout: index t holds (obs_t, a_t, r_t, terminated_t, truncated_t, next_obs_t).
+Every function here is **batched**: it takes arrays with leading batch axes (a rollout's
+`[T, N]`, or a batch's `[B]`) and works on all rows at once; the shapes are in each docstring.
+The naming follows a rollout's convention: index t holds (obs_t, a_t, r_t, terminated_t,
+truncated_t, next_obs_t), `next_obs_t` being the true next observation before any auto-reset.
+
+* acting: `epsilon_greedy`, `policy_from_logits`;
+* gathering: `batched_index` (`values[b, index[b]]`, e.g. Q(s, a) of the batch's actions);
+* targets: `q_learning_target`, `double_q_learning_target`, `generalized_advantage_estimation`,
+  `next_state_values` (V(next_obs) of a rollout with truncations);
+* optimisation: `clipped_adam`.
+
+None of them jits: the drivers own the jit boundary.
 """
 
 from __future__ import annotations
@@ -11,8 +21,60 @@ from collections.abc import Callable
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 
-from rlkit.types import Array
+from rlkit.types import Array, PRNGKey
+
+
+def batched_index(values: Array, index: Array) -> Array:
+    """`values[b, index[b]]` for every row b: Q(s, a) or log pi(a | s) of the batch's actions.
+
+    Args:
+        values: [B, A] one value per action.
+        index: [B] int actions in [0, A).
+
+    Returns:
+        [B] the selected values, dtype of `values`.
+    """
+    chex.assert_rank([values, index], [2, 1])
+    return jnp.take_along_axis(values, index[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def epsilon_greedy(key: PRNGKey, q_values: Array, epsilon: float | Array) -> Array:
+    """Epsilon-greedy actions: uniform with probability `epsilon`, else argmax_a Q(s, a).
+
+    Args:
+        key: one PRNG key for the whole batch.
+        q_values: [N, A] action values (ties go to the first maximum).
+        epsilon: float or float32 scalar in [0, 1].
+
+    Returns:
+        [N] int32 actions.
+    """
+    num_actions = q_values.shape[-1]
+    greedy = jnp.argmax(q_values, axis=-1)
+    # One draw serves both coin flips: split + randint + uniform would inline the threefry hash
+    # five times into every driver's program, and XLA compiles each copy. floor(u * A) is
+    # uniform over actions up to a bias of A / 2**23 (uniform draws 23 mantissa bits).
+    explore_u, action_u = jax.random.uniform(key, (2, *greedy.shape))
+    random = jnp.minimum(jnp.floor(action_u * num_actions), num_actions - 1).astype(jnp.int32)
+    return jnp.where(explore_u < epsilon, random, greedy).astype(jnp.int32)
+
+
+def q_learning_target(reward: Array, terminated: Array, q_next: Array, gamma: float) -> Array:
+    """The Q-learning target (Watkins 1989; DQN's Nature target): r + gamma * max_a Q(s', a).
+
+    Args:
+        reward: [B] rewards.
+        terminated: [B] bool; truncated transitions still bootstrap (Pardo et al. 2018).
+        q_next: [B, A] values of next_obs (the target network's, in DQN).
+        gamma: discount.
+
+    Returns:
+        [B] targets (not stopped: callers apply `jax.lax.stop_gradient`).
+    """
+    chex.assert_rank([reward, q_next], [1, 2])
+    return reward + gamma * (1.0 - terminated.astype(jnp.float32)) * q_next.max(axis=-1)
 
 
 def generalized_advantage_estimation(
@@ -75,8 +137,7 @@ def double_q_learning_target(
         [B] targets (not stopped: callers apply `jax.lax.stop_gradient`).
     """
     chex.assert_rank([reward, q_next_online, q_next_target], [1, 2, 2])
-    best = jnp.argmax(q_next_online, axis=-1)
-    q_next = jnp.take_along_axis(q_next_target, best[:, None], axis=-1)[:, 0]
+    q_next = batched_index(q_next_target, jnp.argmax(q_next_online, axis=-1))
     return reward + gamma * (1.0 - terminated.astype(jnp.float32)) * q_next
 
 
@@ -91,18 +152,22 @@ def next_state_values(
 
     Where an episode goes on, next_obs_t is obs_{t+1}, whose value the rollout already holds
     (value[t + 1]). Two kinds of steps need a forward pass: the last step, and truncated steps,
-    whose next observation is the final one before the reset. An environment is truncated at most
-    ceil(T / max_episode_steps) times in T steps, so a fixed-size gather of that many
-    observations per environment covers every truncation; a rollout of [T, N] costs
-    N * (1 + ceil(T / max_episode_steps)) value evaluations instead of T * N. Terminated steps
-    keep value[t + 1], which GAE multiplies by zero.
+    whose next observation is the final one before the reset. An environment that truncates only
+    at its time limit does so at most ceil(T / max_episode_steps) times in T steps, so the
+    truncated observations are gathered in chunks of `num_envs * ceil(T / max_episode_steps)`:
+    the first chunk always (a rollout of [T, N] then costs N * (1 + ceil(T /
+    max_episode_steps)) value evaluations instead of T * N), and further chunks in a
+    `lax.while_loop` only while truncations remain, for environments that truncate on their own
+    more often than their time limit says (issue 11 item 11). Every truncated step gets V(final
+    observation), however many there are. Terminated steps keep value[t + 1], which GAE
+    multiplies by zero.
 
     Args:
-        value_fn: `obs [B, ...] -> values [B]` under the parameters that produced `value`.
+        value_fn: `obs [K, ...] -> values [K]` under the parameters that produced `value`.
         value: [T, N] V(obs_t) from acting.
         next_obs: [T, N, ...] the true next observations (before any auto-reset).
         truncated: [T, N] bool.
-        max_episode_steps: the environment's time limit (truncation never comes sooner).
+        max_episode_steps: the environment's time limit (sets the chunk size only).
 
     Returns:
         [T, N] V(next_obs_t), exact wherever GAE uses it.
@@ -110,12 +175,30 @@ def next_state_values(
     num_steps, num_envs = value.shape
     last = value_fn(next_obs[-1])
     next_value = jnp.concatenate([value[1:], last[None]], axis=0).reshape(-1)
-    max_truncations = num_envs * -(-num_steps // max_episode_steps)
-    # Padding points at the last entry, whose gathered value is exact there too.
-    (index,) = jnp.nonzero(truncated.reshape(-1), size=max_truncations,
-                           fill_value=num_steps * num_envs - 1)
+    chunk = num_envs * -(-num_steps // max_episode_steps)
+    flat_truncated = truncated.reshape(-1)
     flat_next_obs = next_obs.reshape((num_steps * num_envs, *next_obs.shape[2:]))
-    next_value = next_value.at[index].set(value_fn(flat_next_obs[index]))
+    # Padding points at the last entry, whose gathered value is exact there too.
+    padding = num_steps * num_envs - 1
+
+    def gather(next_value: Array, mask: Array) -> Array:
+        (index,) = jnp.nonzero(mask, size=chunk, fill_value=padding)
+        return next_value.at[index].set(value_fn(flat_next_obs[index]))
+
+    next_value = gather(next_value, flat_truncated)  # the first `chunk` truncated steps
+    rank = jnp.cumsum(flat_truncated, dtype=jnp.int32) - 1  # k-th truncated step has rank k
+    count = rank[-1] + 1
+
+    def more(carry):
+        done, _ = carry
+        return done < count
+
+    def next_chunk(carry):
+        done, next_value = carry
+        mask = flat_truncated & (rank >= done) & (rank < done + chunk)
+        return done + chunk, gather(next_value, mask)
+
+    _, next_value = jax.lax.while_loop(more, next_chunk, (jnp.int32(chunk), next_value))
     return next_value.reshape(num_steps, num_envs)
 
 
@@ -125,3 +208,15 @@ def policy_from_logits(logits: Array, mode: str) -> Array:
     if mode == "greedy":
         return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
     return jax.nn.softmax(logits).astype(jnp.float32)
+
+
+def clipped_adam(learning_rate: float | optax.Schedule,
+                 max_grad_norm: float | None) -> optax.GradientTransformation:
+    """Adam (Kingma and Ba 2015) after clipping gradients to a global norm.
+
+    Args:
+        learning_rate: step size, or an optax schedule of the update count.
+        max_grad_norm: the global-norm clip; None (or 0) disables clipping.
+    """
+    clip = optax.clip_by_global_norm(max_grad_norm) if max_grad_norm else optax.identity()
+    return optax.chain(clip, optax.adam(learning_rate))

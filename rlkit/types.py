@@ -208,9 +208,15 @@ class OnPolicyFeed:
         return False
 
 
+PRIORITIES = "priorities"
+"""The metrics key under which a prioritised agent's `update` returns its [B] new priorities
+(|TD error| of each batch row); the driver pops it and sets the sampled rows' priorities before
+the metrics are logged."""
+
+
 @dataclass(frozen=True)
 class ReplayFeed:
-    """The agent learns from uniform batches of a replay buffer filled by `num_envs` envs.
+    """The agent learns from batches of a replay buffer filled by `num_envs` envs.
 
     Each driver iteration steps every env once and adds the [num_envs] transitions; once the
     buffer holds `learning_starts` transitions, `update` runs on a `Transition` batch of
@@ -221,6 +227,12 @@ class ReplayFeed:
     buffer (`rlkit.data.hybrid`), the fraction moving linearly from `offline_fraction` to
     `offline_fraction_end` over `offline_fraction_steps` driver iterations (constant when
     `offline_fraction_end` is None). The driver then needs a dataset.
+
+    With `prioritised` the buffer is `rlkit.data.replay.make_prioritised_buffer(buffer_size,
+    priority_alpha, epsilon=priority_epsilon)`: the batch carries the importance weights in
+    `extras["weight"]` ([B] float32, beta moving linearly from `priority_beta` to 1 over
+    `priority_beta_steps` env steps), and `update` returns the rows' new priorities under
+    `metrics[PRIORITIES]` ([B]), which the driver pops and stores.
     """
 
     num_envs: int
@@ -231,6 +243,11 @@ class ReplayFeed:
     offline_fraction: float = 0.0
     offline_fraction_end: float | None = None
     offline_fraction_steps: int = 0
+    prioritised: bool = False
+    priority_alpha: float = 0.6
+    priority_beta: float = 0.4
+    priority_epsilon: float = 1e-6
+    priority_beta_steps: int = 0
 
     @property
     def steps_per_iteration(self) -> int:
@@ -308,16 +325,23 @@ class Agent(NamedTuple):
 
     Attributes:
         init: `(key) -> state`, every leaf an array of fixed shape and dtype.
-        act: `(state, obs [N, *obs_shape], key) -> (action [N] int32, extras dict of [N] arrays)`.
-            Exploratory behaviour (sampling, epsilon-greedy).
-        update: `(state, batch: Transition, key) -> (state, metrics dict of scalars)`.
+        act: `(state, obs [N, *obs_shape], key, step) -> (action [N] int32, extras dict of [N]
+            arrays)`. Exploratory behaviour (sampling, epsilon-greedy). `step` is an int32
+            scalar: the env steps this seed has taken before this call, as the driver counts
+            them (on-policy feeds: `iteration * num_envs * rollout_length + t * num_envs` at
+            rollout step t; replay feeds: `iteration * num_envs`; round feeds: `round *
+            num_envs * episode_length + t * num_envs`). Schedules of exploration read it (DQN's
+            epsilon), so `update` never advances a counter on `act`'s behalf; most agents
+            ignore it.
+        update: `(state, batch: Transition, key) -> (state, metrics dict of scalars)`; a
+            prioritised replay agent adds `metrics[PRIORITIES]` ([B]), which its driver pops.
         policy: `(state, obs [N, *obs_shape]) -> probs [N, A]`, the policy evaluated and reported
             (greedy for value-based agents, the learned distribution for policy-gradient agents).
         feed: an `OnPolicyFeed`, `ReplayFeed`, `OfflineFeed` or `RoundFeed`.
     """
 
     init: Callable[[PRNGKey], PyTree]
-    act: Callable[[PyTree, Array, PRNGKey], tuple[Array, dict]]
+    act: Callable[[PyTree, Array, PRNGKey, Array], tuple[Array, dict]]
     update: Callable[[PyTree, Transition, PRNGKey], tuple[PyTree, Metrics]]
     policy: Callable[[PyTree, Array], Array]
     feed: Feed

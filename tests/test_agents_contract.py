@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rlkit import registry
+from rlkit.errors import RlkitError
 from rlkit.types import EnvSpec, OfflineFeed, OnPolicyFeed, ReplayFeed, RoundFeed, Transition
 
 SPECS = {
@@ -40,7 +41,7 @@ def _batch(agent, spec, key):
     obs = jax.random.uniform(obs_key, (*lead, *spec.obs_shape), maxval=255).astype(spec.obs_dtype)
     state = agent.init(jax.random.key(0))
     flat_obs = obs.reshape((-1, *spec.obs_shape))
-    _, extras = agent.act(state, flat_obs, action_key)
+    _, extras = agent.act(state, flat_obs, action_key, jnp.int32(0))
     extras = jax.tree.map(lambda x: x.reshape(lead), extras)
     if isinstance(feed, RoundFeed):  # the round driver marks episode starts
         extras = dict(extras, first=jnp.zeros(lead, bool).at[0].set(True))
@@ -68,7 +69,7 @@ def test_agent_contract(agent_name, spec_name):
         assert isinstance(leaf, jax.Array), type(leaf)
 
     obs = jnp.zeros((5, *spec.obs_shape), spec.obs_dtype)
-    action, extras = agent.act(state, obs, jax.random.key(2))
+    action, extras = agent.act(state, obs, jax.random.key(2), jnp.int32(0))
     assert action.shape == (5,) and action.dtype == jnp.int32
     assert np.all((np.asarray(action) >= 0) & (np.asarray(action) < spec.num_actions))
     for value in jax.tree.leaves(extras):
@@ -94,3 +95,49 @@ def test_agent_contract(agent_name, spec_name):
     for name, value in metrics.items():
         assert value.shape == (), name
         assert np.isfinite(np.asarray(value)), name
+
+
+# Every numeric field of every agent's config, refused when out of range or not finite.
+BAD_NUMBERS = [float("nan"), float("inf"), float("-inf"), -1, -1.5]
+
+
+def _numeric_fields(config_class):
+    for field in dataclasses.fields(config_class):
+        default = field.default
+        if isinstance(default, bool) or not isinstance(default, int | float):
+            continue
+        yield field.name
+
+
+CONFIG_CASES = [(name, field, bad) for name in sorted(registry.agent_names())
+                for field in _numeric_fields(registry.agent_module(name).Config)
+                for bad in BAD_NUMBERS]
+
+
+@pytest.mark.parametrize("agent_name, field, bad", CONFIG_CASES)
+def test_config_refuses_non_finite_and_negative_numbers_naming_the_field(agent_name, field,
+                                                                         bad):
+    config_class = registry.agent_module(agent_name).Config
+    with pytest.raises(RlkitError, match=f"^{field}:"):
+        config_class(**{field: bad})
+
+
+@pytest.mark.parametrize("agent_name", sorted(registry.agent_names()))
+@pytest.mark.parametrize("hidden_sizes", [(0,), (64, 0), (), (-3,), (1.5,)])
+def test_config_refuses_empty_or_zero_width_layers(agent_name, hidden_sizes):
+    config_class = registry.agent_module(agent_name).Config
+    with pytest.raises(RlkitError, match="^hidden_sizes:"):
+        config_class(hidden_sizes=hidden_sizes)
+
+
+def test_every_agent_has_numeric_fields_under_the_sweep():
+    """The sweep above covers the fields that matter (it cannot silently test nothing)."""
+    fields = {name: set(_numeric_fields(registry.agent_module(name).Config))
+              for name in registry.agent_names()}
+    for name, names in fields.items():
+        assert "learning_rate" in names, name
+    assert {"gamma", "clip_eps", "ent_coef", "vf_coef", "num_envs"} <= fields["ppo"]
+    assert {"tau", "priority_alpha", "priority_beta", "epsilon_decay_steps"} <= fields["dqn"]
+    assert {"cql_alpha", "max_grad_norm"} <= fields["cql"]
+    assert {"expectile", "temperature", "max_weight", "tau_target"} <= fields["iql"]
+    assert {"beta", "kappa", "gamma_0", "weight_learning_rate"} <= fields["glow"]

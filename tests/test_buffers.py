@@ -91,7 +91,7 @@ def test_frequencies_follow_priority_to_the_alpha_and_set_priorities_moves_them(
     assert _chi_square(counts, np.full(6, 1 / 6)) < 20.0, counts  # 5 dof: P(>20) < 0.002
 
     priorities = np.array([1.0, 2.0, 0.5, 4.0, 8.0, 3.0])
-    state = set_priorities(state, jnp.arange(6), jnp.asarray(-priorities))  # |.| taken
+    state = set_priorities(state, jnp.arange(6), jnp.asarray(priorities))
     sample = prioritised_sample(state, jax.random.key(1), draws)
     indices = np.asarray(sample.indices)
     counts = np.bincount(indices, minlength=6)
@@ -185,6 +185,33 @@ def test_importance_weights_match_the_paper_formula():
         np.asarray(sample.weights), expected_weights(indices, BETA), rtol=1e-4
     )
     assert float(sample.weights.max()) < 0.05
+
+
+def test_nan_inf_and_negative_priorities_are_refused_and_samples_stay_spread():
+    """One NaN priority used to make the sum NaN: every later draw hit one slot, weights NaN."""
+    _, state = _wrapped_prioritised()
+    priorities = np.array([3.0, 0.2, 1.0, 7.0, 0.5, 2.0])
+    state = set_priorities(state, jnp.arange(6), jnp.asarray(priorities))
+    before = np.asarray(state.priorities)
+    # Slot 0 gets NaN, slot 2 inf, slot 4 a negative value: none is written; slots 1 and 5
+    # take their (valid) new priorities in the same call.
+    state = set_priorities(state, jnp.array([0, 1, 2, 4, 5]),
+                           jnp.array([np.nan, 4.0, np.inf, -1.0, 0.5]))
+    expected = before.copy()
+    expected[[1, 5]] = (np.array([4.0, 0.5]) + EPSILON) ** ALPHA
+    np.testing.assert_allclose(np.asarray(state.priorities), expected, rtol=1e-6)
+    assert np.isfinite(float(state.max_priority))
+    np.testing.assert_allclose(float(state.max_priority), 7.0 + EPSILON)  # inf did not raise it
+    sample = prioritised_sample(state, jax.random.key(8), DRAWS)
+    counts = np.bincount(np.asarray(sample.indices), minlength=6)
+    assert np.all(np.isfinite(np.asarray(sample.weights)))
+    # Every slot is still drawn, in proportion to the priorities kept.
+    assert _chi_square(counts, expected / expected.sum()) < 20.0, counts
+    probabilities = expected / expected.sum()
+    weights = (6 * probabilities) ** -BETA
+    indices = np.asarray(sample.indices)
+    np.testing.assert_allclose(np.asarray(sample.weights), weights[indices] / weights.max(),
+                               rtol=1e-5)
 
 
 def test_new_items_get_the_largest_priority_seen_so_far():

@@ -11,8 +11,9 @@ import pytest
 from agents import dqn
 from rlkit.data import make_uniform_buffer
 from rlkit.errors import RlkitError
+from rlkit.loops.common import make_replay_sampling, replay_learn
 from rlkit.nets import make_torso
-from rlkit.types import EnvSpec, ReplayFeed, Transition
+from rlkit.types import PRIORITIES, Agent, EnvSpec, ReplayFeed, Transition
 
 SPEC = EnvSpec("tiny", (2,), "float32", 2, 10)
 SMALL = dict(buffer_size=64, batch_size=4, learning_starts=4, hidden_sizes=(2,))
@@ -74,7 +75,9 @@ def test_default_config_is_valid_and_feed_mirrors_it():
         batch_size=config.batch_size,
         learning_starts=config.learning_starts,
         train_every=config.train_every,
+        priority_beta_steps=config.total_steps,
     )
+    assert not agent.feed.prioritised and not agent.feed.uses_dataset
 
 
 # ------------------------------------------------------------------------------------------
@@ -91,7 +94,6 @@ def test_init_target_params_are_copies_not_aliases():
         assert param is not target
         assert param.unsafe_buffer_pointer() != target.unsafe_buffer_pointer()
     assert state.update_step.dtype == jnp.int32 and state.update_step.shape == ()
-    assert state.env_steps.dtype == jnp.int32 and state.env_steps.shape == ()
 
 
 def test_update_traces_once_keeps_state_types_and_updates_target_periodically():
@@ -127,8 +129,8 @@ def test_update_traces_once_keeps_state_types_and_updates_target_periodically():
             assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, target, params)))
     assert len(traces) == 1
     assert int(state.update_step) == 4
-    assert int(state.env_steps) == 4 * 3 * 2  # num_envs * train_every per update
-    assert set(metrics) >= {"loss", "q_mean", "target_mean", "td_abs_mean", "epsilon"}
+    assert set(metrics) == {"loss", "td_loss", "q_mean", "target_mean", "td_abs_mean",
+                            "grad_norm"}
     for value in metrics.values():
         assert value.shape == () and value.dtype == jnp.float32 and np.isfinite(value)
 
@@ -199,14 +201,107 @@ def test_double_dqn_target_and_loss_by_hand(loss, double, expected):
 
 
 # ------------------------------------------------------------------------------------------
+# Prioritised replay
+# ------------------------------------------------------------------------------------------
+
+
+def _hand_batch(weight=None) -> Transition:
+    eye = jnp.eye(2)
+    extras = {} if weight is None else {"weight": jnp.asarray(weight, jnp.float32)}
+    return Transition(
+        obs=eye[jnp.array([0, 1, 1, 0])],
+        action=jnp.array([1, 0, 1, 0], jnp.int32),
+        reward=jnp.array([1.0, 0.0, 2.0, -1.0]),
+        terminated=jnp.array([False, False, True, False]),
+        truncated=jnp.array([False, True, False, False]),
+        next_obs=eye[jnp.array([1, 0, 0, 1])],
+        extras=extras,
+    )
+
+
+def test_prioritised_update_weights_the_loss_and_returns_abs_td_errors():
+    config = dqn.Config(**SMALL, gamma=0.5, prioritised=True)
+    agent = dqn.make_agent(config, SPEC)
+    assert agent.feed.prioritised and agent.feed.priority_beta_steps == config.total_steps
+    state = agent.init(jax.random.key(0)).replace(
+        params=_tabular_params(np.array([[1.0, 2.0], [3.0, 0.5]])),
+        target_params=_tabular_params(np.array([[0.5, 4.0], [2.0, 6.0]])),
+    )
+    # The by-hand batch above: TD errors 0, 1, -1.5, 1 (test_double_dqn_target_and_loss_by_hand).
+    weight = np.array([1.0, 0.5, 0.25, 1.0])
+    _, metrics = jax.jit(agent.update)(state, _hand_batch(weight), jax.random.key(1))
+    np.testing.assert_allclose(metrics[PRIORITIES], [0.0, 1.0, 1.5, 1.0], rtol=1e-6)
+    loss = 0.5 * (1.0 * 0 + 0.5 * 1 + 0.25 * 2.25 + 1.0 * 1) / 4
+    np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-6)
+    np.testing.assert_allclose(metrics["td_loss"], loss, rtol=1e-6)
+
+
+def test_replay_learn_passes_hand_computed_importance_weights_and_stores_priorities():
+    alpha, beta0, epsilon = 0.5, 0.5, 1e-6
+    feed = ReplayFeed(num_envs=4, buffer_size=8, batch_size=64, learning_starts=8,
+                      prioritised=True, priority_alpha=alpha, priority_beta=beta0,
+                      priority_epsilon=epsilon, priority_beta_steps=100)
+
+    def update(state, batch, key):
+        # Weights as metrics to read them back; new priority of a row = its id + 1.
+        return state + 1, {"weights": batch.extras["weight"], "ids": batch.reward,
+                           PRIORITIES: batch.reward + 1.0}
+
+    agent = Agent(init=None, act=None, update=update, policy=None, feed=feed)
+    buffer, sampler = make_replay_sampling(feed)
+    assert sampler is None
+
+    def items(ids):
+        ids = jnp.asarray(ids, jnp.float32)
+        return Transition(obs=ids[:, None], action=jnp.zeros(4, jnp.int32), reward=ids,
+                          terminated=jnp.zeros(4, bool), truncated=jnp.zeros(4, bool),
+                          next_obs=ids[:, None])
+
+    state = buffer.init(jax.tree.map(lambda x: x[0], items(np.zeros(4))))
+    state = buffer.add(state, items([0, 1, 2, 3]))
+    state = buffer.set_priorities(state, jnp.arange(4), jnp.array([1.0, 2.0, 3.0, 5.0]))
+    # Iteration 10 of 4 envs: 40 env steps of 100, beta = 0.5 + 0.5 * 0.4 = 0.7. The four new
+    # items (ids 4..7) get the largest priority so far, 5 + epsilon.
+    learn = jax.jit(lambda s, b, t: replay_learn(agent, buffer, s, b, t, jnp.int32(10),
+                                                 jax.random.key(3)))
+    agent_state, new_state, metrics = learn(jnp.int32(0), state, items([4, 5, 6, 7]))
+    assert int(agent_state) == 1 and PRIORITIES not in metrics
+    np.testing.assert_allclose(metrics["priority_beta"], 0.7, rtol=1e-6)
+    raw = np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 5.0, 5.0]) + epsilon
+    probability = raw**alpha / (raw**alpha).sum()
+    weights = (8 * probability) ** -0.7
+    ids = np.asarray(metrics["ids"]).astype(int)
+    assert len(set(ids.tolist())) == 8  # 64 draws reach every slot
+    np.testing.assert_allclose(metrics["weights"], weights[ids] / weights.max(), rtol=1e-5)
+    # Slot i holds id i; each sampled slot now has priority (id + 1 + epsilon)^alpha.
+    np.testing.assert_allclose(np.asarray(new_state.priorities),
+                               (np.arange(8) + 1.0 + epsilon) ** alpha, rtol=1e-6)
+    np.testing.assert_allclose(float(new_state.max_priority), 8.0 + epsilon, rtol=1e-6)
+    # Before learning_starts (4 of 8 stored) the update is skipped and no priority is written:
+    # the new items keep the initial max priority 1.
+    empty = buffer.init(jax.tree.map(lambda x: x[0], items(np.zeros(4))))
+    skipped_state, unchanged, metrics = learn(jnp.int32(0), empty, items([4, 5, 6, 7]))
+    assert int(skipped_state) == 0 and np.all(np.isnan(np.asarray(metrics["weights"])))
+    np.testing.assert_allclose(np.asarray(unchanged.priorities), [1, 1, 1, 1, 0, 0, 0, 0])
+
+
+def test_prioritised_does_not_combine_with_a_dataset():
+    with pytest.raises(RlkitError, match="^prioritised:"):
+        dqn.HybridConfig(prioritised=True)
+
+
+# ------------------------------------------------------------------------------------------
 # Acting
 # ------------------------------------------------------------------------------------------
 
 
-def test_epsilon_schedule_endpoints():
-    config = dqn.Config(epsilon_start=0.8, epsilon_end=0.1, epsilon_decay_steps=1000)
+def test_epsilon_schedule_is_constant_in_warm_up_then_linear_over_env_steps():
+    config = dqn.Config(epsilon_start=0.8, epsilon_end=0.1, epsilon_decay_steps=1000,
+                        learning_starts=200)
     epsilon = dqn.epsilon_schedule(config)
-    for steps, value in [(0, 0.8), (500, 0.45), (1000, 0.1), (10**9, 0.1)]:
+    # Warm-up (step < learning_starts) keeps epsilon_start; then 0.7 / 1000 per env step.
+    for steps, value in [(0, 0.8), (199, 0.8), (200, 0.8), (700, 0.45), (1200, 0.1),
+                         (2**31 - 1, 0.1)]:
         result = epsilon(jnp.asarray(steps, jnp.int32))
         assert result.dtype == jnp.float32
         np.testing.assert_allclose(result, value, rtol=1e-6)
@@ -224,13 +319,17 @@ def test_act_explores_at_epsilon_start_and_is_greedy_at_epsilon_end():
     np.testing.assert_array_equal(probs.sum(-1), 1.0)
     greedy = np.asarray(probs.argmax(-1))
 
-    action, extras = agent.act(state, obs, jax.random.key(1))
+    # Step 4 is still warm-up (learning_starts = 4): epsilon_start.
+    action, extras = agent.act(state, obs, jax.random.key(1), jnp.int32(4))
     assert action.shape == (2000,) and action.dtype == jnp.int32 and extras == {}
     # epsilon = 1: uniform over both actions, whatever the greedy one (binomial sd ~ 0.011).
     assert abs(float(np.mean(np.asarray(action) == greedy)) - 0.5) < 0.05
-
-    done = state.replace(env_steps=jnp.asarray(100, jnp.int32))
-    np.testing.assert_array_equal(agent.act(done, obs, jax.random.key(2))[0], greedy)
+    # Halfway through the decay, epsilon = 0.5: greedy with probability 0.75.
+    action = agent.act(state, obs, jax.random.key(3), jnp.int32(4 + 50))[0]
+    assert abs(float(np.mean(np.asarray(action) == greedy)) - 0.75) < 0.05
+    # After the decay (env steps 4 + 100), epsilon_end = 0: greedy, from the same state.
+    np.testing.assert_array_equal(agent.act(state, obs, jax.random.key(2), jnp.int32(104))[0],
+                                  greedy)
 
 
 def test_image_observations_use_the_cnn_torsos():
@@ -241,7 +340,7 @@ def test_image_observations_use_the_cnn_torsos():
         agent = dqn.make_agent(dqn.Config(**SMALL, cnn=cnn), spec)
         # Shapes only: running conv stacks op by op on a busy CPU costs tens of seconds.
         state = jax.eval_shape(agent.init, key)
-        action, _ = jax.eval_shape(agent.act, state, obs, key)
+        action, _ = jax.eval_shape(agent.act, state, obs, key, jnp.int32(0))
         assert action.shape == (2,) and action.dtype == jnp.int32
         assert jax.eval_shape(agent.policy, state, obs).shape == (2, 4)
         paths = [
@@ -287,10 +386,11 @@ def _train(agent, buffer, num_iterations: int, num_seeds: int, key):
         start = jnp.floor(jax.random.uniform(key, state.shape) * (NUM_STATES - 1))
         return jnp.where(done, start.astype(jnp.int32), state)
 
-    def iteration(carry, keys):
+    def iteration(carry, inputs):
         agent_state, buffer_state, env_state, env_time = carry
-        act_key, reset_key, sample_key, update_key = keys
-        action, extras = agent.act(agent_state, onehot(env_state), act_key)
+        (act_key, reset_key, sample_key, update_key), index = inputs
+        # The env steps taken before this iteration, as the drivers count them.
+        action, extras = agent.act(agent_state, onehot(env_state), act_key, index * num_envs)
         next_state = next_table[env_state, action]
         terminated = terminal[next_state]
         truncated = (env_time + 1 >= HORIZON) & ~terminated
@@ -331,7 +431,8 @@ def _train(agent, buffer, num_iterations: int, num_seeds: int, key):
         env_state = reset(reset_key, jnp.ones(num_envs, bool), jnp.zeros(num_envs, jnp.int32))
         carry = (agent_state, buffer.init(example), env_state, jnp.zeros(num_envs, jnp.int32))
         # Keys for all iterations up front: one threefry in the program instead of one per step.
-        carry, _ = jax.lax.scan(iteration, carry, jax.random.split(loop_key, (num_iterations, 4)))
+        keys = jax.random.split(loop_key, (num_iterations, 4))
+        carry, _ = jax.lax.scan(iteration, carry, (keys, jnp.arange(num_iterations)))
         return carry[0]
 
     # Init outside the vmap: batched orthogonal initialisers (QR) triple the compile time.
@@ -373,7 +474,6 @@ def test_dqn_learns_the_optimal_policy_of_a_tiny_chain():
     )
     # The buffer holds learning_starts = 256 transitions after iteration 32, so 469 updates ran.
     np.testing.assert_array_equal(states.update_step, 469)
-    np.testing.assert_array_equal(states.env_steps, 469 * config.num_envs)
     for seed in range(num_seeds):
         greedy = np.asarray(probs[seed]).argmax(-1)
         np.testing.assert_array_equal(greedy, optimal, err_msg=f"seed {seed}, Q =\n{q[seed]}")

@@ -5,7 +5,10 @@ version of the learned policy exactly on the environment's model, so a pass mean
 "return above a threshold someone picked".
 """
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,6 +17,7 @@ from agents import dqn, ppo
 from envs.toy import ChainConfig, CombinationLockConfig
 from rlkit import planning
 from rlkit.loops.on_device import make_on_device_trainer
+from rlkit.types import Transition
 
 
 def _train(agent, env, iterations, num_seeds=2, seed=0):
@@ -67,6 +71,27 @@ def test_dqn_reaches_the_optimal_policy(case):
     np.testing.assert_allclose(np.asarray(trainer.evaluate(carry)), optimal, atol=1e-5)
 
 
+def test_dqn_with_prioritised_replay_reaches_the_optimal_policy_of_the_chain():
+    """Proportional PER (importance weights, |TD| priorities) through the on-device driver."""
+    name, env_config = CASES["chain"]
+    env = envs.make_env(name, env_config)
+    config = dqn.Config(learning_starts=500, epsilon_decay_steps=7_500, buffer_size=10_000,
+                        prioritised=True, total_steps=15_000)
+    agent = dqn.make_agent(config, env.spec)
+    assert agent.feed.prioritised
+    trainer, carry, metrics = _train(agent, env, 15_000 // config.num_envs)
+    # The driver popped the priorities and logged beta, annealed from 0.4 towards 1.
+    assert "priorities" not in metrics
+    beta = np.asarray(metrics["priority_beta"])
+    np.testing.assert_allclose(beta[:, 0], 0.4, rtol=1e-6)
+    assert np.all(np.diff(beta, axis=1) > 0) and np.all(beta[:, -1] > 0.99)
+    assert np.asarray(carry.buffer.priorities).std() > 0  # priorities moved away from the max
+    np.testing.assert_allclose(_greedy_suboptimality(agent, env, carry.agent_state), 0.0,
+                               atol=1e-6)
+    optimal = float(planning.value_iteration(env.model(env.default_params)).optimal_return)
+    np.testing.assert_allclose(np.asarray(trainer.evaluate(carry)), optimal, atol=1e-5)
+
+
 def test_untrained_agents_are_not_optimal_on_the_lock():
     """The learning tests can fail: before training, the greedy policy misses the code."""
     name, env_config = CASES["lock"]
@@ -91,3 +116,41 @@ def test_ppo_reaches_the_maximum_return_on_cartpole():
     assert finished > 0
     assert float(metrics["episode_return_sum"][0, last].sum() / finished) > 475
     assert float(trainer.evaluate(carry)[0]) >= 495
+
+
+def test_ppo_update_bootstraps_every_truncation_of_an_env_that_truncates_every_3_steps():
+    """Issue 11 item 11, through PPO's own update on a JAX rollout.
+
+    The env's time limit is 50 but it truncates every 3 steps, so a 12-step rollout holds four
+    truncations per env where the old fixed-capacity gather kept one. PPO's update must equal
+    the update of an agent whose time limit (1) makes the gather cover every step, i.e. the
+    exact V(final obs) bootstrap, and differ from bootstrapping with the reset observation.
+    """
+    num_steps, num_envs = 12, 2
+    config = ppo.Config(num_envs=num_envs, rollout_length=num_steps, num_minibatches=1,
+                        update_epochs=1, total_steps=24, hidden_sizes=(8,), anneal_lr=False)
+    spec = envs.make_env("cartpole").spec
+    truncating = ppo.make_agent(config, dataclasses.replace(spec, max_episode_steps=50))
+    exact = ppo.make_agent(config, dataclasses.replace(spec, max_episode_steps=1))
+    state = truncating.init(jax.random.key(0))
+    obs_key, final_key, act_key, update_key = jax.random.split(jax.random.key(1), 4)
+    obs = jax.random.normal(obs_key, (num_steps, num_envs, *spec.obs_shape))
+    truncated = jnp.broadcast_to((jnp.arange(num_steps) % 3 == 2)[:, None],
+                                       (num_steps, num_envs))
+    final = 3.0 * jax.random.normal(final_key, obs.shape)  # final obs, unlike the reset obs
+    following = jnp.concatenate([obs[1:], final[-1:]])
+    next_obs = jnp.where(truncated[..., None], final, following)
+    action, extras = jax.vmap(lambda o, k: truncating.act(state, o, k, jnp.int32(0)))(
+        obs, jax.random.split(act_key, num_steps))
+    rollout = Transition(obs=obs, action=action, reward=jnp.ones((num_steps, num_envs)),
+                         terminated=jnp.zeros((num_steps, num_envs), bool),
+                         truncated=truncated, next_obs=next_obs, extras=extras)
+    update_truncating = jax.jit(truncating.update)
+    _, got = update_truncating(state, rollout, update_key)
+    _, want = jax.jit(exact.update)(state, rollout, update_key)
+    for name in ("value_loss", "policy_loss", "loss"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+    # Bootstrapping from the reset observation (what dropped truncations got) is measurably
+    # different, so the comparison above can fail.
+    _, wrong = update_truncating(state, rollout.replace(next_obs=following), update_key)
+    assert abs(float(wrong["value_loss"]) - float(want["value_loss"])) > 1e-3

@@ -1,4 +1,4 @@
-"""Offline and hybrid learning: BC, CQL, IQL (agents/{bc,cql,iql}.py), Hy-Q (agents/hyq.py), the
+"""Offline and hybrid learning: BC, CQL, IQL (agents/{bc,cql,iql}.py), Hy-Q (agents/dqn.py), the
 offline driver (rlkit.loops.offline) and the CLI's --dataset handling (rlkit.train).
 
 Layers (STYLE.md rule 12): hand-computed losses; config checks; learning from datasets of toy
@@ -24,15 +24,16 @@ import pytest
 from datasets_helper import save_toy_dataset
 
 import envs
-from agents import bc, cql, hyq, iql
+from agents import bc, cql, iql
 from envs.toy import ChainConfig, CombinationLockConfig
-from rlkit import planning
+from rlkit import planning, registry
 from rlkit.data import load_dataset
 from rlkit.errors import RlkitError
 from rlkit.loops.common import over_seeds
 from rlkit.train import load_policy, main
 from rlkit.types import EnvSpec, OfflineFeed, Transition
 
+hyq = registry.agent_module("hyq")  # agents.dqn with its HybridConfig
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ChainConfig(length=8, horizon=16)  # J* = 16 - 8 + 1 = 9
 LOCK = CombinationLockConfig(horizon=4, num_actions=3)  # J* = 1; a uniform policy opens it 1/81

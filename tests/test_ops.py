@@ -1,12 +1,19 @@
 """Hand-computed checks of the shared maths in rlkit.ops."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rlkit.ops import (
+    batched_index,
+    clipped_adam,
     double_q_learning_target,
+    epsilon_greedy,
     generalized_advantage_estimation,
     next_state_values,
+    policy_from_logits,
+    q_learning_target,
 )
 
 
@@ -94,3 +101,92 @@ def test_next_state_values_equal_a_full_forward_pass():
     used = ~terminated  # terminated entries are multiplied by zero in GAE
     np.testing.assert_allclose(np.asarray(got)[used], np.asarray(full)[used], rtol=1e-5,
                                atol=1e-6)
+
+
+def test_batched_index_picks_each_rows_action():
+    values = jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [-1.0, -2.0, -3.0]])
+    action = jnp.array([2, 0, 1, 1], jnp.int32)
+    np.testing.assert_array_equal(batched_index(values, action), [3.0, 4.0, 8.0, -2.0])
+    # Float-typed actions (a dataset's) are cast, not rounded into another column.
+    np.testing.assert_array_equal(batched_index(values, action.astype(jnp.float32)),
+                                  [3.0, 4.0, 8.0, -2.0])
+
+
+def test_q_learning_target_takes_the_max_and_stops_only_at_termination():
+    reward = jnp.array([1.0, 0.0, 2.0])
+    terminated = jnp.array([False, True, False])
+    q_next = jnp.array([[0.0, 5.0], [3.0, 1.0], [-2.0, -4.0]])
+    # 1 + .5 * 5, terminated -> 0, 2 + .5 * (-2)
+    np.testing.assert_allclose(q_learning_target(reward, terminated, q_next, 0.5),
+                               [3.5, 0.0, 1.0])
+
+
+def test_epsilon_greedy_is_greedy_at_zero_uniform_at_one_and_mixes_in_between():
+    num = 20_000
+    q = jnp.tile(jnp.array([[0.0, 3.0, 3.0, 1.0]]), (num, 1))  # ties go to the first maximum
+    greedy = epsilon_greedy(jax.random.key(0), q, 0.0)
+    assert greedy.dtype == jnp.int32 and greedy.shape == (num,)
+    np.testing.assert_array_equal(greedy, 1)
+    uniform = np.asarray(epsilon_greedy(jax.random.key(1), q, 1.0))
+    np.testing.assert_allclose(np.bincount(uniform, minlength=4) / num, 0.25, atol=0.015)
+    # epsilon = 0.4: action 1 with 0.6 + 0.4 / 4 = 0.7, each other action with 0.1.
+    mixed = np.asarray(epsilon_greedy(jax.random.key(2), q, jnp.float32(0.4)))
+    np.testing.assert_allclose(np.bincount(mixed, minlength=4) / num, [0.1, 0.7, 0.1, 0.1],
+                               atol=0.015)
+
+
+def test_policy_from_logits_greedy_and_sample():
+    logits = jnp.array([[0.0, jnp.log(3.0)], [2.0, 1.0]])
+    np.testing.assert_array_equal(policy_from_logits(logits, "greedy"), [[0, 1], [1, 0]])
+    np.testing.assert_allclose(policy_from_logits(logits, "sample")[0], [0.25, 0.75], rtol=1e-6)
+
+
+def test_clipped_adam_clips_the_global_norm_before_adam():
+    params = {"w": jnp.zeros(2)}
+    grads = {"w": jnp.array([3.0, 4.0])}  # norm 5
+    clipped = clipped_adam(0.1, 1.0)
+    updates, _ = clipped.update(grads, clipped.init(params), params)
+    # Adam's first step is -lr * g / (|g| + eps) per coordinate, whatever the clipping...
+    np.testing.assert_allclose(updates["w"], [-0.1, -0.1], rtol=1e-5)
+    # ... so look at its moment: the clipped gradient is (3, 4) / 5.
+    _, state = clipped.update(grads, clipped.init(params), params)
+    np.testing.assert_allclose(state[1][0].mu["w"], 0.1 * np.array([0.6, 0.8]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_next_state_values_bootstrap_every_truncation_of_an_env_that_truncates_every_3_steps(
+        num_envs):
+    """Issue 11 item 11: a time limit of 50 but truncation every 3 steps (the env's own).
+
+    The old fixed-capacity gather kept num_envs * ceil(12 / 50) = num_envs truncations and gave
+    the others V(reset obs); every truncated step must get V(final obs).
+    """
+    num_steps, time_limit = 12, 50
+    weights = jnp.array([1.0, -2.0])
+
+    def value_fn(obs):  # [K, 2] -> [K]
+        return obs @ weights
+
+    key_obs, key_next = jax.random.split(jax.random.key(0))
+    obs = jax.random.normal(key_obs, (num_steps, num_envs, 2))
+    truncated = jnp.broadcast_to((jnp.arange(num_steps) % 3 == 2)[:, None], (num_steps, num_envs))
+    # Where an episode goes on, next_obs is the next obs; where it is truncated, a final
+    # observation that is not the reset one (obs[t + 1] is the reset obs there).
+    final = jax.random.normal(key_next, (num_steps, num_envs, 2)) + 10.0
+    following = jnp.concatenate([obs[1:], final[-1:]])
+    next_obs = jnp.where(truncated[..., None], final, following)
+    value = value_fn(obs.reshape(-1, 2)).reshape(num_steps, num_envs)
+    got = np.asarray(next_state_values(value_fn, value, next_obs, truncated, time_limit))
+    expected = np.asarray(value_fn(next_obs.reshape(-1, 2)).reshape(num_steps, num_envs))
+    assert int(truncated.sum()) == 4 * num_envs  # four truncations per env, capacity one
+    mask = np.asarray(truncated)
+    np.testing.assert_allclose(got[mask], expected[mask], rtol=1e-6)  # V(final obs) at each
+    np.testing.assert_allclose(got, expected, rtol=1e-6)  # and V(obs_{t+1}) elsewhere
+    # The reset observation's value differs at every truncated step (the test can fail).
+    reset_value = np.asarray(jnp.concatenate([value[1:], value[-1:]]))
+    assert np.all(np.abs(reset_value[mask] - expected[mask]) > 1.0)
+    # The same under vmap over seeds (the drivers' batching of the while loop).
+    batched = jax.vmap(lambda v, n, t: next_state_values(value_fn, v, n, t, time_limit))(
+        jnp.stack([value, value]), jnp.stack([next_obs, next_obs]),
+        jnp.stack([truncated, jnp.zeros_like(truncated)]))
+    np.testing.assert_allclose(batched[0], expected, rtol=1e-6)

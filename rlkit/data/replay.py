@@ -16,7 +16,7 @@ Three kinds of buffer share that ring (`_ring_write`):
 
 * `make_uniform_buffer`: items drawn uniformly with replacement.
 * `make_prioritised_buffer`: proportional prioritised replay (Schaul et al. 2016) with
-  importance weights and `set_priorities`.
+  importance weights and `set_priorities` (which refuses NaN, infinite or negative priorities).
 * `make_trajectory_buffer`: a time-major ring of `[num_envs]` steps, sampled as sequences of
   consecutive steps of one env that cross neither the write head nor (unless asked) an episode
   end.
@@ -244,7 +244,8 @@ class PrioritisedBuffer(NamedTuple):
             static Python int, `beta` a float or traced scalar (the factory's beta when None).
             Check `can_sample` first: an empty buffer returns slot 0 with weights of one.
         can_sample: `(state, min_size) -> bool scalar array`, whether `size >= min_size`.
-        set_priorities: `(state, indices [B] int, priorities [B] float) -> PrioritisedBufferState`.
+        set_priorities: `(state, indices [B] int, priorities [B] float) -> PrioritisedBufferState`;
+            NaN, infinite or negative priorities are not written (the slot keeps its old one).
     """
 
     init: Callable[[PyTree], PrioritisedBufferState]
@@ -264,7 +265,8 @@ def make_prioritised_buffer(
     carries the importance weight `w_i = (N * P(i))^-beta`, normalised by `max_j w_j` (section
     3.4), where N is the number of filled slots and the max runs over all of them, i.e. it is the
     weight of the least likely slot. New items get the largest priority seen so far (1.0 at
-    first); `set_priorities` stores `p_i = |priority| + epsilon` (usually the absolute TD error).
+    first); `set_priorities` stores `p_i = priority + epsilon` (usually the absolute TD error) and
+    refuses NaN, infinite or negative priorities, keeping the slot's old one.
 
     The state holds `p_i^alpha`, alpha applied once when a priority is stored: sampling then
     needs no power over the whole buffer (as costly as the cumulative sum on a CPU). The price:
@@ -366,8 +368,10 @@ def make_prioritised_buffer(
         # w_i / max_j w_j = (P(i) / P_min)^-beta: N and the total cancel.
         smallest = jnp.min(jnp.where(filled, scaled, jnp.inf))
         weights = (scaled[indices] / smallest) ** -jnp.asarray(beta, jnp.float32)
-        # An empty buffer has no probabilities; return weights of one rather than inf / nan.
-        weights = jnp.where(state.size > 0, weights, 1.0).astype(jnp.float32)
+        # An empty buffer has no probabilities; return weights of one rather than inf / nan (and
+        # never a non-finite weight, whatever a restored state holds).
+        weights = jnp.where((state.size > 0) & jnp.isfinite(weights), weights, 1.0)
+        weights = weights.astype(jnp.float32)
         items = jax.tree.map(lambda stored: stored[indices], state.storage)
         return PrioritisedSample(items=items, indices=indices, weights=weights)
 
@@ -377,14 +381,23 @@ def make_prioritised_buffer(
     def set_priorities(
         state: PrioritisedBufferState, indices: Array, priorities: Array
     ) -> PrioritisedBufferState:
-        """Store `(|priorities| + epsilon)^alpha` at `indices` (both `[B]`).
+        """Store `(priorities + epsilon)^alpha` at `indices` (both `[B]`).
 
-        A slot sampled twice in one batch gets one of its priorities; XLA does not say which.
+        A priority that is NaN, infinite or negative (or whose power overflows float32) is
+        refused: it is not written, the slot keeps its previous priority, and `max_priority`
+        ignores it. Inside jit there is no error to raise, and one NaN in the sum would send
+        every later draw to the same slot with NaN weights. A slot sampled twice in one batch
+        gets one of its valid priorities; XLA does not say which.
         """
-        raw = jnp.abs(jnp.asarray(priorities, jnp.float32)) + epsilon
+        priorities = jnp.asarray(priorities, jnp.float32)
+        raw = priorities + epsilon
+        scaled = raw**alpha
+        valid = jnp.isfinite(priorities) & (priorities >= 0) & jnp.isfinite(scaled)
+        # Refused rows scatter out of bounds, which mode="drop" discards.
+        slots = jnp.where(valid, indices, capacity)
         return state.replace(
-            priorities=state.priorities.at[indices].set(raw**alpha),
-            max_priority=jnp.maximum(state.max_priority, jnp.max(raw)),
+            priorities=state.priorities.at[slots].set(scaled, mode="drop"),
+            max_priority=jnp.maximum(state.max_priority, jnp.max(jnp.where(valid, raw, 0.0))),
         )
 
     return PrioritisedBuffer(

@@ -116,6 +116,9 @@ def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, trans
     `feed.train_every` iterations, under `lax.cond` so the compiled program stays one program.
     With a hybrid feed, `sampler` (a `rlkit.data.hybrid.HybridSampler`) mixes rows of `dataset`
     into each batch; the schedule's step is the driver iteration.
+    With a prioritised feed, `buffer` is a prioritised buffer: the batch carries importance
+    weights in `extras["weight"]`, and the update's `metrics[PRIORITIES]` become the sampled
+    rows' priorities (popped before the metrics are returned; `priority_beta` is added).
 
     Returns:
         (agent_state, buffer_state, metrics): metrics are NaN on iterations without an update.
@@ -123,6 +126,9 @@ def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, trans
     feed = agent.feed
     sample_key, update_key = jax.random.split(key)
     buffer_state = buffer.add(buffer_state, transition)
+    if feed.prioritised:
+        return _prioritised_learn(agent, buffer, agent_state, buffer_state, iteration,
+                                  sample_key, update_key)
     if sampler is None:
         batch = buffer.sample(buffer_state, sample_key, feed.batch_size)
     else:
@@ -143,10 +149,52 @@ def replay_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, trans
     return agent_state, buffer_state, metrics
 
 
-def make_replay_sampling(feed):
-    """The replay buffer of a `ReplayFeed` and, for a hybrid feed, its `HybridSampler`."""
-    from rlkit.data.replay import make_uniform_buffer
+def _prioritised_learn(agent, buffer, agent_state: PyTree, buffer_state: PyTree, iteration: Array,
+                       sample_key: Array, update_key: Array):
+    """`replay_learn` for a prioritised feed (Schaul et al. 2016).
 
+    The batch carries the importance weights in `extras["weight"]`, beta moving linearly from
+    `feed.priority_beta` to 1 over `feed.priority_beta_steps` env steps; the update's
+    `metrics[PRIORITIES]` ([B] |TD error|) is popped and stored as the sampled rows' priorities.
+    """
+    import optax
+
+    from rlkit.types import PRIORITIES
+
+    feed = agent.feed
+    beta = optax.linear_schedule(feed.priority_beta, 1.0, max(feed.priority_beta_steps, 1))(
+        iteration * feed.steps_per_iteration)
+    sample = buffer.sample(buffer_state, sample_key, feed.batch_size, beta)
+    batch = sample.items.replace(extras={**sample.items.extras, "weight": sample.weights})
+    should_update = jnp.logical_and(
+        buffer.can_sample(buffer_state, feed.learning_starts), iteration % feed.train_every == 0
+    )
+
+    def learn(agent_state, buffer_state):
+        agent_state, metrics = agent.update(agent_state, batch, update_key)
+        metrics = dict(metrics)
+        priorities = metrics.pop(PRIORITIES)
+        return agent_state, buffer.set_priorities(buffer_state, sample.indices, priorities), metrics
+
+    def skip(agent_state, buffer_state):
+        _, _, shapes = jax.eval_shape(learn, agent_state, buffer_state)
+        return agent_state, buffer_state, jax.tree.map(
+            lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+
+    agent_state, buffer_state, metrics = jax.lax.cond(
+        should_update, learn, skip, agent_state, buffer_state)
+    return agent_state, buffer_state, dict(metrics, priority_beta=jnp.asarray(beta, jnp.float32))
+
+
+def make_replay_sampling(feed):
+    """The replay buffer of a `ReplayFeed` (prioritised or uniform) and, for a hybrid feed, its
+    `HybridSampler`."""
+    from rlkit.data.replay import make_prioritised_buffer, make_uniform_buffer
+
+    if feed.prioritised:
+        buffer = make_prioritised_buffer(feed.buffer_size, alpha=feed.priority_alpha,
+                                         beta=feed.priority_beta, epsilon=feed.priority_epsilon)
+        return buffer, None
     buffer = make_uniform_buffer(feed.buffer_size)
     sampler = None
     if feed.uses_dataset:

@@ -93,9 +93,11 @@ def make_host_trainer(
             buffer_state = buffer.init(example_transition(obs))
         return HostCarry(agent.init(agent_key), key, jnp.zeros((), jnp.int32), buffer_state)
 
-    def act_one(carry: HostCarry, obs):
+    def act_one(carry: HostCarry, obs, t):
         key, act_key = jax.random.split(carry.key)
-        action, extras = agent.act(carry.agent_state, obs, act_key)
+        # Env steps so far: t is the step within an on-policy rollout (0 for replay feeds).
+        step = carry.iteration * feed.steps_per_iteration + t * num_envs
+        action, extras = agent.act(carry.agent_state, obs, act_key, step)
         return carry.replace(key=key), action, extras
 
     def update_one(carry: HostCarry, rollout: Transition):
@@ -113,13 +115,13 @@ def make_host_trainer(
         return carry.replace(agent_state=agent_state, buffer=buffer_state, key=key,
                              iteration=carry.iteration + 1), metrics
 
-    act = jax.jit(over_seeds(act_one))
+    act = jax.jit(over_seeds(act_one, num_shared=1))
     update = jax.jit(over_seeds(update_one), donate_argnums=0)
     learn = jax.jit(over_seeds(learn_one, num_shared=1), donate_argnums=0)
 
-    def env_step(carry: HostCarry):
+    def env_step(carry: HostCarry, t: int = 0):
         obs = host["obs"]
-        carry, action, extras = act(carry, obs)
+        carry, action, extras = act(carry, obs, np.int32(t))
         step = env.step(np.asarray(action).reshape(-1))
         reward = split_seeds(step.reward.astype(np.float32))
         terminated = split_seeds(step.terminated.astype(bool))
@@ -143,8 +145,8 @@ def make_host_trainer(
         for _ in range(iterations_per_chunk):
             if isinstance(feed, OnPolicyFeed):
                 steps, sums, counts = [], [], []
-                for _ in range(feed.rollout_length):
-                    carry, transition, finished_sum, finished_count = env_step(carry)
+                for t in range(feed.rollout_length):
+                    carry, transition, finished_sum, finished_count = env_step(carry, t)
                     steps.append(transition)
                     sums.append(finished_sum)
                     counts.append(finished_count)

@@ -106,10 +106,11 @@ def make_on_device_trainer(
             buffer=buffer_state,
         )
 
-    def env_step(carry: Carry, key: jax.Array):
-        """Act and step every env once; returns the new carry, the transitions and stats."""
+    def env_step(carry: Carry, key: jax.Array, step: jax.Array):
+        """Act and step every env once (`step`: env steps so far); returns the new carry, the
+        transitions and stats."""
         act_key, step_key = jax.random.split(key)
-        action, extras = agent.act(carry.agent_state, carry.obs, act_key)
+        action, extras = agent.act(carry.agent_state, carry.obs, act_key, step)
         obs, env_state, reward, terminated, truncated, final_obs = vmapped_step(
             jax.random.split(step_key, num_envs), carry.env_state, action
         )
@@ -131,12 +132,15 @@ def make_on_device_trainer(
         del dataset
         key, rollout_key, update_key = jax.random.split(carry.key, 3)
 
-        def rollout_step(carry, step_key):
-            carry, transition, stats = env_step(carry, step_key)
+        def rollout_step(carry, inputs):
+            step_key, t = inputs
+            step = carry.iteration * feed.steps_per_iteration + t * num_envs
+            carry, transition, stats = env_step(carry, step_key, step)
             return carry, (transition, stats)
 
         carry, (rollout, (finished_sum, finished_count)) = jax.lax.scan(
-            rollout_step, carry, jax.random.split(rollout_key, feed.rollout_length)
+            rollout_step, carry, (jax.random.split(rollout_key, feed.rollout_length),
+                                  jnp.arange(feed.rollout_length, dtype=jnp.int32))
         )
         agent_state, metrics = agent.update(carry.agent_state, rollout, update_key)
         metrics = dict(metrics, episode_return_sum=finished_sum.sum(),
@@ -146,7 +150,8 @@ def make_on_device_trainer(
 
     def replay_iteration(carry: Carry, dataset: PyTree):
         key, step_key, learn_key = jax.random.split(carry.key, 3)
-        carry, transition, (finished_sum, finished_count) = env_step(carry, step_key)
+        carry, transition, (finished_sum, finished_count) = env_step(
+            carry, step_key, carry.iteration * num_envs)
         agent_state, buffer_state, metrics = replay_learn(
             agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key,
             dataset=dataset, sampler=sampler,

@@ -188,9 +188,11 @@ def make_rounds_trainer(
         return jax.lax.cond(buffer_state.size > 0, updates, skip, agent_state, key)
 
     def rollout(carry: RoundCarry, key: jax.Array):
-        def env_step(carry: RoundCarry, step_key):
+        def env_step(carry: RoundCarry, inputs):
+            step_key, t = inputs
             act_key, env_key = jax.random.split(step_key)
-            action, _ = agent.act(carry.agent_state, carry.obs, act_key)
+            step = carry.iteration * feed.steps_per_iteration + t * num_envs
+            action, _ = agent.act(carry.agent_state, carry.obs, act_key, step)
             obs, env_state, reward, terminated, truncated, final_obs = vmapped_step(
                 jax.random.split(env_key, num_envs), carry.env_state, action)
             transition = Transition(obs=carry.obs, action=action, reward=reward,
@@ -205,7 +207,8 @@ def make_rounds_trainer(
             return carry, (transition, finished_sum, finished_count)
 
         carry, (transitions, finished_sum, finished_count) = jax.lax.scan(
-            env_step, carry, jax.random.split(key, feed.episode_length))
+            env_step, carry, (jax.random.split(key, feed.episode_length),
+                              jnp.arange(feed.episode_length, dtype=jnp.int32)))
         flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), transitions)
         return carry.replace(buffer=buffer.add(carry.buffer, flat)), (
             finished_sum.sum(), finished_count.sum())
