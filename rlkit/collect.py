@@ -640,6 +640,9 @@ def _one_line(box: str, prog: str) -> str:
 
 
 def _check_out(out: str, overwrite: bool) -> None:
+    # Path("") is Path("."): an empty --out would otherwise name the working directory.
+    require(out.strip() != "", "--out",
+            "is empty; pass the dataset directory to write, e.g. --out data/my-dataset")
     path = Path(out)
     if path.exists() or path.is_symlink():
         require(overwrite, "--out",
