@@ -17,7 +17,7 @@ import optax
 import pytest
 
 from rlkit.data import make_uniform_buffer
-from rlkit.data.hybrid import make_hybrid_sampler
+from rlkit.data.hybrid import PROPORTIONAL, make_hybrid_sampler, proportional_count
 from rlkit.errors import RlkitError
 from rlkit.loops.common import example_transition, make_replay_sampling, replay_learn
 from rlkit.types import Agent, ReplayFeed, Transition
@@ -108,7 +108,64 @@ def test_fraction_one_needs_no_online_data():
     _check_origins(batch, 16, 16)
 
 
-@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), True])
+# ------------------------------------------------------------------------------------------
+# Proportional to the sources' sizes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("online, expected", [
+    (0, 10),    # nothing online yet: all offline
+    (2, 8),     # 10 * 8 / 10
+    (8, 5),     # 10 * 8 / 16
+    (12, 4),    # 10 * 8 / 20
+    (24, 2),    # 10 * 8 / 32 = 2.5: half to even, 2
+    (40, 2),    # 10 * 8 / 48 = 1.67
+    (56, 1),    # 10 * 8 / 64 = 1.25
+    (72, 1),    # 10 * 8 / 80
+    (152, 0),   # 10 * 8 / 160 = 0.5: half to even, 0
+])
+def test_proportional_share_by_hand_with_the_buffer_filling_inside_jit(online, expected):
+    # A dataset of M = 8 rows and a batch of B = 10: round(B * M / (M + n)) offline rows.
+    buffer, state = _buffer(filled=online, capacity=160)
+    if online == 0:
+        state = buffer.init(_rows(np.zeros(()), 0.0))
+    sampler = make_hybrid_sampler(buffer, PROPORTIONAL)
+    sample = jax.jit(sampler.sample, static_argnums=3)  # one program for every fill
+    for seed in range(2):
+        batch = sample(state, _dataset(8), jax.random.key(seed), 10, jnp.int32(0))
+        _check_origins(batch, 10, expected, BUFFER_ID + np.arange(online))
+    assert int(sampler.num_offline(jnp.int32(0), 10, state.size, 8)) == expected
+    np.testing.assert_allclose(float(sampler.fraction(jnp.int32(0), state.size, 8)),
+                               8 / (8 + online), rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size, dataset_size, online, expected", [
+    (256, 10_000_000, 5_000_000, 171),  # 170.67; B * M = 2.56e9 passes int32
+    (256, 1 << 23, 1 << 23, 128),       # exactly half
+    (3, 1, 1, 2),                       # 1.5: half to even, 2
+    (5, 1, 1, 2),                       # 2.5: half to even, 2
+    (7, 1, 0, 7),
+])
+def test_proportional_count_is_exact_integer_arithmetic(batch_size, dataset_size, online,
+                                                        expected):
+    count = jax.jit(proportional_count, static_argnums=(0, 1))(batch_size, dataset_size,
+                                                               jnp.int32(online))
+    assert count.dtype == jnp.int32 and int(count) == expected
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, PROPORTIONAL,
+                                      optax.linear_schedule(0.0, 1.0, 10)])
+def test_an_empty_buffer_gives_an_all_offline_batch_at_any_share(fraction):
+    buffer = make_uniform_buffer(16)
+    empty = buffer.init(_rows(np.zeros(()), 0.0))
+    sampler = make_hybrid_sampler(buffer, fraction)
+    batch = jax.jit(sampler.sample, static_argnums=3)(empty, _dataset(), jax.random.key(0), 12,
+                                                      jnp.int32(0))
+    _check_origins(batch, 12, 12)
+    assert int(sampler.num_offline(jnp.int32(0), 12, empty.size, 8)) == 12
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), True, "proportionate"])
 def test_invalid_constant_fraction_raises_naming_the_field(fraction):
     buffer, _ = _buffer()
     with pytest.raises(RlkitError, match="^offline_fraction:"):
