@@ -291,6 +291,23 @@ def test_batch_stream_shapes_determinism_and_valid_rows(saved):
     assert not np.array_equal(blocks[0].reward, blocks[1].reward)  # blocks differ
 
 
+def test_batch_stream_resumes_at_any_block_with_a_seed_axis(saved):
+    # The offline driver's resume-exact property: block i depends on (seed, i) only.
+    dataset = load_dataset(saved, mmap=True)
+    stream = batch_stream(dataset, 8, 4, seed=3, num_seeds=2)
+    blocks = [next(stream) for _ in range(4)]
+    stream.close()
+    resumed = batch_stream(dataset.transitions, 8, 4, seed=3, start=2, num_seeds=2)
+    for block in blocks[2:]:
+        jax.tree.map(np.testing.assert_array_equal, next(resumed), block)
+    resumed.close()
+    for index, block in enumerate(blocks):
+        assert block.obs.shape == (2, 4, 8, 4, 4, 3)
+        rows = np.random.default_rng((3, index)).integers(0, 50, (2, 4, 8))
+        np.testing.assert_array_equal(block.reward, rows)  # the reward is the row id
+    assert not np.array_equal(blocks[0].reward[0], blocks[0].reward[1])  # seeds differ
+
+
 def test_batch_stream_is_uniform_and_stops_its_thread(saved):
     dataset = load_dataset(saved, mmap=True)
     stream = batch_stream(dataset, 250, 20, seed=0)
@@ -308,6 +325,10 @@ def test_batch_stream_validates_sizes(saved):
         batch_stream(dataset, 0, 4, seed=0)
     with pytest.raises(RlkitError, match="num_batches"):
         batch_stream(dataset, 4, 0, seed=0)
+    with pytest.raises(RlkitError, match="start: must be an int >= 0"):
+        batch_stream(dataset, 4, 4, seed=0, start=-1)
+    with pytest.raises(RlkitError, match="num_seeds"):
+        batch_stream(dataset, 4, 4, seed=0, num_seeds=0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -635,63 +635,81 @@ def to_device(dataset: Dataset) -> Transition:
 
 
 def batch_stream(
-    dataset: Dataset, batch_size: int, num_batches: int, seed: int
+    dataset: Dataset | Transition,
+    batch_size: int,
+    num_batches: int,
+    seed: int,
+    *,
+    start: int = 0,
+    num_seeds: int | None = None,
 ) -> Iterator[Transition]:
     """Endless blocks of uniformly sampled batches, read from host memory or a memmap.
 
     Each block holds `num_batches` batches of `batch_size` rows drawn uniformly with replacement
-    (one compiled chunk's worth: scan over the leading axis). Only the sampled rows are read, in
-    sorted order, so a memory-mapped image dataset larger than memory streams from disk. A
-    background thread prepares the next block while the caller trains on the current one.
+    (one compiled chunk's worth: scan over the leading axis), optionally for each of `num_seeds`
+    seeds. Only the sampled rows are read, in sorted order, so a memory-mapped image dataset
+    larger than memory streams from disk. A background thread prepares the next block while the
+    caller trains on the current one. This is the offline driver's streamed feed
+    (`rlkit.loops.offline`).
+
+    Block `i` draws its rows from `numpy.random.default_rng((seed, i))`, independently of the
+    blocks before it, so `start=i` resumes a stream exactly: a resumed streamed run draws exactly
+    the batches an uninterrupted one would.
 
     Args:
-        dataset: a loaded dataset (`load_dataset(path, mmap=True)` for large image datasets).
+        dataset: a loaded dataset (`load_dataset(path, mmap=True)` for large image datasets), or
+            its `Transition` of [N, ...] numpy arrays or memmaps.
         batch_size: rows per batch (>= 1).
         num_batches: batches per block (>= 1).
         seed: seeds the row indices; the same seed yields the same blocks.
+        start: the index of the first block (>= 0).
+        num_seeds: None, or a leading seed axis of this size (each seed its own rows).
 
     Returns:
-        An iterator of numpy `Transition`s with leaves [num_batches, batch_size, ...] and
-        extras {}. Closing it (or dropping it) stops the background thread.
+        An iterator of numpy `Transition`s with leaves [num_batches, batch_size, ...] (with
+        `num_seeds`, [num_seeds, num_batches, batch_size, ...]) and extras {}. Closing it (or
+        dropping it) stops the background thread.
+
+    Raises:
+        RlkitError: a size below 1 (or `start` below 0), or a dataset without transitions.
     """
-    require(
-        isinstance(batch_size, int) and batch_size >= 1,
-        "batch_size",
-        f"must be an int >= 1, got {batch_size!r}",
-    )
-    require(
-        isinstance(num_batches, int) and num_batches >= 1,
-        "num_batches",
-        f"must be an int >= 1, got {num_batches!r}",
-    )
-    arrays = {name: getattr(dataset.transitions, name) for name in FIELDS}
+    for name, value, low in (("batch_size", batch_size, 1), ("num_batches", num_batches, 1),
+                             ("start", start, 0)):
+        require(isinstance(value, int) and value >= low, name,
+                f"must be an int >= {low}, got {value!r}")
+    require(num_seeds is None or (isinstance(num_seeds, int) and num_seeds >= 1), "num_seeds",
+            f"must be None or an int >= 1, got {num_seeds!r}")
+    transitions = dataset.transitions if isinstance(dataset, Dataset) else dataset
+    arrays = {name: getattr(transitions, name) for name in FIELDS}
     size = len(arrays["action"])
     require(size >= 1, "dataset", "holds no transitions")
-    return _stream(arrays, size, batch_size, num_batches, seed)
+    shape = (num_batches, batch_size) if num_seeds is None else (num_seeds, num_batches,
+                                                                 batch_size)
+    return _stream(arrays, size, shape, seed, start)
 
 
-def _stream(
-    arrays: dict, size: int, batch_size: int, num_batches: int, seed: int
-) -> Iterator[Transition]:
-    rng = np.random.default_rng(seed)
+def _stream(arrays: dict, size: int, shape: tuple[int, ...], seed: int,
+            start: int) -> Iterator[Transition]:
     blocks: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
-    def gather() -> dict:
-        index = rng.integers(0, size, size=num_batches * batch_size)
+    def gather(block_index: int) -> dict:
+        index = np.random.default_rng((seed, block_index)).integers(0, size, shape).reshape(-1)
         # Sorted reads touch each page of a memmap once and in order.
         order = np.argsort(index, kind="stable")
         block = {}
         for name, array in arrays.items():
             rows = np.empty((len(index), *array.shape[1:]), array.dtype)
             rows[order] = array[index[order]]
-            block[name] = rows.reshape(num_batches, batch_size, *array.shape[1:])
+            block[name] = rows.reshape(*shape, *array.shape[1:])
         return block
 
     def produce() -> None:
         try:
+            block_index = start
             while not stop.is_set():
-                item: Any = gather()
+                item: Any = gather(block_index)
+                block_index += 1
                 while not stop.is_set():
                     try:
                         blocks.put(item, timeout=0.1)
