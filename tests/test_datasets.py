@@ -492,6 +492,22 @@ def test_an_empty_dataset_gives_one_line(saved):
                        "episode.")
 
 
+def test_saving_removes_partial_directories_of_dead_writers_only(tmp_path):
+    # Issue 11 item 10: leftovers of killed writers piled up. The name records pid and host.
+    from rlkit import io
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is now free: a writer that is gone
+    dead = tmp_path / f".ds.partial-{child.pid}-{io.host_tag()}-0123abcd"
+    alive = tmp_path / f".other.partial-{os.getppid()}-{io.host_tag()}-0123abcd"
+    for leftover in (dead, alive):
+        leftover.mkdir()
+        np.save(leftover / "obs.npy", np.zeros((1000, 8), np.float32))
+    path = save_dataset(tmp_path / "ds", _transitions(), _info())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ds", alive.name])
+    assert load_dataset(path).transitions.reward.shape == (50,)
+
+
 def test_leftovers_of_interrupted_writes_are_refused(saved, tmp_path):
     partial = tmp_path / f".ds.partial-{os.getpid()}-0123abcd"
     os.rename(saved, partial)  # a complete directory, but named as an unfinished write

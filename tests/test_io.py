@@ -118,3 +118,15 @@ def test_every_atomic_write_cleans_its_directory_first(tmp_path):
     stale.mkdir()
     io.write_text(tmp_path / "config.yaml", "a: 1\n")
     assert not stale.exists()
+
+
+def test_the_metrics_rewrite_on_resume_is_atomic_and_keeps_newline_endings(tmp_path):
+    # Issue 11 item 4: the rewrite used csv's "\r\n" while appended rows use "\n".
+    from rlkit.runner import MetricsLog
+
+    metrics = MetricsLog(tmp_path / "metrics.csv")
+    metrics.append([{"chunk": 0, "seed": 0, "loss": 0.5}, {"chunk": 1, "seed": 0, "loss": 0.25}])
+    metrics.truncate_after(0)
+    metrics.append([{"chunk": 1, "seed": 0, "loss": 0.125}])
+    assert (tmp_path / "metrics.csv").read_bytes() == b"chunk,seed,loss\n0,0,0.5\n1,0,0.125\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
