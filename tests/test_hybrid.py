@@ -325,3 +325,38 @@ def test_replay_learn_follows_the_feeds_schedule():
     np.testing.assert_allclose(metrics["offline_fraction"], [1.0, 0.75, 0.5, 0.25, 0.0, 0.0])
     # Iteration 3 (fraction 0.25) mixes 2 offline rows; from iteration 4 the batch is online.
     np.testing.assert_allclose(metrics["reward_mean"][3:], [(2 - 6) / 8, -1.0, -1.0])
+
+
+# ------------------------------------------------------------------------------------------
+# The round driver samples through the same sampler
+# ------------------------------------------------------------------------------------------
+
+
+def test_round_driver_batches_hold_the_proportional_count_round_by_round():
+    from envs.toy import ChainConfig, make_chain
+    from rlkit.loops.rounds import make_rounds_trainer
+    from rlkit.types import RoundFeed
+
+    env = make_chain(ChainConfig())  # 8 states, 16 steps; action 0 (left) never pays
+    size = 48  # dataset rows, each with reward +1
+    obs = jnp.zeros((size, 8), jnp.float32).at[:, 0].set(1.0)
+    flags = jnp.arange(size) % 16 == 15
+    dataset = Transition(obs=obs, action=jnp.zeros((size,), jnp.int32),
+                         reward=jnp.ones((size,)), terminated=jnp.zeros((size,), bool),
+                         truncated=flags, next_obs=obs, extras={})
+    feed = RoundFeed(num_envs=1, episode_length=16, updates_per_round=3, batch_size=10,
+                     buffer_episodes=10, offline_fraction=None, uses_dataset=True)
+
+    def update(state, batch, key):  # the batch's mean reward is its offline share
+        return state + 1, {"offline_share": batch.reward.mean()}
+
+    agent = Agent(init=lambda key: jnp.zeros((), jnp.int32),
+                  act=lambda state, obs, key: (jnp.zeros(obs.shape[:1], jnp.int32), {}),
+                  update=update, policy=lambda state, obs: jnp.full((obs.shape[0], 2), 0.5),
+                  feed=feed)
+    trainer = make_rounds_trainer(agent, env, env.default_params, 5, dataset=dataset)
+    _, metrics = trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    # Round r fits on n = 16 r online rows: round(10 * 48 / (48 + n)) offline rows of 10.
+    # n = 0: 10; 16: 7.5 -> 8 (half to even); 32: 6; 48: 5; 64: 4.29 -> 4.
+    np.testing.assert_allclose(metrics["offline_share"][0], [1.0, 0.8, 0.6, 0.5, 0.4],
+                               rtol=1e-6)
