@@ -18,7 +18,10 @@ first 8 hex digits of the sha256 of its host name, so the next write into the sa
 removes the leftovers whose writer is gone (`remove_stale_partials`): those written on this
 host by a process that no longer exists, and, from any host, those untouched for
 `STALE_AFTER_SECONDS` (one day). `.old-` directories are never removed automatically: after a
-writer died between the two renames they are the only copy of the old content.
+writer died between the two renames they are the only copy of the old content. (A limit of the
+pid check: writers in separate pid namespaces that share a host name and a directory, such as
+containers on the host's network, cannot see each other's processes; give them distinct host
+names.)
 
 Every `OSError` of a write (a read-only or full file system, a missing permission) becomes one
 `RlkitError` line that names the path and the fix.
