@@ -625,6 +625,14 @@ def _check_out(out: str, overwrite: bool) -> None:
         require(path.is_dir() and (path / "metadata.json").is_file(), "--out",
                 f"{out} exists and is not an rlkit dataset, so --overwrite will not delete it; "
                 "remove it yourself or choose another directory")
+    # Before collecting, not after: the nearest existing folder must take new entries (a
+    # read-only file system fails here even for root; a full disk is caught when writing).
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    require(folder.is_dir() and os.access(folder, os.W_OK | os.X_OK), "--out",
+            f"cannot write into {folder} (read-only, or no permission); choose a writable "
+            "directory")
 
 
 def print_summary(dataset: Dataset, path: Path) -> None:

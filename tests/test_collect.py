@@ -267,6 +267,18 @@ def test_a_read_only_or_full_file_system_is_one_line_and_exit_2(code, tmp_path, 
     assert list(tmp_path.iterdir()) == []  # no partial directory left behind
 
 
+def test_an_unwritable_out_is_refused_before_collecting(tmp_path, capsys, monkeypatch):
+    # access(2) reports a read-only file system even to root: checked before any rollout.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setattr("rlkit.collect.collect", lambda *args, **kwargs: pytest.fail("ran"))
+    status = main(["--env", "chain", "--policy", "random", "--episodes", "2", "--out",
+                   str(tmp_path / "new" / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == (f"error: --out: cannot write into {tmp_path} (read-only, or no permission); "
+                   "choose a writable directory\n")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_a_read_only_directory_is_one_line_and_exit_2(tmp_path, capsys):
     locked = tmp_path / "locked"
