@@ -224,13 +224,11 @@ def _behaviour(policy: str, expert: str | None, flag: str, epsilon: float, env_n
                 f"optimal needs an env with an exact model, and {env_name!r} has none; use "
                 f"--policy random, a trained run directory, or an env with a model (chain, "
                 f"riverswim, combination-lock, deepsea, gridworld, tabular)")
-        import jax
-
         from rlkit import planning
+        from rlkit.loops.on_device import solve_model
 
-        solve = jax.jit(lambda model: planning.value_iteration(
+        table = solve_model(env, env.default_params, lambda model: planning.value_iteration(
             model, horizon=spec.max_episode_steps).policy)
-        table = solve(env.model(env.default_params))
         text = f"mixture(epsilon={epsilon:g}) of optimal" if mixed else "optimal"
         return Behaviour(text, "optimal", epsilon, optimal_table=table)
 
@@ -255,9 +253,8 @@ def _behaviour(policy: str, expert: str | None, flag: str, epsilon: float, env_n
 
 def _exact_returns(env: Any, spec: Any, behaviour: Behaviour) -> dict[str, float]:
     """J(pi) of the behaviour policy, J*, J(uniform) and the normalised score, exactly."""
-    import jax
-
     from rlkit import planning
+    from rlkit.loops.on_device import solve_model
 
     horizon = spec.max_episode_steps
 
@@ -277,8 +274,8 @@ def _exact_returns(env: Any, spec: Any, behaviour: Behaviour) -> dict[str, float
                 planning.expected_return(model, uniform, horizon=horizon))
 
     # One compiled program: the planning scans run op by op (slowly) outside jit.
-    exact, optimal, random = (float(x) for x in jax.jit(returns)(
-        env.model(env.default_params), behaviour.agent_state, behaviour.epsilon))
+    exact, optimal, random = (float(x) for x in solve_model(
+        env, env.default_params, returns, behaviour.agent_state, behaviour.epsilon))
     figures = {"exact_return": exact, "optimal_return": optimal, "random_return": random}
     # D4RL's normalisation; undefined when the uniform policy is already optimal.
     if optimal - random > 1e-6 * max(1.0, abs(optimal)):
@@ -302,10 +299,10 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
     import jax
     import jax.numpy as jnp
 
+    from rlkit.loops.on_device import make_episode_rollout
+
     spec, params = env.spec, env.default_params
-    num_steps, num_actions = spec.max_episode_steps, spec.num_actions
-    reset = jax.vmap(env.reset, in_axes=(0, None))
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    num_actions = spec.num_actions
 
     def expert_probs(policy_state, obs, env_state, t):
         """[B, A] the expert's action probabilities at step t."""
@@ -316,38 +313,15 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
             return policy_state[t, index]
         return behaviour.agent.policy(policy_state, obs)
 
-    def rollout(policy_state, epsilon, key):
-        """[B] episodes without auto-reset: obs leaves [B, T + 1, ...], the rest [B, T]."""
-        reset_key, run_key = jax.random.split(key)
-        obs, env_state = reset(jax.random.split(reset_key, num_envs), params)
+    def action_logits(policy_args, obs, env_state, t):
+        policy_state, epsilon = policy_args
+        # Sampling from the mixed distribution is the per-step coin flip in one draw.
+        probs = expert_probs(policy_state, obs, env_state, t)
+        probs = (1.0 - epsilon) * probs + epsilon / num_actions
+        return jnp.log(jnp.clip(probs, 1e-30, None))
 
-        def body(carry, inputs):
-            obs, env_state, running = carry
-            t, step_key = inputs
-            action_key, env_key = jax.random.split(step_key)
-            probs = expert_probs(policy_state, obs, env_state, t)
-            # Sampling from the mixed distribution is the per-step coin flip in one draw.
-            probs = (1.0 - epsilon) * probs + epsilon / num_actions
-            logits = jnp.log(jnp.clip(probs, 1e-30, None))
-            action = jax.random.categorical(action_key, logits).astype(jnp.int32)
-            next_obs, env_state, reward, terminated, truncated, _ = step(
-                jax.random.split(env_key, num_envs), env_state, action, params
-            )
-            rows = (next_obs, action, reward, terminated, truncated, running)
-            running = running & ~(terminated | truncated)
-            return (next_obs, env_state, running), rows
-
-        init = (obs, env_state, jnp.ones((num_envs,), bool))
-        inputs = (jnp.arange(num_steps), jax.random.split(run_key, num_steps))
-        _, (next_obs, action, reward, terminated, truncated, valid) = jax.lax.scan(
-            body, init, inputs
-        )
-        # No auto-reset, so obs_{t+1} is next_obs_t: one [T + 1] sequence holds both.
-        obs_sequence = jnp.concatenate([obs[None], next_obs])
-        time_major = (obs_sequence, action, reward, terminated, truncated, valid)
-        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), time_major)
-
-    rollout = jax.jit(rollout)
+    # The drivers' evaluation scan (no auto-reset), compiled once for every batch.
+    rollout = make_episode_rollout(env, params, action_logits, num_envs)
     if behaviour.expert is None:
         policy_state = jnp.zeros(())
     elif behaviour.expert in ("optimal", "table"):
@@ -363,9 +337,9 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
     returns: list[np.ndarray] = []
     for batch in range(math.ceil(episodes / num_envs)):
         keep = min(num_envs, episodes - batch * num_envs)
-        out = jax.device_get(rollout(policy_state, epsilon, jax.random.fold_in(key, batch)))
+        rows = jax.device_get(rollout((policy_state, epsilon), jax.random.fold_in(key, batch)))
         obs_sequence, action, reward, terminated, truncated, valid = (
-            np.asarray(x)[:keep] for x in out
+            np.asarray(x)[:keep] for x in rows[:6]
         )
         # Guards envs whose own time limit disagrees with spec.max_episode_steps: an episode
         # still running after the last step is cut there, so every kept episode ends.
@@ -399,9 +373,9 @@ def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int
     spec, num_envs = host_env.spec, host_env.num_envs
     num_actions, epsilon = spec.num_actions, behaviour.epsilon
     if behaviour.agent is not None:
-        import jax
+        from rlkit.loops.host import make_host_policy
 
-        policy = jax.jit(behaviour.agent.policy)
+        policy = make_host_policy(behaviour.agent.policy)
     rng = np.random.default_rng(seed)
     counted = np.arange(num_envs) < episodes  # whose current episode is one of the N
     started = int(counted.sum())
@@ -640,6 +614,9 @@ def _one_line(box: str, prog: str) -> str:
 
 
 def _check_out(out: str, overwrite: bool) -> None:
+    # Path("") is Path("."): an empty --out would otherwise name the working directory.
+    require(out.strip() != "", "--out",
+            "is empty; pass the dataset directory to write, e.g. --out data/my-dataset")
     path = Path(out)
     if path.exists() or path.is_symlink():
         require(overwrite, "--out",
@@ -648,6 +625,14 @@ def _check_out(out: str, overwrite: bool) -> None:
         require(path.is_dir() and (path / "metadata.json").is_file(), "--out",
                 f"{out} exists and is not an rlkit dataset, so --overwrite will not delete it; "
                 "remove it yourself or choose another directory")
+    # Before collecting, not after: the nearest existing folder must take new entries (a
+    # read-only file system fails here even for root; a full disk is caught when writing).
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    require(folder.is_dir() and os.access(folder, os.W_OK | os.X_OK), "--out",
+            f"cannot write into {folder} (read-only, or no permission); choose a writable "
+            "directory")
 
 
 def print_summary(dataset: Dataset, path: Path) -> None:

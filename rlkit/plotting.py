@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlkit.io import atomic_file
+
 
 def _curve(rows: list[dict[str, str]], column: str,
            x_column: str = "env_steps") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,7 +55,6 @@ def plot_curves(rows: list[dict[str, str]], path: Path, title: str,
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from rlkit.checkpoint import Checkpointer
+from rlkit.io import atomic_file, write_text
 from rlkit.loops.common import Trainer
 from rlkit.stats import aggregate
 
@@ -111,10 +112,8 @@ class MetricsLog:
             return
         chunk_col = rows[0].index("chunk")
         kept = [rows[0]] + [r for r in rows[1:] if int(r[chunk_col]) <= chunk]
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            csv.writer(f).writerows(kept)
-        os.replace(tmp, self.path)
+        with atomic_file(self.path) as f:  # "\n" endings, as `append` writes
+            csv.writer(f, lineterminator="\n").writerows(kept)
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         if self.columns is None:
@@ -159,12 +158,6 @@ def episodes_to_optimal(rows: list[dict[str, str]], num_seeds: int,
                 break
         result.append(found)
     return result
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
 
 
 def run_training(
@@ -323,7 +316,7 @@ def run_training(
             summary["episodes_to_optimal"] = (float(np.mean(solved)) if len(solved) == num_seeds
                                               else None)
     summary.update(summary_extras or {})
-    write_json_atomic(run_dir / "summary.json", summary)
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     plot_curves(rows, run_dir / "curves.png", title=f"{header.get('agent')} on {header.get('env')}",
                 optimal_return=optimal_return)
     return RunResult(summary=summary, run_dir=run_dir, carry=carry)

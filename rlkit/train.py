@@ -429,6 +429,7 @@ def execute(experiment: Experiment, resume: bool = False):
     Returns:
         The `rlkit.runner.RunResult`.
     """
+    from rlkit.io import write_text
     from rlkit.runner import run_training
 
     run = experiment.run
@@ -437,7 +438,7 @@ def execute(experiment: Experiment, resume: bool = False):
                    f"-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+        write_text(run_dir / "config.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
     header = {"agent": experiment.agent, "env": experiment.env}
     try:
         return run_training(

@@ -1,6 +1,7 @@
 """`rlkit.collect`: datasets from random, optimal, mixture and trained policies, on JAX and host
 envs, checked against the exact answers of `rlkit.planning`; the CLI's errors; kill safety."""
 
+import errno
 import os
 import shutil
 import signal
@@ -234,6 +235,62 @@ def test_bad_input_gives_one_clear_line_and_exit_2(args, needle, tmp_path, capsy
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
     assert needle in captured.err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_one_line(out, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["--env", "chain", "--policy", "random", "--episodes", "2", "--out", out,
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == ("error: --out: is empty; pass the dataset directory to write, e.g. --out "
+                   "data/my-dataset\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+def test_a_read_only_or_full_file_system_is_one_line_and_exit_2(code, tmp_path, capsys,
+                                                                monkeypatch):
+    # As root a chmod'ed directory stops no write, so the refusal is simulated at the rename.
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "rename", refuse)
+    out = tmp_path / "out"
+    status = main(["--env", "chain", "--policy", "random", "--episodes", "2", "--out", str(out),
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith(f"error: {out}: cannot write it ({os.strerror(code)}): ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no partial directory left behind
+
+
+def test_an_unwritable_out_is_refused_before_collecting(tmp_path, capsys, monkeypatch):
+    # access(2) reports a read-only file system even to root: checked before any rollout.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setattr("rlkit.collect.collect", lambda *args, **kwargs: pytest.fail("ran"))
+    status = main(["--env", "chain", "--policy", "random", "--episodes", "2", "--out",
+                   str(tmp_path / "new" / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == (f"error: --out: cannot write into {tmp_path} (read-only, or no permission); "
+                   "choose a writable directory\n")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_directory_is_one_line_and_exit_2(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        status = main(["--env", "chain", "--policy", "random", "--episodes", "2", "--out",
+                       str(locked / "out"), "--no-progress"])
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err
+    assert status == 2 and "permission denied" in err and err.count("\n") == 1
 
 
 def test_cli_error_in_a_subprocess_has_no_traceback(tmp_path):

@@ -77,11 +77,23 @@ def saved(tmp_path) -> Path:
     return save_dataset(tmp_path / "ds", _transitions(), _info())
 
 
-def _edit_metadata(path: Path, edit) -> None:
+def _edit_metadata(path: Path, edit, *, reseal: bool = True) -> None:
+    """Apply `edit` to metadata.json; with `reseal`, update its checksum too (as a buggy or
+    foreign writer would), so that the checks behind the checksum are what fails."""
     file = path / "metadata.json"
     metadata = json.loads(file.read_text())
     edit(metadata)
+    if reseal:
+        metadata["metadata_sha256"] = dataset_module.metadata_checksum(metadata)
     file.write_text(json.dumps(metadata))
+
+
+def _replace_npy(path: Path, name: str, array: np.ndarray) -> None:
+    """Overwrite `name`.npy with `array` and reseal its size, sha256 and the metadata."""
+    np.save(path / f"{name}.npy", array)
+    digest = dataset_module._sha256(path / f"{name}.npy")
+    size = (path / f"{name}.npy").stat().st_size
+    _edit_metadata(path, lambda m: m["files"][name].update(sha256=digest, bytes=size))
 
 
 def _load_error(path: Path, **kwargs) -> str:
@@ -128,6 +140,12 @@ def test_metadata_layout(saved):
     assert metadata["files"]["obs"]["bytes"] == (saved / "obs.npy").stat().st_size
     assert len(metadata["files"]["reward"]["sha256"]) == 64
     assert metadata["created"].endswith("+00:00") and "rlkit_version" in metadata
+    # The checksum covers the rest of the file as canonical JSON, computed here by hand.
+    import hashlib
+
+    rest = {key: value for key, value in metadata.items() if key != "metadata_sha256"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    assert metadata["metadata_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
     assert sorted(p.name for p in saved.iterdir()) == sorted(
         [
             "metadata.json",
@@ -218,7 +236,7 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
         real_save(handle, array, **kwargs)
 
     monkeypatch.setattr(dataset_module.np, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RlkitError, match=r"ds: cannot write it \(disk full\)"):
         save_dataset(tmp_path / "ds", _transitions(), _info())
     assert list(tmp_path.iterdir()) == []
 
@@ -231,8 +249,8 @@ def test_a_failed_swap_puts_the_old_dataset_back(saved, monkeypatch):
             raise OSError("rename failed")
         real_rename(src, dst)
 
-    monkeypatch.setattr(dataset_module.os, "rename", rename)
-    with pytest.raises(OSError, match="rename failed"):
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(RlkitError, match="rename failed"):
         save_dataset(saved, _transitions(20), _info(), overwrite=True)
     assert load_dataset(saved).transitions.reward.shape == (50,)
     assert [p.name for p in saved.parent.iterdir()] == ["ds"]
@@ -273,6 +291,23 @@ def test_batch_stream_shapes_determinism_and_valid_rows(saved):
     assert not np.array_equal(blocks[0].reward, blocks[1].reward)  # blocks differ
 
 
+def test_batch_stream_resumes_at_any_block_with_a_seed_axis(saved):
+    # The offline driver's resume-exact property: block i depends on (seed, i) only.
+    dataset = load_dataset(saved, mmap=True)
+    stream = batch_stream(dataset, 8, 4, seed=3, num_seeds=2)
+    blocks = [next(stream) for _ in range(4)]
+    stream.close()
+    resumed = batch_stream(dataset.transitions, 8, 4, seed=3, start=2, num_seeds=2)
+    for block in blocks[2:]:
+        jax.tree.map(np.testing.assert_array_equal, next(resumed), block)
+    resumed.close()
+    for index, block in enumerate(blocks):
+        assert block.obs.shape == (2, 4, 8, 4, 4, 3)
+        rows = np.random.default_rng((3, index)).integers(0, 50, (2, 4, 8))
+        np.testing.assert_array_equal(block.reward, rows)  # the reward is the row id
+    assert not np.array_equal(blocks[0].reward[0], blocks[0].reward[1])  # seeds differ
+
+
 def test_batch_stream_is_uniform_and_stops_its_thread(saved):
     dataset = load_dataset(saved, mmap=True)
     stream = batch_stream(dataset, 250, 20, seed=0)
@@ -290,6 +325,10 @@ def test_batch_stream_validates_sizes(saved):
         batch_stream(dataset, 0, 4, seed=0)
     with pytest.raises(RlkitError, match="num_batches"):
         batch_stream(dataset, 4, 0, seed=0)
+    with pytest.raises(RlkitError, match="start: must be an int >= 0"):
+        batch_stream(dataset, 4, 4, seed=0, start=-1)
+    with pytest.raises(RlkitError, match="num_seeds"):
+        batch_stream(dataset, 4, 4, seed=0, num_seeds=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,6 +429,83 @@ def test_flipped_byte_fails_the_checksum(saved):
     message = _load_error(saved)
     assert str(file) in message and "sha256" in message
     load_dataset(saved, verify=False)  # documented: verify=False skips the hash
+
+
+def test_an_edited_horizon_in_the_metadata_is_refused(saved):
+    # Issue 11 item 9: env parameters were covered by no checksum.
+    _edit_metadata(saved, lambda m: m["env"]["params"].update(length=9), reseal=False)
+    for verify in (True, False):  # the metadata checksum is cheap: always checked
+        message = _load_error(saved, verify=verify)
+        assert message.startswith(f"{saved / 'metadata.json'}: does not match its "
+                                  "metadata_sha256"), message
+        assert "\n" not in message
+    # Re-indenting without editing changes nothing: the checksum is over canonical JSON.
+    _edit_metadata(saved, lambda m: m["env"]["params"].update(length=5), reseal=False)
+    assert load_dataset(saved).info.env_params == {"length": 5, "pair": [1, 2]}
+
+
+def test_a_dataset_without_a_metadata_checksum_loads_only_unverified(saved):
+    _edit_metadata(saved, lambda m: m.pop("metadata_sha256"), reseal=False)
+    message = _load_error(saved)
+    assert "has no metadata_sha256" in message and "verify=False" in message
+    dataset = load_dataset(saved, verify=False)
+    assert dataset.transitions.reward.shape == (50,)
+    # The documented fix: saving again adds the checksum.
+    resaved = save_dataset(saved.parent / "resaved", dataset.transitions, dataset.info)
+    assert load_dataset(resaved).info == dataset.info
+
+
+@pytest.mark.parametrize("name", ["reward", "obs", "next_obs"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_load_refuses_non_finite_rewards_and_observations(tmp_path, name, value):
+    # Issue 11 item 7: save refused them, load did not.
+    path = save_dataset(tmp_path / "ds", _transitions(obs_dtype=np.float32),
+                        _info(obs_dtype="float32"))
+    array = np.load(path / f"{name}.npy")
+    array.reshape(-1)[7] = value
+    _replace_npy(path, name, array)
+    for mmap in (False, True):
+        message = _load_error(path, mmap=mmap)
+        assert message.startswith(f"{path / (name + '.npy')}: holds NaN or inf values"), message
+    with pytest.raises(DatasetError, match=f"transitions.{name}: .*NaN"):
+        save_dataset(tmp_path / "again", _with(_transitions(obs_dtype=np.float32), name, value),
+                     _info(obs_dtype="float32"))
+
+
+def _with(transitions: Transition, name: str, value: float) -> Transition:
+    array = np.array(getattr(transitions, name), dtype=np.float32)
+    array.reshape(-1)[7] = value
+    return transitions.replace(**{name: array})
+
+
+def test_an_empty_dataset_gives_one_line(saved):
+    # Issue 11 item 8: 0 transitions crashed in action.min() with a traceback.
+    def empty(metadata):
+        metadata["counts"].update(transitions=0, episodes=0)
+        for entry in metadata["files"].values():
+            entry["shape"][0] = 0
+
+    _edit_metadata(saved, empty)
+    message = _load_error(saved)
+    assert message == (f"{saved / 'metadata.json'}: counts.transitions is 0: the dataset holds "
+                       "no transitions, so there is nothing to learn from. Collect at least one "
+                       "episode.")
+
+
+def test_saving_removes_partial_directories_of_dead_writers_only(tmp_path):
+    # Issue 11 item 10: leftovers of killed writers piled up. The name records pid and host.
+    from rlkit import io
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is now free: a writer that is gone
+    dead = tmp_path / f".ds.partial-{child.pid}-{io.host_tag()}-0123abcd"
+    alive = tmp_path / f".other.partial-{os.getppid()}-{io.host_tag()}-0123abcd"
+    for leftover in (dead, alive):
+        leftover.mkdir()
+        np.save(leftover / "obs.npy", np.zeros((1000, 8), np.float32))
+    path = save_dataset(tmp_path / "ds", _transitions(), _info())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ds", alive.name])
+    assert load_dataset(path).transitions.reward.shape == (50,)
 
 
 def test_leftovers_of_interrupted_writes_are_refused(saved, tmp_path):

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 from rlkit.data import make_uniform_buffer
-from rlkit.data.hybrid import make_hybrid_sampler
+from rlkit.data.hybrid import PROPORTIONAL, make_hybrid_sampler, proportional_count
 from rlkit.errors import RlkitError
 from rlkit.loops.common import example_transition, make_replay_sampling, replay_learn
 from rlkit.types import Agent, ReplayFeed, Transition
@@ -108,7 +108,64 @@ def test_fraction_one_needs_no_online_data():
     _check_origins(batch, 16, 16)
 
 
-@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), True])
+# ------------------------------------------------------------------------------------------
+# Proportional to the sources' sizes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("online, expected", [
+    (0, 10),    # nothing online yet: all offline
+    (2, 8),     # 10 * 8 / 10
+    (8, 5),     # 10 * 8 / 16
+    (12, 4),    # 10 * 8 / 20
+    (24, 2),    # 10 * 8 / 32 = 2.5: half to even, 2
+    (40, 2),    # 10 * 8 / 48 = 1.67
+    (56, 1),    # 10 * 8 / 64 = 1.25
+    (72, 1),    # 10 * 8 / 80
+    (152, 0),   # 10 * 8 / 160 = 0.5: half to even, 0
+])
+def test_proportional_share_by_hand_with_the_buffer_filling_inside_jit(online, expected):
+    # A dataset of M = 8 rows and a batch of B = 10: round(B * M / (M + n)) offline rows.
+    buffer, state = _buffer(filled=online, capacity=160)
+    if online == 0:
+        state = buffer.init(_rows(np.zeros(()), 0.0))
+    sampler = make_hybrid_sampler(buffer, PROPORTIONAL)
+    sample = jax.jit(sampler.sample, static_argnums=3)  # one program for every fill
+    for seed in range(2):
+        batch = sample(state, _dataset(8), jax.random.key(seed), 10, jnp.int32(0))
+        _check_origins(batch, 10, expected, BUFFER_ID + np.arange(online))
+    assert int(sampler.num_offline(jnp.int32(0), 10, state.size, 8)) == expected
+    np.testing.assert_allclose(float(sampler.fraction(jnp.int32(0), state.size, 8)),
+                               8 / (8 + online), rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size, dataset_size, online, expected", [
+    (256, 10_000_000, 5_000_000, 171),  # 170.67; B * M = 2.56e9 passes int32
+    (256, 1 << 23, 1 << 23, 128),       # exactly half
+    (3, 1, 1, 2),                       # 1.5: half to even, 2
+    (5, 1, 1, 2),                       # 2.5: half to even, 2
+    (7, 1, 0, 7),
+])
+def test_proportional_count_is_exact_integer_arithmetic(batch_size, dataset_size, online,
+                                                        expected):
+    count = jax.jit(proportional_count, static_argnums=(0, 1))(batch_size, dataset_size,
+                                                               jnp.int32(online))
+    assert count.dtype == jnp.int32 and int(count) == expected
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, PROPORTIONAL,
+                                      optax.linear_schedule(0.0, 1.0, 10)])
+def test_an_empty_buffer_gives_an_all_offline_batch_at_any_share(fraction):
+    buffer = make_uniform_buffer(16)
+    empty = buffer.init(_rows(np.zeros(()), 0.0))
+    sampler = make_hybrid_sampler(buffer, fraction)
+    batch = jax.jit(sampler.sample, static_argnums=3)(empty, _dataset(), jax.random.key(0), 12,
+                                                      jnp.int32(0))
+    _check_origins(batch, 12, 12)
+    assert int(sampler.num_offline(jnp.int32(0), 12, empty.size, 8)) == 12
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), True, "proportionate"])
 def test_invalid_constant_fraction_raises_naming_the_field(fraction):
     buffer, _ = _buffer()
     with pytest.raises(RlkitError, match="^offline_fraction:"):
@@ -268,3 +325,38 @@ def test_replay_learn_follows_the_feeds_schedule():
     np.testing.assert_allclose(metrics["offline_fraction"], [1.0, 0.75, 0.5, 0.25, 0.0, 0.0])
     # Iteration 3 (fraction 0.25) mixes 2 offline rows; from iteration 4 the batch is online.
     np.testing.assert_allclose(metrics["reward_mean"][3:], [(2 - 6) / 8, -1.0, -1.0])
+
+
+# ------------------------------------------------------------------------------------------
+# The round driver samples through the same sampler
+# ------------------------------------------------------------------------------------------
+
+
+def test_round_driver_batches_hold_the_proportional_count_round_by_round():
+    from envs.toy import ChainConfig, make_chain
+    from rlkit.loops.rounds import make_rounds_trainer
+    from rlkit.types import RoundFeed
+
+    env = make_chain(ChainConfig())  # 8 states, 16 steps; action 0 (left) never pays
+    size = 48  # dataset rows, each with reward +1
+    obs = jnp.zeros((size, 8), jnp.float32).at[:, 0].set(1.0)
+    flags = jnp.arange(size) % 16 == 15
+    dataset = Transition(obs=obs, action=jnp.zeros((size,), jnp.int32),
+                         reward=jnp.ones((size,)), terminated=jnp.zeros((size,), bool),
+                         truncated=flags, next_obs=obs, extras={})
+    feed = RoundFeed(num_envs=1, episode_length=16, updates_per_round=3, batch_size=10,
+                     buffer_episodes=10, offline_fraction=None, uses_dataset=True)
+
+    def update(state, batch, key):  # the batch's mean reward is its offline share
+        return state + 1, {"offline_share": batch.reward.mean()}
+
+    agent = Agent(init=lambda key: jnp.zeros((), jnp.int32),
+                  act=lambda state, obs, key: (jnp.zeros(obs.shape[:1], jnp.int32), {}),
+                  update=update, policy=lambda state, obs: jnp.full((obs.shape[0], 2), 0.5),
+                  feed=feed)
+    trainer = make_rounds_trainer(agent, env, env.default_params, 5, dataset=dataset)
+    _, metrics = trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    # Round r fits on n = 16 r online rows: round(10 * 48 / (48 + n)) offline rows of 10.
+    # n = 0: 10; 16: 7.5 -> 8 (half to even); 32: 6; 48: 5; 64: 4.29 -> 4.
+    np.testing.assert_allclose(metrics["offline_share"][0], [1.0, 0.8, 0.6, 0.5, 0.4],
+                               rtol=1e-6)

@@ -223,3 +223,69 @@ def test_from_minari_errors(minari_root, tmp_path):
     with pytest.raises(DatasetError, match="Pass env_id="):
         from_minari("nospec/discrete-v0")
     assert from_minari("nospec/discrete-v0", env_id="chain").info.env_id == "chain"
+
+
+def _offset_env_id() -> str:
+    """Register /work/shared/cases/gym_cases.py's Offset-v0 (actions Discrete(3, start=-1), the
+    reward is the action received) and return its rlkit id."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path("/work/shared/cases/gym_cases.py")
+    if not path.is_file():
+        pytest.skip("the shared gymnasium fault cases are not on this machine")
+    if "gym_cases" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("gym_cases", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["gym_cases"] = module
+        spec.loader.exec_module(module)
+    return "gym:Offset-v0"
+
+
+def test_export_of_a_discrete_space_with_an_offset_start_replays_its_rewards(minari_root):
+    # Issue 11 item 12: actions were exported 0-based under a space whose start is -1.
+    from rlkit.collect import collect
+
+    env_id = _offset_env_id()
+    dataset = collect(env_id, None, "random", 6, seed=0, num_envs=2)
+    assert set(np.unique(dataset.transitions.action)) == {0, 1, 2}  # rlkit stores 0-based
+    path = to_minari(dataset, "rlkit/offset-random-v0")
+    exported = minari.load_dataset(path)
+    assert exported.action_space == gym.spaces.Discrete(3, start=-1)
+    env = gym.make("Offset-v0")
+    replayed = 0
+    for episode in exported.iterate_episodes():
+        env.reset(seed=0)
+        for action, reward in zip(episode.actions, episode.rewards, strict=True):
+            _, env_reward, _, _, _ = env.step(int(action))
+            assert env_reward == reward  # the reward is the action the env received
+            replayed += 1
+    env.close()
+    assert replayed == len(dataset.transitions.reward)
+    # Import is the inverse of export: the same 0-based actions and rewards come back.
+    back = from_minari(path)
+    np.testing.assert_array_equal(back.transitions.action, dataset.transitions.action)
+    np.testing.assert_array_equal(back.transitions.reward, dataset.transitions.reward)
+
+
+@pytest.mark.parametrize("start", [-1, 0, 3])
+def test_minari_to_rlkit_to_minari_keeps_any_action_start(minari_root, start):
+    # A Minari dataset of an env without a gymnasium spec: its start survives the round trip.
+    steps = 5
+    buffer = minari.data_collector.EpisodeBuffer(
+        id=0, observations=np.arange(steps + 1, dtype=np.float32)[:, None],
+        actions=np.array([0, 1, 2, 1, 0]) + start, rewards=np.arange(steps, dtype=np.float32),
+        terminations=np.array([False] * (steps - 1) + [True]),
+        truncations=np.zeros(steps, bool))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        minari.create_dataset_from_buffers(
+            "test/start-v0", [buffer], observation_space=gym.spaces.Box(-10, 10, (1,)),
+            action_space=gym.spaces.Discrete(3, start=start))
+    imported = from_minari("test/start-v0", env_id="chain")
+    np.testing.assert_array_equal(imported.transitions.action, [0, 1, 2, 1, 0])
+    again = minari.load_dataset(to_minari(imported, "test/again-v0"))
+    assert again.action_space == gym.spaces.Discrete(3, start=start)
+    episode = next(again.iterate_episodes())
+    np.testing.assert_array_equal(episode.actions, np.array([0, 1, 2, 1, 0]) + start)

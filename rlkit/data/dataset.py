@@ -24,8 +24,18 @@ written last::
       "counts": {"transitions": N, "episodes": E},
       "files": {"obs": {"path": "obs.npy", "shape": [N, 4], "dtype": "float32",
                         "sha256": "...", "bytes": 1234}, ...},
-      "extra": {...}
+      "extra": {...},
+      "metadata_sha256": "..."
     }
+
+`metadata_sha256` is `metadata_checksum` of everything else in the file (canonical JSON, so the
+indentation does not matter): an edited env id, horizon or count is refused on load, as a
+modified `.npy` file is refused by its own sha256. Rewards and float observations are finite
+(saving refuses NaN and inf, and so does loading).
+
+Datasets written before the metadata checksum existed (same format version: older readers
+ignore the new key) load only with `verify=False`; `load_dataset(path, verify=True)` refuses them
+with the fix: check the metadata, then load with `verify=False` and save again.
 
 Rows are transitions; `episodes` counts the rows where `terminated | truncated`. Terminated and
 truncated are kept apart, since only terminated rows stop bootstrapping. Nothing requires the
@@ -33,13 +43,14 @@ rows of one episode to be contiguous (a collector may store several environments
 interleaved), but exporting to Minari (`rlkit.data.minari_io.to_minari`) does. `Transition.extras`
 is not stored.
 
-Writes are atomic: `save_dataset` writes into a hidden sibling directory
-`.<name>.partial-<pid>-<token>`, fsyncs every file, writes `metadata.json` last and renames the
-directory into place, so a writer killed at any moment leaves either nothing at `path` or a
-complete dataset (`load_dataset` refuses the hidden leftovers by name). Loading validates
-everything it reads and reports each problem as one `DatasetError` that names the file, the
-problem and the fix. Readers refuse datasets with a newer `format_version`; a change that older
-readers could misread bumps it.
+Writes are atomic (`rlkit.io.atomic_directory`): `save_dataset` writes into a hidden sibling
+directory `.<name>.partial-<pid>-<host>-<token>`, fsyncs every file, writes `metadata.json` last
+and renames the directory into place, so a writer killed at any moment leaves either nothing at
+`path` or a complete dataset (`load_dataset` refuses the hidden leftovers by name). The next write
+into the same directory removes the leftovers of writers that are gone (see `rlkit.io`).
+Loading validates everything it reads and reports each problem as one `DatasetError` that names
+the file, the problem and the fix. Readers refuse datasets with a newer `format_version`; a
+change that older readers could misread bumps it.
 """
 
 from __future__ import annotations
@@ -49,11 +60,7 @@ import datetime
 import hashlib
 import importlib.metadata
 import json
-import os
 import queue
-import re
-import secrets
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,6 +70,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rlkit.errors import RlkitError, require
+from rlkit.io import LEFTOVER_RE, atomic_directory
 from rlkit.types import Transition
 
 FORMAT_NAME = "rlkit-dataset"
@@ -70,9 +78,11 @@ FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 FIELDS = ("obs", "action", "reward", "terminated", "truncated", "next_obs")
 
+METADATA_CHECKSUM = "metadata_sha256"
+"""The metadata key holding `metadata_checksum` of the rest of the metadata."""
+
 _HASH_CHUNK = 1 << 20  # sha256 over 1 MiB reads: constant memory for image datasets
-# Hidden leftovers of interrupted writes: never datasets, whatever they hold.
-_LEFTOVER_RE = re.compile(r"^\..+\.(partial|old)-\d+-[0-9a-f]+$")
+_FINITE_CHUNK_BYTES = 1 << 26  # finiteness checks read memmaps 64 MiB at a time
 
 
 class DatasetError(RlkitError):
@@ -209,13 +219,15 @@ def save_dataset(
         info: the dataset's description (see `DatasetInfo`).
         overwrite: replace an existing dataset at `path`. The old one stays readable until the
             new one is complete; if the process dies between the two renames, `path` is absent
-            and the old dataset waits at `.<name>.old-<pid>-<token>` next to it.
+            and the old dataset waits at `.<name>.old-...` next to it.
 
     Returns:
         The dataset directory, as a `Path`.
 
     Raises:
-        DatasetError: `path` exists (without `overwrite`), or the transitions do not match `info`.
+        DatasetError: `path` exists (without `overwrite`), or the transitions do not match `info`
+            (including NaN or inf rewards or observations).
+        RlkitError: the file system refused the write (read-only, full), naming the path.
     """
     path = Path(path)
     arrays = _validated_arrays(transitions, info)
@@ -230,18 +242,12 @@ def save_dataset(
                 f"{path}: exists but is not an rlkit dataset (no {METADATA_FILE}); refusing to "
                 f"delete it even with overwrite=True. Remove it yourself or choose another path."
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
-    partial = path.parent / f".{path.name}.partial-{token}"
-    partial.mkdir()
-    try:
+    with atomic_directory(path, replace=overwrite) as partial:
         files = {}
         for name, array in arrays.items():
             file = partial / f"{name}.npy"
             with open(file, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
             files[name] = {
                 "path": file.name,
                 "shape": list(array.shape),
@@ -267,28 +273,9 @@ def save_dataset(
             "files": files,
             "extra": info.extra,
         }
+        metadata[METADATA_CHECKSUM] = metadata_checksum(metadata)
         # metadata.json last: a directory without it is never a dataset.
-        with open(partial / METADATA_FILE, "w", encoding="utf-8") as handle:
-            handle.write(_dumps(metadata, indent=2) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        _fsync_dir(partial)
-        if path.exists():
-            aside = path.parent / f".{path.name}.old-{token}"
-            os.rename(path, aside)
-            try:
-                os.rename(partial, path)
-            except BaseException:
-                os.rename(aside, path)  # put the old dataset back
-                raise
-            _fsync_dir(path.parent)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(partial, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        (partial / METADATA_FILE).write_text(_dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -318,6 +305,11 @@ def _validated_arrays(transitions: Transition, info: DatasetInfo) -> dict[str, n
                 f"transitions.{name}: shape {array.shape} dtype {array.dtype} does not match the "
                 f"info's [N, *obs_shape] = [{size}, {', '.join(map(str, info.obs_shape))}] "
                 f"{info.obs_dtype}. Fix DatasetInfo.obs_shape / obs_dtype or cast the data."
+            )
+    for name in ("obs", "next_obs"):
+        if not _all_finite(arrays[name]):
+            raise DatasetError(
+                f"transitions.{name}: holds NaN or inf values; observations must be finite."
             )
     for name in FIELDS[1:5]:
         if arrays[name].shape != (size,):
@@ -367,16 +359,18 @@ def load_dataset(path: str | Path, *, mmap: bool = False, verify: bool = True) -
         mmap: open the arrays read-only with `np.load(mmap_mode="r")` instead of reading them
             into memory (for image datasets larger than memory; see `batch_stream`).
         verify: check every file's sha256 against the metadata (reads each file once, in
-            1 MiB chunks). Sizes, shapes, dtypes and counts are always checked.
+            1 MiB chunks), and refuse a metadata.json without `metadata_sha256` (written before
+            it existed). Sizes, shapes, dtypes, counts, finiteness and a present
+            `metadata_sha256` are always checked.
 
     Returns:
         A `Dataset` whose transitions are numpy arrays (or memmaps) with a leading [N] axis.
 
     Raises:
         DatasetError: one message naming the file, the problem and the fix, for a missing path,
-            an incomplete or foreign directory, bad metadata, a newer format version, missing,
-            truncated or modified files, mismatched shapes, dtypes or counts, or actions out of
-            range.
+            an incomplete or foreign directory, bad or edited metadata, a newer format version,
+            no transitions, missing, truncated or modified files, mismatched shapes, dtypes or
+            counts, NaN or inf rewards or observations, or actions out of range.
     """
     path = Path(path)
     if not path.exists():
@@ -386,8 +380,8 @@ def load_dataset(path: str | Path, *, mmap: bool = False, verify: bool = True) -
             f"{path}: not a directory; an rlkit dataset is a directory holding {METADATA_FILE} "
             f"and one .npy file per field."
         )
-    leftover = _LEFTOVER_RE.match(path.name)
-    if leftover and leftover.group(1) == "partial":
+    leftover = LEFTOVER_RE.match(path.name)
+    if leftover and leftover["kind"] == "partial":
         raise DatasetError(
             f"{path}: the unfinished output of an interrupted save_dataset, not a dataset. "
             f"Delete it and save again."
@@ -426,10 +420,16 @@ def load_dataset(path: str | Path, *, mmap: bool = False, verify: bool = True) -
         )
     if version < 1:
         raise DatasetError(f"{meta_file}: format_version {version} is invalid (must be >= 1).")
+    _check_metadata_checksum(meta, verify)
     info = _info_from_metadata(meta)
     num_transitions = meta.get("counts.transitions", int)
     num_episodes = meta.get("counts.episodes", int)
     meta.get("files", dict)
+    if num_transitions < 1:
+        raise DatasetError(
+            f"{meta_file}: counts.transitions is {num_transitions}: the dataset holds no "
+            f"transitions, so there is nothing to learn from. Collect at least one episode."
+        )
 
     arrays = {}
     for name in FIELDS:
@@ -494,6 +494,13 @@ def load_dataset(path: str | Path, *, mmap: bool = False, verify: bool = True) -
             f"{meta_file}: counts.episodes is {num_episodes} but terminated.npy / truncated.npy "
             f"end {ended} episodes. Rewrite the dataset."
         )
+    for name in ("reward", "obs", "next_obs"):
+        if not _all_finite(arrays[name]):
+            raise DatasetError(
+                f"{path / meta.get(f'files.{name}.path', str)}: holds NaN or inf values; "
+                f"save_dataset refuses non-finite {name}, so the file was written by another "
+                f"tool or modified. Rewrite the dataset with finite values."
+            )
     action = np.asarray(arrays["action"])
     low, high = int(action.min()), int(action.max())
     if low < 0 or high >= info.num_actions:
@@ -534,6 +541,42 @@ class _Metadata:
                 f"{' or null' if optional else ''}, got {value!r}. Rewrite the dataset."
             )
         return value
+
+
+def metadata_checksum(metadata: dict) -> str:
+    """sha256 (hex) of `metadata` without its `metadata_sha256` key, as canonical JSON.
+
+    Canonical: keys sorted, no whitespace, ASCII only, so the checksum depends on the content
+    and not on how the file is indented. It covers everything `metadata.json` says (env id and
+    parameters, schema, counts, the files' checksums), so an edited horizon is caught.
+    """
+    content = {key: value for key, value in metadata.items() if key != METADATA_CHECKSUM}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _check_metadata_checksum(meta: _Metadata, verify: bool) -> None:
+    """Refuse an edited `metadata.json`; refuse one without a checksum unless not `verify`."""
+    recorded = meta.data.get(METADATA_CHECKSUM)
+    if recorded is None:
+        if verify:
+            raise DatasetError(
+                f"{meta.file}: has no {METADATA_CHECKSUM} (written before rlkit covered the "
+                f"metadata by a checksum), so an edit to it would go unnoticed. Check it, then "
+                f"load it with verify=False and save it again with save_dataset to add one."
+            )
+        return
+    try:
+        actual = metadata_checksum(meta.data)
+    except ValueError:  # NaN or inf in the file: Python's json reads them, canonical JSON not
+        actual = None
+    if actual != recorded:
+        raise DatasetError(
+            f"{meta.file}: does not match its {METADATA_CHECKSUM}: the metadata (env id and "
+            f"parameters, schema, counts or checksums) was edited after the dataset was "
+            f"written. Restore it, or rewrite the dataset."
+        )
 
 
 def _info_from_metadata(meta: _Metadata) -> DatasetInfo:
@@ -592,63 +635,81 @@ def to_device(dataset: Dataset) -> Transition:
 
 
 def batch_stream(
-    dataset: Dataset, batch_size: int, num_batches: int, seed: int
+    dataset: Dataset | Transition,
+    batch_size: int,
+    num_batches: int,
+    seed: int,
+    *,
+    start: int = 0,
+    num_seeds: int | None = None,
 ) -> Iterator[Transition]:
     """Endless blocks of uniformly sampled batches, read from host memory or a memmap.
 
     Each block holds `num_batches` batches of `batch_size` rows drawn uniformly with replacement
-    (one compiled chunk's worth: scan over the leading axis). Only the sampled rows are read, in
-    sorted order, so a memory-mapped image dataset larger than memory streams from disk. A
-    background thread prepares the next block while the caller trains on the current one.
+    (one compiled chunk's worth: scan over the leading axis), optionally for each of `num_seeds`
+    seeds. Only the sampled rows are read, in sorted order, so a memory-mapped image dataset
+    larger than memory streams from disk. A background thread prepares the next block while the
+    caller trains on the current one. This is the offline driver's streamed feed
+    (`rlkit.loops.offline`).
+
+    Block `i` draws its rows from `numpy.random.default_rng((seed, i))`, independently of the
+    blocks before it, so `start=i` resumes a stream exactly: a resumed streamed run draws exactly
+    the batches an uninterrupted one would.
 
     Args:
-        dataset: a loaded dataset (`load_dataset(path, mmap=True)` for large image datasets).
+        dataset: a loaded dataset (`load_dataset(path, mmap=True)` for large image datasets), or
+            its `Transition` of [N, ...] numpy arrays or memmaps.
         batch_size: rows per batch (>= 1).
         num_batches: batches per block (>= 1).
         seed: seeds the row indices; the same seed yields the same blocks.
+        start: the index of the first block (>= 0).
+        num_seeds: None, or a leading seed axis of this size (each seed its own rows).
 
     Returns:
-        An iterator of numpy `Transition`s with leaves [num_batches, batch_size, ...] and
-        extras {}. Closing it (or dropping it) stops the background thread.
+        An iterator of numpy `Transition`s with leaves [num_batches, batch_size, ...] (with
+        `num_seeds`, [num_seeds, num_batches, batch_size, ...]) and extras {}. Closing it (or
+        dropping it) stops the background thread.
+
+    Raises:
+        RlkitError: a size below 1 (or `start` below 0), or a dataset without transitions.
     """
-    require(
-        isinstance(batch_size, int) and batch_size >= 1,
-        "batch_size",
-        f"must be an int >= 1, got {batch_size!r}",
-    )
-    require(
-        isinstance(num_batches, int) and num_batches >= 1,
-        "num_batches",
-        f"must be an int >= 1, got {num_batches!r}",
-    )
-    arrays = {name: getattr(dataset.transitions, name) for name in FIELDS}
+    for name, value, low in (("batch_size", batch_size, 1), ("num_batches", num_batches, 1),
+                             ("start", start, 0)):
+        require(isinstance(value, int) and value >= low, name,
+                f"must be an int >= {low}, got {value!r}")
+    require(num_seeds is None or (isinstance(num_seeds, int) and num_seeds >= 1), "num_seeds",
+            f"must be None or an int >= 1, got {num_seeds!r}")
+    transitions = dataset.transitions if isinstance(dataset, Dataset) else dataset
+    arrays = {name: getattr(transitions, name) for name in FIELDS}
     size = len(arrays["action"])
     require(size >= 1, "dataset", "holds no transitions")
-    return _stream(arrays, size, batch_size, num_batches, seed)
+    shape = (num_batches, batch_size) if num_seeds is None else (num_seeds, num_batches,
+                                                                 batch_size)
+    return _stream(arrays, size, shape, seed, start)
 
 
-def _stream(
-    arrays: dict, size: int, batch_size: int, num_batches: int, seed: int
-) -> Iterator[Transition]:
-    rng = np.random.default_rng(seed)
+def _stream(arrays: dict, size: int, shape: tuple[int, ...], seed: int,
+            start: int) -> Iterator[Transition]:
     blocks: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
-    def gather() -> dict:
-        index = rng.integers(0, size, size=num_batches * batch_size)
+    def gather(block_index: int) -> dict:
+        index = np.random.default_rng((seed, block_index)).integers(0, size, shape).reshape(-1)
         # Sorted reads touch each page of a memmap once and in order.
         order = np.argsort(index, kind="stable")
         block = {}
         for name, array in arrays.items():
             rows = np.empty((len(index), *array.shape[1:]), array.dtype)
             rows[order] = array[index[order]]
-            block[name] = rows.reshape(num_batches, batch_size, *array.shape[1:])
+            block[name] = rows.reshape(*shape, *array.shape[1:])
         return block
 
     def produce() -> None:
         try:
+            block_index = start
             while not stop.is_set():
-                item: Any = gather()
+                item: Any = gather(block_index)
+                block_index += 1
                 while not stop.is_set():
                     try:
                         blocks.put(item, timeout=0.1)
@@ -681,26 +742,22 @@ def _stream(
 # --------------------------------------------------------------------------------------------
 
 
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether a numeric array (or memmap) holds no NaN or inf, read in bounded chunks."""
+    if array.dtype.kind != "f":
+        return True
+    row_bytes = max(1, array[:1].nbytes)
+    step = max(1, _FINITE_CHUNK_BYTES // row_bytes)
+    return all(bool(np.isfinite(array[start : start + step]).all())
+               for start in range(0, len(array), step))
+
+
 def _sha256(file: Path) -> str:
     digest = hashlib.sha256()
     with open(file, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or new entry in `directory` durable (a no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _json_default(value: Any) -> Any:

@@ -14,6 +14,10 @@ truncations [T]. rlkit stores transitions (`rlkit.data.dataset`). The conversion
   dropped, and truncation is the right reading of "the data stops here".
 
 Only Box observation spaces and Discrete action spaces are supported, as in every rlkit dataset.
+rlkit stores actions 0-based; a `Discrete(n, start)` space's actions are `start, ..., start + n -
+1`. `from_minari` subtracts the start (and records it as `extra["minari"]["action_start"]`);
+`to_minari` adds it back and exports `Discrete(n, start)`, taking the start from the gymnasium env
+where it can build it, else from that record, else 0, so export is the inverse of import.
 `to_minari` also stores the `DatasetInfo` under the key "rlkit" of the Minari metadata, and
 `from_minari` restores it from there, so rlkit -> Minari -> rlkit keeps env params, behaviour
 policy and extras. Datasets are found the way `minari.load_dataset` finds them: by id under
@@ -156,12 +160,13 @@ def to_minari(dataset: Dataset, dataset_id: str, *, data_path: str | Path | None
             f"minari dataset id {dataset_id!r}: malformed; use (namespace/)name-v(version), e.g. "
             f"'rlkit/chain-random-v0'."
         ) from None
-    buffers = list(_episode_buffers(arrays, dataset))
+    env_spec, env_action_start = _gym_spec(info.env_id)
+    action_start = _action_start(info, env_action_start)
+    buffers = list(_episode_buffers(arrays, dataset, action_start))
     obs_space = gym.spaces.Box(
         *_bounds(np.dtype(info.obs_dtype)), shape=info.obs_shape, dtype=np.dtype(info.obs_dtype)
     )
-    action_space = gym.spaces.Discrete(info.num_actions)
-    env_spec = _gym_spec(info.env_id)
+    action_space = gym.spaces.Discrete(info.num_actions, start=action_start)
     options: dict[str, Any] = {}
     if "jpeg_encoding" in inspect.signature(minari.create_dataset_from_buffers).parameters:
         options["jpeg_encoding"] = False  # JPEG is lossy: exports must read back identical
@@ -300,8 +305,20 @@ def _info(
     )
 
 
-def _episode_buffers(arrays: dict[str, np.ndarray], dataset: Dataset) -> Iterator[Any]:
-    """Minari `EpisodeBuffer`s of the contiguous episodes in `arrays` (leaves [N, ...])."""
+def _action_start(info: DatasetInfo, env_action_start: int | None) -> int:
+    """The `start` of the exported `Discrete` action space: the env's own where gymnasium can
+    build it, else the one recorded when the data came from Minari, else 0."""
+    if env_action_start is not None:
+        return env_action_start
+    recorded = info.extra.get("minari", {})
+    start = recorded.get("action_start") if isinstance(recorded, dict) else None
+    return int(start) if isinstance(start, int) and not isinstance(start, bool) else 0
+
+
+def _episode_buffers(arrays: dict[str, np.ndarray], dataset: Dataset,
+                     action_start: int) -> Iterator[Any]:
+    """Minari `EpisodeBuffer`s of the contiguous episodes in `arrays` (leaves [N, ...]), with
+    the env's actions: rlkit's 0-based action plus `action_start`."""
     from minari.data_collector import EpisodeBuffer
 
     ended = arrays["terminated"] | arrays["truncated"]
@@ -325,7 +342,7 @@ def _episode_buffers(arrays: dict[str, np.ndarray], dataset: Dataset) -> Iterato
         yield EpisodeBuffer(
             id=episode_id,
             observations=np.concatenate([obs, next_obs[-1:]]),
-            actions=arrays["action"][start:stop].astype(np.int64),
+            actions=arrays["action"][start:stop].astype(np.int64) + action_start,
             rewards=arrays["reward"][start:stop],
             terminations=arrays["terminated"][start:stop],
             truncations=truncated,
@@ -355,19 +372,25 @@ def _bounds(dtype: np.dtype) -> tuple[Any, Any]:
     return -np.inf, np.inf
 
 
-def _gym_spec(env_id: str):
-    """The gymnasium EnvSpec of a "gym:ID" env that gymnasium can build, else None."""
+def _gym_spec(env_id: str) -> tuple[Any, int | None]:
+    """(EnvSpec, the start of its Discrete action space) of a "gym:ID" env that gymnasium can
+    build, else (None, None)."""
     family, _, ident = env_id.partition(":")
     if family != "gym" or not ident:
-        return None
+        return None, None
     import gymnasium as gym
 
     try:
         spec = gym.spec(ident)
-        gym.make(spec).close()  # minari builds it too; it must not fail halfway through a write
+        env = gym.make(spec)  # minari builds it too; it must not fail halfway through a write
+        try:
+            space = env.action_space
+            start = int(space.start) if isinstance(space, gym.spaces.Discrete) else None
+        finally:
+            env.close()
     except Exception:
-        return None
-    return spec
+        return None, None
+    return spec, start
 
 
 @contextlib.contextmanager

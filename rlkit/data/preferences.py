@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlkit.data.dataset import DatasetError, _fsync_dir
+from rlkit.data.dataset import DatasetError
+from rlkit.io import write_text
 
 REQUIRED_KEYS = ("prompt", "chosen", "rejected")
 SCORE_KEYS = ("score_chosen", "score_rejected")
@@ -48,7 +47,7 @@ class PreferenceRecord:
 
 
 def save_preferences(path: str | Path, records: Iterable[PreferenceRecord]) -> Path:
-    """Write `records` as JSON Lines, atomically (temporary file, fsync, `os.replace`).
+    """Write `records` as JSON Lines, atomically (`rlkit.io.write_text`).
 
     Args:
         path: the .jsonl file to write (its parent is created if missing; an existing file is
@@ -61,6 +60,7 @@ def save_preferences(path: str | Path, records: Iterable[PreferenceRecord]) -> P
     Raises:
         DatasetError: no records, or a record with a non-string text or non-finite score
             (named by its index).
+        RlkitError: the file system refused the write (read-only, full), naming the path.
     """
     path = Path(path)
     lines = []
@@ -75,18 +75,7 @@ def save_preferences(path: str | Path, records: Iterable[PreferenceRecord]) -> P
         lines.append(json.dumps(asdict(record), ensure_ascii=False, allow_nan=False))
     if not lines:
         raise DatasetError(f"{path}: no records to write; a preference file needs at least one.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.parent / f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        with open(partial, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -182,6 +182,12 @@ def make_host_trainer(
     )
 
 
+def make_host_policy(policy_fn: Callable) -> Callable:
+    """`policy_fn(agent_state, obs [N, ...]) -> probs [N, A]` compiled, for acting in host
+    environments outside a run (`rlkit.collect` with a trained policy)."""
+    return jax.jit(policy_fn)
+
+
 def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], HostEnvironment],
                         spec, num_seeds: int, seed: int, num_eval_episodes: int):
     """Evaluate each seed's policy on CPU-stepped environments.

@@ -11,10 +11,11 @@ Two ways to feed the data:
   argument of the compiled chunk shared by every seed, and each update draws its batch with
   `jax.random` inside the scan. Nothing crosses the host boundary during a chunk.
 * **streamed** (for image datasets larger than device memory): the dataset stays memory-mapped on
-  disk. Before each chunk the host gathers that chunk's `[S, K, B]` rows (seeds x updates x
-  batch) and ships them in one transfer; a background thread prepares the next chunk's block while
-  the device trains on the current one. Row indices come from `numpy.random.default_rng((seed,
-  chunk))`, so a resumed run draws exactly the batches an uninterrupted one would.
+  disk and `rlkit.data.dataset.batch_stream` feeds it: before each chunk the host gathers that
+  chunk's `[S, K, B]` rows (seeds x updates x batch) and ships them in one transfer; a background
+  thread prepares the next chunk's block while the device trains on the current one. Block `c`'s
+  row indices come from `numpy.random.default_rng((seed, c))`, and a resumed run opens the stream
+  at its chunk, so it draws exactly the batches an uninterrupted one would.
 
 Each iteration is one update, so `Trainer.steps_per_iteration` is 0 env steps and the run loop
 counts updates instead.
@@ -23,14 +24,15 @@ counts updates instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
 import numpy as np
 from flax import struct
 
+from rlkit.data.dataset import batch_stream
 from rlkit.data.hybrid import sample_dataset
+from rlkit.errors import require
 from rlkit.loops.common import BoundRun, Trainer, over_seeds
 from rlkit.types import Agent, PyTree, Transition
 
@@ -75,7 +77,8 @@ def make_offline_trainer(
     transitions = Transition(obs=transitions.obs, action=transitions.action,
                              reward=transitions.reward, terminated=transitions.terminated,
                              truncated=transitions.truncated, next_obs=transitions.next_obs)
-    num_rows = int(transitions.action.shape[0])
+    require(int(transitions.action.shape[0]) >= 1, "dataset",
+            "holds no transitions; collect at least one episode")
 
     def init_one(key: jax.Array) -> OfflineCarry:
         agent_key, key = jax.random.split(key)
@@ -105,37 +108,31 @@ def make_offline_trainer(
                        device_dataset)
     else:
         run_compiled = jax.jit(over_seeds(run_block), donate_argnums=0)
-        executor = ThreadPoolExecutor(max_workers=1)
-        pending: dict[int, Any] = {}
-
-        def gather(chunk: int, num_seeds: int) -> Transition:
-            """The rows of chunk `chunk`: leaves [S, K, B, ...], read from the memmap."""
-            rng = np.random.default_rng((seed, chunk))
-            rows = rng.integers(0, num_rows, (num_seeds, iterations_per_chunk, batch_size))
-            flat = rows.reshape(-1)
-            order = np.argsort(flat, kind="stable")  # sorted reads are sequential on disk
-            inverse = np.empty_like(order)
-            inverse[order] = np.arange(order.size)
-
-            def take(leaf):
-                values = np.asarray(leaf[flat[order]])[inverse]
-                return values.reshape((*rows.shape, *leaf.shape[1:]))
-
-            return jax.tree.map(take, transitions)
+        blocks, next_block = None, None  # the open batch_stream and the (chunk, seeds) it gives
 
         def run(carry: OfflineCarry):
+            nonlocal blocks, next_block
             iteration = int(np.asarray(carry.iteration).reshape(-1)[0])
             chunk = iteration // iterations_per_chunk
             num_seeds = int(np.asarray(carry.iteration).size)
-            future = pending.pop(chunk, None) or executor.submit(gather, chunk, num_seeds)
-            block = future.result()
-            pending[chunk + 1] = executor.submit(gather, chunk + 1, num_seeds)
+            if next_block != (chunk, num_seeds):  # the first chunk, or a resume
+                close_stream()
+                blocks = batch_stream(transitions, batch_size, iterations_per_chunk, seed,
+                                      start=chunk, num_seeds=num_seeds)
+            block = next(blocks)  # leaves [S, K, B, ...]
+            next_block = (chunk + 1, num_seeds)
             return run_compiled(carry, block)
+
+        def close_stream() -> None:
+            nonlocal blocks, next_block
+            if blocks is not None:
+                blocks.close()
+            blocks, next_block = None, None
 
         base_close = close
 
         def close() -> None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            close_stream()
             base_close()
 
     return Trainer(

@@ -18,7 +18,8 @@ An iteration depends on the agent's feed:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -204,13 +205,127 @@ def compile_trainer(agent: Agent, env: Environment, env_params: Any, init_one, i
     )
 
 
+class EpisodeRows(NamedTuple):
+    """Whole episodes of a JAX environment, batch-major (from `run_episodes`).
+
+    Attributes:
+        obs: [B, T + 1, *obs_shape], the observations; obs[:, t + 1] is the true next observation
+            of step t (no auto-reset).
+        action: [B, T] int32.
+        reward: [B, T] float32.
+        terminated, truncated: [B, T] bool.
+        valid: [B, T] bool, the step belongs to the episode (it had not ended before it).
+        episode_return: [B] float32, the sum of the valid rewards.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    valid: jax.Array
+    episode_return: jax.Array
+
+
+def run_episodes(env: Environment, env_params: Any, action_logits: Callable, key: jax.Array,
+                 num_episodes: int) -> EpisodeRows:
+    """Run `num_episodes` episodes side by side for `max_episode_steps` steps, without auto-reset.
+
+    The one evaluation scan: `evaluate_policy` averages its returns, and `make_episode_rollout`
+    compiles it for `rlkit.collect`, which keeps its rows as an offline dataset. Steps after an
+    episode's end still run (the scan has a fixed length) but are marked invalid.
+
+    Args:
+        env: a functional environment.
+        env_params: its parameters.
+        action_logits: `(obs [B, ...], env_state, t) -> [B, A]` log-probabilities (unnormalised
+            is fine) of the actions at step `t` (an int32 scalar).
+        key: consumed whole: split into the reset key and one key per step.
+        num_episodes: B, episodes run side by side.
+
+    Returns:
+        The `EpisodeRows`.
+    """
+    reset_key, run_key = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(reset_key, num_episodes), env_params
+    )
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    num_steps = env.spec.max_episode_steps
+
+    def body(carry, inputs):
+        obs, env_state, total, done = carry
+        t, step_key = inputs
+        act_key, env_key = jax.random.split(step_key)
+        action = jax.random.categorical(act_key, action_logits(obs, env_state, t))
+        action = action.astype(jnp.int32)
+        next_obs, env_state, reward, terminated, truncated, _ = step(
+            jax.random.split(env_key, num_episodes), env_state, action, env_params
+        )
+        row = (next_obs, action, reward, terminated, truncated, ~done)
+        total = total + jnp.where(done, 0.0, reward)
+        done = done | terminated | truncated
+        return (next_obs, env_state, total, done), row
+
+    init = (obs, env_state, jnp.zeros((num_episodes,), jnp.float32),
+            jnp.zeros((num_episodes,), bool))
+    inputs = (jnp.arange(num_steps), jax.random.split(run_key, num_steps))
+    (_, _, total, _), (next_obs, action, reward, terminated, truncated, valid) = jax.lax.scan(
+        body, init, inputs
+    )
+    # No auto-reset, so obs_{t+1} is next_obs_t: one [T + 1] sequence holds both.
+    time_major = (jnp.concatenate([obs[None], next_obs]), action, reward, terminated, truncated,
+                  valid)
+    return EpisodeRows(*(jnp.swapaxes(x, 0, 1) for x in time_major), episode_return=total)
+
+
+def make_episode_rollout(env: Environment, env_params: Any, action_logits: Callable,
+                         num_episodes: int) -> Callable[[PyTree, jax.Array], EpisodeRows]:
+    """`run_episodes` compiled once for `rlkit.collect`: `(policy_args, key) -> EpisodeRows`.
+
+    Args:
+        env, env_params, num_episodes: as for `run_episodes`.
+        action_logits: `(policy_args, obs, env_state, t) -> [B, A]` log-probabilities;
+            `policy_args` (a policy's state, a mixing epsilon, ...) is an argument of the
+            compiled program, so every value shares one compilation.
+
+    Returns:
+        The compiled rollout.
+    """
+
+    def rollout(policy_args: PyTree, key: jax.Array) -> EpisodeRows:
+        return run_episodes(env, env_params,
+                            lambda obs, env_state, t: action_logits(policy_args, obs, env_state, t),
+                            key, num_episodes)
+
+    return jax.jit(rollout)
+
+
+def solve_model(env: Environment, env_params: Any, solve: Callable, *args: Any) -> Any:
+    """`solve(model, *args)` compiled, for `rlkit.planning` on an env's exact model.
+
+    Planning's scans run op by op (slowly) outside `jit`, and only the drivers jit; the CLIs
+    (`rlkit.collect`) plan through here.
+
+    Args:
+        env: an environment with an exact model (`env.model` is not None).
+        env_params: its parameters.
+        solve: `(model, *args) -> pytree of arrays` built from `rlkit.planning`.
+        *args: array arguments of `solve` (a policy's state, an epsilon).
+
+    Returns:
+        What `solve` returns, as device arrays.
+    """
+    return jax.jit(solve)(env.model(env_params), *args)
+
+
 def evaluate_policy(agent: Agent, env: Environment, env_params: Any, agent_state: PyTree,
                     key: jax.Array, num_episodes: int) -> jax.Array:
     """The return of `agent.policy`: exact where the env has a model, else a Monte-Carlo mean.
 
     With a model, `rlkit.planning` evaluates the policy table exactly (no sampling noise). Without
-    one, `num_episodes` episodes run in parallel for `max_episode_steps` steps, with actions
-    sampled from `agent.policy`; rewards after an episode's end are masked.
+    one, `num_episodes` episodes run in parallel for `max_episode_steps` steps (`run_episodes`),
+    with actions sampled from `agent.policy`; rewards after an episode's end are masked.
 
     Returns:
         A float32 scalar.
@@ -222,27 +337,8 @@ def evaluate_policy(agent: Agent, env: Environment, env_params: Any, agent_state
         table = planning.policy_table(agent.policy, agent_state, model)
         return planning.expected_return(model, table, horizon=env.spec.max_episode_steps)
     key = jax.random.fold_in(key, 0x5EED)  # never the key training consumes next
-    reset_key, run_key = jax.random.split(key)
-    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
-        jax.random.split(reset_key, num_episodes), env_params
-    )
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def body(carry, step_key):
-        obs, env_state, total, done = carry
-        act_key, env_key = jax.random.split(step_key)
-        probs = agent.policy(agent_state, obs)
-        action = jax.random.categorical(act_key, jnp.log(probs + 1e-30)).astype(jnp.int32)
-        obs, env_state, reward, terminated, truncated, _ = step(
-            jax.random.split(env_key, num_episodes), env_state, action, env_params
-        )
-        total = total + jnp.where(done, 0.0, reward)
-        done = done | terminated | truncated
-        return (obs, env_state, total, done), None
+    def action_logits(obs, env_state, t):
+        return jnp.log(agent.policy(agent_state, obs) + 1e-30)
 
-    init = (obs, env_state, jnp.zeros((num_episodes,), jnp.float32),
-            jnp.zeros((num_episodes,), bool))
-    (_, _, total, _), _ = jax.lax.scan(
-        body, init, jax.random.split(run_key, env.spec.max_episode_steps)
-    )
-    return total.mean()
+    return run_episodes(env, env_params, action_logits, key, num_episodes).episode_return.mean()

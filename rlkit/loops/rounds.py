@@ -13,6 +13,11 @@ With an offline learner (CQL, IQL, BC, HyGLOW's minimax learner) as the agent, t
 no dataset it is GLOW. Fitting comes first, so the first rollout already uses what the offline
 data teach; with neither data nor an exact learner, the first fit is skipped.
 
+Batches mix the two sources through `rlkit.data.hybrid.make_hybrid_sampler`, the sampler every
+hybrid agent uses: `offline_fraction` of each batch from the dataset, or, when it is None, the
+dataset's share of all stored rows (`PROPORTIONAL`: exactly `round(B * M / (M + n))` offline rows
+for M dataset rows and n online ones), all offline before the first rollout.
+
 Like the on-device driver it is one `jax.jit` of `vmap` over seeds around a `lax.scan` over
 rounds, and the dataset is an argument shared by every seed. Rollouts step the environment with
 auto-reset for `episode_length` steps per env, so on fixed-horizon MDPs (locks, DeepSea) a round
@@ -94,6 +99,7 @@ def make_rounds_trainer(
     Returns:
         A `Trainer`; an iteration is a round of `feed.steps_per_iteration` env steps.
     """
+    from rlkit.data.hybrid import PROPORTIONAL, make_hybrid_sampler
     from rlkit.data.replay import make_uniform_buffer
 
     feed = agent.feed
@@ -106,6 +112,8 @@ def make_rounds_trainer(
         dataset = with_episode_starts(dataset)
     num_envs = feed.num_envs
     buffer = make_uniform_buffer(feed.buffer_size)
+    sampler = make_hybrid_sampler(
+        buffer, PROPORTIONAL if feed.offline_fraction is None else feed.offline_fraction)
     vmapped_reset = jax.vmap(env.reset, in_axes=(0, None))
     vmapped_step = jax.vmap(
         lambda key, state, action: autoreset_step(env, key, state, action, env_params))
@@ -142,28 +150,12 @@ def make_rounds_trainer(
         return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), online, offline)
 
     def sample(buffer_state, dataset, key):
-        """A batch from D_off U D_on: `offline_fraction` of it offline, or proportional."""
-        online_key, offline_key, split_key = jax.random.split(key, 3)
-        batch_size = feed.batch_size
-        online_rows = jax.random.randint(online_key, (batch_size,), 0,
-                                         jnp.maximum(buffer_state.size, 1))
-        online = jax.tree.map(lambda x: x[online_rows], buffer_state.storage)
+        """A batch from D_off U D_on (`rlkit.data.hybrid`): `offline_fraction` of it offline,
+        or the dataset's share of all rows; only online rows without a dataset."""
         if dataset is None:
-            return online
-        size = dataset.action.shape[0]
-        offline = jax.tree.map(lambda x: x[jax.random.randint(offline_key, (batch_size,), 0,
-                                                              size)], dataset)
-        if feed.offline_fraction is None:
-            total = size + buffer_state.size
-            is_offline = jax.random.randint(split_key, (batch_size,), 0, total) < size
-        else:
-            is_offline = jnp.arange(batch_size) < round(feed.offline_fraction * batch_size)
-        is_offline = jnp.logical_or(is_offline, buffer_state.size == 0)
-
-        def pick(off, on):
-            return jnp.where(is_offline.reshape((-1,) + (1,) * (off.ndim - 1)), off, on)
-
-        return jax.tree.map(pick, offline, online)
+            return buffer.sample(buffer_state, key, feed.batch_size)
+        no_schedule = jnp.zeros((), jnp.int32)
+        return sampler.sample(buffer_state, dataset, key, feed.batch_size, no_schedule).items
 
     def fit(agent_state, buffer_state, dataset, key):
         if feed.batch_size is None:
