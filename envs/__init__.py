@@ -99,16 +99,16 @@ FAMILIES: dict[str, EnvEntry] = {
     "gymnax": EnvEntry("jax", "envs.gymnax_adapter", "Config", "make",
                        "any gymnax id with discrete actions, e.g. gymnax:Acrobot-v1"),
     "gym": EnvEntry("host", "envs.gymnasium_adapter", "Config", "make",
-                    "any registered gymnasium id with discrete actions, e.g. gym:CartPole-v1; "
-                    "gym:MODULE:ID imports MODULE (your gymnasium.register calls) first"),
+                    "a gymnasium id with discrete actions, e.g. gym:CartPole-v1 (gym:MODULE:ID "
+                    "imports MODULE first)"),
     "procgen": EnvEntry("host", "envs.procgen_adapter", "Config", "make",
                         "a procgen game (needs the procgen extra), e.g. procgen:coinrun",
                         extra="procgen"),
 }
 _FAMILY_FIELD = {"gymnax": "env_id", "gym": "env_id", "procgen": "game"}
 CUSTOM = "MODULE:FACTORY"
-CUSTOM_DESCRIPTION = ("your own JAX env: a factory returning an rlkit.types.Environment, its "
-                      "config the dataclass its parameter is annotated with (--env-config.FIELD)")
+CUSTOM_DESCRIPTION = ("your JAX env: FACTORY(config: ADataclass) -> rlkit.types.Environment; "
+                      "fields are --env-config.*")
 
 
 @dataclass(frozen=True)

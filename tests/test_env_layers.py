@@ -122,6 +122,20 @@ def test_agents_never_import_envs():
                 assert name != "rlkit.registry", f"{path.name} imports the CLI registry"
 
 
+def test_rlkit_reaches_agents_and_envs_only_through_the_registry():
+    for path in sorted((ROOT / "rlkit").rglob("*.py")):
+        if path.name == "registry.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                assert name.split(".")[0] not in ("agents", "envs"), f"{path}: imports {name}"
+
+
 def test_no_jax_jit_in_envs():
     """The drivers own the jit boundary; the env checker compiles through rlkit.loops."""
     for path in sorted((ROOT / "envs").glob("*.py")):
