@@ -116,6 +116,9 @@ def _import_env_module(env_id: str) -> str:
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as error:
+        package_extras = {package: extra for package, extra in _NAMESPACE_EXTRAS.values()}
+        if error.name in package_extras:  # e.g. ale_py:ALE/Pong-v5 without the atari extra
+            raise _missing_extra(env_id, package_extras[error.name], error) from None
         if error.name is not None and module.startswith(error.name):
             raise RlkitError(
                 f"env_id: cannot import module {module!r} of {env_id!r} ({error}); run from the "

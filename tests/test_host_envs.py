@@ -246,6 +246,8 @@ def test_mujoco_family_names_its_extra():
 def test_atari_ids_name_their_extra():
     with pytest.raises(RlkitError, match=r"optional extra 'atari'.*rlkit\[atari\]"):
         registry.make_host_env("gym:ALE/Pong-v5", None, 1, 0)
+    with pytest.raises(RlkitError, match=r"optional extra 'atari'.*rlkit\[atari\]"):
+        registry.make_host_env("gym:ale_py:ALE/Pong-v5", None, 1, 0)
 
 
 def test_every_extra_named_by_the_adapter_is_declared():
