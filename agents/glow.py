@@ -19,7 +19,7 @@ Both come in two versions (`version`):
 
 * "exact": F is a finite class and W all tables (x, a) -> [0, gamma] (or [-gamma, gamma]), whose
   inner maximum has a closed form, so each round is solved exactly on all the data from
-  sufficient statistics (counts). F is the env's own class (`envs.toy.value_class_for`: the Q* of
+  sufficient statistics (counts). F is the env's own class (its `Environment.value_class`: the Q* of
   every combination-lock code, or of every DeepSea action mapping, as product classes scored in
   O(S K A)) or a file of Q-tables [M, S, A] enumerated with `vmap` (`value_class=PATH.npy`).
   These are the versions the tests and the theory talk about. One episode per round.
@@ -208,12 +208,12 @@ class ExactState:
     key: Array
 
 
-def load_value_class(config: Config, spec: EnvSpec) -> dr.ProductValueClass | Array:
-    """The exact version's F: the env's product class, or the enumerated tables of a file."""
+def load_value_class(config: Config, spec: EnvSpec,
+                     value_class: dr.ProductValueClass | None = None,
+                     ) -> dr.ProductValueClass | Array:
+    """The exact version's F: the env's product class (`value_class`, from the env's
+    `Environment.value_class` hook), or the enumerated tables of a file."""
     if config.value_class == "auto":
-        from rlkit.registry import value_class_for
-
-        value_class = value_class_for(spec)
         require(value_class is not None, "value_class",
                 f"env {spec.name!r} has no built-in value class (combination-lock and deepsea "
                 "do); pass a .npy of Q-tables [M, S, A] or use --agent.version neural.")
@@ -233,9 +233,10 @@ def load_value_class(config: Config, spec: EnvSpec) -> dr.ProductValueClass | Ar
     return jnp.asarray(tables, jnp.float32)
 
 
-def make_exact_agent(config: Config, spec: EnvSpec) -> Agent:
+def make_exact_agent(config: Config, spec: EnvSpec,
+                     value_class: dr.ProductValueClass | None = None) -> Agent:
     """The exact GLOW / HyGLOW learner on a tabular env with one-hot observations."""
-    value_class = load_value_class(config, spec)
+    value_class = load_value_class(config, spec, value_class)
     product = isinstance(value_class, dr.ProductValueClass)
     num_states = value_class.rows.shape[0] if product else value_class.shape[1]
     obs_size = int(np.prod(spec.obs_shape))
@@ -407,18 +408,21 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     return Agent(init=init, act=act, update=update, policy=policy, feed=feed)
 
 
-def make_agent(config: Config, spec: EnvSpec) -> Agent:
+def make_agent(config: Config, spec: EnvSpec,
+               value_class: dr.ProductValueClass | None = None) -> Agent:
     """Build GLOW (or HyGLOW, for a `HybridConfig` or `hybrid=True`) for an environment.
 
     Args:
         config: the hyper-parameters.
         spec: the environment's spec (exact version: a tabular env with one-hot observations).
+        value_class: the env's finite class F (`env.value_class()`), used by the exact version
+            with `value_class="auto"`; the neural version ignores it.
 
     Returns:
         The `Agent`, fed by a `RoundFeed` (run it with `rlkit.loops.rounds`).
     """
     if config.version == "exact":
-        return make_exact_agent(config, spec)
+        return make_exact_agent(config, spec, value_class)
     return make_neural_agent(config, spec)
 
 

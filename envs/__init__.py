@@ -5,13 +5,25 @@ with `make_env(name, config) -> rlkit.types.Environment`; host environments (gym
 with `make_host_env(name, config, num_envs, seed) -> rlkit.types.HostEnvironment`.
 
 Families take an id after a colon: `gymnax:Acrobot-v1`, `gym:CartPole-v1`, `procgen:coinrun`.
-Modules are imported lazily, so a missing optional extra (procgen) only matters when it is used.
+`gym:my_module:MyEnv-v0` imports `my_module` first (where your `gymnasium.register` calls are).
+
+Your own JAX environment: `my_module:make_env` names a factory returning an
+`rlkit.types.Environment`. Its config is the frozen dataclass its one parameter is annotated with
+(`def make_env(config: MyConfig) -> Environment`; every field needs a default, and on the command
+line each field is `--env-config.FIELD`), or nothing for a factory without parameters. Check a new
+environment once with `envs.checker.check_env`.
+
+Modules are imported lazily: importing `envs` imports none of gymnax, gymnasium or procgen, and a
+missing optional extra (procgen, box2d, ...) only matters when its environment is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
+import inspect
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +43,8 @@ class EnvEntry:
         description: one line for `--help`.
         defaults: field values that this name sets on the config (e.g. the gymnax id).
         extra: the pip extra the module needs, named in the error when it is missing.
+        custom: a user's factory (`module:factory`): the config class is the dataclass its
+            parameter is annotated with (`NoConfig` for a factory without parameters).
     """
 
     kind: str
@@ -40,8 +54,11 @@ class EnvEntry:
     description: str
     defaults: tuple[tuple[str, Any], ...] = ()
     extra: str | None = None
+    custom: bool = False
 
     def config_class(self) -> type:
+        if self.custom:
+            return _factory_config_class(self)
         return getattr(_import(self), self.config)
 
     def default_config(self) -> Any:
@@ -82,17 +99,26 @@ FAMILIES: dict[str, EnvEntry] = {
     "gymnax": EnvEntry("jax", "envs.gymnax_adapter", "Config", "make",
                        "any gymnax id with discrete actions, e.g. gymnax:Acrobot-v1"),
     "gym": EnvEntry("host", "envs.gymnasium_adapter", "Config", "make",
-                    "any registered gymnasium id with discrete actions, e.g. gym:CartPole-v1"),
+                    "a gymnasium id with discrete actions, e.g. gym:CartPole-v1 (gym:MODULE:ID "
+                    "imports MODULE first)"),
     "procgen": EnvEntry("host", "envs.procgen_adapter", "Config", "make",
                         "a procgen game (needs the procgen extra), e.g. procgen:coinrun",
                         extra="procgen"),
 }
 _FAMILY_FIELD = {"gymnax": "env_id", "gym": "env_id", "procgen": "game"}
+CUSTOM = "MODULE:FACTORY"
+CUSTOM_DESCRIPTION = ("your JAX env: FACTORY(config: ADataclass) -> rlkit.types.Environment; "
+                      "fields are --env-config.*")
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """The config of a custom factory that takes no parameters (it has no fields)."""
 
 
 def env_names() -> list[str]:
-    """Every name `get_env_entry` accepts (families as `family:ID`)."""
-    return sorted(ENVS) + [f"{family}:ID" for family in FAMILIES]
+    """Every name `get_env_entry` accepts (families as `family:ID`, factories as MODULE:FACTORY)."""
+    return sorted(ENVS) + [f"{family}:ID" for family in FAMILIES] + [CUSTOM]
 
 
 def get_env_entry(name: str) -> EnvEntry:
@@ -103,7 +129,68 @@ def get_env_entry(name: str) -> EnvEntry:
     if sep and family in FAMILIES and ident:
         entry = FAMILIES[family]
         return dataclasses.replace(entry, defaults=((_FAMILY_FIELD[family], ident),))
+    if sep and family and ident:
+        return _custom_entry(name, family, ident)
     raise unknown_name("env", name, env_names())
+
+
+def _custom_entry(name: str, module_name: str, factory_name: str) -> EnvEntry:
+    """The entry of a user's factory `module:factory`, or one line saying what is wrong."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and module_name.startswith(error.name):
+            close = difflib.get_close_matches(module_name, list(FAMILIES), n=2)
+            hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise RlkitError(
+                f"--env {name!r}: {module_name!r} is neither an env family ({', '.join(FAMILIES)})"
+                f" nor an importable module ({error}). {hint}For your own env, run from the "
+                "folder holding the module or add that folder to PYTHONPATH."
+            ) from None
+        raise RlkitError(f"--env {name!r}: importing {module_name!r} failed: {error}.") from None
+    except Exception as error:  # noqa: BLE001 - the user's module: any failure is reported
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RlkitError(f"--env {name!r}: importing {module_name!r} failed: "
+                         f"{type(error).__name__}: {first_line}") from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                  and getattr(v, "__module__", None) == module.__name__]
+        what = "is not callable" if hasattr(module, factory_name) else "does not exist"
+        raise RlkitError(
+            f"--env {name!r}: {module_name}.{factory_name} {what}; name a function returning an "
+            f"rlkit.types.Environment. Functions in {module_name}: {', '.join(public) or 'none'}."
+        )
+    entry = EnvEntry("jax", module_name, "", factory_name, CUSTOM_DESCRIPTION, custom=True)
+    _factory_config_class(entry)  # a bad signature fails here, before anything is built
+    return entry
+
+
+def _factory_config_class(entry: EnvEntry) -> type:
+    """The config class of a custom factory: its parameter's dataclass annotation, or NoConfig."""
+    factory = getattr(importlib.import_module(entry.module), entry.factory)
+    where = f"--env '{entry.module}:{entry.factory}'"
+    parameters = list(inspect.signature(factory).parameters.values())
+    if not parameters:
+        return NoConfig
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation is reported below
+        hints = {}
+    config_class = hints.get(parameters[0].name)
+    required = [p for p in parameters[1:] if p.default is inspect.Parameter.empty]
+    if not (dataclasses.is_dataclass(config_class) and isinstance(config_class, type)) or required:
+        raise RlkitError(
+            f"{where}: the factory must take no parameters or one config parameter annotated with "
+            f"a dataclass, e.g. def {entry.factory}(config: MyConfig) -> Environment; got "
+            f"{entry.factory}{inspect.signature(factory)}."
+        )
+    try:
+        config_class()
+    except TypeError as error:
+        raise RlkitError(f"{where}: every field of {config_class.__name__} needs a default "
+                         f"({error}).") from None
+    return config_class
 
 
 def _import(entry: EnvEntry):
@@ -125,7 +212,18 @@ def make_env(name: str, config: Any | None = None):
     if entry.kind != "jax":
         raise RlkitError(f"env {name!r} is a host environment: build it with make_host_env")
     config = entry.default_config() if config is None else config
-    return getattr(_import(entry), entry.factory)(config)
+    factory = getattr(_import(entry), entry.factory)
+    if not entry.custom:
+        return factory(config)
+    from rlkit.types import Environment
+
+    env = factory() if isinstance(config, NoConfig) else factory(config)
+    if not isinstance(env, Environment):
+        raise RlkitError(
+            f"--env {name!r}: {entry.module}.{entry.factory} returned {type(env).__name__}, "
+            "expected an rlkit.types.Environment(spec, default_params, reset, step)."
+        )
+    return env
 
 
 def make_host_env(name: str, config: Any | None, num_envs: int, seed: int):

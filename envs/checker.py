@@ -224,12 +224,14 @@ def _call(problems: list[str], what: str, fn: Callable, *args) -> Any:
 
 def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int,
              observation_noise: float = 0.0) -> dict:
-    """Random-action episodes of spec.max_episode_steps steps, one compiled program (jit).
+    """Random-action episodes of spec.max_episode_steps steps, compiled by the drivers' helper
+    (`rlkit.loops.random_episodes`: one compiled episode, run per key).
 
     Returns numpy summaries: when each episode first ended, and (for envs with a model) how often
     the env disagreed with its model while the episode was running.
     """
-    spec = env.spec
+    from rlkit.loops.random_episodes import run_random_episodes
+
     has_model = env.model is not None and env.state_index is not None
     # Observations may scatter around the model's by declared Gaussian noise: beyond 6 standard
     # deviations in any entry is a mismatch (a false alarm has probability ~1e-9 per entry).
@@ -240,14 +242,7 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int,
             return jnp.any(obs != expected)
         return jnp.any(jnp.abs(obs - expected) > tolerance)
 
-    def episode(key, params):
-        reset_key, action_key, step_key = jax.random.split(key, 3)
-        # Actions and step keys drawn up front: fewer PRNG calls in the loop compile faster.
-        actions = jax.random.randint(
-            action_key, (spec.max_episode_steps,), 0, spec.num_actions, jnp.int32
-        )
-        step_keys = jax.random.split(step_key, spec.max_episode_steps)
-        obs, state = env.reset(reset_key, params)
+    def init(obs, state, params):
         stats = {"ended_at": jnp.asarray(-1, jnp.int32)}
         if has_model:
             model = env.model(params)
@@ -256,40 +251,30 @@ def _rollout(env: Environment, params: Any, key: jax.Array, num_episodes: int,
             stats["bad_initial"] = (model.initial[index] <= 0).astype(jnp.int32)
             stats["bad_transition"] = jnp.zeros((), jnp.int32)
             stats["bad_terminated"] = jnp.zeros((), jnp.int32)
-
-        def body(carry, inputs):
-            state, stats = carry
-            t, action, key = inputs
-            obs, next_state, _, terminated, truncated, _ = env.step(key, state, action, params)
-            alive = stats["ended_at"] < 0
-            done = jnp.logical_or(terminated, truncated)
-            stats = dict(stats)
-            stats["ended_at"] = jnp.where(alive & done, t + 1, stats["ended_at"])
-            if has_model:
-                index = env.state_index(state, params)
-                next_index = env.state_index(next_state, params)
-                mismatch = differs(obs, model.observations[next_index])
-                impossible = model.transitions[index, action, next_index] <= 0
-                wrong_end = terminated != model.terminal[next_index]
-                for name, flag in (
-                    ("obs_mismatch", mismatch),
-                    ("bad_transition", impossible),
-                    ("bad_terminated", wrong_end),
-                ):
-                    stats[name] = stats[name] + (alive & flag).astype(jnp.int32)
-            return (next_state, stats), None
-
-        steps = jnp.arange(spec.max_episode_steps, dtype=jnp.int32)
-        (_, stats), _ = jax.lax.scan(body, (state, stats), (steps, actions, step_keys))
         return stats
 
-    # One compiled episode called once per key: a vmapped (or lax.map-ped) loop of PRNG calls
-    # compiles several times slower, and vmapping is checked separately by tracing.
-    # params go in as an argument: closed over, they would be baked into the program as constants
-    # that XLA spends seconds constant-folding.
-    run_episode = jax.jit(lambda i, params: episode(jax.random.fold_in(key, i), params))
-    episodes = [run_episode(i, params) for i in range(num_episodes)]
-    return jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *episodes)
+    def accumulate(stats, t, state, action, out, params):
+        obs, next_state, _, terminated, truncated, _ = out
+        alive = stats["ended_at"] < 0
+        done = jnp.logical_or(terminated, truncated)
+        stats = dict(stats)
+        stats["ended_at"] = jnp.where(alive & done, t + 1, stats["ended_at"])
+        if has_model:
+            model = env.model(params)
+            index = env.state_index(state, params)
+            next_index = env.state_index(next_state, params)
+            mismatch = differs(obs, model.observations[next_index])
+            impossible = model.transitions[index, action, next_index] <= 0
+            wrong_end = terminated != model.terminal[next_index]
+            for name, flag in (
+                ("obs_mismatch", mismatch),
+                ("bad_transition", impossible),
+                ("bad_terminated", wrong_end),
+            ):
+                stats[name] = stats[name] + (alive & flag).astype(jnp.int32)
+        return stats
+
+    return run_random_episodes(env, params, key, num_episodes, init, accumulate)
 
 
 def _non_array_leaves(tree: Any) -> list[str]:

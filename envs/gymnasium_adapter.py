@@ -11,18 +11,33 @@ Observations are converted to one dtype per space: `Box` with uint8 (images) sta
 `Box` becomes float32; a `Discrete` observation becomes a float32 one-hot vector (what an MLP needs
 from a state index); `MultiBinary` / `MultiDiscrete` become float32 arrays. Actions must be
 `Discrete` (every rlkit agent outputs one categorical action); its `start` offset is applied here.
+
+Your own environments: `env_id="my_module:MyEnv-v0"` (on the command line
+`--env gym:my_module:MyEnv-v0`) imports `my_module` first, so the `gymnasium.register` calls in it
+run, then builds `MyEnv-v0`. Families with optional dependencies (Box2D, MuJoCo, Atari) fail with
+one line that names the rlkit extra to install (`EXTRAS`).
+
+Seeding: `reset(seed)` seeds environment i with `env_seeds(seed, N)[i]`, drawn from numpy's
+`SeedSequence(seed)`, rather than gymnasium's `seed + i`, so batches reset with neighbouring seeds
+share no environment seed (with `seed + i`, runs with seeds 0 and 1 played N - 1 identical
+environments).
+
+gymnasium is imported when an environment is built, not with this module (`--help` stays fast).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import gymnasium
 import numpy as np
-from gymnasium import spaces
 
 from rlkit.errors import RlkitError, require, unknown_name
 from rlkit.types import EnvSpec, HostEnvironment, HostStep
+
+if TYPE_CHECKING:
+    import gymnasium
 
 _VECTORIZATIONS = ("sync", "async")
 _START_METHODS = ("spawn", "forkserver", "fork")
@@ -53,25 +68,114 @@ class Config:
                 f"must be one of {', '.join(_START_METHODS)}, got {self.async_start_method!r}.")
 
 
-def _lookup_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
-    """gymnasium's spec for `env_id`, or an RlkitError that lists the registered ids."""
+EXTRAS = {
+    "gymnasium.envs.box2d": "box2d",
+    "gymnasium.envs.mujoco": "mujoco",
+    "ale_py": "atari",
+}
+"""Module of an env family's entry point -> the rlkit extra that installs its dependencies."""
+
+_NAMESPACE_EXTRAS = {"ALE": ("ale_py", "atari")}  # ids registered only once a package is imported
+
+
+def env_seeds(seed: int, num_envs: int) -> list[int]:
+    """The seed of each of `num_envs` environments reset together with `seed`.
+
+    Environment i gets the first 64-bit word of `SeedSequence(seed, spawn_key=(i,))`, numpy's
+    recipe for independent child streams: no two (seed, i) pairs share a seed (up to a 2^-64
+    chance), and env i's seed does not depend on `num_envs`.
+
+    Args:
+        seed: a non-negative int, the batch's seed.
+        num_envs: N.
+
+    Returns:
+        N Python ints in [0, 2^64).
+    """
+    require(int(seed) >= 0, "seed", f"must be a non-negative int, got {seed}.")
+    return [int(np.random.SeedSequence(int(seed), spawn_key=(i,)).generate_state(1, np.uint64)[0])
+            for i in range(num_envs)]
+
+
+def _import_env_module(env_id: str) -> str:
+    """Import the module of a "module:Id" env id (its `gymnasium.register` calls run); return Id.
+
+    Ids of a namespace that a package registers on import (ALE/...) import that package.
+    """
+    module, _, gym_id = env_id.rpartition(":")
+    if not module:
+        namespace = gym_id.partition("/")[0] if "/" in gym_id else None
+        if namespace not in _NAMESPACE_EXTRAS:
+            return gym_id
+        module, extra = _NAMESPACE_EXTRAS[namespace]
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise _missing_extra(env_id, extra, error) from None
+        return gym_id
     try:
-        return gymnasium.spec(env_id)
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        package_extras = {package: extra for package, extra in _NAMESPACE_EXTRAS.values()}
+        if error.name in package_extras:  # e.g. ale_py:ALE/Pong-v5 without the atari extra
+            raise _missing_extra(env_id, package_extras[error.name], error) from None
+        if error.name is not None and module.startswith(error.name):
+            raise RlkitError(
+                f"env_id: cannot import module {module!r} of {env_id!r} ({error}); run from the "
+                "folder that holds it or add that folder to PYTHONPATH."
+            ) from None
+        raise RlkitError(f"env_id: importing {module!r} of {env_id!r} failed: {error}.") from None
+    except Exception as error:  # noqa: BLE001 - the user's module: any failure is reported
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RlkitError(f"env_id: importing {module!r} of {env_id!r} failed: "
+                         f"{type(error).__name__}: {first_line}") from None
+    return gym_id
+
+
+def _missing_extra(env_id: str, extra: str, error: BaseException) -> RlkitError:
+    first_line = (str(error).splitlines() or [""])[0]
+    return RlkitError(
+        f"env_id: {env_id!r} needs the optional extra {extra!r}, which is not installed "
+        f"({first_line.rstrip('.')}). Install it with: pip install 'rlkit[{extra}]' "
+        f"(from a checkout: pip install -e '.[{extra}]' or uv sync --extra {extra})."
+    )
+
+
+def _family_extra(gym_spec: gymnasium.envs.registration.EnvSpec) -> str | None:
+    """The rlkit extra of the env family `gym_spec` belongs to, or None."""
+    entry_point = gym_spec.entry_point if isinstance(gym_spec.entry_point, str) else ""
+    module = entry_point.partition(":")[0]
+    for prefix, extra in EXTRAS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return extra
+    return None
+
+
+def _lookup_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
+    """gymnasium's spec for `env_id` ("Id" or "module:Id"), or an RlkitError naming the fix."""
+    import gymnasium
+
+    gym_id = _import_env_module(env_id)
+    try:
+        return gymnasium.spec(gym_id)
     except ModuleNotFoundError as error:
         raise RlkitError(
             f"env_id: {env_id!r} needs a module that is not installed ({error}); install the "
             "package that registers it."
         ) from None
     except gymnasium.error.Error:
-        error = unknown_name("gymnasium env id", env_id, list(gymnasium.registry))
+        error = unknown_name("gymnasium env id", gym_id, list(gymnasium.registry))
         raise RlkitError(f"env_id: {error}") from None
 
 
 class _ObservationConverter:
     """Maps gymnasium observations of one space to rlkit's fixed shape and dtype."""
 
-    def __init__(self, space: spaces.Space, env_id: str):
+    def __init__(self, space: gymnasium.spaces.Space, env_id: str):
+        from gymnasium import spaces
+
         self.space = space
+        self._one_hot = isinstance(space, spaces.Discrete)
         if isinstance(space, spaces.Box):
             self.dtype = np.uint8 if space.dtype == np.uint8 else np.float32
             self.shape = tuple(space.shape)
@@ -88,7 +192,7 @@ class _ObservationConverter:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """[N, ...] raw batched observations -> [N, *shape] of `dtype`."""
-        if isinstance(self.space, spaces.Discrete):
+        if self._one_hot:
             index = np.asarray(obs, np.int64) - int(self.space.start)
             return np.eye(self.shape[0], dtype=np.float32)[index]
         return np.asarray(obs, dtype=self.dtype)
@@ -104,6 +208,9 @@ class GymnasiumEnv(HostEnvironment):
     """
 
     def __init__(self, config: Config, num_envs: int, seed: int):
+        import gymnasium
+        from gymnasium import spaces
+
         require(num_envs >= 1, "num_envs", f"must be at least 1, got {num_envs}.")
         gym_spec = _lookup_spec(config.env_id)
         max_episode_steps = config.max_episode_steps or gym_spec.max_episode_steps
@@ -115,13 +222,23 @@ class GymnasiumEnv(HostEnvironment):
         vector_kwargs = {"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP}
         if config.vectorization == "async":
             vector_kwargs["context"] = config.async_start_method
-        self._vec = gymnasium.make_vec(
-            config.env_id,
-            num_envs=num_envs,
-            vectorization_mode=config.vectorization,
-            vector_kwargs=vector_kwargs,
-            max_episode_steps=max_episode_steps,
-        )
+        try:
+            self._vec = gymnasium.make_vec(
+                config.env_id,
+                num_envs=num_envs,
+                vectorization_mode=config.vectorization,
+                vector_kwargs=vector_kwargs,
+                max_episode_steps=max_episode_steps,
+            )
+        except (gymnasium.error.DependencyNotInstalled, ImportError) as error:
+            extra = _family_extra(gym_spec)
+            if extra is None:
+                first_line = (str(error).splitlines() or [""])[0]
+                raise RlkitError(
+                    f"env_id: {config.env_id!r} needs a package that is not installed "
+                    f"({first_line}); install the package that provides it."
+                ) from None
+            raise _missing_extra(config.env_id, extra, error) from None
         try:
             action_space = self._vec.single_action_space
             if not isinstance(action_space, spaces.Discrete):
@@ -151,13 +268,15 @@ class GymnasiumEnv(HostEnvironment):
         """Start a new episode in every environment.
 
         Args:
-            seed: environment i is seeded with seed + i (gymnasium's convention); None uses the
-                seed given to `make`. The same seed gives the same observations and dynamics.
+            seed: environment i is seeded with `env_seeds(seed, N)[i]` (not gymnasium's
+                seed + i, see the module docstring); None uses the seed given to `make`. The
+                same seed gives the same observations and dynamics.
 
         Returns:
             [N, *obs_shape] first observations.
         """
-        obs, _ = self._vec.reset(seed=self.seed if seed is None else int(seed))
+        seeds = env_seeds(self.seed if seed is None else int(seed), self.num_envs)
+        obs, _ = self._vec.reset(seed=seeds)
         self._needs_reset = False
         return self._convert(obs)
 
@@ -205,10 +324,10 @@ def make(config: Config, num_envs: int, seed: int) -> GymnasiumEnv:
     Args:
         config: which environment and how to vectorise it.
         num_envs: number of environments N stepped together.
-        seed: default seed of `reset()`; environment i gets seed + i.
+        seed: default seed of `reset()`; environment i gets `env_seeds(seed, num_envs)[i]`.
 
     Raises:
-        RlkitError: unknown id, non-discrete actions, an unsupported observation space, or no
-            time limit.
+        RlkitError: unknown id or module, a missing optional extra (named), non-discrete actions,
+            an unsupported observation space, or no time limit.
     """
     return GymnasiumEnv(config, num_envs, seed)

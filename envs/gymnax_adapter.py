@@ -17,16 +17,20 @@ Observations are float32 (MinAtar's boolean [10, 10, C] grids become 0.0 / 1.0 f
 same shape), rewards float32 scalars, terminated / truncated bool scalars, and `info` is the dict
 `step_env` returns (its structure is fixed per environment, e.g. {"discount": ...}).
 Only discrete action spaces are accepted: every rlkit agent outputs one categorical action.
+
+`import gymnax` takes about 12 s (it imports every gymnax environment, matplotlib and seaborn), so
+it happens inside `make`, not when this module is imported: `--help` and config errors stay fast.
+`Config` checks ids against gymnax's own registry when gymnax is already imported, and against
+`BUILTIN_IDS` (gymnax 1.0's built-in ids, pinned by tests/test_adapters.py) otherwise.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
-import gymnax
 import jax
 import jax.numpy as jnp
-from gymnax.environments import spaces
 
 from rlkit.errors import RlkitError, require, unknown_name
 from rlkit.types import Array, Environment, EnvSpec, PRNGKey, PyTree
@@ -41,6 +45,28 @@ def _typed(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
 
+BUILTIN_IDS = (
+    "CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
+    "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar",
+    "SpaceInvaders-MinAtar", "Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite",
+    "UmbrellaChain-bsuite", "DiscountingChain-bsuite", "MNISTBandit-bsuite", "SimpleBandit-bsuite",
+    "FourRooms-misc", "MetaMaze-misc", "PointRobot-misc", "BernoulliBandit-misc",
+    "GaussianBandit-misc", "Reacher-misc", "Swimmer-misc", "Pong-misc", "FrozenLake-misc",
+)
+"""gymnax 1.0's built-in environment ids (`gymnax.registered_envs` before any `gymnax.register`)."""
+
+
+def registered_ids() -> list[str]:
+    """The gymnax ids `Config` accepts, without importing gymnax when it is not imported yet.
+
+    An id registered at run time (`gymnax.register`) needs gymnax imported, so the live registry
+    is read whenever gymnax is in `sys.modules`.
+    """
+    gymnax = sys.modules.get("gymnax")
+    registered = getattr(gymnax, "registered_envs", None)
+    return list(registered) if registered is not None else list(BUILTIN_IDS)
+
+
 @dataclass(frozen=True)
 class Config:
     """A gymnax environment."""
@@ -51,8 +77,9 @@ class Config:
     """Time limit (params.max_steps_in_episode); None keeps gymnax's default for the id."""
 
     def __post_init__(self) -> None:
-        if self.env_id not in gymnax.registered_envs:
-            error = unknown_name("gymnax env id", self.env_id, list(gymnax.registered_envs))
+        known = registered_ids()
+        if self.env_id not in known:
+            error = unknown_name("gymnax env id", self.env_id, known)
             raise RlkitError(f"env_id: {error}")
         if self.max_episode_steps is not None:
             require(self.max_episode_steps >= 1, "max_episode_steps",
@@ -74,6 +101,9 @@ def make(config: Config) -> Environment:
         RlkitError: the id is unknown, its action space is not discrete, or its observation is not
             a single array.
     """
+    import gymnax  # ~12 s: imported only when a gymnax env is built (see the module docstring)
+    from gymnax.environments import spaces
+
     env, params = gymnax.make(config.env_id)
     if config.max_episode_steps is not None:
         params = params.replace(max_steps_in_episode=config.max_episode_steps)

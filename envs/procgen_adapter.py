@@ -22,7 +22,10 @@ Semantics, and where they deviate from gymnasium's:
   taken and whether it was completed; meaningful where an episode ended). Evaluations use them
   to check the level split (train / validation / test levels) and success rates.
 * Seeding: procgen cannot reseed a running env, so `reset(seed)` builds a fresh one with
-  `rand_seed=seed`. The same seed gives the same level sequence and frames.
+  `rand_seed=seed`. The same seed gives the same level sequence and frames. Procgen draws each
+  env's level seeds from its own generator seeded with `rand_seed` (not `rand_seed + i`), and the
+  host driver gives every reset an unrelated seed (`rlkit.loops.host.reset_seed`), so runs with
+  neighbouring seeds do not share their level sequences.
 """
 
 from __future__ import annotations

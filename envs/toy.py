@@ -260,7 +260,9 @@ def make_combination_lock(config: CombinationLockConfig) -> Environment:
     """The combination lock environment."""
     code = combination_lock_code(config.code_seed, config.horizon, config.num_actions)
     model = combination_lock_model(code, config.num_actions, config.distractor_reward)
-    env = make_tabular_env(model, "combination-lock")
+    env = make_tabular_env(model, "combination-lock")._replace(
+        value_class=lambda: combination_lock_value_class(
+            config.horizon, config.num_actions, config.distractor_reward))
     if config.observation_noise > 0:
         env = with_observation_noise(env, config.observation_noise)
     return env
@@ -386,7 +388,9 @@ def make_deepsea(config: DeepSeaConfig) -> Environment:
         mapping = np.ones((config.size, config.size), np.int32)
     model = deepsea_model(mapping, config.deterministic, config.unscaled_move_cost)
     noise = None if config.deterministic else deepsea_reward_noise(config.size)
-    return make_tabular_env(model, "deepsea", noise)
+    return make_tabular_env(model, "deepsea", noise)._replace(
+        value_class=lambda: deepsea_value_class(config.size, config.unscaled_move_cost,
+                                                config.deterministic))
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,48 +463,48 @@ def make_gridworld(config: GridWorldConfig) -> Environment:
 # --------------------------------------------------------------------------------------------
 
 
-def combination_lock_value_class(horizon: int, num_actions: int) -> ProductValueClass:
-    """F = the optimal Q-functions of every code of a lock (no distractor), as a product class.
+def combination_lock_value_class(
+    horizon: int, num_actions: int, distractor_reward: float = 0.0
+) -> ProductValueClass:
+    """F = the optimal Q-functions of every code of a lock, as a product class.
 
-    On the good path at step h, candidate k says "k is the correct action": Q(., k) = 1 and 0
-    for the others (the optimal continuation always earns 1). Dead states and the terminal
-    state have the single candidate Q = 0. A^H codes, H * A candidate rows.
+    On the good path at step h, candidate k says "k is the correct action": Q(., k) = 1 (the
+    optimal continuation always earns 1) and Q(., a) = `distractor_reward` for the others (the
+    lure paid on dropping to the dead path, which earns nothing after). Dead states and the
+    terminal state have the single candidate Q = 0. A^H codes, H * A candidate rows.
+
+    Returns:
+        rows [2H + 1, A, A] (state, candidate, action) and valid [2H + 1, A].
     """
     num_states = 2 * horizon + 1
     rows = np.zeros((num_states, num_actions, num_actions), np.float32)
     valid = np.zeros((num_states, num_actions), bool)
-    rows[0:2 * horizon:2] = np.eye(num_actions, dtype=np.float32)
+    eye = np.eye(num_actions, dtype=np.float32)
+    rows[0:2 * horizon:2] = eye + np.float32(distractor_reward) * (1 - eye)
     valid[0:2 * horizon:2] = True
     valid[1::2, 0] = True  # dead states
     valid[-1, 0] = True  # the terminal state
     return ProductValueClass(rows=jnp.asarray(rows), valid=jnp.asarray(valid))
 
 
-def deepsea_value_class(size: int, unscaled_move_cost: float = 0.01) -> ProductValueClass:
-    """F = the optimal Q-functions of every action mapping of a deterministic DeepSea.
+def deepsea_value_class(
+    size: int, unscaled_move_cost: float = 0.01, deterministic: bool = True
+) -> ProductValueClass:
+    """F = the optimal Q-functions of every action mapping of a DeepSea.
 
-    The optimal values do not depend on the mapping (the agent can always pick either move), so
-    in each cell the two candidates differ only in which action moves right: k = the action
-    that moves right. 2^(N^2) mappings, 2 N^2 candidate rows.
+    The optimal values do not depend on the mapping (it only relabels the two actions per cell),
+    so in each cell the two candidates differ only in which action moves right: k = the action
+    that moves right. Holds for the stochastic variant too (its reward noise has mean zero).
+    2^(N^2) mappings, 2 N^2 candidate rows.
+
+    Returns:
+        rows [N^2 + 1, 2, 2] (state, candidate, action) and valid [N^2 + 1, 2].
     """
     from rlkit import planning
 
-    model = deepsea_model(np.ones((size, size), np.int32), True, unscaled_move_cost)
+    model = deepsea_model(np.ones((size, size), np.int32), deterministic, unscaled_move_cost)
     q = np.asarray(planning.value_iteration(model).q[0])  # [S, 2]; action 1 moves right
     rows = np.stack([q[:, ::-1], q], axis=1).astype(np.float32)  # [S, 2, 2]
     valid = np.ones((size * size + 1, 2), bool)
     valid[-1, 1] = False  # the terminal state: one (all-zero) candidate
     return ProductValueClass(rows=jnp.asarray(rows), valid=jnp.asarray(valid))
-
-
-def value_class_for(spec) -> ProductValueClass | None:
-    """The exact value class of a toy env, from its spec (None when there is none).
-
-    The lock's class assumes no distractor reward and DeepSea's the deterministic variant with
-    the default move cost; with other settings the class is misspecified (Q* is not in it).
-    """
-    if spec.name == "combination-lock":
-        return combination_lock_value_class((spec.obs_shape[0] - 1) // 2, spec.num_actions)
-    if spec.name == "deepsea":
-        return deepsea_value_class(spec.obs_shape[0])
-    return None

@@ -1,12 +1,16 @@
 """The one place where `rlkit` reaches into `agents` and `envs`: names to factories, for the CLIs.
 
-Imports are lazy so that `rlkit` itself never depends on a specific agent or environment.
+Imports are lazy so that `rlkit` itself never depends on a specific agent or environment, and so
+that importing this module (and `envs`) stays light: gymnax, gymnasium and procgen are imported
+only when an environment of that family is built.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 from rlkit.errors import unknown_name
 
@@ -49,6 +53,7 @@ def env_descriptions() -> dict[str, str]:
 
     described = {name: entry.description for name, entry in envs.ENVS.items()}
     described.update({f"{f}:ID": entry.description for f, entry in envs.FAMILIES.items()})
+    described[envs.CUSTOM] = envs.CUSTOM_DESCRIPTION
     return described
 
 
@@ -64,8 +69,24 @@ def make_host_env(name: str, config, num_envs: int, seed: int):
     return envs.make_host_env(name, config, num_envs, seed)
 
 
-def value_class_for(spec):
-    """The exact value class (GLOW's finite F) of a toy env, or None (`envs.toy`)."""
-    from envs.toy import value_class_for as lookup
+def make_agent(name: str, config: Any, spec: Any, env: Any = None):
+    """Build agent `name` for an env, handing it what it takes from the env besides the spec.
 
-    return lookup(spec)
+    An agent whose `make_agent` has a `value_class` parameter (GLOW, HyGLOW) gets the env's
+    finite value class from the env's own hook (`rlkit.types.Environment.value_class`, built from
+    the env's config), or None when the env has none (host envs, or `env=None`).
+
+    Args:
+        name: agent name (see `agent_names`).
+        config: the agent's config.
+        spec: the env's `EnvSpec`.
+        env: the `rlkit.types.Environment`, or None (host environments).
+
+    Returns:
+        The `rlkit.types.Agent`.
+    """
+    module = agent_module(name)
+    if "value_class" not in inspect.signature(module.make_agent).parameters:
+        return module.make_agent(config, spec)
+    hook = getattr(env, "value_class", None)
+    return module.make_agent(config, spec, value_class=hook() if hook is not None else None)

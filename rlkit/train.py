@@ -342,7 +342,6 @@ def build(experiment: Experiment) -> Built:
     from rlkit.types import OfflineFeed, RoundFeed
 
     run = experiment.run
-    module = registry.agent_module(experiment.agent)
     entry = registry.env_entry(experiment.env)
     if entry.kind == "host":
         from rlkit.loops.host import make_host_trainer
@@ -353,7 +352,8 @@ def build(experiment: Experiment) -> Built:
     else:
         env = registry.make_env(experiment.env, experiment.env_config)
         spec = env.spec
-    agent = module.make_agent(experiment.agent_config, spec)
+    agent = registry.make_agent(experiment.agent, experiment.agent_config, spec,
+                                None if entry.kind == "host" else env)
     if run.h2o:
         from rlkit.h2o import make_h2o_agent
 

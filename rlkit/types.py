@@ -110,6 +110,10 @@ class Environment(NamedTuple):
             arrays with a fixed structure.
         model: `(params) -> TabularModel` for environments with an exact model, else None.
         state_index: `(env_state, params) -> int32` index of the state in `model`, else None.
+        value_class: `() -> rlkit.density_ratio.ProductValueClass`, the finite value class F
+            (Q* of every member of the env's family, e.g. of every lock code) built from the
+            env's own config, for agents that need one (GLOW's exact version), else None. The
+            CLI hands it to such agents (`rlkit.registry.make_agent`); agents never import envs.
     """
 
     spec: EnvSpec
@@ -118,6 +122,7 @@ class Environment(NamedTuple):
     step: Callable[..., tuple[Array, PyTree, Array, Array, Array, dict]]
     model: Callable[[PyTree], TabularModel] | None = None
     state_index: Callable[[PyTree, PyTree], Array] | None = None
+    value_class: Callable[[], Any] | None = None
 
 
 class HostStep(NamedTuple):

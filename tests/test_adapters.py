@@ -199,8 +199,9 @@ def test_gymnasium_truncation_end_to_end():
     assert env.spec.max_episode_steps == limit and env.spec.obs_dtype == "float32"
     references = [gymnasium.make("CartPole-v1", max_episode_steps=limit) for _ in range(3)]
     obs = env.reset(seed)
+    env_seeds = gymnasium_adapter.env_seeds(seed, 3)  # SeedSequence, not gymnasium's seed + i
     for i, ref in enumerate(references):
-        np.testing.assert_array_equal(obs[i], ref.reset(seed=seed + i)[0])
+        np.testing.assert_array_equal(obs[i], ref.reset(seed=env_seeds[i])[0])
 
     for t in range(limit):
         actions = np.array([t % 2, 1 - t % 2, t % 2])  # alternating keeps the pole up

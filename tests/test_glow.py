@@ -257,7 +257,7 @@ def test_exact_glow_opens_a_lock_within_the_bound():
     bound = horizon * num_actions + 1
     for code_seed in (1,):
         env = _lock(horizon, num_actions, code_seed)
-        agent = glow.make_agent(glow.Config(), env.spec)
+        agent = glow.make_agent(glow.Config(), env.spec, env.value_class())
         needed = _episodes_to_optimal(agent, env, bound, seeds=8)
         assert not np.isnan(needed).any()
         # Episodes before the optimal policy, plus its own successful episode.
@@ -293,10 +293,10 @@ def _optimal_dataset(env, episodes: int) -> Transition:
 def test_hyglow_with_optimal_data_needs_no_more_online_episodes_than_glow():
     env = _lock(6, 3, 2)
     dataset = _optimal_dataset(env, 50)
-    hybrid = glow.make_agent(glow.HybridConfig(), env.spec)
+    hybrid = glow.make_agent(glow.HybridConfig(), env.spec, env.value_class())
     needed_hybrid = _episodes_to_optimal(hybrid, env, 4, seeds=4, dataset=dataset)
     assert np.all(needed_hybrid <= 3), needed_hybrid  # pi* within 3 online rounds
-    online = glow.make_agent(glow.Config(), env.spec)
+    online = glow.make_agent(glow.Config(), env.spec, env.value_class())
     needed_online = _episodes_to_optimal(online, env, 19, seeds=4)
     assert np.all(needed_hybrid <= needed_online)
 

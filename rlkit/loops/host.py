@@ -10,8 +10,16 @@ kept apart, and `next_obs` the true final observation (the host environments rep
 
 What differs: the environments' internal state cannot be checkpointed, so a resumed run restores
 the agent, its optimiser, its RNG and its replay buffer exactly, but starts fresh episodes
-(environment seeds are advanced by the chunk index so they do not repeat). There is no overlap of
+(each reset of the environments gets a new seed, so they do not repeat). There is no overlap of
 environment stepping and learning yet: each step waits for `act`.
+
+Seeds: every reset seed is drawn from `numpy.random.SeedSequence((seed, stream, count))` (stream
+0 for training, 1 for evaluation), and the environments spread it over their copies the same way
+(`envs.gymnasium_adapter.env_seeds`), so runs with different seeds share no episodes.
+
+Progress: a chunk of a CPU-stepped run can take minutes (procgen); `run(carry, on_steps=f)` calls
+`f(n)` after every batched env step with the env steps each seed took, so a run loop can draw
+progress within a chunk.
 """
 
 from __future__ import annotations
@@ -32,6 +40,16 @@ from rlkit.loops.common import (
     replay_learn,
 )
 from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, ReplayFeed, Transition
+
+
+def reset_seed(seed: int, stream: int, count: int) -> int:
+    """The seed of the `count`-th reset of `stream` (0 training, 1 evaluation) of run `seed`.
+
+    Drawn from `SeedSequence((seed, stream, count))`, so distinct triples give unrelated seeds
+    (`seed + count` made run seed 1 replay run seed 0's second reset); 31 bits, because procgen
+    takes its `rand_seed` below 2^31.
+    """
+    return int(np.random.SeedSequence((seed, stream, count)).generate_state(1)[0] >> 1)
 
 
 @struct.dataclass
@@ -59,10 +77,14 @@ def make_host_trainer(
         agent: the agent's pure functions and feed.
         make_env: `(num_envs, seed) -> HostEnvironment`.
         num_seeds: seeds trained side by side.
-        seed: base seed for the environments.
+        seed: base seed for the environments (a non-negative int).
         iterations_per_chunk: iterations per `run` call.
         num_eval_episodes: evaluation episodes per seed.
         dataset: for hybrid feeds, the offline `Transition` on device (leaves [M, ...]).
+
+    Returns:
+        The `Trainer`; its `run(carry, on_steps=None)` calls `on_steps(num_envs)` after every
+        batched env step (env steps per seed), for progress within a chunk.
     """
     feed = agent.feed
     num_envs = feed.num_envs
@@ -81,7 +103,7 @@ def make_host_trainer(
 
     def reset_envs() -> None:
         # A different env seed after every (re)start, so resumed runs do not replay episodes.
-        host["obs"] = split_seeds(env.reset(seed + 1_000_003 * host["resets"]))
+        host["obs"] = split_seeds(env.reset(reset_seed(seed, 0, host["resets"])))
         host["episode_return"][:] = 0.0
         host["resets"] += 1
 
@@ -138,15 +160,17 @@ def make_host_trainer(
         host["obs"] = split_seeds(step.obs)
         return carry, transition, finished_sum, finished_count
 
-    def run(carry: HostCarry):
+    def run(carry: HostCarry, on_steps: Callable[[int], None] | None = None):
         if host["obs"] is None:
             reset_envs()
+        report = on_steps or (lambda steps: None)
         all_metrics = []
         for _ in range(iterations_per_chunk):
             if isinstance(feed, OnPolicyFeed):
                 steps, sums, counts = [], [], []
                 for t in range(feed.rollout_length):
                     carry, transition, finished_sum, finished_count = env_step(carry, t)
+                    report(num_envs)
                     steps.append(transition)
                     sums.append(finished_sum)
                     counts.append(finished_count)
@@ -156,6 +180,7 @@ def make_host_trainer(
                 finished_sum, finished_count = np.sum(sums, axis=0), np.sum(counts, axis=0)
             else:
                 carry, transition, finished_sum, finished_count = env_step(carry)
+                report(num_envs)
                 carry, metrics = learn(carry, transition, dataset)
             metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
             metrics["episode_return_sum"] = finished_sum
@@ -210,13 +235,13 @@ def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], Host
     def evaluate(carry) -> np.ndarray:
         """Mean return of one episode in each of `num_eval_episodes` envs per seed."""
         if "env" not in eval_env:
-            eval_env["env"] = make_env(num_seeds * num_eval_episodes, seed + 7919)
+            eval_env["env"] = make_env(num_seeds * num_eval_episodes, reset_seed(seed, 1, 0))
         eval_envs = eval_env["env"]
         iteration = int(np.asarray(carry.iteration).max())
-        obs = eval_envs.reset(seed + 7919 + iteration)
+        obs = eval_envs.reset(reset_seed(seed, 1, iteration))
         total = np.zeros((num_seeds * num_eval_episodes,))
         done = np.zeros_like(total, dtype=bool)
-        rng = np.random.default_rng(iteration)
+        rng = np.random.default_rng((seed, 2, iteration))  # the policy's sampling, per run seed
         for _ in range(spec.max_episode_steps):
             probs = np.asarray(policy(carry.agent_state,
                                       obs.reshape(num_seeds, num_eval_episodes, *spec.obs_shape)))
