@@ -134,7 +134,7 @@ def test_deterministic_choice_is_read_before_jax_starts(tmp_path):
 
     assert _deterministic_requested(["ppo", "--env", "chain"])
     assert not _deterministic_requested(["ppo", "--env", "chain", "--no-deterministic"])
-    experiment, _ = parse_experiment(["ppo", "--env", "chain", "--no-deterministic"])
+    experiment = parse_experiment(["ppo", "--env", "chain", "--no-deterministic"]).experiment
     assert experiment.run.deterministic is False  # the same flag reaches config.yaml
     (tmp_path / "config.yaml").write_text("agent: ppo\nenv: chain\nrun:\n  deterministic: false\n")
     assert not _deterministic_requested(["--resume", str(tmp_path)])
