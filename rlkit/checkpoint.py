@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -83,6 +84,29 @@ def _quiet_orbax():
             logger.setLevel(level)
 
 
+def _drop_closed_event_loop_noise() -> None:
+    """Keep `RuntimeError('Event loop is closed')` raised in callbacks out of stderr.
+
+    After a damaged checkpoint fails to restore, tensorstore's threads still call back into the
+    asyncio loop orbax has already closed; Python prints each of those (dozens) as "Exception
+    ignored in ... Event loop is closed". They are harmless, and the failure itself is reported
+    in one line, so a filter in `sys.unraisablehook` drops exactly those (installed once, from
+    the first damaged checkpoint on).
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_event_loop", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.drops_closed_event_loop = True
+    sys.unraisablehook = hook
+
+
 class Checkpointer:
     """Keeps the newest `max_to_keep` checkpoints of a run under `directory`."""
 
@@ -137,6 +161,7 @@ class Checkpointer:
                 with _quiet_orbax():
                     tree = self.restore(step, like)
             except Exception as error:  # orbax and tensorstore raise many kinds on damaged files
+                _drop_closed_event_loop_noise()
                 reason = str(error).strip().splitlines()[0][:200] if str(error) else ""
                 skipped.append(f"checkpoint {step} in {self.directory} is unreadable "
                                f"({type(error).__name__}: {reason})")

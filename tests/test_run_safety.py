@@ -97,13 +97,14 @@ def test_resume_refuses_config_edits_that_change_the_run_and_keeps_checkpoints(s
         line = _one_error_line(capfd)
         assert path in line and "saved configuration" in line, line
         assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == checkpoints
+    config.write_text(original)
     # Flags that would change the run are refused the same way; --config cannot join --resume.
     assert main(["--resume", str(stopped), "--seeds", "3"]) == 2
     assert "run.seeds (--seeds)" in _one_error_line(capfd)
     assert main(["--resume", str(stopped), "--config", str(config)]) == 2
     assert "--config: cannot be combined with --resume" in _one_error_line(capfd)
 
-    config.write_text(original)  # the edit undone: the run continues from chunk 2, not zero
+    # The edit undone: the run continues from chunk 2, not from zero.
     assert main(["--resume", str(stopped), "--no-progress"]) == 0
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["resumed_from_chunk"] == 2 and summary["last_chunk"] == 3
@@ -145,6 +146,7 @@ def test_resumed_metrics_have_one_line_ending_and_equal_the_uninterrupted_run(fi
     assert data == (finished / "metrics.csv").read_bytes()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_a_damaged_checkpoint_is_passed_over_with_one_warning(stopped, capfd):
     for path in (stopped / "checkpoints" / "1").rglob("*"):
         if path.is_file() and path.parent.name == "d":
@@ -313,3 +315,28 @@ def test_load_policy_acts_with_actions(finished):
     assert abs(draws.mean() - probs[1, 1]) < 0.1  # sampled in proportion to the policy
     with pytest.raises(rlkit.errors.RlkitError, match="obs: has shape"):
         policy.act(np.zeros(5))
+
+
+def test_sigterm_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path):
+    import jax.numpy as jnp
+
+    from rlkit.checkpoint import Checkpointer
+    from rlkit.errors import Terminated, raise_on_sigterm
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    save = checkpointer.manager.save
+
+    def terminated_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the job scheduler stops us as the write begins
+        return save(*args, **kwargs)
+
+    checkpointer.manager.save = terminated_save
+    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
+    try:
+        with pytest.raises(Terminated):
+            checkpointer.save(0, {"params": jnp.arange(3.0)})
+        assert signal.getsignal(signal.SIGTERM) is raise_on_sigterm
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert checkpointer.latest_step() == 0
+    checkpointer.close()
