@@ -197,19 +197,26 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def non_finite_seeds(agent_state: Any) -> list[int]:
-    """The seeds whose agent state (params, optimiser state, ...) holds a NaN or infinity.
+def non_finite_seeds(agent_state: Any, metrics: dict[str, np.ndarray] | None = None
+                     ) -> list[int]:
+    """The seeds that diverged: a NaN or infinity in their agent state (params, optimiser
+    state, ...), or an infinite loss.
+
+    A NaN loss alone is not divergence: replay agents report NaN metrics on iterations without
+    an update (`nan_metrics_like`); a NaN that came from the update reaches the parameters.
 
     Args:
         agent_state: a pytree whose leaves have a leading seed axis [S, ...].
+        metrics: the chunk's metrics, [S, iterations] each; those named `*loss*` are checked.
     """
     bad: np.ndarray | None = None
-    for leaf in jax.tree.leaves(agent_state):
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            continue
-        values = np.asarray(jax.device_get(leaf))
-        leaf_bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
-        bad = leaf_bad if bad is None else bad | leaf_bad
+    leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(agent_state)
+              if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    flags = [~np.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1) for leaf in leaves]
+    flags += [np.isinf(np.asarray(values, np.float64).reshape(len(values), -1)).any(axis=1)
+              for name, values in (metrics or {}).items() if "loss" in name]
+    for flag in flags:
+        bad = flag if bad is None else bad | flag
     return [] if bad is None else [int(s) for s in np.flatnonzero(bad)]
 
 
@@ -330,7 +337,7 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
                 _log_tensorboard(writer, rows, budget.unit)
                 outcome.carry, outcome.eval_returns, outcome.last_chunk = (
                     carry, eval_returns, chunk)
-                bad = non_finite_seeds(trainer.agent_state(carry))
+                bad = non_finite_seeds(trainer.agent_state(carry), metrics)
                 if bad:  # not checkpointed: the newest checkpoint stays the last finite state
                     outcome.diverged = {"chunk": chunk, "seeds": bad,
                                         budget.unit.column: rows[0][budget.unit.column],

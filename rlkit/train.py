@@ -701,39 +701,48 @@ def _remove_run(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
-def prepare_run_dir(experiment: Experiment, resume: bool, overwrite: bool) -> Path:
-    """The run's directory, made ready: a new run never writes where another run lives.
+def check_run_dir(experiment: Experiment, resume: bool, overwrite: bool) -> Path:
+    """The run's directory, checked before anything is built or written: a new run never
+    writes where another run lives.
 
-    A new run needs a new or empty directory (or one holding a run, with `overwrite`: that run's
-    files are deleted first); it writes config.yaml, and a copy beside the checkpoints that
-    `--resume` checks edits against. A resumed run's directory is used as it is.
+    A new run needs a new or empty directory, or one holding a run with `overwrite`.
 
     Raises:
-        RlkitError: the directory is a file, holds a run (without `overwrite`) or other files,
-            or cannot be written.
+        RlkitError: the directory is a file, holds a run (without `overwrite`) or other files.
     """
     run = experiment.run
     run_dir = Path(run.run_dir) if run.run_dir is not None else _new_run_dir(experiment)
     require(not run_dir.exists() or run_dir.is_dir(), "--run-dir",
             f"{run_dir} is a file; pass a new or empty directory")
-    if resume:
+    if resume or not (run_dir.exists() and any(run_dir.iterdir())):
         return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        require(_holds_run(run_dir), "--run-dir",
-                f"{run_dir} is not empty and holds no run; pass a new or empty directory")
-        require(overwrite, "--run-dir",
-                f"{run_dir} already holds a run; pass --overwrite to replace it, --resume "
-                f"{run_dir} to continue it, or choose another directory")
-        _remove_run(run_dir)
+    require(_holds_run(run_dir), "--run-dir",
+            f"{run_dir} is not empty and holds no run; pass a new or empty directory")
+    require(overwrite, "--run-dir",
+            f"{run_dir} already holds a run; pass --overwrite to replace it, --resume "
+            f"{run_dir} to continue it, or choose another directory")
+    return run_dir
+
+
+def prepare_run_dir(experiment: Experiment, run_dir: Path, resume: bool) -> None:
+    """Make a new run's directory ready (see `check_run_dir`): delete the run it replaces,
+    write config.yaml and the copy beside the checkpoints that `--resume` checks edits against.
+
+    Raises:
+        RlkitError: the directory cannot be written (read-only, full, not permitted).
+    """
+    if resume:
+        return
     text = yaml.safe_dump(experiment.to_dict(), sort_keys=False)
     try:
+        if run_dir.exists():
+            _remove_run(run_dir)
         (run_dir / SAVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(text)
         (run_dir / SAVED_CONFIG).write_text(text)
     except OSError as error:
         raise RlkitError(f"--run-dir: cannot write {run_dir} ({error.strerror or error}); "
                          "choose a writable directory with free space") from None
-    return run_dir
 
 
 def execute(experiment: Experiment, resume: bool = False, overwrite: bool = False):
@@ -753,11 +762,12 @@ def execute(experiment: Experiment, resume: bool = False, overwrite: bool = Fals
     from rlkit.runner import run_training
 
     run = experiment.run
+    run_dir = check_run_dir(experiment, resume, overwrite)
     built = build(experiment)
     try:
         if built.budget_note is not None:
             print(built.budget_note, file=sys.stderr)
-        run_dir = prepare_run_dir(experiment, resume, overwrite)
+        prepare_run_dir(experiment, run_dir, resume)
         header = {"agent": experiment.agent, "env": experiment.env}
         return run_training(
             built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,

@@ -217,6 +217,11 @@ def test_non_finite_seeds_names_the_seeds_whose_state_is_not_finite():
              "b": np.array([0.0, 0.0, -np.inf]), "step": np.array([1, 2, 3])}
     assert runner.non_finite_seeds(state) == [1, 2]
     assert runner.non_finite_seeds({"step": np.array([1, 2])}) == []
+    # An infinite loss diverges; a NaN one is a replay agent's iteration without an update.
+    finite = {"w": np.zeros((3, 2))}
+    metrics = {"td_loss": np.array([[np.nan, 1.0], [np.inf, 1.0], [1.0, 1.0]]),
+               "q_mean": np.full((3, 2), np.inf)}
+    assert runner.non_finite_seeds(finite, metrics) == [1]
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -237,6 +242,8 @@ def test_bad_paths_give_one_line_and_exit_2(finished, tmp_path, capfd):
     a_file.write_text("x")
     assert main([*TINY, "--run-dir", str(a_file)]) == 2
     assert "--run-dir: " in (line := _one_error_line(capfd)) and "is a file" in line
+    assert main([*TINY, "--run-dir", "/sys/rlkit-test-run"]) == 2  # read-only, even for root
+    assert "--run-dir: cannot write /sys/rlkit-test-run" in _one_error_line(capfd)
     assert main(["--config", str(finished), "--run-dir", str(tmp_path / "r")]) == 2
     assert "is a directory" in (line := _one_error_line(capfd)) and "config.yaml" in line
     config = yaml.safe_load((finished / "config.yaml").read_text())
