@@ -52,3 +52,12 @@ def request_gpu_determinism(enabled: bool = True) -> bool:
     if enabled:
         _os.environ["XLA_FLAGS"] = (flags + " --xla_gpu_deterministic_ops=true").strip()
     return enabled
+
+
+def __getattr__(name: str):
+    # `rlkit.load_policy` without importing JAX when `rlkit` itself is imported.
+    if name == "load_policy":
+        from rlkit.policy import load_policy
+
+        return load_policy
+    raise AttributeError(f"module 'rlkit' has no attribute {name!r}")

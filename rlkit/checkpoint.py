@@ -2,15 +2,17 @@
 replay buffers), so that a resumed run continues exactly where it stopped.
 
 orbax writes each step into a temporary directory and renames it when complete, so a crash
-mid-save never leaves a checkpoint that restores. Ctrl-C during a save is held until the save has
-finished (then raised), so an interrupted run keeps the checkpoint it was writing. Typed PRNG keys
-are stored as their raw key data and re-wrapped on restore.
+mid-save never leaves a checkpoint that restores. Ctrl-C or SIGTERM during a save is held until
+the save has finished (then raised), so an interrupted run keeps the checkpoint it was writing.
+Typed PRNG keys are stored as their raw key data and re-wrapped on restore.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,19 +42,69 @@ def _from_storable(stored: PyTree, like: PyTree) -> PyTree:
 
 @contextlib.contextmanager
 def _ctrl_c_held():
-    """Hold SIGINT until the block ends, then raise KeyboardInterrupt if one came."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
+    """Hold SIGINT and SIGTERM until the block ends, then raise what the first of them would
+    have raised (KeyboardInterrupt, or `Terminated` where SIGTERM is handled like Ctrl-C)."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
         yield  # only the main thread can install handlers; None: a handler not set by Python
         return
     received: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    for s in signals:
+        signal.signal(s, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s in signals:
+            signal.signal(s, previous[s])
     if received:
-        raise KeyboardInterrupt
+        signum, handler = received[0], previous[received[0]]
+        if callable(handler):
+            handler(signum, None)  # Python's SIGINT handler, or rlkit's SIGTERM one: raises
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            signal.raise_signal(signum)  # the restored disposition (default: end the process)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Silence what orbax, tensorstore's asyncio loop and absl log while a damaged checkpoint
+    fails to restore (dozens of "Event loop is closed" tracebacks): the caller reports the
+    failure itself, in one line."""
+    names = ("absl", "asyncio", "orbax", "orbax.checkpoint", "jax")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _drop_closed_event_loop_noise() -> None:
+    """Keep `RuntimeError('Event loop is closed')` raised in callbacks out of stderr.
+
+    After a damaged checkpoint fails to restore, tensorstore's threads still call back into the
+    asyncio loop orbax has already closed; Python prints each of those (dozens) as "Exception
+    ignored in ... Event loop is closed". They are harmless, and the failure itself is reported
+    in one line, so a filter in `sys.unraisablehook` drops exactly those (installed once, from
+    the first damaged checkpoint on).
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_event_loop", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.drops_closed_event_loop = True
+    sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -89,8 +141,10 @@ class Checkpointer:
                                 ) -> tuple[int | None, PyTree, list[str]]:
         """Restore the newest checkpoint that reads back; older ones stand in for damaged ones.
 
-        With `set_aside`, damaged checkpoints are renamed `unreadable-STEP-TIME` (kept for
-        inspection), so that a resumed run can save that step again.
+        With `set_aside`, damaged checkpoints newer than the one restored are renamed
+        `unreadable-STEP-TIME` (kept for inspection), so that a resumed run can save those steps
+        again. Only then: when no checkpoint reads back, the likelier cause is `like` itself (a
+        configuration that no longer matches the run), and nothing is renamed.
 
         Returns:
             (step, tree, skipped): the step restored (None, and `like` itself, when there is no
@@ -100,19 +154,24 @@ class Checkpointer:
             RlkitError: checkpoints exist but none of them can be read.
         """
         skipped: list[str] = []
+        damaged: list[int] = []
         steps = sorted(self.manager.all_steps(), reverse=True)
         for step in steps:
             try:
-                tree = self.restore(step, like)
+                with _quiet_orbax():
+                    tree = self.restore(step, like)
             except Exception as error:  # orbax and tensorstore raise many kinds on damaged files
+                _drop_closed_event_loop_noise()
                 reason = str(error).strip().splitlines()[0][:200] if str(error) else ""
                 skipped.append(f"checkpoint {step} in {self.directory} is unreadable "
                                f"({type(error).__name__}: {reason})")
-                if set_aside:
-                    aside = self.directory / f"unreadable-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-                    (self.directory / str(step)).rename(aside)
-                    self.manager.reload()
+                damaged.append(step)
                 continue
+            if set_aside and damaged:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                for bad in damaged:
+                    (self.directory / str(bad)).rename(self.directory / f"unreadable-{bad}-{stamp}")
+                self.manager.reload()
             return step, tree, skipped
         if steps:
             raise RlkitError(

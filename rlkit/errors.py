@@ -7,11 +7,13 @@ The CLIs print it on one line and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import math
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class RlkitError(Exception):
@@ -75,20 +77,95 @@ def check_network_fields(config) -> None:
             f"must be 'relu' or 'tanh', got {config.activation!r}.")
     require(config.cnn in ("nature", "impala"), "cnn",
             f"must be 'nature' or 'impala', got {config.cnn!r}.")
+def one_line_parse_error(box: str, prog: str) -> str:
+    """tyro's boxed parse error as one line: its first message and any suggested flag.
+
+    Args:
+        box: what tyro wrote to stderr (a rich panel: title, message, separators, hints).
+        prog: the command, for the closing `see PROG --help`.
+    """
+    lines = [line.strip().strip("│╭╮╰╯ ").strip() for line in box.splitlines()]
+    lines = [line for line in lines if line]
+    # Line 0 is the title; the message runs (wrapped) up to the first separator.
+    first: list[str] = []
+    for line in lines[1:]:
+        if not set(line) - set("─"):
+            break
+        first.append(line)
+    message = " ".join(first).rstrip(".") or "could not parse the arguments"
+    message = message[0].lower() + message[1:]
+    if "Perhaps you meant:" in lines:
+        suggestion = lines[lines.index("Perhaps you meant:") + 1:][:1]
+        if suggestion:
+            message += f" (did you mean {suggestion[0].split()[0]}?)"
+    return f"{message}; see {prog} --help"
+
+
+def tyro_cli(cls: Any, argv: list[str], prog: str, **kwargs) -> Any:
+    """`tyro.cli(cls, args=argv, prog=prog, **kwargs)` whose parse errors are one line.
+
+    Raises:
+        RlkitError: tyro could not parse argv (its box condensed by `one_line_parse_error`).
+        SystemExit: with status 0 after `--help`.
+    """
+    import tyro
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=argv, prog=prog, **kwargs)
+    except SystemExit as exit_:
+        if exit_.code:
+            raise RlkitError(one_line_parse_error(captured.getvalue(), prog)) from None
+        raise
 
 
 INTERRUPTED = 130  # a CLI's exit status after Ctrl-C (128 + SIGINT)
+TERMINATED = 143  # after SIGTERM (128 + SIGTERM), which the CLIs handle like Ctrl-C
+DIVERGED = 3  # a run stopped because its parameters stopped being finite
+FAILED = 1  # the machine refused (a read-only or full disk, ...), not the input
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that every cleanup path
+    (checkpoint in flight finished, TensorBoard flushed, writers closed) serves both."""
+
+
+def raise_on_sigterm(signum, frame) -> None:
+    """A SIGTERM handler: raise `Terminated` in the main thread."""
+    raise Terminated
+
+
+def handle_sigterm_like_ctrl_c() -> None:
+    """Install `raise_on_sigterm` (CLIs call this at start; only the main thread can)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_on_sigterm)
+
+
+def interrupted_status(error: KeyboardInterrupt) -> int:
+    """The exit status after `error`: `TERMINATED` for SIGTERM, else `INTERRUPTED`."""
+    return TERMINATED if isinstance(error, Terminated) else INTERRUPTED
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a failed write or read: the file and the system's reason."""
+    where = f"{error.filename}: " if error.filename else ""
+    return (f"{where}{error.strerror or error} (a read-only or full disk?); free space or "
+            "choose a writable directory")
 
 
 def exit_cli(code: int) -> NoReturn:
     """Leave a command-line entry point with status `code`.
 
-    After Ctrl-C the interrupted computation may still be running on XLA's own threads, and a
-    normal interpreter teardown can then abort ("terminate called without an active exception",
-    seen with jax 0.11). The CLIs close their writers and checkpoints before returning
-    `INTERRUPTED`, so this leaves at once in that case.
+    After Ctrl-C (or SIGTERM) the interrupted computation may still be running on XLA's own
+    threads, and a normal interpreter teardown can then abort ("terminate called without an
+    active exception", seen with jax 0.11). The CLIs close their writers and checkpoints before
+    returning `INTERRUPTED` or `TERMINATED`, so this leaves at once in those cases.
     """
-    if code == INTERRUPTED:
+    if code in (INTERRUPTED, TERMINATED):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

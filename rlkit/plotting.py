@@ -1,4 +1,9 @@
-"""Learning curves: mean over seeds with a 95% confidence band, per metric, against env steps."""
+"""Learning curves: mean over seeds with a 95% bootstrap confidence band, per metric, against
+the run's unit (env steps, or updates for offline runs).
+
+The band is `rlkit.stats.bootstrap_ci` at every logged step, the interval summary.json reports
+for the final return; one seed has no interval, so its curve has no band.
+"""
 
 from __future__ import annotations
 
@@ -9,52 +14,76 @@ from pathlib import Path
 import numpy as np
 
 from rlkit.io import atomic_file
+from rlkit.loops.common import ENV_STEPS, Unit
+from rlkit.stats import bootstrap_ci
 
 
-def _curve(rows: list[dict[str, str]], column: str,
-           x_column: str = "env_steps") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    by_step: dict[int, list[float]] = defaultdict(list)
+def curve(rows: list[dict[str, str]], column: str, x_column: str = "env_steps"
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The mean over seeds of `column` at each `x_column` value, with its 95% bootstrap CI.
+
+    Returns:
+        (x, mean, low, high), each [T]; `low` and `high` are NaN where fewer than two seeds
+        have a finite value (no interval).
+    """
+    by_x: dict[int, list[float]] = defaultdict(list)
     for row in rows:
         value = float(row.get(column, "nan"))
         if not math.isnan(value):
-            by_step[int(row[x_column])].append(value)
-    steps = np.array(sorted(by_step))
-    means = np.array([np.mean(by_step[s]) for s in steps])
-    # Normal-approximation band: 1.96 standard errors (zero width for one seed).
-    half = np.array([1.96 * np.std(by_step[s]) / math.sqrt(len(by_step[s])) for s in steps])
-    return steps, means, half
+            by_x[int(row[x_column])].append(value)
+    x = np.array(sorted(by_x))
+    means = np.array([np.mean(by_x[s]) for s in x])
+    intervals = [bootstrap_ci(by_x[s]) for s in x]
+    low = np.array([math.nan if ci is None else ci[0] for ci in intervals])
+    high = np.array([math.nan if ci is None else ci[1] for ci in intervals])
+    return x, means, low, high
 
 
-def plot_curves(rows: list[dict[str, str]], path: Path, title: str,
-                optimal_return: float | None = None) -> None:
-    """Write curves.png: evaluation and training returns (and sub-optimality when known)."""
+def draw_curves(rows: list[dict[str, str]], title: str, optimal_return: float | None = None,
+                unit: Unit = ENV_STEPS):
+    """The curves.png figure: evaluation and training returns (and sub-optimality when known).
+
+    Returns:
+        The matplotlib figure (the caller saves and closes it).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
-    # Offline runs take no env steps: plot against updates, without training episodes.
-    offline = bool(rows) and "updates" in rows[0]
-    x_column = "updates" if offline else "env_steps"
     panels = [("eval_return", "evaluation return")]
-    if not offline:
+    if unit == ENV_STEPS:  # runs in other units (offline updates) have no training episodes
         panels.append(("episode_return", "training episode return"))
     if rows and "suboptimality" in rows[0]:
         panels.append(("suboptimality", "sub-optimality (exact)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (column, label) in zip(axes[0], panels, strict=True):
-        steps, means, half = _curve(rows, column, x_column)
-        if len(steps):
-            ax.plot(steps, means, color="C0")
-            ax.fill_between(steps, means - half, means + half, color="C0", alpha=0.25)
+        x, means, low, high = curve(rows, column, unit.column)
+        if len(x):
+            ax.plot(x, means, color="C0")
+            if np.isfinite(low).any():
+                ax.fill_between(x, low, high, color="C0", alpha=0.25)
         if optimal_return is not None and column != "suboptimality":
             ax.axhline(optimal_return, color="k", linestyle="--", linewidth=1, label="optimal")
             ax.legend(loc="lower right")
-        ax.set_xlabel(x_column.replace("_", " "))
+        # 100k, 1.5M: short labels, at most 5, so they never run into each other.
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.set_xlabel(unit.label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(rows: list[dict[str, str]], path: Path, title: str,
+                optimal_return: float | None = None, unit: Unit = ENV_STEPS) -> None:
+    """Write curves.png (see `draw_curves`) atomically (`rlkit.io.atomic_file`)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_curves(rows, title, optimal_return, unit)
     with atomic_file(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)

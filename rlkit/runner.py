@@ -11,7 +11,8 @@ A run directory (ARCHITECTURE.md section 6) holds:
 
 Resuming restores the newest checkpoint, cuts `metrics.csv` back to it and runs the remaining
 chunks; since every chunk is a pure function of the carry, the final numbers equal those of an
-uninterrupted run.
+uninterrupted run. A chunk whose parameters are no longer finite stops the run (`diverged` in
+summary.json) without being checkpointed, so the last checkpoint is the last finite state.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rlkit.checkpoint import Checkpointer
+from rlkit.errors import RlkitError
 from rlkit.io import atomic_file, write_text
-from rlkit.loops.common import Trainer
+from rlkit.loops.common import ENV_STEPS, Trainer, Unit
 from rlkit.stats import aggregate
 
 
@@ -44,12 +47,12 @@ class RunResult:
     carry: Any = field(repr=False, default=None)
 
 
-def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
-                metrics: dict[str, np.ndarray], eval_returns: np.ndarray,
-                suboptimality: np.ndarray | None) -> list[dict[str, Any]]:
+def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
+                eval_returns: np.ndarray, suboptimality: np.ndarray | None
+                ) -> list[dict[str, Any]]:
     """One metrics.csv row per seed for a finished chunk; metrics are [S, iterations]."""
     num_seeds = eval_returns.shape[0]
-    iteration = (chunk + 1) * iterations_per_chunk
+    iteration = (chunk + 1) * trainer.iterations_per_chunk
     # Offline trainers run no training episodes: zero episodes, NaN returns.
     zeros = np.zeros((num_seeds, 1))
     finished = metrics.get("episodes", zeros).sum(axis=1)
@@ -60,12 +63,15 @@ def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
             "seed": seed,
             "chunk": chunk,
             "iteration": iteration,
-            "env_steps": iteration * steps_per_iteration,
-            **({} if steps_per_iteration else {"updates": iteration}),
+            "env_steps": iteration * trainer.steps_per_iteration,
+        }
+        if trainer.unit != ENV_STEPS:  # a run in another unit logs it beside env steps
+            row[trainer.unit.column] = iteration * trainer.units_per_iteration
+        row.update({
             "episode_return": returns_sum[seed] / finished[seed] if finished[seed] else math.nan,
             "episodes": int(finished[seed]),
             "eval_return": float(eval_returns[seed]),
-        }
+        })
         if suboptimality is not None:
             row["suboptimality"] = float(suboptimality[seed])
         for name in sorted(metrics):
@@ -76,6 +82,9 @@ def _chunk_rows(chunk: int, iterations_per_chunk: int, steps_per_iteration: int,
             row[column] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
         rows.append(row)
     return rows
+
+
+COUNTER_COLUMNS = ("seed", "chunk", "iteration", "env_steps")
 
 
 def _nanmean(values: list[float]) -> float:
@@ -91,6 +100,11 @@ def _format(value: Any) -> str:
     return str(int(value)) if isinstance(value, np.integer) else str(value)
 
 
+def _csv_writer(f):
+    # One line ending everywhere: a resumed file stays byte-identical to an uninterrupted one.
+    return csv.writer(f, lineterminator="\n")
+
+
 class MetricsLog:
     """metrics.csv, appended one chunk at a time and flushed, so a crash loses at most a chunk."""
 
@@ -98,37 +112,40 @@ class MetricsLog:
         self.path = path
         self.columns: list[str] | None = None
         if path.exists():
-            with path.open() as f:
-                header = f.readline().strip()
-            self.columns = header.split(",") if header else None
+            with path.open(newline="") as f:
+                header = next(csv.reader(f), None)
+            self.columns = header or None
+
+    def read(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def chunks(self) -> set[int]:
+        """The chunks that have rows."""
+        return {int(row["chunk"]) for row in self.read()}
 
     def truncate_after(self, chunk: int) -> None:
         """Drop rows of chunks later than `chunk` (those after the checkpoint being resumed)."""
-        if not self.path.exists():
+        if self.columns is None:
             return
-        with self.path.open() as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return
-        chunk_col = rows[0].index("chunk")
-        kept = [rows[0]] + [r for r in rows[1:] if int(r[chunk_col]) <= chunk]
-        with atomic_file(self.path) as f:  # "\n" endings, as `append` writes
-            csv.writer(f, lineterminator="\n").writerows(kept)
+        kept = [row for row in self.read() if int(row["chunk"]) <= chunk]
+        with atomic_file(self.path) as f:
+            writer = _csv_writer(f)
+            writer.writerow(self.columns)
+            writer.writerows([row[c] for c in self.columns] for row in kept)
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         if self.columns is None:
             self.columns = list(rows[0])
-            with self.path.open("w") as f:
-                f.write(",".join(self.columns) + "\n")
-        with self.path.open("a") as f:
-            for row in rows:
-                f.write(",".join(_format(row.get(c, math.nan)) for c in self.columns) + "\n")
+            with self.path.open("w", newline="") as f:
+                _csv_writer(f).writerow(self.columns)
+        with self.path.open("a", newline="") as f:
+            _csv_writer(f).writerows(
+                [_format(row.get(c, math.nan)) for c in self.columns] for row in rows)
             f.flush()
             os.fsync(f.fileno())
-
-    def read(self) -> list[dict[str, str]]:
-        with self.path.open() as f:
-            return list(csv.DictReader(f))
 
 
 def episodes_to_optimal(rows: list[dict[str, str]], num_seeds: int,
@@ -160,6 +177,231 @@ def episodes_to_optimal(rows: list[dict[str, str]], num_seeds: int,
     return result
 
 
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write `data` as indented JSON through `rlkit.io.write_text` (atomic)."""
+    write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float as None (JSON has no NaN or infinity)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def non_finite_seeds(agent_state: Any, metrics: dict[str, np.ndarray] | None = None
+                     ) -> list[int]:
+    """The seeds that diverged: a NaN or infinity in their agent state (params, optimiser
+    state, ...), or an infinite loss.
+
+    A NaN loss alone is not divergence: replay agents report NaN metrics on iterations without
+    an update (`nan_metrics_like`); a NaN that came from the update reaches the parameters.
+
+    Args:
+        agent_state: a pytree whose leaves have a leading seed axis [S, ...].
+        metrics: the chunk's metrics, [S, iterations] each; those named `*loss*` are checked.
+    """
+    bad: np.ndarray | None = None
+    leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(agent_state)
+              if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    flags = [~np.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1) for leaf in leaves]
+    flags += [np.isinf(np.asarray(values, np.float64).reshape(len(values), -1)).any(axis=1)
+              for name, values in (metrics or {}).items() if "loss" in name]
+    for flag in flags:
+        bad = flag if bad is None else bad | flag
+    return [] if bad is None else [int(s) for s in np.flatnonzero(bad)]
+
+
+class CompileTimer:
+    """Sums the seconds JAX reports compiling, so that training throughput can leave them out.
+
+    Compilation happens inside the first chunk's call; jax reports its stages' durations.
+    (Ahead-of-time compilation, `run.lower(carry).compile()`, would time it directly, but calling
+    such executables deadlocks intermittently on jaxlib 0.10.2's CPU backend; see
+    benchmarks/README.md.)
+    """
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def _on_duration(self, event: str, duration: float, **_) -> None:
+        if event.startswith("/jax/core/compile/"):
+            self.seconds += duration
+
+    def __enter__(self) -> CompileTimer:
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._on_duration)
+
+
+@dataclass
+class _Budget:
+    """Where a run starts and stops, in chunks, and what a chunk is worth in the trainer's unit."""
+
+    first_chunk: int
+    last_chunk: int
+    num_chunks: int
+    units_per_chunk: int
+    unit: Unit
+
+
+def _restore(trainer: Trainer, checkpointer: Checkpointer, log: MetricsLog, carry: Any,
+             run_dir: Path) -> tuple[Any, int]:
+    """The carry and first chunk of a resumed run; `metrics.csv` cut back to the checkpoint.
+
+    Raises:
+        RlkitError: metrics.csv lacks chunks the checkpoint covers, or rows exist with no
+            checkpoint to continue them (resuming would silently lose or mix rows).
+    """
+    step, carry, skipped = checkpointer.restore_newest_readable(carry, set_aside=True)
+    for line in skipped:
+        print(f"warning: {line}; resuming from an older checkpoint", file=sys.stderr)
+    logged = log.chunks()
+    if step is None:
+        if logged:
+            raise RlkitError(
+                f"--resume: {run_dir} has logged chunks but no checkpoint to continue from; "
+                f"start it again with --overwrite --run-dir {run_dir}")
+        print(f"note: {run_dir} has no checkpoint yet; starting it from the beginning",
+              file=sys.stderr)
+        log.path.unlink(missing_ok=True)
+        return carry, 0
+    missing = sorted(set(range(step + 1)) - logged)
+    if missing:
+        raise RlkitError(
+            f"--resume: {log.path} lacks the rows of chunk(s) {missing[:5]} that checkpoint "
+            f"{step} covers (deleted or cut?); resuming would lose them: restore the file, or "
+            f"start again with --overwrite --run-dir {run_dir}")
+    log.truncate_after(step)
+    return carry, step + 1
+
+
+def _log_tensorboard(writer, rows: list[dict[str, Any]], unit: Unit) -> None:
+    """Means over seeds of every metric of a chunk, at the chunk's count of `unit`."""
+    x = rows[0][unit.column]
+    for name in rows[0]:
+        if name in COUNTER_COLUMNS or name == unit.column:
+            continue
+        value = _nanmean([r[name] for r in rows])
+        if np.isfinite(value):
+            writer.add_scalar(name, value, x)
+    writer.flush()
+
+
+@dataclass
+class _Outcome:
+    """What the chunk loop leaves for the summary."""
+
+    carry: Any
+    eval_returns: np.ndarray
+    last_chunk: int
+    train_seconds: float = 0.0
+    diverged: dict[str, Any] | None = None
+
+
+def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
+                  log: MetricsLog, checkpointer: Checkpointer, timer: CompileTimer,
+                  checkpoint_every: int, optimal_return: float | None,
+                  show_progress: bool) -> _Outcome:
+    """The host loop: run a chunk, log it, evaluate, check it is finite, checkpoint."""
+    from tensorboardX import SummaryWriter
+
+    from rlkit.progress import Progress
+
+    outcome = _Outcome(carry, np.full((0,), np.nan), budget.first_chunk - 1)
+    writer = SummaryWriter(str(run_dir))
+    try:  # an error, Ctrl-C or SIGTERM still closes the writer with every chunk logged
+        with Progress(total=budget.num_chunks * budget.units_per_chunk, enabled=show_progress,
+                      completed=budget.first_chunk * budget.units_per_chunk,
+                      unit=budget.unit.label) as progress:
+            for chunk in range(budget.first_chunk, budget.last_chunk + 1):
+                start, compiled_before = time.perf_counter(), timer.seconds
+                carry, metrics = trainer.run(carry)
+                metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
+                outcome.train_seconds += (time.perf_counter() - start
+                                          - (timer.seconds - compiled_before))
+                eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
+                suboptimality = None if optimal_return is None else optimal_return - eval_returns
+                rows = _chunk_rows(chunk, trainer, metrics, eval_returns, suboptimality)
+                log.append(rows)
+                _log_tensorboard(writer, rows, budget.unit)
+                outcome.carry, outcome.eval_returns, outcome.last_chunk = (
+                    carry, eval_returns, chunk)
+                bad = non_finite_seeds(trainer.agent_state(carry), metrics)
+                if bad:  # not checkpointed: the newest checkpoint stays the last finite state
+                    outcome.diverged = {"chunk": chunk, "seeds": bad,
+                                        budget.unit.column: rows[0][budget.unit.column],
+                                        "last_checkpoint": checkpointer.latest_step()}
+                    break
+                if (chunk + 1) % checkpoint_every == 0 or chunk == budget.last_chunk:
+                    checkpointer.save(chunk, carry)
+                progress.advance(budget.units_per_chunk, {
+                    "return": _nanmean([r["episode_return"] for r in rows]),
+                    "eval": float(np.mean(eval_returns)),
+                })
+    finally:
+        writer.close()
+    return outcome
+
+
+def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome: _Outcome,
+             num_seeds: int, resumed: bool, timer: CompileTimer, wall_seconds: float,
+             optimal_return: float | None, rows: list[dict[str, str]],
+             extras: dict[str, Any] | None) -> dict[str, Any]:
+    """summary.json: final figures per seed and aggregated (no NaN: JSON null instead)."""
+    chunks_done = outcome.last_chunk + 1
+    chunks_run = chunks_done - budget.first_chunk
+    per_second = chunks_run * num_seeds / max(outcome.train_seconds, 1e-9)
+    final = aggregate(outcome.eval_returns)
+    summary: dict[str, Any] = dict(header)
+    summary.update({
+        "seeds": num_seeds,
+        "unit": budget.unit.column,
+        "env_steps": chunks_done * trainer.iterations_per_chunk * trainer.steps_per_iteration,
+        "wall_seconds": wall_seconds,
+        "compile_seconds": timer.seconds,
+        "train_seconds": outcome.train_seconds,
+        # Throughput of the chunks run in this process (all seeds), compilation excluded.
+        "steps_per_second": (per_second * trainer.iterations_per_chunk
+                             * trainer.steps_per_iteration),
+    })
+    if budget.unit != ENV_STEPS:
+        summary[budget.unit.column] = chunks_done * budget.units_per_chunk
+        summary[f"{budget.unit.column}_per_second"] = per_second * budget.units_per_chunk
+    summary.update({
+        "final_return": final["mean"],
+        "final_return_iqm": final["iqm"],
+        "final_return_ci95": final["ci95"],
+        "per_seed": [float(x) for x in outcome.eval_returns],
+        "device": jax.devices()[0].device_kind,
+        "resumed_from_chunk": budget.first_chunk if resumed else None,
+        "last_chunk": outcome.last_chunk,
+        "stopped_early": outcome.diverged is None and outcome.last_chunk < budget.num_chunks - 1,
+        "diverged": outcome.diverged,
+    })
+    if optimal_return is not None:
+        summary["optimal_return"] = float(optimal_return)
+        summary["suboptimality"] = float(optimal_return - final["mean"])
+        summary["per_seed_suboptimality"] = [float(optimal_return - x)
+                                             for x in outcome.eval_returns]
+        if trainer.steps_per_iteration:  # training episodes exist
+            per_seed = episodes_to_optimal(rows, num_seeds, optimal_return)
+            summary["per_seed_episodes_to_optimal"] = per_seed
+            solved = [x for x in per_seed if x is not None]
+            summary["episodes_to_optimal"] = (float(np.mean(solved)) if len(solved) == num_seeds
+                                              else None)
+    summary.update(extras or {})
+    return json_safe(summary)
+
+
 def run_training(
     trainer: Trainer,
     *,
@@ -184,7 +426,7 @@ def run_training(
         seed: the base seed; seed i uses `jax.random.split(jax.random.key(seed), num_seeds)[i]`.
         run_dir: the run directory (created).
         header: agent / env names and anything else summary.json should start with.
-        resume: continue from the newest checkpoint in run_dir.
+        resume: continue from the newest checkpoint in run_dir; a finished run is left as it is.
         checkpoint_every: save every this many chunks (and always after the last).
         optimal_return: the exact optimal return, where the env has a model.
         show_progress: draw a rich progress bar.
@@ -192,131 +434,51 @@ def run_training(
         stop_after_chunks: stop, checkpointed, after this many chunks of this call.
 
     Returns:
-        A `RunResult` with the summary and the final carry.
+        A `RunResult` with the summary and the final carry; `summary["diverged"]` is set when
+        the parameters of a seed stopped being finite (the run stopped at that chunk).
+
+    Raises:
+        RlkitError: a resume that would lose or mix rows of metrics.csv (see `_restore`).
     """
-    from tensorboardX import SummaryWriter
-
     from rlkit.plotting import plot_curves
-    from rlkit.progress import Progress
 
+    start_wall = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(run_dir / "checkpoints")
-    log = MetricsLog(run_dir / "metrics.csv")
-    start_wall = time.perf_counter()
-
-    carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
-    first_chunk = 0
-    if resume:
-        step, carry, skipped = checkpointer.restore_newest_readable(carry, set_aside=True)
-        for line in skipped:
-            print(f"warning: {line}; resuming from an older checkpoint", file=sys.stderr)
-        if step is not None:
-            first_chunk = step + 1
-            log.truncate_after(step)
-        else:
-            log.truncate_after(-1)
-    elif log.path.exists():
-        log.path.unlink()
+    try:
         log = MetricsLog(run_dir / "metrics.csv")
-
-    # Compilation happens inside the first chunk's call; jax reports its stages' durations,
-    # which are summed here and taken out of the training time. (Ahead-of-time compilation,
-    # `run.lower(carry).compile()`, would time it directly, but calling such executables
-    # deadlocks intermittently on jaxlib 0.10.2's CPU backend; see benchmarks/README.md.)
-    compile_times: list[float] = []
-
-    def on_duration(event: str, duration: float, **_) -> None:
-        if event.startswith("/jax/core/compile/"):
-            compile_times.append(duration)
-
-    run = trainer.run
-
-    steps_per_chunk = trainer.iterations_per_chunk * trainer.steps_per_iteration
-    # Offline trainers take no env steps: progress and throughput count updates instead.
-    offline = trainer.steps_per_iteration == 0
-    units_per_chunk = trainer.iterations_per_chunk if offline else steps_per_chunk
-    train_seconds = 0.0
-    eval_returns = np.full((num_seeds,), np.nan)
-    last_chunk = num_chunks - 1
-    if stop_after_chunks is not None:
-        last_chunk = min(last_chunk, first_chunk + stop_after_chunks - 1)
-    writer = SummaryWriter(str(run_dir))
-    jax.monitoring.register_event_duration_secs_listener(on_duration)
-    try:  # an error or Ctrl-C still closes the writer and finishes the checkpoint in flight
-        with Progress(total=num_chunks * units_per_chunk, enabled=show_progress,
-                      completed=first_chunk * units_per_chunk,
-                      unit="updates" if offline else "env steps") as progress:
-            for chunk in range(first_chunk, last_chunk + 1):
-                chunk_start = time.perf_counter()
-                compiled_before = sum(compile_times)
-                carry, metrics = run(carry)
-                metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
-                train_seconds += (time.perf_counter() - chunk_start
-                                  - (sum(compile_times) - compiled_before))
-                eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
-                suboptimality = None if optimal_return is None else optimal_return - eval_returns
-                rows = _chunk_rows(chunk, trainer.iterations_per_chunk, trainer.steps_per_iteration,
-                                   metrics, eval_returns, suboptimality)
-                log.append(rows)
-                env_steps = rows[0]["updates" if offline else "env_steps"]
-                for name in rows[0]:
-                    if name in ("seed", "chunk", "iteration", "env_steps", "updates"):
-                        continue
-                    value = np.nanmean([r[name] for r in rows]) if any(
-                        np.isfinite(r[name]) for r in rows) else math.nan
-                    if np.isfinite(value):
-                        writer.add_scalar(name, value, env_steps)
-                writer.flush()
-                if (chunk + 1) % checkpoint_every == 0 or chunk == last_chunk:
-                    checkpointer.save(chunk, carry)
-                progress.advance(units_per_chunk, {
-                    "return": _nanmean([r["episode_return"] for r in rows]),
-                    "eval": float(np.mean(eval_returns)),
-                })
-        if first_chunk > last_chunk:  # resumed a finished run: report its final evaluation
-            eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
+        carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
+        first_chunk = 0
+        if resume:
+            carry, first_chunk = _restore(trainer, checkpointer, log, carry, run_dir)
+        elif log.path.exists():
+            log.path.unlink()
+            log = MetricsLog(log.path)
+        if first_chunk >= num_chunks:
+            return _finished(run_dir, carry, num_chunks)
+        last_chunk = num_chunks - 1
+        if stop_after_chunks is not None:
+            last_chunk = min(last_chunk, first_chunk + stop_after_chunks - 1)
+        budget = _Budget(first_chunk, last_chunk, num_chunks,
+                         trainer.iterations_per_chunk * trainer.units_per_iteration, trainer.unit)
+        with CompileTimer() as timer:
+            outcome = _train_chunks(trainer, carry, budget, run_dir, log, checkpointer, timer,
+                                    checkpoint_every, optimal_return, show_progress)
     finally:
-        jax.monitoring.unregister_event_duration_listener(on_duration)
-        writer.close()
         checkpointer.close()
-
     rows = log.read()
-    total_steps = (last_chunk + 1) * steps_per_chunk
-    final = aggregate(eval_returns)
-    summary: dict[str, Any] = dict(header)
-    summary.update({
-        "seeds": num_seeds,
-        "env_steps": total_steps,
-        "wall_seconds": time.perf_counter() - start_wall,
-        "compile_seconds": sum(compile_times),
-        "train_seconds": train_seconds,
-        # Throughput of the chunks run in this process (all seeds), compilation excluded.
-        "steps_per_second": ((last_chunk + 1 - first_chunk) * steps_per_chunk * num_seeds
-                             / max(train_seconds, 1e-9)),
-        **({"updates": (last_chunk + 1) * trainer.iterations_per_chunk,
-            "updates_per_second": ((last_chunk + 1 - first_chunk) * units_per_chunk * num_seeds
-                                   / max(train_seconds, 1e-9))} if offline else {}),
-        "final_return": final["mean"],
-        "final_return_iqm": final["iqm"],
-        "final_return_ci95": final["ci95"],
-        "per_seed": [float(x) for x in eval_returns],
-        "device": jax.devices()[0].device_kind,
-        "resumed_from_chunk": first_chunk if resume else None,
-        "last_chunk": last_chunk,
-        "stopped_early": last_chunk < num_chunks - 1,
-    })
-    if optimal_return is not None:
-        summary["optimal_return"] = float(optimal_return)
-        summary["suboptimality"] = float(optimal_return - final["mean"])
-        summary["per_seed_suboptimality"] = [float(optimal_return - x) for x in eval_returns]
-        if not offline:
-            per_seed = episodes_to_optimal(rows, num_seeds, optimal_return)
-            summary["per_seed_episodes_to_optimal"] = per_seed
-            solved = [x for x in per_seed if x is not None]
-            summary["episodes_to_optimal"] = (float(np.mean(solved)) if len(solved) == num_seeds
-                                              else None)
-    summary.update(summary_extras or {})
-    write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    summary = _summary(header, trainer, budget, outcome, num_seeds, resume, timer,
+                       time.perf_counter() - start_wall, optimal_return, rows, summary_extras)
+    write_json_atomic(run_dir / "summary.json", summary)
     plot_curves(rows, run_dir / "curves.png", title=f"{header.get('agent')} on {header.get('env')}",
-                optimal_return=optimal_return)
+                optimal_return=optimal_return, unit=trainer.unit)
+    return RunResult(summary=summary, run_dir=run_dir, carry=outcome.carry)
+
+
+def _finished(run_dir: Path, carry: Any, num_chunks: int) -> RunResult:
+    """A resume of a finished run: nothing to do, nothing written."""
+    print(f"note: {run_dir} is finished (all {num_chunks} chunks); nothing to do",
+          file=sys.stderr)
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
     return RunResult(summary=summary, run_dir=run_dir, carry=carry)

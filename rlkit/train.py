@@ -17,19 +17,38 @@ anything is compiled.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+import signal
 import sys
+import threading
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NamedTuple, Union
 
 import yaml
 
 import rlkit
 from rlkit import registry
-from rlkit.errors import INTERRUPTED, RlkitError, exit_cli, require
+from rlkit.errors import (
+    DIVERGED,
+    FAILED,
+    RlkitError,
+    describe_os_error,
+    exit_cli,
+    handle_sigterm_like_ctrl_c,
+    interrupted_status,
+    require,
+    tyro_cli,
+)
+from rlkit.io import write_text
+
+MAX_CHUNKS = 100_000  # --num-logs beyond this only slows the run down with host round trips
+MAX_ITERATIONS = 2**31 - 1  # drivers count iterations in int32
 
 
 @dataclass(frozen=True)
@@ -41,11 +60,16 @@ class RunOptions:
     seed: int = 0
     """Base random seed; seed i of a run uses the i-th split of jax.random.key(seed)."""
     total_steps: int | None = None
-    """Environment steps per seed (default: the agent's own total_steps, else 100000)."""
+    """Budget per seed, in the unit of the agent's driver: env steps for online and hybrid
+    agents (ppo, dqn, hyq; glow, hyglow and --h2o count the env steps of their rounds),
+    gradient updates for offline agents (bc, cql, iql). Default: the agent's own total_steps,
+    else 100000. A budget that is not a whole number of chunks is cut to one, said at the
+    start."""
     run_dir: str | None = None
     """Run directory (default: runs/AGENT-ENV-TIMESTAMP)."""
     num_logs: int = 20
-    """Number of chunks the run is cut into: log, evaluate and checkpoint after each."""
+    """About how many chunks the run is cut into (log, evaluate and checkpoint after each):
+    the nearest count that divides the budget, said at the start when it differs."""
     checkpoint_every: int = 1
     """Save a checkpoint every this many chunks (and always after the last)."""
     eval_episodes: int = 16
@@ -80,7 +104,11 @@ class RunOptions:
         require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
         require(self.total_steps is None or self.total_steps > 0, "--total-steps",
                 f"must be positive, got {self.total_steps}")
-        require(self.num_logs >= 1, "--num-logs", f"must be at least 1, got {self.num_logs}")
+        require(1 <= self.num_logs <= MAX_CHUNKS, "--num-logs",
+                f"must be between 1 and {MAX_CHUNKS:,}, got {self.num_logs}")
+        require(self.stop_after_chunks is None or self.stop_after_chunks >= 1,
+                "--stop-after-chunks", f"must be at least 1, got {self.stop_after_chunks}; "
+                "drop it to run to the end")
         require(self.checkpoint_every >= 1, "--checkpoint-every",
                 f"must be at least 1, got {self.checkpoint_every}")
         require(self.eval_episodes >= 1, "--eval-episodes",
@@ -111,25 +139,85 @@ class Experiment:
         }
 
 
+def _typed(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(whether `value` fits type `hint`, the value converted to it): YAML gives lists for
+    tuples, and strings for floats written without a dot (`1e-3`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True, value
+    if origin in (Union, types.UnionType):
+        for option in args:
+            ok, converted = _typed(value, option)
+            if ok:
+                return True, converted
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if origin is typing.Literal:
+        return value in args, value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            return False, value
+        converted = [_typed(v, h) for v, h in zip(value, items, strict=True)]
+        return all(ok for ok, _ in converted), tuple(v for _, v in converted)
+    if hint is float and isinstance(value, str):
+        try:
+            return True, float(value)
+        except ValueError:
+            return False, value
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(hint, type):
+        return isinstance(value, hint), value
+    return True, value  # a type this check does not know: the config's own validation decides
+
+
 def _from_dict(cls: type, values: dict, where: str):
-    """Build dataclass `cls` from a dict, with a clear error for unknown or bad fields."""
+    """Build dataclass `cls` from a dict, with a clear error for unknown or wrong-typed fields.
+
+    Raises:
+        RlkitError: naming `where.FIELD`, the value and the type it should have.
+    """
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     require(not unknown, where, f"unknown field(s) {unknown}; known: {sorted(known)}")
-    # YAML has no tuples: every sequence field of rlkit's configs is a tuple.
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    hints = typing.get_type_hints(cls)
+    converted = {}
+    for name, value in values.items():
+        ok, converted[name] = _typed(value, hints[name])
+        require(ok, f"{where}.{name}",
+                f"{value!r} is not of type {_type_name(hints[name])}; fix the value in the file")
     try:
         return cls(**converted)
     except TypeError as error:
         raise RlkitError(f"{where}: {error}") from None
 
 
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def load_experiment(path: Path) -> Experiment:
-    """Read a config.yaml written by a run (or by hand)."""
+    """Read a config.yaml written by a run (or by hand).
+
+    Raises:
+        RlkitError: no such file, a directory, not YAML, unknown fields or wrong-typed values.
+    """
+    if path.is_dir():
+        hint = (f"; did you mean {path / 'config.yaml'}?" if (path / "config.yaml").is_file()
+                else "")
+        raise RlkitError(f"{path}: is a directory, not a config file{hint}")
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise RlkitError(f"{path}: no such file; pass a run directory's config.yaml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RlkitError(f"{path}: cannot be read ({error}); pass a config.yaml") from None
     except yaml.YAMLError as error:
         raise RlkitError(f"{path}: not valid YAML ({error}); fix or regenerate it") from None
     require(isinstance(data, dict) and {"agent", "env"} <= set(data), str(path),
@@ -148,31 +236,43 @@ def load_experiment(path: Path) -> Experiment:
     )
 
 
-def _option_value(argv: list[str], flag: str) -> str | None:
-    """The value of `--flag VALUE` or `--flag=VALUE` in argv (None if absent)."""
-    for i, arg in enumerate(argv):
-        if arg == flag:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise RlkitError(f"{flag} needs a value")
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+class _PreParser(argparse.ArgumentParser):
+    """argparse that raises `RlkitError` instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise RlkitError(message)
 
 
-def _without_option(argv: list[str], flag: str) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == flag:
-            skip = True
-            continue
-        if arg.startswith(flag + "="):
-            continue
-        out.append(arg)
-    return out
+def _preparse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The flags that decide the types and defaults of the full parse: `--config`, `--resume`,
+    `--env`, `--dataset` and `--deterministic` (read before JAX starts).
+
+    A real parser (argparse, exact flag names, every other flag left to tyro); tyro parses these
+    flags again, so they appear in `--help` and their values are checked there too.
+
+    Returns:
+        (known, rest): the five flags' values and the arguments left to tyro.
+    """
+    parser = _PreParser(add_help=False, allow_abbrev=False)
+    for flag in ("--config", "--resume", "--env", "--dataset"):
+        parser.add_argument(flag)
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
+    return parser.parse_known_args(argv)
+
+
+def option_value(argv: list[str], flag: str) -> str | None:
+    """The value of `--flag VALUE` or `--flag=VALUE` in argv (None if absent), through argparse.
+
+    Raises:
+        RlkitError: the flag is given without a value.
+    """
+    parser = _PreParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(flag)
+    known, _ = parser.parse_known_args(argv)
+    return getattr(known, flag.lstrip("-").replace("-", "_"))
+
+
+_option_value = option_value  # rlkit.collect reads its flags through this name
 
 
 def top_level_help() -> str:
@@ -184,73 +284,180 @@ def top_level_help() -> str:
     return "\n".join(lines)
 
 
-def parse_experiment(argv: list[str]) -> tuple[Experiment, bool]:
-    """Turn command-line arguments into an `Experiment` (and whether to resume).
+class Parsed(NamedTuple):
+    """A parsed command line: the experiment and what to do with its run directory."""
+
+    experiment: Experiment
+    resume: bool
+    overwrite: bool
+
+
+# Run options a resumed run may change: they alter neither shapes nor the chunk schedule.
+RESUMABLE_EDITS = ("run_dir", "stop_after_chunks", "progress", "checkpoint_every",
+                   "deterministic", "shard_seeds")
+
+
+def _flag_of(path: str) -> str:
+    """The command-line flag of a config.yaml field path (`run.seeds` -> `--seeds`)."""
+    section, _, name = path.partition(".")
+    dashed = name.replace("_", "-")
+    return {"run": f"--{dashed}", "agent_config": f"--agent.{dashed}",
+            "env_config": f"--env-config.{dashed}"}.get(section, f"--{section}")
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """`(field path, old value, new value)` for every field of two config.yaml dicts that
+    differs (`run.seeds`, `agent_config.learning_rate`, ...)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def _check_resume_edits(saved: Experiment, asked: Experiment, where: str, fix: str) -> None:
+    """Refuse any change of `asked` over `saved` except `RESUMABLE_EDITS`, naming the field."""
+    for path, old, new in config_differences(saved.to_dict(), asked.to_dict()):
+        if path.startswith("run.") and path[4:] in RESUMABLE_EDITS:
+            continue
+        raise RlkitError(
+            f"{where}: {path} ({_flag_of(path)}) would change from {old!r} to {new!r}, but a "
+            f"resumed run continues with its saved configuration; {fix}")
+
+
+def _agent_arguments(name: str, default) -> type:
+    """The tyro subcommand of agent `name`: its config as `--agent.FIELD` flags."""
+    module = registry.agent_module(name)
+    Args = dataclasses.make_dataclass(name, [("agent", type(default), field(default=default))],
+                                      frozen=True)
+    Args.__doc__ = module.__doc__.strip().splitlines()[0]
+    return Args
+
+
+def _parser(env_name: str, env_default, run_default: RunOptions, base: Experiment | None,
+            env_config_type: type) -> type:
+    """The tyro root of `python -m rlkit.train`: one subcommand per agent, the run options as
+    top-level flags (`--seeds`, ...), `--env`, `--env-config.FIELD`, `--config`, `--resume`."""
+    import tyro
+
+    commands = {name: _agent_arguments(name, base.agent_config if base is not None
+                                       and base.agent == name
+                                       else registry.agent_module(name).Config())
+                for name in registry.agent_names()}
+    subcommands = [Annotated[cls, tyro.conf.subcommand(name)] for name, cls in commands.items()]
+    agent_field = field()
+    if base is not None:  # --config / --resume name the agent; naming it again is optional
+        agent_field = field(default=commands[base.agent](base.agent_config))
+    text = lambda help: tyro.conf.arg(help=help)  # noqa: E731
+    Root = dataclasses.make_dataclass("Args", [
+        ("algorithm", Union[tuple(subcommands)], agent_field),  # noqa: UP007 (a runtime union)
+        ("run", Annotated[RunOptions, tyro.conf.OmitArgPrefixes], field(default=run_default)),
+        ("env", Annotated[str, text("Environment (python -m rlkit.train --help lists them).")],
+         field(default=env_name)),
+        ("env_config", env_config_type, field(default=env_default)),
+        ("config", Annotated[str | None, text(
+            "A config.yaml of an earlier run (or written by hand): its values become the "
+            "defaults, the run gets a new directory.")], field(default=None)),
+        ("resume", Annotated[str | None, text(
+            "Continue the run in this directory from its newest checkpoint, with its saved "
+            "configuration (only --stop-after-chunks, --progress, --checkpoint-every and "
+            "--deterministic may change).")], field(default=None)),
+        ("overwrite", Annotated[bool, text(
+            "Replace the run already in --run-dir (its checkpoints, metrics and summary are "
+            "deleted first).")], field(default=False)),
+    ], frozen=True)
+    Root.__doc__ = (f"Train an agent on {env_name}; --total-steps counts env steps, or updates "
+                    "for offline agents.")
+    return Root
+
+
+def parse_experiment(argv: list[str]) -> Parsed:
+    """Turn command-line arguments into a `Parsed` experiment.
 
     Raises:
-        RlkitError: for unknown names and impossible values.
+        RlkitError: for unknown names, impossible values and tyro's parse errors (one line).
     """
     import tyro
 
-    resume_dir = _option_value(argv, "--resume")
-    if resume_dir is not None:
-        path = Path(resume_dir) / "config.yaml"
-        require(path.exists(), "--resume",
-                f"{resume_dir} has no config.yaml; pass the directory of an earlier run")
-        experiment = load_experiment(path)
-        stop = _option_value(argv, "--stop-after-chunks")
-        run = dataclasses.replace(
-            experiment.run, run_dir=resume_dir, stop_after_chunks=int(stop) if stop else None,
-            progress=experiment.run.progress and "--no-progress" not in argv)
-        return dataclasses.replace(experiment, run=run), True
-
+    first, rest = _preparse(argv)
+    require(first.config is None or first.resume is None, "--config",
+            "cannot be combined with --resume: a resumed run continues with its own saved "
+            "config.yaml; to start a new run from it, drop --resume")
     base: Experiment | None = None
-    config_file = _option_value(argv, "--config")
-    if config_file is not None:
-        base = load_experiment(Path(config_file))
-        argv = _without_option(argv, "--config")
-    if argv and not argv[0].startswith("-"):
-        agent_name, argv = argv[0], argv[1:]
-    elif base is not None:
-        agent_name = base.agent
-    else:
-        raise RlkitError("name an agent first, e.g. `python -m rlkit.train ppo --env cartpole`; "
-                         f"agents: {', '.join(registry.agent_names())}")
-    module = registry.agent_module(agent_name)
-    dataset_dir = _option_value(argv, "--dataset")
-    info = dataset_info(dataset_dir) if dataset_dir is not None else None
-    env_name = (_option_value(argv, "--env") or (base.env if base else None)
-                or (info.env_id if info else None))
+    if first.resume is not None:
+        base = load_saved_experiment(Path(first.resume))
+    elif first.config is not None:
+        # A run from another run's config is a new run: it gets its own directory.
+        base = load_experiment(Path(first.config))
+        base = dataclasses.replace(base, run=dataclasses.replace(base.run, run_dir=None))
+    if base is not None:  # --stop-after-chunks is for one invocation, not the run
+        base = dataclasses.replace(base, run=dataclasses.replace(base.run,
+                                                                 stop_after_chunks=None))
+    info = dataset_info(first.dataset) if first.dataset is not None else None
+    env_name = first.env or (base.env if base else None) or (info.env_id if info else None)
     if env_name is None:
         raise RlkitError("--env is required, e.g. --env cartpole (see --help for the list)")
-    argv = _without_option(argv, "--env")
     entry = registry.env_entry(env_name)
-
-    same_agent = base is not None and base.agent == agent_name
     same_env = base is not None and base.env == env_name
-    agent_default = base.agent_config if same_agent else module.Config()
     env_default = base.env_config if same_env else entry.default_config()
     if info is not None and info.env_id == env_name and info.env_params and not same_env:
         # Evaluate in the environment the data came from unless told otherwise.
         env_default = _from_dict(type(env_default), info.env_params,
-                                 f"{dataset_dir}/metadata.json: env params")
+                                 f"{first.dataset}/metadata.json: env params")
+    named = rest[0] if rest and not rest[0].startswith("-") else None
+    if named is not None:
+        registry.agent_module(named)  # an unknown name: one line with the closest names
+    elif base is None:
+        raise RlkitError("name an agent first, e.g. `python -m rlkit.train ppo --env cartpole`; "
+                         f"agents: {', '.join(registry.agent_names())}")
     run_default = base.run if base else RunOptions()
-    fields = [(f.name, f.type, field(default=getattr(run_default, f.name)))
-              for f in dataclasses.fields(RunOptions)]
-    fields += [
-        ("agent", type(agent_default), field(default=agent_default)),
-        ("env_config", type(env_default), field(default=env_default)),
-    ]
-    Args = dataclasses.make_dataclass("Args", fields, frozen=True)
-    Args.__doc__ = f"Train {agent_name} on {env_name}. {module.__doc__.strip().splitlines()[0]}"
-    args = tyro.cli(Args, args=argv, prog=f"python -m rlkit.train {agent_name} --env {env_name}")
-    run = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
-    agent_config = args.agent
+    Root = _parser(env_name, env_default, run_default, base, type(env_default))
+    prog = "python -m rlkit.train"
+    args = tyro_cli(Root, argv, prog,
+                    config=(tyro.conf.CascadeSubcommandArgs, tyro.conf.OmitSubcommandPrefixes))
+    agent_name = type(args.algorithm).__name__
+    run, agent_config = args.run, args.algorithm.agent
     if run.total_steps is not None and hasattr(agent_config, "total_steps"):
         agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
     if run.total_steps is None:
         run = dataclasses.replace(run, total_steps=getattr(agent_config, "total_steps", 100_000))
-    return Experiment(agent_name, env_name, run, agent_config, args.env_config), False
+    experiment = Experiment(agent_name, env_name, run, agent_config, args.env_config)
+    if first.resume is None:
+        return Parsed(experiment, resume=False, overwrite=args.overwrite)
+    require(not args.overwrite, "--overwrite",
+            "cannot be combined with --resume; drop one of them")
+    experiment = dataclasses.replace(
+        experiment, run=dataclasses.replace(experiment.run, run_dir=first.resume))
+    _check_resume_edits(base, experiment, "--resume",
+                        f"drop the flag, or start a new run with --config "
+                        f"{Path(first.resume) / 'config.yaml'} and the new value")
+    return Parsed(experiment, resume=True, overwrite=False)
+
+
+SAVED_CONFIG = Path("checkpoints") / "config.yaml"  # the configuration a run started with
+
+
+def load_saved_experiment(run_dir: Path) -> Experiment:
+    """The configuration of the run in `run_dir`, for `--resume`.
+
+    A run keeps a copy of the config.yaml it started with beside its checkpoints; an edit of
+    config.yaml since then is refused (naming the field) unless it is one of `RESUMABLE_EDITS`.
+
+    Raises:
+        RlkitError: no run in `run_dir`, or config.yaml edited in a field a resume cannot change.
+    """
+    require(run_dir.is_dir() and (run_dir / "config.yaml").is_file(), "--resume",
+            f"{run_dir} has no config.yaml; pass the directory of an earlier run")
+    current = load_experiment(run_dir / "config.yaml")
+    if (run_dir / SAVED_CONFIG).is_file():
+        _check_resume_edits(
+            load_experiment(run_dir / SAVED_CONFIG), current, str(run_dir / "config.yaml"),
+            f"undo the edit ({run_dir / SAVED_CONFIG} keeps the configuration the run started "
+            f"with), or start a new run with --config {run_dir / 'config.yaml'}")
+    return current
 
 
 def dataset_info(path: str):
@@ -276,7 +483,9 @@ def load_run_dataset(experiment: Experiment, spec, feed):
             f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
             f"python -m rlkit.collect --env {experiment.env} --policy random --episodes 100 "
             "--out DIR)")
-    require(not run.stream_dataset or feed.steps_per_iteration == 0, "--stream-dataset",
+    from rlkit.types import OfflineFeed
+
+    require(not run.stream_dataset or isinstance(feed, OfflineFeed), "--stream-dataset",
             f"only offline agents stream their dataset; {experiment.agent} mixes it into online "
             "batches on the device, so drop --stream-dataset")
     from rlkit.data.dataset import load_dataset
@@ -298,14 +507,52 @@ def load_run_dataset(experiment: Experiment, spec, feed):
 
 def chunk_length(total_iterations: int, num_logs: int) -> int:
     """Iterations per chunk: a divisor of the total giving about `num_logs` chunks, so the run
-    does exactly the requested iterations; if no divisor comes within a factor of two of
-    `num_logs`, the nearest length and a run shorter by less than one chunk."""
-    small = [d for d in range(1, math.isqrt(total_iterations) + 1) if total_iterations % d == 0]
-    divisors = small + [total_iterations // d for d in small]
-    best = min(divisors, key=lambda d: abs(math.log((total_iterations / d) / num_logs)))
-    if num_logs / 2 <= total_iterations / best <= 2 * num_logs:
-        return best
+    does exactly the requested iterations; if no divisor gives between `num_logs / 2` and
+    `2 * num_logs` chunks, the nearest length and a run shorter by less than one chunk.
+
+    Only chunk counts in that window are tried (O(num_logs), whatever the total). Among equally
+    near counts the larger is taken.
+    """
+    low, high = max(1, math.ceil(num_logs / 2)), min(total_iterations, 2 * num_logs)
+    counts = [c for c in range(low, high + 1) if total_iterations % c == 0]
+    if counts:
+        best = min(counts, key=lambda c: (abs(math.log(c / num_logs)), -c))
+        return total_iterations // best
     return max(1, total_iterations // num_logs)
+
+
+class Budget(NamedTuple):
+    """How a run's `--total-steps` is cut into compiled chunks."""
+
+    iterations_per_chunk: int
+    num_chunks: int
+    note: str | None  # said once at the start when the run differs from what was asked
+
+
+def plan_budget(total: int, units_per_iteration: int, num_logs: int, unit_label: str,
+                agent: str) -> Budget:
+    """Cut a budget of `total` units per seed into chunks of whole iterations.
+
+    Raises:
+        RlkitError: less than one iteration, or more iterations than an int32 counter holds.
+    """
+    total_iterations = total // units_per_iteration
+    require(total_iterations >= 1, "--total-steps",
+            f"{total} is less than one iteration of {agent} ({units_per_iteration:,} "
+            f"{unit_label}); raise it")
+    require(total_iterations <= MAX_ITERATIONS, "--total-steps",
+            f"{total:,} is {total_iterations:,} iterations of {agent}, more than the "
+            f"{MAX_ITERATIONS:,} the drivers count; lower it")
+    iterations_per_chunk = chunk_length(total_iterations, num_logs)
+    num_chunks = total_iterations // iterations_per_chunk
+    runs = num_chunks * iterations_per_chunk * units_per_iteration
+    note = None
+    if runs != total or num_chunks != num_logs:
+        note = (f"note: running {runs:,} {unit_label} per seed in {num_chunks} chunks "
+                f"(asked: --total-steps {total:,}, --num-logs {num_logs}): an iteration of "
+                f"{agent} is {units_per_iteration:,} {unit_label} and every chunk has the same "
+                f"{iterations_per_chunk:,} iterations")
+    return Budget(iterations_per_chunk, num_chunks, note)
 
 
 def _mesh(num_seeds: int, enabled: bool):
@@ -331,6 +578,7 @@ class Built:
     num_chunks: int
     optimal_return: float | None
     summary_extras: dict | None
+    budget_note: str | None = None
 
 
 def build(experiment: Experiment) -> Built:
@@ -339,6 +587,7 @@ def build(experiment: Experiment) -> Built:
     Raises:
         RlkitError: for impossible budgets and datasets that do not fit the agent or env.
     """
+    from rlkit.loops.common import ENV_STEPS, UPDATES
     from rlkit.types import OfflineFeed, RoundFeed
 
     run = experiment.run
@@ -361,14 +610,13 @@ def build(experiment: Experiment) -> Built:
                                updates_per_round=run.h2o_updates_per_round)
     dataset = load_run_dataset(experiment, spec, agent.feed)
     offline = isinstance(agent.feed, OfflineFeed)
-    # Offline agents take no env steps: their iterations are updates.
-    steps_per_iteration = agent.feed.steps_per_iteration or 1
-    total_iterations = run.total_steps // steps_per_iteration
-    require(total_iterations >= 1, "--total-steps",
-            f"{run.total_steps} is less than one iteration of {experiment.agent} "
-            f"({steps_per_iteration} env steps); raise it")
-    iterations_per_chunk = chunk_length(total_iterations, run.num_logs)
-    num_chunks = total_iterations // iterations_per_chunk
+    # The unit the driver will declare: offline iterations are updates, the others env steps.
+    unit, units_per_iteration = ((UPDATES, 1) if offline
+                                 else (ENV_STEPS, agent.feed.steps_per_iteration))
+    budget = plan_budget(run.total_steps, units_per_iteration, run.num_logs, unit.label,
+                         experiment.agent)
+    iterations_per_chunk, num_chunks = budget.iterations_per_chunk, budget.num_chunks
+    total_iterations = num_chunks * iterations_per_chunk
 
     optimal_return = None
     if entry.kind != "host" and env.model is not None:
@@ -419,28 +667,109 @@ def build(experiment: Experiment) -> Built:
             "path": str(run.dataset), "transitions": int(dataset.transitions.action.shape[0]),
             "episodes": dataset.num_episodes, "behaviour_policy": dataset.info.behaviour_policy,
             "behaviour_return": dataset.info.behaviour_return}}
+    assert (trainer.unit, trainer.units_per_iteration) == (unit, units_per_iteration), (
+        "the driver's unit differs from the one the budget was planned in")
     return Built(agent=agent, spec=spec, trainer=trainer, num_chunks=num_chunks,
-                 optimal_return=optimal_return, summary_extras=extras)
+                 optimal_return=optimal_return, summary_extras=extras,
+                 budget_note=budget.note)
 
 
-def execute(experiment: Experiment, resume: bool = False):
+def _new_run_dir(experiment: Experiment) -> Path:
+    """runs/AGENT-ENV-TIMESTAMP, with a -2, -3, ... suffix if a run started the same second."""
+    stem = (f"runs/{experiment.agent}-{experiment.env.replace(':', '_')}"
+            f"-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir, n = Path(stem), 1
+    while run_dir.exists():
+        n += 1
+        run_dir = Path(f"{stem}-{n}")
+    return run_dir
+
+
+def _holds_run(path: Path) -> bool:
+    return any((path / name).exists() for name in ("config.yaml", "metrics.csv", "checkpoints",
+                                                    "summary.json"))
+
+
+def _remove_run(run_dir: Path) -> None:
+    """Delete the files a run writes in `run_dir` (for --overwrite), and nothing else."""
+    import shutil
+
+    for name in ("config.yaml", "metrics.csv", "metrics.tmp", "summary.json", "summary.json.tmp",
+                 "curves.png", "curves.tmp.png"):
+        (run_dir / name).unlink(missing_ok=True)
+    for events in run_dir.glob("events.out.tfevents.*"):
+        events.unlink()
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def check_run_dir(experiment: Experiment, resume: bool, overwrite: bool) -> Path:
+    """The run's directory, checked before anything is built or written: a new run never
+    writes where another run lives.
+
+    A new run needs a new or empty directory, or one holding a run with `overwrite`.
+
+    Raises:
+        RlkitError: the directory is a file, holds a run (without `overwrite`) or other files.
+    """
+    run = experiment.run
+    run_dir = Path(run.run_dir) if run.run_dir is not None else _new_run_dir(experiment)
+    require(not run_dir.exists() or run_dir.is_dir(), "--run-dir",
+            f"{run_dir} is a file; pass a new or empty directory")
+    if resume or not (run_dir.exists() and any(run_dir.iterdir())):
+        return run_dir
+    require(_holds_run(run_dir), "--run-dir",
+            f"{run_dir} is not empty and holds no run; pass a new or empty directory")
+    require(overwrite, "--run-dir",
+            f"{run_dir} already holds a run; pass --overwrite to replace it, --resume "
+            f"{run_dir} to continue it, or choose another directory")
+    return run_dir
+
+
+def prepare_run_dir(experiment: Experiment, run_dir: Path, resume: bool) -> None:
+    """Make a new run's directory ready (see `check_run_dir`): delete the run it replaces,
+    write config.yaml and the copy beside the checkpoints that `--resume` checks edits against.
+
+    Raises:
+        RlkitError: the directory cannot be written (read-only, full, not permitted).
+    """
+    if resume:
+        return
+    text = yaml.safe_dump(experiment.to_dict(), sort_keys=False)
+    try:
+        if run_dir.exists():
+            _remove_run(run_dir)
+        (run_dir / SAVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", text)
+        write_text(run_dir / SAVED_CONFIG, text)
+    except OSError as error:
+        raise RlkitError(f"--run-dir: cannot write {run_dir} ({error.strerror or error}); "
+                         "choose a writable directory with free space") from None
+
+
+def execute(experiment: Experiment, resume: bool = False, overwrite: bool = False):
     """Build the environment, agent and driver of `experiment` and run it.
+
+    Args:
+        experiment: the resolved configuration.
+        resume: continue the run in `experiment.run.run_dir` from its newest checkpoint.
+        overwrite: replace a run already in `experiment.run.run_dir`.
 
     Returns:
         The `rlkit.runner.RunResult`.
+
+    Raises:
+        RlkitError: bad input (see `build` and `prepare_run_dir`).
     """
-    from rlkit.io import write_text
     from rlkit.runner import run_training
 
     run = experiment.run
+    run_dir = check_run_dir(experiment, resume, overwrite)
     built = build(experiment)
-    run_dir = Path(run.run_dir or f"runs/{experiment.agent}-{experiment.env.replace(':', '_')}"
-                   f"-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_text(run_dir / "config.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
-    header = {"agent": experiment.agent, "env": experiment.env}
     try:
+        if built.budget_note is not None:
+            print(built.budget_note, file=sys.stderr)
+        prepare_run_dir(experiment, run_dir, resume)
+        header = {"agent": experiment.agent, "env": experiment.env}
         return run_training(
             built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
             run_dir=run_dir, header=header, resume=resume, checkpoint_every=run.checkpoint_every,
@@ -517,27 +846,34 @@ def print_summary(result) -> None:
     from rich.table import Table
 
     s = result.summary
-    budget = (f"{s['updates']:,} updates (offline)" if "updates" in s
-              else f"{s['env_steps']:,} env steps")
+    unit = s.get("unit", "env_steps")
+    budget = (f"{s[unit]:,} {unit.replace('_', ' ')}" + (" (offline)" if unit == "updates" else "")
+              if unit != "env_steps" else f"{s['env_steps']:,} env steps")
     table = Table(title=f"{s['agent']} on {s['env']}: {s['seeds']} seed(s), {budget} each")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    lo, hi = s["final_return_ci95"]
-    table.add_row("final return (mean over seeds)", f"{s['final_return']:.4g}")
-    table.add_row("95% CI", f"[{lo:.4g}, {hi:.4g}]")
-    table.add_row("IQM", f"{s['final_return_iqm']:.4g}")
+    number = lambda x: "n/a" if x is None else f"{x:.4g}"  # noqa: E731 (JSON null: no value)
+    table.add_row("final return (mean over seeds)", number(s["final_return"]))
+    if s["final_return_ci95"] is not None:
+        lo, hi = s["final_return_ci95"]
+        table.add_row("95% CI (bootstrap)", f"[{number(lo)}, {number(hi)}]")
+    else:
+        table.add_row("95% CI (bootstrap)", "none with one seed")
+    table.add_row("IQM", number(s["final_return_iqm"]))
     if "optimal_return" in s:
-        table.add_row("optimal return (exact)", f"{s['optimal_return']:.4g}")
-        table.add_row("sub-optimality", f"{s['suboptimality']:.4g}")
+        table.add_row("optimal return (exact)", number(s["optimal_return"]))
+        table.add_row("sub-optimality", number(s["suboptimality"]))
     if s.get("stopped_early"):
         table.add_row("stopped early", f"after chunk {s['last_chunk']}: continue with --resume")
-    table.add_row("per seed", ", ".join(f"{x:.4g}" for x in s["per_seed"]))
-    if "updates" in s:
-        table.add_row("updates / second (all seeds)", f"{s['updates_per_second']:,.0f}")
-        table.add_row("dataset", f"{s['dataset']['path']} ({s['dataset']['transitions']:,} "
-                      "transitions)")
+    table.add_row("per seed", ", ".join(number(x) for x in s["per_seed"]))
+    if unit != "env_steps":
+        table.add_row(f"{unit.replace('_', ' ')} / second (all seeds)",
+                      f"{s[unit + '_per_second']:,.0f}")
     else:
         table.add_row("env steps / second (all seeds)", f"{s['steps_per_second']:,.0f}")
+    if "dataset" in s:
+        table.add_row("dataset", f"{s['dataset']['path']} ({s['dataset']['transitions']:,} "
+                      "transitions)")
     table.add_row("compile seconds", f"{s['compile_seconds']:.1f}")
     table.add_row("wall seconds", f"{s['wall_seconds']:.1f}")
     table.add_row("device", s["device"])
@@ -548,17 +884,18 @@ def print_summary(result) -> None:
 
 def _deterministic_requested(argv: list[str]) -> bool:
     """`--deterministic` as the parsed run will see it, read before JAX starts."""
-    if "--no-deterministic" in argv:
-        return False
-    if "--deterministic" in argv:
-        return True
-    saved = _option_value(argv, "--resume")
-    saved = Path(saved) / "config.yaml" if saved is not None else _option_value(argv, "--config")
+    try:
+        first, _ = _preparse(argv)
+    except RlkitError:
+        return True  # parse_experiment reports the bad flag
+    if first.deterministic is not None:
+        return first.deterministic
+    saved = Path(first.resume) / "config.yaml" if first.resume is not None else first.config
     if saved is not None and Path(saved).is_file():
         try:
             data = yaml.safe_load(Path(saved).read_text()) or {}
             return bool((data.get("run") or {}).get("deterministic", True))
-        except (yaml.YAMLError, AttributeError):
+        except (yaml.YAMLError, AttributeError, OSError, UnicodeDecodeError):
             return True  # parse_experiment reports the broken file
     return True
 
@@ -568,18 +905,39 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(top_level_help())
         return 0
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
+        handle_sigterm_like_ctrl_c()
         # XLA reads its flags when the backend starts, which parsing may already do.
         rlkit.request_gpu_determinism(_deterministic_requested(argv))
-        experiment, resume = parse_experiment(argv)
-        result = execute(experiment, resume)
+        experiment, resume, overwrite = parse_experiment(argv)
+        result = execute(experiment, resume, overwrite)
+    except SystemExit as exit_:  # tyro printed --help
+        return exit_.code if isinstance(exit_.code, int) else 0
     except RlkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt as error:
         print("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)",
               file=sys.stderr)
-        return INTERRUPTED
+        return interrupted_status(error)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    diverged = result.summary.get("diverged")
+    if diverged is not None:
+        unit = result.summary["unit"]
+        last = diverged["last_checkpoint"]
+        print(f"error: diverged: the parameters of seed(s) {diverged['seeds']} stopped being "
+              f"finite in chunk {diverged['chunk']} ({diverged[unit]:,} "
+              f"{unit.replace('_', ' ')}); stopped, the last finite checkpoint is "
+              f"{'none' if last is None else f'chunk {last}'}; lower --agent.learning-rate or "
+              f"check the dataset for non-finite values ({result.run_dir}/summary.json)",
+              file=sys.stderr)
+        return DIVERGED
     print_summary(result)
     return 0
 

@@ -66,6 +66,12 @@ def test_help_lists_every_agent_and_env():
     assert agent_help.returncode == 0
     assert "--agent.learning-rate" in agent_help.stdout
     assert "--env-config.length" in agent_help.stdout
+    # Run-level flags carry their help text (the RunOptions docstrings), --total-steps its unit.
+    text = " ".join(agent_help.stdout.replace("│", " ").split())
+    for flag in ("--seeds", "--num-logs", "--checkpoint-every", "--overwrite", "--resume"):
+        assert flag in text, flag
+    assert "Independent seeds trained side by side" in text
+    assert "gradient updates for offline agents" in text
 
 
 def _train(tmp_path: Path, name: str, *extra: str) -> Path:
@@ -134,7 +140,7 @@ def test_deterministic_choice_is_read_before_jax_starts(tmp_path):
 
     assert _deterministic_requested(["ppo", "--env", "chain"])
     assert not _deterministic_requested(["ppo", "--env", "chain", "--no-deterministic"])
-    experiment, _ = parse_experiment(["ppo", "--env", "chain", "--no-deterministic"])
+    experiment = parse_experiment(["ppo", "--env", "chain", "--no-deterministic"]).experiment
     assert experiment.run.deterministic is False  # the same flag reaches config.yaml
     (tmp_path / "config.yaml").write_text("agent: ppo\nenv: chain\nrun:\n  deterministic: false\n")
     assert not _deterministic_requested(["--resume", str(tmp_path)])

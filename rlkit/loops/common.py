@@ -11,6 +11,23 @@ import jax.numpy as jnp
 from rlkit.types import Array, Environment, PyTree, Transition
 
 
+class Unit(NamedTuple):
+    """What a trainer's budget counts: `--total-steps`, the progress bar, the x axis of
+    curves.png and the throughput in summary.json are in this unit.
+
+    Attributes:
+        column: the metrics.csv column and summary.json key (`env_steps`, `updates`, ...).
+        label: the same for people (`env steps`, ...).
+    """
+
+    column: str
+    label: str
+
+
+ENV_STEPS = Unit("env_steps", "env steps")  # online and hybrid drivers (rounds too)
+UPDATES = Unit("updates", "updates")  # the offline driver: one update per iteration
+
+
 class Trainer(NamedTuple):
     """What a driver hands the run loop (`rlkit.runner`).
 
@@ -20,8 +37,11 @@ class Trainer(NamedTuple):
         run: `(carry) -> (carry, metrics)` runs `iterations_per_chunk` iterations for every seed;
             metrics is a dict of arrays [S, iterations_per_chunk]. Compiled; donates `carry`.
         evaluate: `(carry) -> returns [S]`, the evaluated return of each seed's current policy.
-        steps_per_iteration: env steps per seed and iteration.
+        steps_per_iteration: env steps per seed and iteration (0 for the offline driver, which
+            steps no environment while training).
         iterations_per_chunk: iterations per `run` call.
+        unit: what the run's budget counts (`ENV_STEPS`, `UPDATES`, ...).
+        units_per_iteration: that unit per seed and iteration.
         agent_state: `(carry) -> agent states` with the seed axis, for saving policies.
         close: releases host resources (host environments); a no-op on device.
     """
@@ -31,6 +51,8 @@ class Trainer(NamedTuple):
     evaluate: Callable[[PyTree], Array]
     steps_per_iteration: int
     iterations_per_chunk: int
+    unit: Unit
+    units_per_iteration: int
     agent_state: Callable[[PyTree], PyTree]
     close: Callable[[], None] = lambda: None
 

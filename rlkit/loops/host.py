@@ -33,6 +33,7 @@ from flax import struct
 
 from rlkit.errors import RlkitError
 from rlkit.loops.common import (
+    ENV_STEPS,
     Trainer,
     example_transition,
     make_replay_sampling,
@@ -202,6 +203,8 @@ def make_host_trainer(
         evaluate=evaluate,
         steps_per_iteration=feed.steps_per_iteration,
         iterations_per_chunk=iterations_per_chunk,
+        unit=ENV_STEPS,
+        units_per_iteration=feed.steps_per_iteration,
         agent_state=lambda carry: carry.agent_state,
         close=close,
     )

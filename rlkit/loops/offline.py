@@ -17,8 +17,8 @@ Two ways to feed the data:
   row indices come from `numpy.random.default_rng((seed, c))`, and a resumed run opens the stream
   at its chunk, so it draws exactly the batches an uninterrupted one would.
 
-Each iteration is one update, so `Trainer.steps_per_iteration` is 0 env steps and the run loop
-counts updates instead.
+Each iteration is one update and takes no env steps: the trainer's unit is `UPDATES`, so
+`--total-steps`, progress and curves count updates.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from flax import struct
 from rlkit.data.dataset import batch_stream
 from rlkit.data.hybrid import sample_dataset
 from rlkit.errors import require
-from rlkit.loops.common import BoundRun, Trainer, over_seeds
+from rlkit.loops.common import UPDATES, BoundRun, Trainer, over_seeds
 from rlkit.types import Agent, PyTree, Transition
 
 
@@ -141,6 +141,8 @@ def make_offline_trainer(
         evaluate=evaluate,
         steps_per_iteration=0,
         iterations_per_chunk=iterations_per_chunk,
+        unit=UPDATES,
+        units_per_iteration=1,
         agent_state=lambda carry: carry.agent_state,
         close=close,
     )

@@ -27,6 +27,7 @@ from flax import struct
 
 from rlkit.errors import RlkitError
 from rlkit.loops.common import (
+    ENV_STEPS,
     BoundRun,
     Trainer,
     autoreset_step,
@@ -201,6 +202,8 @@ def compile_trainer(agent: Agent, env: Environment, env_params: Any, init_one, i
         evaluate=jax.jit(over_seeds(evaluate_one)),
         steps_per_iteration=agent.feed.steps_per_iteration,
         iterations_per_chunk=iterations_per_chunk,
+        unit=ENV_STEPS,
+        units_per_iteration=agent.feed.steps_per_iteration,
         agent_state=lambda carry: carry.agent_state,
     )
 

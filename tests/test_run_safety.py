@@ -1,0 +1,349 @@
+"""Nothing a user does loses or mixes a run (issue 11): run-directory safety, resume edge cases,
+divergence, SIGTERM, damaged checkpoints, one-line errors, budgets, plots and load_policy.
+
+Every run here is the same tiny PPO program as tests/test_train_cli.py (compiled once through the
+persistent cache of conftest.py) and runs in process.
+"""
+
+import json
+import math
+import os
+import signal
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import rlkit
+from rlkit import runner
+from rlkit.train import chunk_length, main, plan_budget
+
+TINY = ["ppo", "--env", "cartpole", "--total-steps", "4096", "--seeds", "2", "--num-logs", "4",
+        "--no-progress", "--agent.num-envs", "4", "--agent.rollout-length", "64",
+        "--eval-episodes", "2"]
+
+
+def _one_error_line(capfd) -> str:
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def _files(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished 4-chunk run (read-only for the tests: copy it before changing it)."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert main([*TINY, "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def stopped(tmp_path) -> Path:
+    """A run stopped after 2 of its 4 chunks (checkpoints 0 and 1)."""
+    run_dir = tmp_path / "stopped"
+    assert main([*TINY, "--run-dir", str(run_dir), "--stop-after-chunks", "2"]) == 0
+    return run_dir
+
+
+def test_a_new_run_never_writes_into_a_run_and_overwrite_replaces_it(finished, tmp_path,
+                                                                     capfd):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished, run_dir)
+    before = _files(run_dir)
+    assert main([*TINY, "--run-dir", str(run_dir), "--seed", "7"]) == 2
+    line = _one_error_line(capfd)
+    assert "already holds a run" in line and "--overwrite" in line
+    assert _files(run_dir) == before  # nothing touched
+
+    assert main([*TINY, "--run-dir", str(run_dir), "--seed", "7", "--overwrite",
+                 "--stop-after-chunks", "1"]) == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["run"]["seed"] == 7
+    # The old run's checkpoints are gone: only the new run's chunk 0 is left.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == ["0"]
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_a_run_from_another_runs_config_gets_a_new_directory(finished, tmp_path, monkeypatch):
+    before = _files(finished)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", str(finished / "config.yaml"), "--no-progress",
+                 "--stop-after-chunks", "1"]) == 0
+    assert _files(finished) == before
+    (new,) = (tmp_path / "runs").iterdir()
+    assert new.name.startswith("ppo-cartpole-") and (new / "metrics.csv").exists()
+
+
+def test_resume_refuses_config_edits_that_change_the_run_and_keeps_checkpoints(stopped, capfd):
+    config = stopped / "config.yaml"
+    original = config.read_text()
+    checkpoints = sorted(p.name for p in (stopped / "checkpoints").iterdir())
+    for path, value in (("run.seeds", 4), ("run.total_steps", 8192),
+                        ("agent_config.rollout_length", 32)):
+        data = yaml.safe_load(original)
+        section, name = path.split(".")
+        data[section][name] = value
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        assert main(["--resume", str(stopped), "--no-progress"]) == 2
+        line = _one_error_line(capfd)
+        assert path in line and "saved configuration" in line, line
+        assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == checkpoints
+    config.write_text(original)
+    # Flags that would change the run are refused the same way; --config cannot join --resume.
+    assert main(["--resume", str(stopped), "--seeds", "3"]) == 2
+    assert "run.seeds (--seeds)" in _one_error_line(capfd)
+    assert main(["--resume", str(stopped), "--config", str(config)]) == 2
+    assert "--config: cannot be combined with --resume" in _one_error_line(capfd)
+
+    # The edit undone: the run continues from chunk 2, not from zero.
+    assert main(["--resume", str(stopped), "--no-progress"]) == 0
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["resumed_from_chunk"] == 2 and summary["last_chunk"] == 3
+
+
+def test_resume_edge_cases_are_refused_or_a_no_op(finished, stopped, tmp_path, capfd):
+    import shutil
+
+    # A finished run: nothing to do, nothing written.
+    done = tmp_path / "done"
+    shutil.copytree(finished, done)
+    before = _files(done)
+    assert main(["--resume", str(done), "--no-progress"]) == 0
+    assert "is finished" in capfd.readouterr().err
+    assert _files(done) == before
+
+    # metrics.csv deleted: resuming would silently drop chunks 0 and 1.
+    lost = tmp_path / "lost"
+    shutil.copytree(stopped, lost)
+    (lost / "metrics.csv").unlink()
+    assert main(["--resume", str(lost), "--no-progress"]) == 2
+    assert "lacks the rows of chunk(s) [0, 1]" in _one_error_line(capfd)
+
+    # Logged chunks but no checkpoint: refused, metrics.csv kept as it was.
+    bare = tmp_path / "bare"
+    shutil.copytree(stopped, bare)
+    metrics = (bare / "metrics.csv").read_bytes()
+    for step in ("0", "1"):
+        shutil.rmtree(bare / "checkpoints" / step)
+    assert main(["--resume", str(bare), "--no-progress"]) == 2
+    assert "no checkpoint to continue from" in _one_error_line(capfd)
+    assert (bare / "metrics.csv").read_bytes() == metrics
+
+
+def test_resumed_metrics_have_one_line_ending_and_equal_the_uninterrupted_run(finished, stopped):
+    assert main(["--resume", str(stopped), "--no-progress"]) == 0
+    data = (stopped / "metrics.csv").read_bytes()
+    assert b"\r" not in data
+    assert data == (finished / "metrics.csv").read_bytes()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_damaged_checkpoint_is_passed_over_with_one_warning(stopped, capfd):
+    for path in (stopped / "checkpoints" / "1").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(b"")
+    assert main(["--resume", str(stopped), "--no-progress"]) == 0
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("warning: checkpoint 1 ") and (
+        "resuming from an older checkpoint" in err[0]), err
+    assert json.loads((stopped / "summary.json").read_text())["resumed_from_chunk"] == 1
+    assert any(p.name.startswith("unreadable-1-") for p in (stopped / "checkpoints").iterdir())
+
+
+def _event_steps(run_dir: Path, tag: str) -> list[int]:
+    """The steps at which TensorBoard's event file holds scalar `tag` (TFRecord framing)."""
+    from tensorboardX.proto import event_pb2
+
+    (path,) = run_dir.glob("events.out.tfevents.*")
+    data, steps, offset = path.read_bytes(), [], 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+        offset += 12 + length + 4
+        steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capfd):
+    log_chunk = runner._log_tensorboard
+
+    def log_then_terminate(writer, rows, unit):
+        log_chunk(writer, rows, unit)
+        if rows[0]["chunk"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runner, "_log_tensorboard", log_then_terminate)
+    run_dir = tmp_path / "term"
+    assert main([*TINY, "--run-dir", str(run_dir)]) == 143
+    assert "interrupted" in _one_error_line(capfd)
+    assert _event_steps(run_dir, "eval_return") == [1024, 2048]  # the last chunk is flushed
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main put the handler back
+
+
+def test_divergence_stops_with_one_line_and_valid_json(tmp_path, capfd):
+    run_dir = tmp_path / "nan"
+    code = main([*TINY, "--run-dir", str(run_dir), "--agent.learning-rate", "1e30",
+                 "--agent.max-grad-norm", "1e30"])
+    assert code == 3
+    line = _one_error_line(capfd)
+    assert line.startswith("error: diverged") and "chunk 0" in line, line
+
+    def no_nan(text):
+        raise AssertionError(f"bare {text} in summary.json")
+
+    summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=no_nan)
+    assert summary["diverged"]["chunk"] == 0 and summary["diverged"]["seeds"] == [0, 1]
+    assert summary["last_chunk"] == 0 and summary["diverged"]["last_checkpoint"] is None
+    # The non-finite state was never checkpointed.
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
+
+
+def test_json_safe_turns_non_finite_values_into_null():
+    data = runner.json_safe({"a": math.nan, "b": [1.0, np.float32(np.inf)], "c": np.int64(3)})
+    assert json.dumps(data, allow_nan=False) == '{"a": null, "b": [1.0, null], "c": 3}'
+
+
+def test_non_finite_seeds_names_the_seeds_whose_state_is_not_finite():
+    state = {"w": np.array([[1.0, 2.0], [np.nan, 0.0], [3.0, 4.0]]),
+             "b": np.array([0.0, 0.0, -np.inf]), "step": np.array([1, 2, 3])}
+    assert runner.non_finite_seeds(state) == [1, 2]
+    assert runner.non_finite_seeds({"step": np.array([1, 2])}) == []
+    # An infinite loss diverges; a NaN one is a replay agent's iteration without an update.
+    finite = {"w": np.zeros((3, 2))}
+    metrics = {"td_loss": np.array([[np.nan, 1.0], [np.inf, 1.0], [1.0, 1.0]]),
+               "q_mean": np.full((3, 2), np.inf)}
+    assert runner.non_finite_seeds(finite, metrics) == [1]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--total-steps", str(10**30)], "more than the 2,147,483,647 the drivers count"),
+    (["--stop-after-chunks", "0"], "--stop-after-chunks: must be at least 1"),
+    (["--num-logs", str(10**9)], "--num-logs: must be between 1 and 100,000"),
+    (["--sedes", "2"], "did you mean --seeds?"),
+    (["--seeds", "two"], "--seeds"),
+    (["--agent.learning-rate"], "--agent.learning-rate"),
+])
+def test_bad_run_flags_give_one_line_and_exit_2(args, needle, tmp_path, capfd):
+    assert main([*TINY, "--run-dir", str(tmp_path / "r"), *args]) == 2
+    assert needle in _one_error_line(capfd)
+
+
+def test_bad_paths_give_one_line_and_exit_2(finished, tmp_path, capfd):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main([*TINY, "--run-dir", str(a_file)]) == 2
+    assert "--run-dir: " in (line := _one_error_line(capfd)) and "is a file" in line
+    assert main([*TINY, "--run-dir", "/sys/rlkit-test-run"]) == 2  # read-only, even for root
+    assert "--run-dir: cannot write /sys/rlkit-test-run" in _one_error_line(capfd)
+    assert main(["--config", str(finished), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "is a directory" in (line := _one_error_line(capfd)) and "config.yaml" in line
+    config = yaml.safe_load((finished / "config.yaml").read_text())
+    config["run"]["seeds"] = "two"
+    (tmp_path / "typed.yaml").write_text(yaml.safe_dump(config))
+    assert main(["--config", str(tmp_path / "typed.yaml"), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "run.seeds" in (line := _one_error_line(capfd)) and "'two'" in line, line
+
+
+def test_a_full_disk_mid_run_gives_one_line_and_a_non_zero_exit(tmp_path, monkeypatch, capfd):
+    import errno
+
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+
+    monkeypatch.setattr(runner.MetricsLog, "append", full)
+    assert main([*TINY, "--run-dir", str(tmp_path / "full")]) == 1
+    line = _one_error_line(capfd)
+    assert "metrics.csv: No space left on device" in line, line
+
+
+def test_budgets_are_cut_into_whole_chunks_and_said_once():
+    # 4000 steps of 256-step iterations: 15 iterations; 5 chunks of 3 is the nearest to 4.
+    budget = plan_budget(4000, 256, 4, "env steps", "ppo")
+    assert budget.iterations_per_chunk == 3 and budget.num_chunks == 5
+    assert budget.note.startswith("note: running 3,840 env steps per seed in 5 chunks")
+    assert plan_budget(4096, 256, 4, "env steps", "ppo").note is None  # exact: nothing to say
+    # A huge budget is planned at once (no loop over its divisors): 2**30 has 16 chunks of 2**26.
+    assert chunk_length(2**30, 20) == 2**26
+    assert chunk_length(10**18 + 9, 20) >= 1
+
+
+def test_confidence_intervals_are_the_bootstrap_everywhere_and_none_for_one_seed():
+    from rlkit.plotting import curve
+    from rlkit.stats import aggregate, bootstrap_ci
+
+    assert aggregate(np.array([3.0]))["ci95"] is None
+    rows = [{"env_steps": "10", "seed": str(s), "eval_return": str(v)}
+            for s, v in enumerate([1.0, 2.0, 4.0])]
+    x, mean, low, high = curve(rows, "eval_return")
+    assert x.tolist() == [10] and mean.tolist() == [7 / 3]
+    assert (low[0], high[0]) == bootstrap_ci([1.0, 2.0, 4.0]) == tuple(
+        aggregate(np.array([1.0, 2.0, 4.0]))["ci95"])
+    _, _, low, high = curve(rows[:1], "eval_return")
+    assert np.isnan(low).all() and np.isnan(high).all()  # one seed: no band
+
+
+def test_plot_tick_labels_do_not_overlap_at_hundreds_of_thousands_of_steps():
+    from rlkit.plotting import draw_curves
+
+    rows = [{"env_steps": str(step), "seed": str(s), "chunk": "0", "episodes": "1",
+             "eval_return": str(step / 1e5 + s), "episode_return": str(s)}
+            for step in range(20_480, 450_000, 20_480) for s in range(2)]
+    fig = draw_curves(rows, "t")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels()
+                 if label.get_text() and label.get_visible()]
+        assert len(boxes) >= 3
+        for left, right in zip(boxes, boxes[1:], strict=False):
+            assert left.x1 < right.x0, [label.get_text() for label in ax.get_xticklabels()]
+
+
+def test_load_policy_acts_with_actions(finished):
+    policy = rlkit.load_policy(finished)
+    obs = np.zeros((3, 4), np.float32)
+    obs[1, 2] = 0.2  # pole leaning right
+    probs = policy.probabilities(obs)
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1.0)
+    actions = policy.act(obs)
+    assert actions.dtype == np.int32 and actions.tolist() == probs.argmax(axis=1).tolist()
+    assert policy.act(obs[1]) == int(probs[1].argmax())  # one observation: an int
+    draws = np.array([policy.act(obs[1], deterministic=False) for _ in range(400)])
+    assert set(draws.tolist()) <= {0, 1}
+    assert abs(draws.mean() - probs[1, 1]) < 0.1  # sampled in proportion to the policy
+    with pytest.raises(rlkit.errors.RlkitError, match="obs: has shape"):
+        policy.act(np.zeros(5))
+
+
+def test_sigterm_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path):
+    import jax.numpy as jnp
+
+    from rlkit.checkpoint import Checkpointer
+    from rlkit.errors import Terminated, raise_on_sigterm
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    save = checkpointer.manager.save
+
+    def terminated_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the job scheduler stops us as the write begins
+        return save(*args, **kwargs)
+
+    checkpointer.manager.save = terminated_save
+    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
+    try:
+        with pytest.raises(Terminated):
+            checkpointer.save(0, {"params": jnp.arange(3.0)})
+        assert signal.getsignal(signal.SIGTERM) is raise_on_sigterm
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert checkpointer.latest_step() == 0
+    checkpointer.close()
