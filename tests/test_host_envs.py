@@ -268,7 +268,7 @@ def _probe_agent(num_envs: int, rollout_length: int) -> Agent:
     def init(key):
         return {"count": jnp.zeros((), jnp.int32)}
 
-    def act(state, obs, key):
+    def act(state, obs, key, step):
         return jnp.zeros(obs.shape[0], jnp.int32), {}
 
     def update(state, batch, key):
