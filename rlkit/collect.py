@@ -46,8 +46,8 @@ How episodes are collected:
 * JAX environments: `--num-envs` episodes (default min(N, 64), fewer where a batch's
   observations would pass 1 GiB) run side by side in one compiled program, the drivers'
   evaluation scan (`rlkit.loops.on_device.run_episodes`) over `max_episode_steps` steps without
-  auto-reset; a `valid` mask keeps each episode's rows until
-  it ends. Batches repeat until N episodes; the last batch's surplus episodes are dropped.
+  auto-reset; a `valid` mask keeps each episode's rows until it ends. Batches repeat until N
+  episodes; the last batch's surplus episodes are dropped.
 * Host environments (gym:..., procgen:...): `--num-envs` environments (default min(N, 8); each
   may be a process) step together. Only the first N episodes started are kept, each appended
   when it ends, so the dataset does not favour short episodes; the rest are discarded.
