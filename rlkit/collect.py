@@ -44,9 +44,10 @@ J(uniform) and D4RL's `normalised_score` 100 * (J - J_random) / (J* - J_random).
 How episodes are collected:
 
 * JAX environments: `--num-envs` episodes (default min(N, 64), fewer where a batch's
-  observations would pass 1 GiB) run side by side in one jitted program, a `lax.scan` over
-  `max_episode_steps` steps without auto-reset; a `valid` mask keeps each episode's rows until
-  it ends. Batches repeat until N episodes; the last batch's surplus episodes are dropped.
+  observations would pass 1 GiB) run side by side in one compiled program, the drivers'
+  evaluation scan (`rlkit.loops.on_device.run_episodes`) over `max_episode_steps` steps without
+  auto-reset; a `valid` mask keeps each episode's rows until it ends. Batches repeat until N
+  episodes; the last batch's surplus episodes are dropped.
 * Host environments (gym:..., procgen:...): `--num-envs` environments (default min(N, 8); each
   may be a process) step together. Only the first N episodes started are kept, each appended
   when it ends, so the dataset does not favour short episodes; the rest are discarded.
@@ -290,7 +291,8 @@ def _exact_returns(env: Any, spec: Any, behaviour: Behaviour) -> dict[str, float
 
 def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, seed: int,
                   progress: Any):
-    """Whole episodes of a JAX env, `num_envs` at a time in one jitted program.
+    """Whole episodes of a JAX env, `num_envs` at a time in one compiled program (the drivers'
+    evaluation scan, `rlkit.loops.on_device.run_episodes`).
 
     Returns:
         (columns, returns): a dict of episode-major numpy arrays [M, ...] (M transitions) and

@@ -308,6 +308,25 @@ def test_batch_stream_resumes_at_any_block_with_a_seed_axis(saved):
     assert not np.array_equal(blocks[0].reward[0], blocks[0].reward[1])  # seeds differ
 
 
+def test_batch_stream_prepares_one_block_ahead_only(saved, monkeypatch):
+    # Image blocks are large: the block in use plus the next one, never more.
+    real_rng, gathered = np.random.default_rng, []
+
+    def counting_rng(seed):
+        gathered.append(seed)
+        return real_rng(seed)
+
+    monkeypatch.setattr(dataset_module.np.random, "default_rng", counting_rng)
+    stream = batch_stream(load_dataset(saved, mmap=True), 8, 4, seed=3)
+    next(stream)
+    time.sleep(0.5)
+    assert gathered == [(3, 0), (3, 1)]
+    next(stream)
+    time.sleep(0.5)
+    assert gathered == [(3, 0), (3, 1), (3, 2)]
+    stream.close()
+
+
 def test_batch_stream_is_uniform_and_stops_its_thread(saved):
     dataset = load_dataset(saved, mmap=True)
     stream = batch_stream(dataset, 250, 20, seed=0)

@@ -28,6 +28,7 @@ from agents import bc, cql, iql
 from envs.toy import ChainConfig, CombinationLockConfig
 from rlkit import planning, registry
 from rlkit.data import load_dataset
+from rlkit.data.dataset import metadata_checksum
 from rlkit.errors import RlkitError
 from rlkit.loops.common import over_seeds
 from rlkit.train import load_policy, main
@@ -325,7 +326,13 @@ def broken_datasets(chain_dataset, tmp_path_factory) -> dict[str, Path]:
     data = bytearray((modified / "reward.npy").read_bytes())
     data[-1] ^= 0xFF  # same size, different bytes: only the checksum notices
     (modified / "reward.npy").write_bytes(bytes(data))
-    return {"missing": missing, "modified": modified}
+    # 0 transitions (a foreign or buggy writer: the metadata checksum is consistent).
+    empty = Path(shutil.copytree(chain_dataset, root / "empty"))
+    metadata = json.loads((empty / "metadata.json").read_text())
+    metadata["counts"].update(transitions=0, episodes=0)
+    metadata["metadata_sha256"] = metadata_checksum(metadata)
+    (empty / "metadata.json").write_text(json.dumps(metadata))
+    return {"missing": missing, "modified": modified, "empty": empty}
 
 
 @pytest.mark.parametrize("case, needle", [
@@ -336,6 +343,7 @@ def broken_datasets(chain_dataset, tmp_path_factory) -> dict[str, Path]:
     ("other obs shape", "holds observations (8,) float32, the env emits (5,) float32"),
     ("missing file", "obs.npy: missing"),
     ("modified file", "reward.npy: sha256 does not match"),
+    ("empty dataset", "counts.transitions is 0: the dataset holds no transitions"),
 ])
 def test_dataset_errors_are_one_line_and_exit_2(case, needle, chain_dataset, broken_datasets,
                                                 tmp_path, capsys):
@@ -347,13 +355,14 @@ def test_dataset_errors_are_one_line_and_exit_2(case, needle, chain_dataset, bro
         "other obs shape": ["cql", "--dataset", str(chain_dataset), "--env-config.length", "5"],
         "missing file": ["cql", "--dataset", str(broken_datasets["missing"])],
         "modified file": ["cql", "--dataset", str(broken_datasets["modified"])],
+        "empty dataset": ["cql", "--dataset", str(broken_datasets["empty"])],
     }[case]
     run_dir = tmp_path / "run"
     assert main([*argv, "--run-dir", str(run_dir), "--no-progress"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and needle in lines[0]
-    if case not in ("missing file", "modified file"):
+    if case not in ("missing file", "modified file", "empty dataset"):
         assert "--dataset" in lines[0]
     assert not run_dir.exists()  # refused before anything was written
 

@@ -55,7 +55,6 @@ change that older readers could misread bumps it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import importlib.metadata
@@ -690,7 +689,10 @@ def batch_stream(
 
 def _stream(arrays: dict, size: int, shape: tuple[int, ...], seed: int,
             start: int) -> Iterator[Transition]:
-    blocks: queue.Queue = queue.Queue(maxsize=1)
+    blocks: queue.Queue = queue.Queue()
+    # One block is prepared while the caller holds the last one it got: two blocks in host
+    # memory at most (an image block can take hundreds of MB).
+    ahead = threading.Semaphore(1)
     stop = threading.Event()
 
     def gather(block_index: int) -> dict:
@@ -708,32 +710,23 @@ def _stream(arrays: dict, size: int, shape: tuple[int, ...], seed: int,
         try:
             block_index = start
             while not stop.is_set():
-                item: Any = gather(block_index)
-                block_index += 1
-                while not stop.is_set():
-                    try:
-                        blocks.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                if ahead.acquire(timeout=0.1):
+                    blocks.put(gather(block_index))
+                    block_index += 1
         except BaseException as error:  # handed to the consumer, which re-raises it
-            while not stop.is_set():
-                with contextlib.suppress(queue.Full):
-                    blocks.put(error, timeout=0.1)
-                    return
+            blocks.put(error)
 
     thread = threading.Thread(target=produce, name="rlkit-batch-stream", daemon=True)
     thread.start()
     try:
         while True:
             item = blocks.get()
+            ahead.release()  # the caller trains on this block while the next is gathered
             if isinstance(item, BaseException):
                 raise item
             yield Transition(**item)
     finally:
         stop.set()
-        with contextlib.suppress(queue.Empty):
-            blocks.get_nowait()
         thread.join(timeout=5)
 
 
