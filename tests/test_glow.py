@@ -466,7 +466,8 @@ def test_cli_runs_an_offline_agent_inside_h2o(lock_dataset_dir, tmp_path):
     (["dqn", "--env", "combination-lock", "--h2o"], "--h2o: wraps offline agents"),
     (["glow", "--env", "gym:CartPole-v1", "--agent.version", "neural"],
      "--env: glow runs in rounds on the device"),
-    (["glow", "--env", "combination-lock", "--agent.kappa", "-1"], "kappa: must be >= 0"),
+    (["glow", "--env", "combination-lock", "--agent.kappa", "-1"],
+     "kappa: must be a finite number in [0, inf)"),
     (["glow", "--env", "combination-lock", "--total-steps", "100000"],
      "--total-steps: 20000 rounds of 1 episodes outgrow the 2000 episodes kept"),
 ])
