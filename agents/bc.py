@@ -33,7 +33,7 @@ from flax import struct
 
 from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
 from rlkit.nets import TorsoHead, make_torso
-from rlkit.ops import batched_index, clipped_adam, policy_from_logits
+from rlkit.ops import batched_index, clipped_adam, gradient_step, policy_from_logits
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
 
@@ -119,11 +119,11 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
         """One gradient step on a batch [B]; `key` is unused."""
         del key
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        state = State(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+        params, opt_state, loss, aux, grad_norm = gradient_step(
+            optimizer, loss_fn, state.params, state.opt_state, batch)
+        state = State(params=params, opt_state=opt_state,
                       update_step=state.update_step + 1)
-        metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, **aux, "grad_norm": grad_norm}
         return state, {name: value.astype(jnp.float32) for name, value in metrics.items()}
 
     def policy(state: State, obs: Array) -> Array:

@@ -39,7 +39,14 @@ from flax import struct
 
 from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
 from rlkit.nets import TorsoHead, make_torso
-from rlkit.ops import batched_index, clipped_adam, double_q_learning_target, q_learning_target
+from rlkit.ops import (
+    batched_index,
+    clipped_adam,
+    double_q_learning_target,
+    gradient_step,
+    q_learning_target,
+    target_network_update,
+)
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
 
@@ -167,17 +174,14 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
         """One gradient step on a batch with leaves [B, ...]; `key` is unused (deterministic)."""
         del key
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state, loss, aux, grad_norm = gradient_step(
+            optimizer, loss_fn, state.params, state.opt_state, state.target_params, batch)
         update_step = state.update_step + 1
-        target_params = optax.periodic_update(
-            optax.incremental_update(params, state.target_params, config.tau),
-            state.target_params, update_step, config.target_update_every)
+        target_params = target_network_update(params, state.target_params, update_step,
+                                              config.tau, config.target_update_every)
         state = State(params=params, target_params=target_params, opt_state=opt_state,
                       update_step=update_step)
-        metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, **aux, "grad_norm": grad_norm}
         return state, {name: value.astype(jnp.float32) for name, value in metrics.items()}
 
     def greedy(state: State, obs: Array) -> Array:

@@ -82,7 +82,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -95,13 +94,15 @@ from rlkit.errors import (
     require_int_at_least,
     require_number,
 )
-from rlkit.nets import make_torso
+from rlkit.nets import TorsoHead, make_torso
 from rlkit.ops import (
     batched_index,
     clipped_adam,
     double_q_learning_target,
     epsilon_greedy,
+    gradient_step,
     q_learning_target,
+    target_network_update,
 )
 from rlkit.types import (
     PRIORITIES,
@@ -271,15 +272,9 @@ class State:
     update_step: Array
 
 
-class QNetwork(nn.Module):
-    """A torso (MLP or CNN from `rlkit.nets`) and a linear head: obs [B, ...] -> Q [B, A]."""
-
-    torso: nn.Module
-    num_actions: int
-
-    @nn.compact
-    def __call__(self, obs: Array) -> Array:
-        return nn.Dense(self.num_actions)(self.torso(obs))
+class QNetwork(TorsoHead):
+    """A torso (MLP or CNN from `rlkit.nets`) and a linear head: obs [B, ...] -> Q [B, A]
+    (`num_outputs` is the number of actions)."""
 
 
 def epsilon_schedule(config: Config) -> Callable[[Array], Array]:
@@ -369,17 +364,14 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
         """One gradient step on a batch with leaves [B, ...]; `key` is unused (deterministic)."""
         del key
-        (loss, (metrics, td_abs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state, loss, (metrics, td_abs), grad_norm = gradient_step(
+            optimizer, loss_fn, state.params, state.opt_state, state.target_params, batch)
         update_step = state.update_step + 1
-        target_params = optax.periodic_update(
-            optax.incremental_update(params, state.target_params, config.tau),
-            state.target_params, update_step, config.target_update_every)
+        target_params = target_network_update(params, state.target_params, update_step,
+                                              config.tau, config.target_update_every)
         state = State(params=params, target_params=target_params, opt_state=opt_state,
                       update_step=update_step)
-        metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, **metrics, "grad_norm": grad_norm}
         metrics = {name: value.astype(jnp.float32) for name, value in metrics.items()}
         if config.prioritised:
             metrics[PRIORITIES] = td_abs  # [B], popped by the driver (new priorities)

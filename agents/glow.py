@@ -90,7 +90,7 @@ from rlkit.errors import (
     require_number,
 )
 from rlkit.nets import TorsoHead, make_torso
-from rlkit.ops import batched_index, clipped_adam, epsilon_greedy
+from rlkit.ops import batched_index, clipped_adam, epsilon_greedy, gradient_step
 from rlkit.types import Agent, Array, EnvSpec, Metrics, PRNGKey, PyTree, RoundFeed, Transition
 
 
@@ -374,10 +374,8 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
                 loss = loss - config.optimism_coef * start_value
             return loss, (delta, q, start_value)
 
-        (loss, (delta, q, start_value)), grads = jax.value_and_grad(q_loss, has_aux=True)(
-            state.q_params)
-        updates, q_opt_state = q_optimizer.update(grads, state.q_opt_state, state.q_params)
-        q_params = optax.apply_updates(state.q_params, updates)
+        q_params, q_opt_state, loss, (delta, q, start_value), grad_norm = gradient_step(
+            q_optimizer, q_loss, state.q_params, state.q_opt_state)
         update_step = state.update_step + 1
         target_params = optax.periodic_update(q_params, state.target_params, update_step,
                                               config.target_update_every)
@@ -388,7 +386,7 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
                    "weight_mean": w.mean(), "weight_abs_max": jnp.abs(w).max(),
                    "truncation": gamma, "td_abs_mean": jnp.abs(delta).mean(),
                    "q_mean": q.mean(), "start_value": start_value,
-                   "grad_norm": optax.tree.norm(grads)}
+                   "grad_norm": grad_norm}
         return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
     def greedy(state: NeuralState, obs: Array) -> Array:

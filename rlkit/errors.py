@@ -58,8 +58,8 @@ def require_number(value: object, field: str, *, low: float | None = None,
           and math.isfinite(value)
           and (low is None or (value > low if low_open else value >= low))
           and (high is None or (value < high if high_open else value <= high)))
-    require(ok, field, f"must be a finite number in {bracket}, got {value!r}." + (
-        f" {hint}" if hint else ""))
+    require(ok, field, f"must be a finite number in {bracket}, got {value!r}" + (
+        f"; {hint}" if hint else "."))
 
 
 def check_network_fields(config) -> None:

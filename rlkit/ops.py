@@ -9,7 +9,7 @@ truncated_t, next_obs_t), `next_obs_t` being the true next observation before an
 * gathering: `batched_index` (`values[b, index[b]]`, e.g. Q(s, a) of the batch's actions);
 * targets: `q_learning_target`, `double_q_learning_target`, `generalized_advantage_estimation`,
   `next_state_values` (V(next_obs) of a rollout with truncations);
-* optimisation: `clipped_adam`.
+* optimisation: `clipped_adam`, `gradient_step`, `target_network_update`.
 
 None of them jits: the drivers own the jit boundary.
 """
@@ -17,13 +17,14 @@ None of them jits: the drivers own the jit boundary.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from rlkit.types import Array, PRNGKey
+from rlkit.types import Array, PRNGKey, PyTree
 
 
 def batched_index(values: Array, index: Array) -> Array:
@@ -220,3 +221,37 @@ def clipped_adam(learning_rate: float | optax.Schedule,
     """
     clip = optax.clip_by_global_norm(max_grad_norm) if max_grad_norm else optax.identity()
     return optax.chain(clip, optax.adam(learning_rate))
+
+
+def gradient_step(optimizer: optax.GradientTransformation, loss_fn: Callable, params: PyTree,
+                  opt_state: optax.OptState, *args) -> tuple[PyTree, optax.OptState, Array, Any,
+                                                             Array]:
+    """One optimiser step down `loss_fn(params, *args) -> (loss scalar, aux)`.
+
+    Returns:
+        (params, opt_state, loss, aux, grad_norm): the stepped parameters and optimiser state,
+        the loss and aux at the parameters before the step, and the global gradient norm
+        before any clipping (a float32 scalar).
+    """
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux, optax.tree.norm(grads)
+
+
+def target_network_update(params: PyTree, target_params: PyTree, step: Array, tau: float,
+                          every: int) -> PyTree:
+    """The target network after update `step`: every `every` updates, `target <- tau * online +
+    (1 - tau) * target` (`tau = 1`: the hard copy of Mnih et al. 2015; `every = 1` with a small
+    tau: Polyak averaging); unchanged otherwise.
+
+    Args:
+        params, target_params: pytrees of the same structure.
+        step: int32 scalar, updates done including this one.
+        tau: in (0, 1].
+        every: >= 1.
+
+    Returns:
+        The new target parameters (fresh arrays, never aliases of `params`).
+    """
+    return optax.periodic_update(optax.incremental_update(params, target_params, tau),
+                                 target_params, step, every)

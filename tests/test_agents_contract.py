@@ -141,3 +141,30 @@ def test_every_agent_has_numeric_fields_under_the_sweep():
     assert {"cql_alpha", "max_grad_norm"} <= fields["cql"]
     assert {"expectile", "temperature", "max_weight", "tau_target"} <= fields["iql"]
     assert {"beta", "kappa", "gamma_0", "weight_learning_rate"} <= fields["glow"]
+
+
+def test_drivers_pass_act_the_env_steps_taken_before_the_call():
+    """The `step` of `Agent.act`: iteration * num_envs * T + t * num_envs (on-policy feed)."""
+    import envs
+    from envs.toy import ChainConfig
+    from rlkit.loops.on_device import make_on_device_trainer
+    from rlkit.types import Agent
+
+    num_envs, length, iterations = 3, 4, 2
+    env = envs.make_env("chain", ChainConfig(length=4, horizon=5))
+
+    def act(state, obs, key, step):
+        return jnp.zeros(obs.shape[0], jnp.int32), {"step": jnp.full(obs.shape[0], step)}
+
+    def update(state, batch, key):
+        return state, {"steps": batch.extras["step"]}  # [T, N]
+
+    agent = Agent(init=lambda key: jnp.zeros(()), act=act, update=update,
+                  policy=lambda state, obs: jnp.ones((obs.shape[0], 2)) / 2,
+                  feed=OnPolicyFeed(num_envs=num_envs, rollout_length=length))
+    trainer = make_on_device_trainer(agent, env, env.default_params, iterations)
+    _, metrics = trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    steps = np.asarray(metrics["steps"])[0]  # [iterations, T, N]
+    expected = (np.arange(iterations)[:, None, None] * num_envs * length
+                + np.arange(length)[None, :, None] * num_envs) * np.ones((1, 1, num_envs))
+    np.testing.assert_array_equal(steps, expected)

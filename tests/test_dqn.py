@@ -156,6 +156,21 @@ def _tabular_params(table: np.ndarray) -> dict:
     }
 
 
+def _hand_batch(weight=None) -> Transition:
+    """The batch of the by-hand cases: (s, a, r, s', end) rows of the comment below."""
+    eye = jnp.eye(2)
+    extras = {} if weight is None else {"weight": jnp.asarray(weight, jnp.float32)}
+    return Transition(
+        obs=eye[jnp.array([0, 1, 1, 0])],
+        action=jnp.array([1, 0, 1, 0], jnp.int32),
+        reward=jnp.array([1.0, 0.0, 2.0, -1.0]),
+        terminated=jnp.array([False, False, True, False]),
+        truncated=jnp.array([False, True, False, False]),
+        next_obs=eye[jnp.array([1, 0, 0, 1])],
+        extras=extras,
+    )
+
+
 @pytest.mark.parametrize(
     "loss, double, expected",
     [
@@ -186,16 +201,7 @@ def test_double_dqn_target_and_loss_by_hand(loss, double, expected):
         params=_tabular_params(np.array([[1.0, 2.0], [3.0, 0.5]])),
         target_params=_tabular_params(np.array([[0.5, 4.0], [2.0, 6.0]])),
     )
-    eye = jnp.eye(2)
-    batch = Transition(
-        obs=eye[jnp.array([0, 1, 1, 0])],
-        action=jnp.array([1, 0, 1, 0], jnp.int32),
-        reward=jnp.array([1.0, 0.0, 2.0, -1.0]),
-        terminated=jnp.array([False, False, True, False]),
-        truncated=jnp.array([False, True, False, False]),
-        next_obs=eye[jnp.array([1, 0, 0, 1])],
-    )
-    _, metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
+    _, metrics = jax.jit(agent.update)(state, _hand_batch(), jax.random.key(1))
     for name, value in expected.items():
         np.testing.assert_allclose(metrics[name], value, rtol=1e-6, err_msg=name)
 
@@ -203,20 +209,6 @@ def test_double_dqn_target_and_loss_by_hand(loss, double, expected):
 # ------------------------------------------------------------------------------------------
 # Prioritised replay
 # ------------------------------------------------------------------------------------------
-
-
-def _hand_batch(weight=None) -> Transition:
-    eye = jnp.eye(2)
-    extras = {} if weight is None else {"weight": jnp.asarray(weight, jnp.float32)}
-    return Transition(
-        obs=eye[jnp.array([0, 1, 1, 0])],
-        action=jnp.array([1, 0, 1, 0], jnp.int32),
-        reward=jnp.array([1.0, 0.0, 2.0, -1.0]),
-        terminated=jnp.array([False, False, True, False]),
-        truncated=jnp.array([False, True, False, False]),
-        next_obs=eye[jnp.array([1, 0, 0, 1])],
-        extras=extras,
-    )
 
 
 def test_prioritised_update_weights_the_loss_and_returns_abs_td_errors():

@@ -257,7 +257,7 @@ def test_exact_glow_opens_a_lock_within_the_bound():
     bound = horizon * num_actions + 1
     for code_seed in (1,):
         env = _lock(horizon, num_actions, code_seed)
-        agent = glow.make_agent(glow.Config(), env.spec, env.value_class())
+        agent = glow.make_agent(glow.Config(), env.spec)
         needed = _episodes_to_optimal(agent, env, bound, seeds=8)
         assert not np.isnan(needed).any()
         # Episodes before the optimal policy, plus its own successful episode.
@@ -293,10 +293,10 @@ def _optimal_dataset(env, episodes: int) -> Transition:
 def test_hyglow_with_optimal_data_needs_no_more_online_episodes_than_glow():
     env = _lock(6, 3, 2)
     dataset = _optimal_dataset(env, 50)
-    hybrid = glow.make_agent(glow.HybridConfig(), env.spec, env.value_class())
+    hybrid = glow.make_agent(glow.HybridConfig(), env.spec)
     needed_hybrid = _episodes_to_optimal(hybrid, env, 4, seeds=4, dataset=dataset)
     assert np.all(needed_hybrid <= 3), needed_hybrid  # pi* within 3 online rounds
-    online = glow.make_agent(glow.Config(), env.spec, env.value_class())
+    online = glow.make_agent(glow.Config(), env.spec)
     needed_online = _episodes_to_optimal(online, env, 19, seeds=4)
     assert np.all(needed_hybrid <= needed_online)
 
@@ -466,7 +466,8 @@ def test_cli_runs_an_offline_agent_inside_h2o(lock_dataset_dir, tmp_path):
     (["dqn", "--env", "combination-lock", "--h2o"], "--h2o: wraps offline agents"),
     (["glow", "--env", "gym:CartPole-v1", "--agent.version", "neural"],
      "--env: glow runs in rounds on the device"),
-    (["glow", "--env", "combination-lock", "--agent.kappa", "-1"], "kappa: must be a finite number in [0, inf)"),
+    (["glow", "--env", "combination-lock", "--agent.kappa", "-1"],
+     "kappa: must be a finite number in [0, inf)"),
     (["glow", "--env", "combination-lock", "--total-steps", "100000"],
      "--total-steps: 20000 rounds of 1 episodes outgrow the 2000 episodes kept"),
 ])

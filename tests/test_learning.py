@@ -148,8 +148,9 @@ def test_ppo_update_bootstraps_every_truncation_of_an_env_that_truncates_every_3
     update_truncating = jax.jit(truncating.update)
     _, got = update_truncating(state, rollout, update_key)
     _, want = jax.jit(exact.update)(state, rollout, update_key)
+    # (policy_loss is about 0: the mean of normalised advantages at ratio 1; hence the atol.)
     for name in ("value_loss", "policy_loss", "loss"):
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
     # Bootstrapping from the reset observation (what dropped truncations got) is measurably
     # different, so the comparison above can fail.
     _, wrong = update_truncating(state, rollout.replace(next_obs=following), update_key)

@@ -11,9 +11,11 @@ from rlkit.ops import (
     double_q_learning_target,
     epsilon_greedy,
     generalized_advantage_estimation,
+    gradient_step,
     next_state_values,
     policy_from_logits,
     q_learning_target,
+    target_network_update,
 )
 
 
@@ -190,3 +192,31 @@ def test_next_state_values_bootstrap_every_truncation_of_an_env_that_truncates_e
         jnp.stack([value, value]), jnp.stack([next_obs, next_obs]),
         jnp.stack([truncated, jnp.zeros_like(truncated)]))
     np.testing.assert_allclose(batched[0], expected, rtol=1e-6)
+
+
+def test_gradient_step_is_one_optimiser_step_at_the_old_parameters():
+    params = {"w": jnp.array([1.0, -2.0])}
+
+    def loss_fn(params, scale):  # loss = scale * |w|^2, grad = 2 * scale * w
+        return scale * jnp.sum(params["w"] ** 2), {"w0": params["w"][0]}
+
+    sgd = clipped_adam(0.1, None)
+    new, _, loss, aux, grad_norm = gradient_step(sgd, loss_fn, params, sgd.init(params), 0.5)
+    np.testing.assert_allclose(loss, 0.5 * 5.0, rtol=1e-6)  # at the old parameters
+    np.testing.assert_allclose(aux["w0"], 1.0)
+    np.testing.assert_allclose(grad_norm, np.hypot(1.0, -2.0), rtol=1e-6)  # |(1, -2)|
+    # Adam's first step moves each coordinate by lr against the gradient's sign.
+    np.testing.assert_allclose(new["w"], [0.9, -1.9], rtol=1e-5)
+
+
+def test_target_network_update_every_k_steps_with_tau():
+    params, target = {"w": jnp.array([4.0])}, {"w": jnp.array([0.0])}
+    # Not a multiple of `every`: unchanged.
+    np.testing.assert_array_equal(target_network_update(params, target, jnp.int32(3), 0.25, 2)
+                                  ["w"], [0.0])
+    # A multiple: 0.25 * 4 + 0.75 * 0 = 1.
+    np.testing.assert_allclose(target_network_update(params, target, jnp.int32(4), 0.25, 2)
+                               ["w"], [1.0])
+    # tau = 1: a hard copy.
+    np.testing.assert_array_equal(target_network_update(params, target, jnp.int32(2), 1.0, 2)
+                                  ["w"], [4.0])
