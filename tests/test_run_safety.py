@@ -44,12 +44,19 @@ def finished(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.fixture
-def stopped(tmp_path) -> Path:
-    """A run stopped after 2 of its 4 chunks (checkpoints 0 and 1)."""
-    run_dir = tmp_path / "stopped"
+@pytest.fixture(scope="module")
+def stopped_once(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
     assert main([*TINY, "--run-dir", str(run_dir), "--stop-after-chunks", "2"]) == 0
     return run_dir
+
+
+@pytest.fixture
+def stopped(stopped_once, tmp_path) -> Path:
+    """A run stopped after 2 of its 4 chunks (checkpoints 0 and 1), a copy for each test."""
+    import shutil
+
+    return Path(shutil.copytree(stopped_once, tmp_path / "stopped"))
 
 
 def test_a_new_run_never_writes_into_a_run_and_overwrite_replaces_it(finished, tmp_path,
