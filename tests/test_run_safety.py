@@ -354,3 +354,23 @@ def test_sigterm_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path)
         signal.signal(signal.SIGTERM, previous)
     assert checkpointer.latest_step() == 0
     checkpointer.close()
+
+
+def test_a_full_disk_during_a_checkpoint_becomes_an_os_error(tmp_path):
+    import errno
+
+    import jax.numpy as jnp
+
+    from rlkit.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+
+    def full(*args, **kwargs):  # what tensorstore raises when the disk fills up mid-write
+        raise ValueError("Error writing file: [OS error 28: No space left on device]")
+
+    checkpointer.manager.save = full
+    with pytest.raises(OSError) as caught:
+        checkpointer.save(0, {"params": jnp.arange(3.0)})
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "checkpoints")
+    checkpointer.close()
