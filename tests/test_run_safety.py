@@ -374,3 +374,22 @@ def test_a_full_disk_during_a_checkpoint_becomes_an_os_error(tmp_path):
     assert caught.value.errno == errno.ENOSPC
     assert caught.value.filename == str(tmp_path / "checkpoints")
     checkpointer.close()
+
+
+def test_checkpoints_are_not_set_aside_when_none_fits_the_configuration(tmp_path):
+    import jax.numpy as jnp
+
+    from rlkit.checkpoint import Checkpointer
+    from rlkit.errors import RlkitError
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    for step in (0, 1):
+        checkpointer.save(step, {"params": jnp.arange(3.0) + step})
+    other_shapes = {"params": jnp.zeros(5), "extra": jnp.zeros(2)}  # another config's state
+    with pytest.raises(RlkitError, match="no checkpoint can be read"):
+        checkpointer.restore_newest_readable(other_shapes, set_aside=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["0", "1"]
+    step, tree, skipped = checkpointer.restore_newest_readable({"params": jnp.zeros(3)},
+                                                               set_aside=True)
+    assert step == 1 and skipped == [] and tree["params"].tolist() == [1.0, 2.0, 3.0]
+    checkpointer.close()
