@@ -376,8 +376,10 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
              extras: dict[str, Any] | None) -> dict[str, Any]:
     """summary.json: final figures per seed and aggregated (no NaN: JSON null instead)."""
     chunks_done = outcome.last_chunk + 1
-    chunks_run = chunks_done - budget.first_chunk
-    per_second = chunks_run * num_seeds / max(outcome.train_seconds, 1e-9)
+    chunks_run = max(chunks_done - budget.first_chunk, 0)
+    # No chunk run in this process: no throughput (null), rather than a made-up zero.
+    per_second = (chunks_run * num_seeds / max(outcome.train_seconds, 1e-9) if chunks_run
+                  else math.nan)
     final = aggregate(outcome.eval_returns)
     summary: dict[str, Any] = dict(header)
     summary.update({
@@ -478,7 +480,7 @@ def run_training(
             elif log.path.exists():
                 log.path.unlink()
                 log = MetricsLog(log.path)
-            if first_chunk >= num_chunks:
+            if first_chunk >= num_chunks and (run_dir / "summary.json").exists():
                 return _finished(run_dir, carry, num_chunks)
             last_chunk = num_chunks - 1
             if stop_after_chunks is not None:
@@ -488,6 +490,12 @@ def run_training(
             with CompileTimer() as timer:
                 outcome = _train_chunks(trainer, carry, budget, run_dir, log, checkpointer,
                                         timer, checkpoint_every, optimal_return, progress)
+            if first_chunk >= num_chunks:  # finished, but summary.json was never written
+                print(f"note: {run_dir} is finished; writing its summary from the last "
+                      "checkpoint", file=sys.stderr)
+                outcome.eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)),
+                                                  np.float64)
+                outcome.last_chunk = num_chunks - 1
     finally:
         checkpointer.close()
     rows = log.read()

@@ -868,11 +868,9 @@ def print_summary(result) -> None:
     if s.get("stopped_early"):
         table.add_row("stopped early", f"after chunk {s['last_chunk']}: continue with --resume")
     table.add_row("per seed", ", ".join(number(x) for x in s["per_seed"]))
-    if unit != "env_steps":
-        table.add_row(f"{unit.replace('_', ' ')} / second (all seeds)",
-                      f"{s[unit + '_per_second']:,.0f}")
-    else:
-        table.add_row("env steps / second (all seeds)", f"{s['steps_per_second']:,.0f}")
+    rate = s[f"{unit}_per_second" if unit != "env_steps" else "steps_per_second"]
+    if rate is not None:  # None: no chunk ran in this invocation
+        table.add_row(f"{unit.replace('_', ' ')} / second (all seeds)", f"{rate:,.0f}")
     if "dataset" in s:
         table.add_row("dataset", f"{s['dataset']['path']} ({s['dataset']['transitions']:,} "
                       "transitions)")

@@ -127,6 +127,15 @@ def test_resume_edge_cases_are_refused_or_a_no_op(finished, stopped, tmp_path, c
     assert main(["--resume", str(done), "--no-progress"]) == 0
     assert "is finished" in capfd.readouterr().err
     assert _files(done) == before
+    # Finished but killed before summary.json: written from the last checkpoint, no throughput.
+    summary = json.loads((done / "summary.json").read_text())
+    (done / "summary.json").unlink()
+    assert main(["--resume", str(done), "--no-progress"]) == 0
+    assert "writing its summary from the last checkpoint" in capfd.readouterr().err
+    rewritten = json.loads((done / "summary.json").read_text())
+    assert rewritten["per_seed"] == summary["per_seed"] and rewritten["last_chunk"] == 3
+    assert rewritten["steps_per_second"] is None and not rewritten["stopped_early"]
+    assert (done / "metrics.csv").read_bytes() == before["metrics.csv"]
 
     # metrics.csv deleted: resuming would silently drop chunks 0 and 1.
     lost = tmp_path / "lost"
