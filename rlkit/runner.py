@@ -347,6 +347,13 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
     from tensorboardX import SummaryWriter
 
     outcome = _Outcome(carry, np.full((0,), np.nan), budget.first_chunk - 1)
+    within_chunk = [0]  # units the driver reported during the current chunk
+    if trainer.report_progress is not None:
+        def report(units: int) -> None:
+            within_chunk[0] += units
+            progress.advance(units, {})
+
+        trainer.report_progress(report)
     writer = SummaryWriter(str(run_dir))
     try:  # an error, Ctrl-C or SIGTERM still closes the writer with every chunk logged
         for chunk in range(budget.first_chunk, budget.last_chunk + 1):
@@ -361,10 +368,11 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
                 break
             if (chunk + 1) % checkpoint_every == 0 or chunk == budget.last_chunk:
                 checkpointer.save(chunk, carry)
-            progress.advance(budget.units_per_chunk, {
+            progress.advance(budget.units_per_chunk - within_chunk[0], {
                 "return": _nanmean([r["episode_return"] for r in rows]),
                 "eval": float(np.mean(eval_returns)),
             })
+            within_chunk[0] = 0
     finally:
         writer.close()
     return outcome

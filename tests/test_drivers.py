@@ -154,3 +154,18 @@ def test_every_driver_declares_its_unit_and_the_offline_one_logs_updates():
     assert list(rows[0]) == ["seed", "chunk", "iteration", "env_steps", "episode_return",
                              "episodes", "eval_return", "suboptimality"]
     assert (rows[0]["env_steps"], rows[0]["episode_return"]) == (15 * 64, 1.5)
+
+
+def test_host_driver_reports_progress_within_a_chunk():
+    def make_env(num_envs, seed):
+        return envs.make_host_env("gym:CartPole-v1", None, num_envs, seed)
+
+    agent = ppo.make_agent(ppo.Config(num_envs=2, rollout_length=8, total_steps=64),
+                           make_env(1, 0).spec)
+    trainer = make_host_trainer(agent, make_env, num_seeds=1, seed=0, iterations_per_chunk=3,
+                                num_eval_episodes=1)
+    reported = []
+    trainer.report_progress(reported.append)
+    trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    trainer.close()
+    assert reported == [16, 16, 16]  # after each iteration: num_envs x rollout_length env steps
