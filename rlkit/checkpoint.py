@@ -10,7 +10,9 @@ Typed PRNG keys are stored as their raw key data and re-wrapped on restore.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import signal
 import sys
 import threading
@@ -120,10 +122,25 @@ class Checkpointer:
         )
 
     def save(self, step: int, tree: PyTree) -> None:
-        """Save `tree` as checkpoint `step` (synchronously: the caller may donate it next)."""
+        """Save `tree` as checkpoint `step` (synchronously: the caller may donate it next).
+
+        Raises:
+            OSError: the disk is full or read-only (tensorstore reports those as other
+                exception kinds, with the system's message; they become OSError here, so the
+                CLIs report them in one line).
+        """
         with _ctrl_c_held():
-            self.manager.save(step, args=ocp.args.StandardSave(_to_storable(tree)), force=True)
-            self.manager.wait_until_finished()
+            try:
+                self.manager.save(step, args=ocp.args.StandardSave(_to_storable(tree)),
+                                  force=True)
+                self.manager.wait_until_finished()
+            except OSError:
+                raise
+            except Exception as error:
+                for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+                    if os.strerror(code) in str(error):
+                        raise OSError(code, os.strerror(code), str(self.directory)) from error
+                raise
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

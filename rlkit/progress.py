@@ -44,12 +44,16 @@ class Progress:
                 completed=self.completed, metrics="")
         return self
 
-    def advance(self, steps: int, metrics: dict[str, float]) -> None:
+    def advance(self, steps: int, metrics: dict[str, float], done: bool = True) -> None:
+        """Count `steps` more and show `metrics` (if any); `done=False` keeps "(compiling...)"
+        (a resumed run's chunks done before, counted before its first chunk has run)."""
         if not self.enabled:
             return
-        text = "  ".join(f"{k} {v:.3g}" for k, v in metrics.items() if not math.isnan(v))
-        self._progress.update(self._task, advance=steps, metrics=text,
-                              description=self.description)
+        fields = {"description": self.description} if done else {}
+        if metrics:  # none: keep showing the last chunk's
+            fields["metrics"] = "  ".join(f"{k} {v:.3g}" for k, v in metrics.items()
+                                          if not math.isnan(v))
+        self._progress.update(self._task, advance=steps, **fields)
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,9 @@ from rlkit.errors import RlkitError
 from rlkit.io import atomic_file, write_text
 from rlkit.loops.common import ENV_STEPS, Trainer, Unit
 from rlkit.stats import aggregate
+
+if TYPE_CHECKING:
+    from rlkit.progress import Progress
 
 
 @dataclass
@@ -307,46 +310,67 @@ class _Outcome:
     diverged: dict[str, Any] | None = None
 
 
+def _run_chunk(trainer: Trainer, carry: Any, timer: CompileTimer) -> tuple[Any, dict, float]:
+    """One compiled chunk: the new carry, its metrics on the host ([S, iterations] each) and
+    its seconds without compilation."""
+    start, compiled_before = time.perf_counter(), timer.seconds
+    carry, metrics = trainer.run(carry)
+    metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
+    return carry, metrics, time.perf_counter() - start - (timer.seconds - compiled_before)
+
+
+def _evaluate(trainer: Trainer, carry: Any, chunk: int, metrics: dict[str, np.ndarray],
+              optimal_return: float | None) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The chunk's metrics.csv rows and each seed's evaluated return [S]."""
+    eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
+    suboptimality = None if optimal_return is None else optimal_return - eval_returns
+    return _chunk_rows(chunk, trainer, metrics, eval_returns, suboptimality), eval_returns
+
+
+def _divergence(trainer: Trainer, carry: Any, metrics: dict[str, np.ndarray], chunk: int,
+                rows: list[dict[str, Any]], checkpointer: Checkpointer) -> dict | None:
+    """summary.json's `diverged` entry when a seed's state or loss is not finite, else None."""
+    bad = non_finite_seeds(trainer.agent_state(carry), metrics)
+    if not bad:
+        return None
+    return {"chunk": chunk, "seeds": bad, trainer.unit.column: rows[0][trainer.unit.column],
+            "last_checkpoint": checkpointer.latest_step()}
+
+
 def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
                   log: MetricsLog, checkpointer: Checkpointer, timer: CompileTimer,
                   checkpoint_every: int, optimal_return: float | None,
-                  show_progress: bool) -> _Outcome:
+                  progress: Progress) -> _Outcome:
     """The host loop: run a chunk, log it, evaluate, check it is finite, checkpoint."""
     from tensorboardX import SummaryWriter
 
-    from rlkit.progress import Progress
-
     outcome = _Outcome(carry, np.full((0,), np.nan), budget.first_chunk - 1)
+    within_chunk = [0]  # units the driver reported during the current chunk
+    if trainer.report_progress is not None:
+        def report(units: int) -> None:
+            within_chunk[0] += units
+            progress.advance(units, {})
+
+        trainer.report_progress(report)
     writer = SummaryWriter(str(run_dir))
     try:  # an error, Ctrl-C or SIGTERM still closes the writer with every chunk logged
-        with Progress(total=budget.num_chunks * budget.units_per_chunk, enabled=show_progress,
-                      completed=budget.first_chunk * budget.units_per_chunk,
-                      unit=budget.unit.label) as progress:
-            for chunk in range(budget.first_chunk, budget.last_chunk + 1):
-                start, compiled_before = time.perf_counter(), timer.seconds
-                carry, metrics = trainer.run(carry)
-                metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
-                outcome.train_seconds += (time.perf_counter() - start
-                                          - (timer.seconds - compiled_before))
-                eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
-                suboptimality = None if optimal_return is None else optimal_return - eval_returns
-                rows = _chunk_rows(chunk, trainer, metrics, eval_returns, suboptimality)
-                log.append(rows)
-                _log_tensorboard(writer, rows, budget.unit)
-                outcome.carry, outcome.eval_returns, outcome.last_chunk = (
-                    carry, eval_returns, chunk)
-                bad = non_finite_seeds(trainer.agent_state(carry), metrics)
-                if bad:  # not checkpointed: the newest checkpoint stays the last finite state
-                    outcome.diverged = {"chunk": chunk, "seeds": bad,
-                                        budget.unit.column: rows[0][budget.unit.column],
-                                        "last_checkpoint": checkpointer.latest_step()}
-                    break
-                if (chunk + 1) % checkpoint_every == 0 or chunk == budget.last_chunk:
-                    checkpointer.save(chunk, carry)
-                progress.advance(budget.units_per_chunk, {
-                    "return": _nanmean([r["episode_return"] for r in rows]),
-                    "eval": float(np.mean(eval_returns)),
-                })
+        for chunk in range(budget.first_chunk, budget.last_chunk + 1):
+            carry, metrics, seconds = _run_chunk(trainer, carry, timer)
+            rows, eval_returns = _evaluate(trainer, carry, chunk, metrics, optimal_return)
+            log.append(rows)
+            _log_tensorboard(writer, rows, budget.unit)
+            outcome.carry, outcome.eval_returns, outcome.last_chunk = carry, eval_returns, chunk
+            outcome.train_seconds += seconds
+            outcome.diverged = _divergence(trainer, carry, metrics, chunk, rows, checkpointer)
+            if outcome.diverged:  # not checkpointed: the last checkpoint stays finite
+                break
+            if (chunk + 1) % checkpoint_every == 0 or chunk == budget.last_chunk:
+                checkpointer.save(chunk, carry)
+            progress.advance(budget.units_per_chunk - within_chunk[0], {
+                "return": _nanmean([r["episode_return"] for r in rows]),
+                "eval": float(np.mean(eval_returns)),
+            })
+            within_chunk[0] = 0
     finally:
         writer.close()
     return outcome
@@ -358,8 +382,10 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
              extras: dict[str, Any] | None) -> dict[str, Any]:
     """summary.json: final figures per seed and aggregated (no NaN: JSON null instead)."""
     chunks_done = outcome.last_chunk + 1
-    chunks_run = chunks_done - budget.first_chunk
-    per_second = chunks_run * num_seeds / max(outcome.train_seconds, 1e-9)
+    chunks_run = max(chunks_done - budget.first_chunk, 0)
+    # No chunk run in this process: no throughput (null), rather than a made-up zero.
+    per_second = (chunks_run * num_seeds / max(outcome.train_seconds, 1e-9) if chunks_run
+                  else math.nan)
     final = aggregate(outcome.eval_returns)
     summary: dict[str, Any] = dict(header)
     summary.update({
@@ -441,29 +467,41 @@ def run_training(
         RlkitError: a resume that would lose or mix rows of metrics.csv (see `_restore`).
     """
     from rlkit.plotting import plot_curves
+    from rlkit.progress import Progress
 
     start_wall = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(run_dir / "checkpoints")
+    units_per_chunk = trainer.iterations_per_chunk * trainer.units_per_iteration
+    # The bar shows from the start (compiling init, restoring), not after the first chunk.
+    progress = Progress(total=num_chunks * units_per_chunk, enabled=show_progress,
+                        unit=trainer.unit.label)
     try:
-        log = MetricsLog(run_dir / "metrics.csv")
-        carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
-        first_chunk = 0
-        if resume:
-            carry, first_chunk = _restore(trainer, checkpointer, log, carry, run_dir)
-        elif log.path.exists():
-            log.path.unlink()
-            log = MetricsLog(log.path)
-        if first_chunk >= num_chunks:
-            return _finished(run_dir, carry, num_chunks)
-        last_chunk = num_chunks - 1
-        if stop_after_chunks is not None:
-            last_chunk = min(last_chunk, first_chunk + stop_after_chunks - 1)
-        budget = _Budget(first_chunk, last_chunk, num_chunks,
-                         trainer.iterations_per_chunk * trainer.units_per_iteration, trainer.unit)
-        with CompileTimer() as timer:
-            outcome = _train_chunks(trainer, carry, budget, run_dir, log, checkpointer, timer,
-                                    checkpoint_every, optimal_return, show_progress)
+        with progress:
+            log = MetricsLog(run_dir / "metrics.csv")
+            carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
+            first_chunk = 0
+            if resume:
+                carry, first_chunk = _restore(trainer, checkpointer, log, carry, run_dir)
+            elif log.path.exists():
+                log.path.unlink()
+                log = MetricsLog(log.path)
+            if first_chunk >= num_chunks and (run_dir / "summary.json").exists():
+                return _finished(run_dir, carry, num_chunks)
+            last_chunk = num_chunks - 1
+            if stop_after_chunks is not None:
+                last_chunk = min(last_chunk, first_chunk + stop_after_chunks - 1)
+            budget = _Budget(first_chunk, last_chunk, num_chunks, units_per_chunk, trainer.unit)
+            progress.advance(first_chunk * units_per_chunk, {}, done=False)
+            with CompileTimer() as timer:
+                outcome = _train_chunks(trainer, carry, budget, run_dir, log, checkpointer,
+                                        timer, checkpoint_every, optimal_return, progress)
+            if first_chunk >= num_chunks:  # finished, but summary.json was never written
+                print(f"note: {run_dir} is finished; writing its summary from the last "
+                      "checkpoint", file=sys.stderr)
+                outcome.eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)),
+                                                  np.float64)
+                outcome.last_chunk = num_chunks - 1
     finally:
         checkpointer.close()
     rows = log.read()

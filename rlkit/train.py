@@ -1,6 +1,6 @@
 """`python -m rlkit.train AGENT --env ENV [--dataset DIR] [--seeds N] [--total-steps N]
-[--run-dir DIR] [--resume DIR] [--config FILE] [--agent.FIELD VALUE ...]
-[--env-config.FIELD VALUE ...]`
+[--run-dir DIR [--overwrite]] [--config FILE] [--agent.FIELD VALUE ...]
+[--env-config.FIELD VALUE ...]`, or `python -m rlkit.train --resume RUN_DIR`
 
 Trains an agent on an environment, several seeds side by side, and writes a run directory
 (see `rlkit.runner`). Offline agents (bc, cql, iql) learn from `--dataset` alone and use the
@@ -11,8 +11,11 @@ With `--dataset`, `--env` and the env's parameters default to the dataset's own.
 `python -m rlkit.train AGENT --env ENV --help` lists every field of that agent and env.
 
 Every input error (unknown agent or env, impossible config, missing optional extra, broken
-config file) is reported as one line naming the field and the fix, with exit status 2, before
-anything is compiled.
+config file, a flag tyro cannot parse) is reported as one line naming the field and the fix,
+with exit status 2, before anything is compiled. A run never writes into another run's directory
+(--overwrite replaces it); --resume continues with the run's saved configuration. Exit status:
+0 done, 1 a disk that refused a write, 2 bad input, 3 diverged (non-finite parameters),
+130 Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -866,11 +869,9 @@ def print_summary(result) -> None:
     if s.get("stopped_early"):
         table.add_row("stopped early", f"after chunk {s['last_chunk']}: continue with --resume")
     table.add_row("per seed", ", ".join(number(x) for x in s["per_seed"]))
-    if unit != "env_steps":
-        table.add_row(f"{unit.replace('_', ' ')} / second (all seeds)",
-                      f"{s[unit + '_per_second']:,.0f}")
-    else:
-        table.add_row("env steps / second (all seeds)", f"{s['steps_per_second']:,.0f}")
+    rate = s[f"{unit}_per_second" if unit != "env_steps" else "steps_per_second"]
+    if rate is not None:  # None: no chunk ran in this invocation
+        table.add_row(f"{unit.replace('_', ' ')} / second (all seeds)", f"{rate:,.0f}")
     if "dataset" in s:
         table.add_row("dataset", f"{s['dataset']['path']} ({s['dataset']['transitions']:,} "
                       "transitions)")

@@ -119,3 +119,53 @@ def test_cli_runs_a_gymnasium_env_on_the_host_driver(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env"] == "gym:CartPole-v1" and summary["env_steps"] == 512
     assert "optimal_return" not in summary
+
+
+def test_every_driver_declares_its_unit_and_the_offline_one_logs_updates():
+    from agents import bc
+    from rlkit.loops.common import ENV_STEPS, UPDATES
+    from rlkit.loops.offline import make_offline_trainer
+    from rlkit.loops.on_device import make_on_device_trainer
+    from rlkit.runner import _chunk_rows
+    from rlkit.types import Transition
+
+    env = envs.make_env("chain")
+    online = make_on_device_trainer(
+        ppo.make_agent(ppo.Config(num_envs=4, rollout_length=16), env.spec), env,
+        env.default_params, 5)
+    assert (online.unit, online.units_per_iteration, online.steps_per_iteration) == (
+        ENV_STEPS, 64, 64)
+    obs = np.zeros((8, *env.spec.obs_shape), np.float32)
+    data = Transition(obs=obs, action=np.zeros(8, np.int32), reward=np.zeros(8, np.float32),
+                      terminated=np.zeros(8, bool), truncated=np.zeros(8, bool), next_obs=obs,
+                      extras={})
+    offline = make_offline_trainer(bc.make_agent(bc.Config(), env.spec), data, 5,
+                                   evaluate=lambda carry: None)
+    assert (offline.unit, offline.units_per_iteration, offline.steps_per_iteration) == (
+        UPDATES, 1, 0)
+    # Chunk 2 of 5 updates: 15 updates, 0 env steps; the columns of metrics.csv in their order.
+    rows = _chunk_rows(2, offline, {"loss": np.array([[1.0, 3.0]])}, np.array([0.5]), None)
+    assert list(rows[0]) == ["seed", "chunk", "iteration", "env_steps", "updates",
+                             "episode_return", "episodes", "eval_return", "loss"]
+    assert (rows[0]["updates"], rows[0]["env_steps"], rows[0]["loss"]) == (15, 0, 2.0)
+    rows = _chunk_rows(2, online, {"episodes": np.array([[2, 0]]),
+                                   "episode_return_sum": np.array([[3.0, 0.0]])},
+                       np.array([1.0]), np.array([8.0]))
+    assert list(rows[0]) == ["seed", "chunk", "iteration", "env_steps", "episode_return",
+                             "episodes", "eval_return", "suboptimality"]
+    assert (rows[0]["env_steps"], rows[0]["episode_return"]) == (15 * 64, 1.5)
+
+
+def test_host_driver_reports_progress_within_a_chunk():
+    def make_env(num_envs, seed):
+        return envs.make_host_env("gym:CartPole-v1", None, num_envs, seed)
+
+    agent = ppo.make_agent(ppo.Config(num_envs=2, rollout_length=8, total_steps=64),
+                           make_env(1, 0).spec)
+    trainer = make_host_trainer(agent, make_env, num_seeds=1, seed=0, iterations_per_chunk=3,
+                                num_eval_episodes=1)
+    reported = []
+    trainer.report_progress(reported.append)
+    trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    trainer.close()
+    assert reported == [16, 16, 16]  # after each iteration: num_envs x rollout_length env steps

@@ -44,12 +44,19 @@ def finished(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.fixture
-def stopped(tmp_path) -> Path:
-    """A run stopped after 2 of its 4 chunks (checkpoints 0 and 1)."""
-    run_dir = tmp_path / "stopped"
+@pytest.fixture(scope="module")
+def stopped_once(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
     assert main([*TINY, "--run-dir", str(run_dir), "--stop-after-chunks", "2"]) == 0
     return run_dir
+
+
+@pytest.fixture
+def stopped(stopped_once, tmp_path) -> Path:
+    """A run stopped after 2 of its 4 chunks (checkpoints 0 and 1), a copy for each test."""
+    import shutil
+
+    return Path(shutil.copytree(stopped_once, tmp_path / "stopped"))
 
 
 def test_a_new_run_never_writes_into_a_run_and_overwrite_replaces_it(finished, tmp_path,
@@ -120,6 +127,15 @@ def test_resume_edge_cases_are_refused_or_a_no_op(finished, stopped, tmp_path, c
     assert main(["--resume", str(done), "--no-progress"]) == 0
     assert "is finished" in capfd.readouterr().err
     assert _files(done) == before
+    # Finished but killed before summary.json: written from the last checkpoint, no throughput.
+    summary = json.loads((done / "summary.json").read_text())
+    (done / "summary.json").unlink()
+    assert main(["--resume", str(done), "--no-progress"]) == 0
+    assert "writing its summary from the last checkpoint" in capfd.readouterr().err
+    rewritten = json.loads((done / "summary.json").read_text())
+    assert rewritten["per_seed"] == summary["per_seed"] and rewritten["last_chunk"] == 3
+    assert rewritten["steps_per_second"] is None and not rewritten["stopped_early"]
+    assert (done / "metrics.csv").read_bytes() == before["metrics.csv"]
 
     # metrics.csv deleted: resuming would silently drop chunks 0 and 1.
     lost = tmp_path / "lost"
@@ -346,4 +362,43 @@ def test_sigterm_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert checkpointer.latest_step() == 0
+    checkpointer.close()
+
+
+def test_a_full_disk_during_a_checkpoint_becomes_an_os_error(tmp_path):
+    import errno
+
+    import jax.numpy as jnp
+
+    from rlkit.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+
+    def full(*args, **kwargs):  # what tensorstore raises when the disk fills up mid-write
+        raise ValueError("Error writing file: [OS error 28: No space left on device]")
+
+    checkpointer.manager.save = full
+    with pytest.raises(OSError) as caught:
+        checkpointer.save(0, {"params": jnp.arange(3.0)})
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "checkpoints")
+    checkpointer.close()
+
+
+def test_checkpoints_are_not_set_aside_when_none_fits_the_configuration(tmp_path):
+    import jax.numpy as jnp
+
+    from rlkit.checkpoint import Checkpointer
+    from rlkit.errors import RlkitError
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    for step in (0, 1):
+        checkpointer.save(step, {"params": jnp.arange(3.0) + step})
+    other_shapes = {"params": jnp.zeros(5), "extra": jnp.zeros(2)}  # another config's state
+    with pytest.raises(RlkitError, match="no checkpoint can be read"):
+        checkpointer.restore_newest_readable(other_shapes, set_aside=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["0", "1"]
+    step, tree, skipped = checkpointer.restore_newest_readable({"params": jnp.zeros(3)},
+                                                               set_aside=True)
+    assert step == 1 and skipped == [] and tree["params"].tolist() == [1.0, 2.0, 3.0]
     checkpointer.close()

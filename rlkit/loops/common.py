@@ -44,6 +44,9 @@ class Trainer(NamedTuple):
         units_per_iteration: that unit per seed and iteration.
         agent_state: `(carry) -> agent states` with the seed axis, for saving policies.
         close: releases host resources (host environments); a no-op on device.
+        report_progress: for drivers whose chunk is a host loop (the host driver),
+            `(callback) -> None` registers `callback(units)`, called after every iteration with
+            the units it did, so the progress bar moves within a chunk; None elsewhere.
     """
 
     init: Callable[[Array], PyTree]
@@ -55,6 +58,7 @@ class Trainer(NamedTuple):
     units_per_iteration: int
     agent_state: Callable[[PyTree], PyTree]
     close: Callable[[], None] = lambda: None
+    report_progress: Callable[[Callable[[int], None]], None] | None = None
 
 
 class BoundRun:

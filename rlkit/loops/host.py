@@ -92,6 +92,7 @@ def make_host_trainer(
     env = make_env(num_seeds * num_envs, seed)
     spec = env.spec
     host = {"obs": None, "episode_return": np.zeros((num_seeds, num_envs)), "resets": 0}
+    progress_callbacks: list[Callable[[int], None]] = []  # see Trainer.report_progress
     buffer = sampler = None
     if isinstance(feed, ReplayFeed):
         buffer, sampler = make_replay_sampling(feed)
@@ -187,6 +188,8 @@ def make_host_trainer(
             metrics["episode_return_sum"] = finished_sum
             metrics["episodes"] = finished_count
             all_metrics.append(metrics)
+            for callback in progress_callbacks:
+                callback(feed.steps_per_iteration)
         stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
         return carry, stacked
 
@@ -207,6 +210,7 @@ def make_host_trainer(
         units_per_iteration=feed.steps_per_iteration,
         agent_state=lambda carry: carry.agent_state,
         close=close,
+        report_progress=lambda callback: progress_callbacks.append(callback),
     )
 
 
