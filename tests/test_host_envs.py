@@ -304,7 +304,8 @@ def test_host_driver_hands_the_final_obs_at_every_truncation(user_modules):
         num_seeds=2, seed=0, iterations_per_chunk=3, num_eval_episodes=2)
     carry = trainer.init(jax.random.split(jax.random.key(0), 2))
     reported = []
-    carry, metrics = trainer.run(carry, on_steps=reported.append)
+    trainer.report_progress(reported.append)
+    carry, metrics = trainer.run(carry)
     trainer.close()
     # 3 rollouts of 10 steps x 2 envs per seed: truncations at steps 3, 6, 9 of each 3-step
     # episode, counted over 30 steps = 10 per env, 20 per seed.

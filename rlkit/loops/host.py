@@ -17,9 +17,9 @@ Seeds: every reset seed is drawn from `numpy.random.SeedSequence((seed, stream, 
 0 for training, 1 for evaluation), and the environments spread it over their copies the same way
 (`envs.gymnasium_adapter.env_seeds`), so runs with different seeds share no episodes.
 
-Progress: a chunk of a CPU-stepped run can take minutes (procgen); `run(carry, on_steps=f)` calls
-`f(n)` after every batched env step with the env steps each seed took, so a run loop can draw
-progress within a chunk.
+Progress: a chunk of a CPU-stepped run can take minutes (procgen); every callback registered with
+`Trainer.report_progress(f)` is called as `f(n)` after every batched env step with the env steps
+each seed took, so the run loop draws progress within a chunk.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ def make_host_trainer(
         dataset: for hybrid feeds, the offline `Transition` on device (leaves [M, ...]).
 
     Returns:
-        The `Trainer`; its `run(carry, on_steps=None)` calls `on_steps(num_envs)` after every
-        batched env step (env steps per seed), for progress within a chunk.
+        The `Trainer`; callbacks registered with its `report_progress` are called with
+        `num_envs` after every batched env step (env steps per seed), for progress within a
+        chunk.
     """
     feed = agent.feed
     num_envs = feed.num_envs
@@ -162,10 +163,13 @@ def make_host_trainer(
         host["obs"] = split_seeds(step.obs)
         return carry, transition, finished_sum, finished_count
 
-    def run(carry: HostCarry, on_steps: Callable[[int], None] | None = None):
+    def report(env_steps: int) -> None:
+        for callback in progress_callbacks:
+            callback(env_steps)
+
+    def run(carry: HostCarry):
         if host["obs"] is None:
             reset_envs()
-        report = on_steps or (lambda steps: None)
         all_metrics = []
         for _ in range(iterations_per_chunk):
             if isinstance(feed, OnPolicyFeed):
@@ -188,8 +192,6 @@ def make_host_trainer(
             metrics["episode_return_sum"] = finished_sum
             metrics["episodes"] = finished_count
             all_metrics.append(metrics)
-            for callback in progress_callbacks:
-                callback(feed.steps_per_iteration)
         stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
         return carry, stacked
 
