@@ -199,8 +199,9 @@ def plot(results: list[dict], path: Path) -> None:
         for r in mine:
             stats = aggregate(np.asarray(r["episodes_censored"], np.float64))
             means.append(max(stats["mean"], 0.5))
-            lows.append(max(stats["mean"] - stats["ci95"][0], 0))
-            highs.append(stats["ci95"][1] - stats["mean"])
+            low, high = stats["ci95"] or (stats["mean"], stats["mean"])  # one seed: no bar
+            lows.append(max(stats["mean"] - low, 0))
+            highs.append(high - stats["mean"])
         line = ax.errorbar(horizons, means, yerr=[lows, highs], marker=marker, capsize=3,
                            label=agent)
         for r, mean in zip(mine, means, strict=True):

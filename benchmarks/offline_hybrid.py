@@ -56,6 +56,8 @@ def train(agent: str, env: str, env_config, *, seeds: int, total_steps: int, run
 
 def describe(values: list[float]) -> str:
     stats = aggregate(np.asarray(values, np.float64))
+    if stats["ci95"] is None:  # one seed: no interval
+        return f"{stats['mean']:8.2f}  (one seed)"
     lo, hi = stats["ci95"]
     return f"{stats['mean']:8.2f}  [{lo:7.2f}, {hi:7.2f}]"
 
