@@ -789,11 +789,13 @@ def load_policy(run_dir: str | Path, seed_index: int = 0):
     `seed_index`'s agent state (unbatched), ready for `agent.policy(agent_state, obs)`.
 
     Raises:
-        RlkitError: no config.yaml, no checkpoint, or no such seed.
+        RlkitError: no config.yaml, no checkpoint, no such seed, or a policy whose parameters
+            are not finite (a run that diverged before rlkit checked for it).
     """
     import jax
 
     from rlkit.checkpoint import Checkpointer
+    from rlkit.runner import non_finite_seeds
 
     run_dir = Path(run_dir)
     require((run_dir / "config.yaml").exists(), str(run_dir),
@@ -818,7 +820,11 @@ def load_policy(run_dir: str | Path, seed_index: int = 0):
             built.trainer.close()
     finally:
         checkpointer.close()
-    agent_state = jax.tree.map(lambda x: x[seed_index], built.trainer.agent_state(carry))
+    agent_states = built.trainer.agent_state(carry)
+    require(seed_index not in non_finite_seeds(agent_states), str(run_dir),
+            f"seed {seed_index}'s parameters in the newest checkpoint are not finite (the run "
+            "diverged); retrain it with a smaller learning rate, or use another seed")
+    agent_state = jax.tree.map(lambda x: x[seed_index], agent_states)
     return experiment, built.agent, agent_state
 
 

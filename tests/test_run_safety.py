@@ -402,3 +402,39 @@ def test_checkpoints_are_not_set_aside_when_none_fits_the_configuration(tmp_path
                                                                set_aside=True)
     assert step == 1 and skipped == [] and tree["params"].tolist() == [1.0, 2.0, 3.0]
     checkpointer.close()
+
+
+def test_load_policy_and_collect_refuse_a_policy_with_non_finite_parameters(finished, tmp_path,
+                                                                             capfd):
+    """A checkpoint whose parameters are NaN (written by an rlkit older than the divergence
+    check, say) is refused in one line by `rlkit.load_policy` and `collect --policy`."""
+    import shutil
+
+    import jax
+    import jax.numpy as jnp
+
+    from rlkit.checkpoint import Checkpointer
+    from rlkit.collect import main as collect_main
+    from rlkit.errors import RlkitError
+    from rlkit.train import build, load_experiment
+
+    run_dir = Path(shutil.copytree(finished, tmp_path / "nan"))
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    try:
+        built = build(load_experiment(run_dir / "config.yaml"))
+        like = built.trainer.init(jax.random.split(jax.random.key(0), 2))
+        built.trainer.close()
+        step, carry, _ = checkpointer.restore_newest_readable(like)
+        poisoned = jax.tree.map(
+            lambda x: jnp.full_like(x, jnp.nan) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+            carry)
+        checkpointer.save(step + 1, poisoned)
+    finally:
+        checkpointer.close()
+    with pytest.raises(RlkitError, match="not finite"):
+        rlkit.load_policy(run_dir)
+    capfd.readouterr()
+    assert collect_main(["--policy", str(run_dir), "--episodes", "2", "--out",
+                         str(tmp_path / "data"), "--no-progress"]) == 2
+    assert "not finite" in _one_error_line(capfd)
+    assert not (tmp_path / "data").exists()
