@@ -62,6 +62,14 @@ def require_number(value: object, field: str, *, low: float | None = None,
         f"; {hint}" if hint else "."))
 
 
+def require_one_of(value: object, field: str, choices: tuple) -> None:
+    """Raise `RlkitError` naming `field` unless `value` is one of `choices` (the message lists
+    them: "must be 'huber' or 'mse', got 'l1'.")."""
+    quoted = [repr(choice) for choice in choices]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    require(value in choices, field, f"must be {listed}, got {value!r}.")
+
+
 def check_network_fields(config) -> None:
     """Validate the `hidden_sizes`, `activation` and `cnn` fields agent configs share.
 
@@ -73,10 +81,32 @@ def check_network_fields(config) -> None:
             and all(isinstance(size, int) and not isinstance(size, bool) and size >= 1
                     for size in sizes),
             "hidden_sizes", f"must be one or more positive ints (layer widths), got {sizes!r}.")
-    require(config.activation in ("relu", "tanh"), "activation",
-            f"must be 'relu' or 'tanh', got {config.activation!r}.")
-    require(config.cnn in ("nature", "impala"), "cnn",
-            f"must be 'nature' or 'impala', got {config.cnn!r}.")
+    require_one_of(config.activation, "activation", ("relu", "tanh"))
+    require_one_of(config.cnn, "cnn", ("nature", "impala"))
+
+
+def check_optimiser_fields(config, learning_rate_hint: str) -> None:
+    """Validate the fields every config trained by gradient steps on batches has:
+    `learning_rate` (> 0), `batch_size` and `total_steps` (ints >= 1), `max_grad_norm` (> 0, or
+    None for no clipping) and the network fields (`check_network_fields`).
+
+    Args:
+        config: a flat agent config with those fields.
+        learning_rate_hint: the end of the learning-rate message, e.g. "try 3e-4.".
+
+    Raises:
+        RlkitError: naming the first field out of range.
+    """
+    require_number(config.learning_rate, "learning_rate", low=0, low_open=True,
+                   hint=learning_rate_hint)
+    require_int_at_least(config.batch_size, "batch_size", 1)
+    require_int_at_least(config.total_steps, "total_steps", 1)
+    if config.max_grad_norm is not None:
+        require_number(config.max_grad_norm, "max_grad_norm", low=0, low_open=True,
+                       hint="None disables clipping.")
+    check_network_fields(config)
+
+
 def one_line_parse_error(box: str, prog: str) -> str:
     """tyro's boxed parse error as one line: its first message and any suggested flag.
 
