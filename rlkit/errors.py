@@ -13,6 +13,8 @@ import io
 import math
 import os
 import sys
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any, NoReturn
 
 
@@ -105,6 +107,32 @@ def check_optimiser_fields(config, learning_rate_hint: str) -> None:
         require_number(config.max_grad_norm, "max_grad_norm", low=0, low_open=True,
                        hint="None disables clipping.")
     check_network_fields(config)
+
+
+def import_user_module(module_name: str, what: str,
+                       not_found: Callable[[ModuleNotFoundError], RlkitError | None]) -> ModuleType:
+    """Import a module the user named; any failure becomes one `RlkitError` line.
+
+    Args:
+        module_name: the dotted module name.
+        what: the message's opening, e.g. "--env 'my_envs:make': importing 'my_envs'"; the
+            generic messages go on with " failed: <reason>".
+        not_found: given a `ModuleNotFoundError`, the caller's own error (the module is not on
+            the path, an optional extra is missing, ...) or None for the generic message.
+
+    Raises:
+        RlkitError: the import failed, for whatever reason (the user's module may raise
+            anything while it runs; only its first line is kept).
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise (not_found(error) or RlkitError(f"{what} failed: {error}.")) from None
+    except Exception as error:  # noqa: BLE001 - the user's module: any failure is reported
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RlkitError(f"{what} failed: {type(error).__name__}: {first_line}") from None
 
 
 def one_line_parse_error(box: str, prog: str) -> str:
