@@ -79,14 +79,15 @@ class State:
 
 
 def make_agent(config: Config, spec: EnvSpec) -> Agent:
-    """Build behaviour cloning for an environment.
+    """Build behaviour cloning for an environment with discrete actions.
 
     Args:
-        config: the hyper-parameters.
-        spec: the environment's spec.
+        config: the hyper-parameters (network, optimiser, reported policy).
+        spec: the environment's spec (observation shape and dtype, `num_actions`).
 
     Returns:
-        The `Agent`, fed by an `OfflineFeed`.
+        The `Agent`: `act` samples pi(. | obs), `policy` reports argmax pi or pi
+        (`eval_policy`), and `update` fits pi to an `OfflineFeed` batch of `batch_size` rows.
     """
     num_actions = spec.num_actions
     torso = make_torso(spec, config.cnn, config.hidden_sizes, config.activation)

@@ -126,14 +126,15 @@ def conservative_gap(q: Array, action: Array) -> Array:
 
 
 def make_agent(config: Config, spec: EnvSpec) -> Agent:
-    """Build discrete CQL for an environment.
+    """Build discrete CQL(H) for an environment.
 
     Args:
-        config: the hyper-parameters.
-        spec: the environment's spec.
+        config: the hyper-parameters (DQN's learning fields and `cql_alpha`).
+        spec: the environment's spec (observation shape and dtype, `num_actions`).
 
     Returns:
-        The `Agent`, fed by an `OfflineFeed`.
+        The `Agent`: `act` and `policy` are greedy in the conservative Q, and `update` takes
+        one TD-plus-regulariser step on an `OfflineFeed` batch of `batch_size` rows.
     """
     num_actions = spec.num_actions
     network = TorsoHead(make_torso(spec, config.cnn, config.hidden_sizes, config.activation),

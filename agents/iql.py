@@ -118,11 +118,13 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     """Build discrete IQL for an environment.
 
     Args:
-        config: the hyper-parameters.
-        spec: the environment's spec.
+        config: the hyper-parameters (expectile, AWR temperature, networks, optimiser).
+        spec: the environment's spec (observation shape and dtype, `num_actions`).
 
     Returns:
-        The `Agent`, fed by an `OfflineFeed`.
+        The `Agent`: `act` samples the AWR policy pi, `policy` reports argmax pi or pi
+        (`eval_policy`), and `update` takes the joint V, Q and pi step on an `OfflineFeed` batch
+        of `batch_size` rows.
     """
     num_actions = spec.num_actions
 
