@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
+from rlkit.errors import check_optimiser_fields, require_one_of
 from rlkit.nets import TorsoHead, make_torso
 from rlkit.ops import batched_index, clipped_adam, gradient_step, policy_from_logits
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
@@ -59,16 +59,8 @@ class Config:
     """Torso for image observations: "nature" or "impala"."""
 
     def __post_init__(self):
-        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                       hint="try 3e-4.")
-        require_int_at_least(self.batch_size, "batch_size", 1)
-        require_int_at_least(self.total_steps, "total_steps", 1)
-        if self.max_grad_norm is not None:
-            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                           hint="None disables clipping.")
-        require(self.eval_policy in ("greedy", "sample"), "eval_policy",
-                f"must be 'greedy' or 'sample', got {self.eval_policy!r}.")
-        check_network_fields(self)
+        check_optimiser_fields(self, learning_rate_hint="try 3e-4.")
+        require_one_of(self.eval_policy, "eval_policy", ("greedy", "sample"))
 
 
 @struct.dataclass
@@ -87,14 +79,15 @@ class State:
 
 
 def make_agent(config: Config, spec: EnvSpec) -> Agent:
-    """Build behaviour cloning for an environment.
+    """Build behaviour cloning for an environment with discrete actions.
 
     Args:
-        config: the hyper-parameters.
-        spec: the environment's spec.
+        config: the hyper-parameters (network, optimiser, reported policy).
+        spec: the environment's spec (observation shape and dtype, `num_actions`).
 
     Returns:
-        The `Agent`, fed by an `OfflineFeed`.
+        The `Agent`: `act` samples pi(. | obs), `policy` reports argmax pi or pi
+        (`eval_policy`), and `update` fits pi to an `OfflineFeed` batch of `batch_size` rows.
     """
     num_actions = spec.num_actions
     torso = make_torso(spec, config.cnn, config.hidden_sizes, config.activation)

@@ -37,15 +37,19 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
+from rlkit.errors import (
+    check_optimiser_fields,
+    require_int_at_least,
+    require_number,
+    require_one_of,
+)
 from rlkit.nets import TorsoHead, make_torso
 from rlkit.ops import (
     batched_index,
     clipped_adam,
-    double_q_learning_target,
     gradient_step,
-    q_learning_target,
     target_network_update,
+    td_loss,
 )
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
 
@@ -82,19 +86,12 @@ class Config:
     """Torso for image observations: "nature" or "impala"."""
 
     def __post_init__(self):
-        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                       hint="try 3e-4.")
+        check_optimiser_fields(self, learning_rate_hint="try 3e-4.")
         require_number(self.gamma, "gamma", low=0, high=1)
-        for name in ("batch_size", "total_steps", "target_update_every"):
-            require_int_at_least(getattr(self, name), name, 1)
+        require_int_at_least(self.target_update_every, "target_update_every", 1)
         require_number(self.cql_alpha, "cql_alpha", low=0)
         require_number(self.tau, "tau", low=0, high=1, low_open=True)
-        if self.max_grad_norm is not None:
-            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                           hint="None disables clipping.")
-        require(self.loss in ("huber", "mse"), "loss",
-                f"must be 'huber' or 'mse', got {self.loss!r}.")
-        check_network_fields(self)
+        require_one_of(self.loss, "loss", ("huber", "mse"))
 
 
 @struct.dataclass
@@ -129,14 +126,15 @@ def conservative_gap(q: Array, action: Array) -> Array:
 
 
 def make_agent(config: Config, spec: EnvSpec) -> Agent:
-    """Build discrete CQL for an environment.
+    """Build discrete CQL(H) for an environment.
 
     Args:
-        config: the hyper-parameters.
-        spec: the environment's spec.
+        config: the hyper-parameters (DQN's learning fields and `cql_alpha`).
+        spec: the environment's spec (observation shape and dtype, `num_actions`).
 
     Returns:
-        The `Agent`, fed by an `OfflineFeed`.
+        The `Agent`: `act` and `policy` are greedy in the conservative Q, and `update` takes
+        one TD-plus-regulariser step on an `OfflineFeed` batch of `batch_size` rows.
     """
     num_actions = spec.num_actions
     network = TorsoHead(make_torso(spec, config.cnn, config.hidden_sizes, config.activation),
@@ -153,23 +151,13 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         q_both = network.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))  # [2B, A]
         q, q_next_online = q_both[:batch_size], q_both[batch_size:]  # [B, A] each
         q_next_target = network.apply(target_params, batch.next_obs)  # [B, A]
-        if config.double:
-            target = double_q_learning_target(batch.reward, batch.terminated, q_next_online,
-                                              q_next_target, config.gamma)  # [B]
-        else:
-            target = q_learning_target(batch.reward, batch.terminated, q_next_target,
-                                       config.gamma)  # [B]
-        target = jax.lax.stop_gradient(target)  # [B]
-        q_taken = batched_index(q, batch.action)  # [B]
-        td_error = q_taken - target  # [B]
-        if config.loss == "huber":
-            td_loss = optax.huber_loss(q_taken, target, delta=1.0).mean()  # scalar
-        else:
-            td_loss = 0.5 * jnp.square(td_error).mean()  # scalar
+        td = td_loss(q, batch.action, batch.reward, batch.terminated, q_next_online,
+                     q_next_target, config.gamma, double=config.double, loss=config.loss)
         gap = conservative_gap(q, batch.action)  # scalar, eq. 4's bracket
-        loss = td_loss + config.cql_alpha * gap
-        return loss, {"td_loss": td_loss, "cql_gap": gap, "q_mean": q_taken.mean(),
-                      "target_mean": target.mean(), "td_abs_mean": jnp.abs(td_error).mean()}
+        loss = td.loss + config.cql_alpha * gap
+        return loss, {"td_loss": td.loss, "cql_gap": gap, "q_mean": td.q_taken.mean(),
+                      "target_mean": td.target.mean(),
+                      "td_abs_mean": jnp.abs(td.td_error).mean()}
 
     def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
         """One gradient step on a batch with leaves [B, ...]; `key` is unused (deterministic)."""

@@ -89,20 +89,19 @@ from flax import struct
 
 from rlkit.errors import (
     RlkitError,
-    check_network_fields,
+    check_optimiser_fields,
     require,
     require_int_at_least,
     require_number,
+    require_one_of,
 )
 from rlkit.nets import TorsoHead, make_torso
 from rlkit.ops import (
-    batched_index,
     clipped_adam,
-    double_q_learning_target,
     epsilon_greedy,
     gradient_step,
-    q_learning_target,
     target_network_update,
+    td_loss,
 )
 from rlkit.types import (
     PRIORITIES,
@@ -178,18 +177,13 @@ class Config:
     """Torso for image observations: "nature" (Mnih et al. 2015) or "impala" (procgen)."""
 
     def __post_init__(self):
-        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                       hint="try 2.5e-4.")
+        check_optimiser_fields(self, learning_rate_hint="try 2.5e-4.")
         require_number(self.gamma, "gamma", low=0, high=1)
-        for name in ("batch_size", "num_envs", "buffer_size", "learning_starts", "train_every",
-                     "target_update_every", "total_steps"):
+        for name in ("num_envs", "buffer_size", "learning_starts", "train_every",
+                     "target_update_every"):
             require_int_at_least(getattr(self, name), name, 1)
         require_number(self.tau, "tau", low=0, high=1, low_open=True)
-        if self.max_grad_norm is not None:
-            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                           hint="None disables clipping.")
-        require(self.loss in ("huber", "mse"), "loss",
-                f"must be 'huber' or 'mse', got {self.loss!r}.")
+        require_one_of(self.loss, "loss", ("huber", "mse"))
         for name in ("epsilon_start", "epsilon_end", "priority_beta", "offline_fraction"):
             require_number(getattr(self, name), name, low=0, high=1)
         if self.offline_fraction_end is not None:
@@ -198,7 +192,6 @@ class Config:
         require_int_at_least(self.offline_fraction_steps, "offline_fraction_steps", 0)
         require_number(self.priority_alpha, "priority_alpha", low=0)
         require_number(self.priority_epsilon, "priority_epsilon", low=0, low_open=True)
-        check_network_fields(self)
         require(self.batch_size <= self.buffer_size, "batch_size",
                 f"{self.batch_size} exceeds buffer_size {self.buffer_size}; lower batch_size or "
                 "raise buffer_size.")
@@ -341,25 +334,14 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         q_both = network.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))  # [2B, A]
         q, q_next_online = q_both[:batch_size], q_both[batch_size:]  # [B, A] each
         q_next_target = network.apply(target_params, batch.next_obs)  # [B, A]
-        if config.double:
-            target = double_q_learning_target(batch.reward, batch.terminated, q_next_online,
-                                              q_next_target, config.gamma)  # [B]
-        else:
-            target = q_learning_target(batch.reward, batch.terminated, q_next_target,
-                                       config.gamma)  # [B]
-        target = jax.lax.stop_gradient(target)  # [B]
-        q_taken = batched_index(q, batch.action)  # [B]
-        td_error = q_taken - target  # [B]
-        if config.loss == "huber":
-            row_loss = optax.huber_loss(q_taken, target, delta=1.0)  # [B]
-        else:
-            row_loss = 0.5 * jnp.square(td_error)  # [B]
-        if config.prioritised:  # importance weights (N P(i))^-beta / max_j w_j, from the driver
-            row_loss = batch.extras["weight"] * row_loss  # [B]
-        td_loss = row_loss.mean()  # scalar
-        metrics = {"td_loss": td_loss, "q_mean": q_taken.mean(), "target_mean": target.mean(),
-                   "td_abs_mean": jnp.abs(td_error).mean()}
-        return td_loss, (metrics, jnp.abs(td_error))
+        # Importance weights (N P(i))^-beta / max_j w_j of prioritised replay, from the driver.
+        weight = batch.extras["weight"] if config.prioritised else None  # [B]
+        td = td_loss(q, batch.action, batch.reward, batch.terminated, q_next_online,
+                     q_next_target, config.gamma, double=config.double, loss=config.loss,
+                     weight=weight)
+        metrics = {"td_loss": td.loss, "q_mean": td.q_taken.mean(),
+                   "target_mean": td.target.mean(), "td_abs_mean": jnp.abs(td.td_error).mean()}
+        return td.loss, (metrics, jnp.abs(td.td_error))
 
     def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
         """One gradient step on a batch with leaves [B, ...]; `key` is unused (deterministic)."""

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
+from rlkit.errors import check_optimiser_fields, require_number, require_one_of
 from rlkit.nets import TorsoHead, make_torso
 from rlkit.ops import batched_index, clipped_adam, gradient_step, policy_from_logits
 from rlkit.types import Agent, Array, EnvSpec, Metrics, OfflineFeed, PRNGKey, PyTree, Transition
@@ -81,22 +81,14 @@ class Config:
     """Torso for image observations: "nature" or "impala"."""
 
     def __post_init__(self):
-        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                       hint="try 3e-4.")
-        require_int_at_least(self.batch_size, "batch_size", 1)
-        require_int_at_least(self.total_steps, "total_steps", 1)
-        if self.max_grad_norm is not None:
-            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                           hint="None disables clipping.")
+        check_optimiser_fields(self, learning_rate_hint="try 3e-4.")
         require_number(self.gamma, "gamma", low=0, high=1)
         require_number(self.expectile, "expectile", low=0.5, high=1, high_open=True,
                        hint="the paper uses 0.7 to 0.9.")
         require_number(self.temperature, "temperature", low=0)
         require_number(self.max_weight, "max_weight", low=0, low_open=True)
         require_number(self.tau_target, "tau_target", low=0, high=1, low_open=True)
-        require(self.eval_policy in ("greedy", "sample"), "eval_policy",
-                f"must be 'greedy' or 'sample', got {self.eval_policy!r}.")
-        check_network_fields(self)
+        require_one_of(self.eval_policy, "eval_policy", ("greedy", "sample"))
 
 
 @struct.dataclass
@@ -126,11 +118,13 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     """Build discrete IQL for an environment.
 
     Args:
-        config: the hyper-parameters.
-        spec: the environment's spec.
+        config: the hyper-parameters (expectile, AWR temperature, networks, optimiser).
+        spec: the environment's spec (observation shape and dtype, `num_actions`).
 
     Returns:
-        The `Agent`, fed by an `OfflineFeed`.
+        The `Agent`: `act` samples the AWR policy pi, `policy` reports argmax pi or pi
+        (`eval_policy`), and `update` takes the joint V, Q and pi step on an `OfflineFeed` batch
+        of `batch_size` rows.
     """
     num_actions = spec.num_actions
 

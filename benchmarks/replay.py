@@ -58,20 +58,14 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from rlkit.data import make_prioritised_buffer, make_uniform_buffer  # noqa: E402
+from rlkit.loops.common import example_transition  # noqa: E402
 from rlkit.types import Transition  # noqa: E402
 
 ALPHA, BETA = 0.6, 0.4
 
 
 def _example() -> Transition:
-    return Transition(
-        obs=jnp.zeros((4,), jnp.float32),
-        action=jnp.zeros((), jnp.int32),
-        reward=jnp.zeros((), jnp.float32),
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-        next_obs=jnp.zeros((4,), jnp.float32),
-    )
+    return example_transition(jnp.zeros((4,), jnp.float32))
 
 
 def _item_batches(num_batches: int, batch: int) -> Transition:

@@ -27,7 +27,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from rlkit.errors import RlkitError, unknown_name
+from rlkit.errors import RlkitError, import_user_module, unknown_name
 
 
 @dataclass(frozen=True)
@@ -136,22 +136,19 @@ def get_env_entry(name: str) -> EnvEntry:
 
 def _custom_entry(name: str, module_name: str, factory_name: str) -> EnvEntry:
     """The entry of a user's factory `module:factory`, or one line saying what is wrong."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name is not None and module_name.startswith(error.name):
-            close = difflib.get_close_matches(module_name, list(FAMILIES), n=2)
-            hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-            raise RlkitError(
-                f"--env {name!r}: {module_name!r} is neither an env family ({', '.join(FAMILIES)})"
-                f" nor an importable module ({error}). {hint}For your own env, run from the "
-                "folder holding the module or add that folder to PYTHONPATH."
-            ) from None
-        raise RlkitError(f"--env {name!r}: importing {module_name!r} failed: {error}.") from None
-    except Exception as error:  # noqa: BLE001 - the user's module: any failure is reported
-        first_line = (str(error).splitlines() or [""])[0]
-        raise RlkitError(f"--env {name!r}: importing {module_name!r} failed: "
-                         f"{type(error).__name__}: {first_line}") from None
+
+    def not_found(error: ModuleNotFoundError) -> RlkitError | None:
+        if error.name is None or not module_name.startswith(error.name):
+            return None  # the module itself imports something missing: the generic message
+        close = difflib.get_close_matches(module_name, list(FAMILIES), n=2)
+        hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        return RlkitError(
+            f"--env {name!r}: {module_name!r} is neither an env family ({', '.join(FAMILIES)})"
+            f" nor an importable module ({error}). {hint}For your own env, run from the "
+            "folder holding the module or add that folder to PYTHONPATH.")
+
+    module = import_user_module(module_name, f"--env {name!r}: importing {module_name!r}",
+                                not_found)
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlkit.errors import RlkitError, require, unknown_name
+from rlkit.errors import RlkitError, import_user_module, require, unknown_name
 from rlkit.types import EnvSpec, HostEnvironment, HostStep
 
 if TYPE_CHECKING:
@@ -113,22 +113,18 @@ def _import_env_module(env_id: str) -> str:
         except ImportError as error:
             raise _missing_extra(env_id, extra, error) from None
         return gym_id
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as error:
+
+    def not_found(error: ModuleNotFoundError) -> RlkitError | None:
         package_extras = {package: extra for package, extra in _NAMESPACE_EXTRAS.values()}
         if error.name in package_extras:  # e.g. ale_py:ALE/Pong-v5 without the atari extra
-            raise _missing_extra(env_id, package_extras[error.name], error) from None
+            return _missing_extra(env_id, package_extras[error.name], error)
         if error.name is not None and module.startswith(error.name):
-            raise RlkitError(
+            return RlkitError(
                 f"env_id: cannot import module {module!r} of {env_id!r} ({error}); run from the "
-                "folder that holds it or add that folder to PYTHONPATH."
-            ) from None
-        raise RlkitError(f"env_id: importing {module!r} of {env_id!r} failed: {error}.") from None
-    except Exception as error:  # noqa: BLE001 - the user's module: any failure is reported
-        first_line = (str(error).splitlines() or [""])[0]
-        raise RlkitError(f"env_id: importing {module!r} of {env_id!r} failed: "
-                         f"{type(error).__name__}: {first_line}") from None
+                "folder that holds it or add that folder to PYTHONPATH.")
+        return None
+
+    import_user_module(module, f"env_id: importing {module!r} of {env_id!r}", not_found)
     return gym_id
 
 

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from rlkit import registry
-from rlkit.errors import INTERRUPTED, RlkitError, exit_cli, require
+from rlkit.errors import INTERRUPTED, RlkitError, exit_cli, one_line_parse_error, require
 
 if TYPE_CHECKING:
     from rlkit.data.dataset import Dataset
@@ -583,7 +583,7 @@ def parse_options(argv: list[str]) -> tuple[Options, Any]:
             args = tyro.cli(Args, args=argv, prog=prog)
     except SystemExit as exit_:
         if exit_.code:  # a parse error: tyro's box, condensed to one line
-            raise RlkitError(_one_line(captured.getvalue(), prog)) from None
+            raise RlkitError(one_line_parse_error(captured.getvalue(), prog)) from None
         raise
     except RlkitError as error:
         # The env configs name their fields ("length: ..."); say which flag set them.
@@ -594,25 +594,6 @@ def parse_options(argv: list[str]) -> tuple[Options, Any]:
         raise RlkitError(text) from None
     options = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)})
     return options, args.env_config
-
-
-def _one_line(box: str, prog: str) -> str:
-    """tyro's boxed parse error as one line: its first message and any suggested flag."""
-    lines = [line.strip().strip("│╭╮╰╯ ").strip() for line in box.splitlines()]
-    lines = [line for line in lines if line]
-    # Line 0 is the title; the message runs (wrapped) up to the first separator.
-    first: list[str] = []
-    for line in lines[1:]:
-        if not set(line) - set("─"):
-            break
-        first.append(line)
-    message = " ".join(first) or "could not parse the arguments"
-    message = message[0].lower() + message[1:]
-    if "Perhaps you meant:" in lines:
-        suggestion = lines[lines.index("Perhaps you meant:") + 1 :][:1]
-        if suggestion:
-            message += f" (did you mean {suggestion[0].split()[0]}?)"
-    return f"{message}; see {prog} --help"
 
 
 def _check_out(out: str, overwrite: bool) -> None:

@@ -13,6 +13,8 @@ import io
 import math
 import os
 import sys
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any, NoReturn
 
 
@@ -62,6 +64,14 @@ def require_number(value: object, field: str, *, low: float | None = None,
         f"; {hint}" if hint else "."))
 
 
+def require_one_of(value: object, field: str, choices: tuple) -> None:
+    """Raise `RlkitError` naming `field` unless `value` is one of `choices` (the message lists
+    them: "must be 'huber' or 'mse', got 'l1'.")."""
+    quoted = [repr(choice) for choice in choices]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    require(value in choices, field, f"must be {listed}, got {value!r}.")
+
+
 def check_network_fields(config) -> None:
     """Validate the `hidden_sizes`, `activation` and `cnn` fields agent configs share.
 
@@ -73,10 +83,58 @@ def check_network_fields(config) -> None:
             and all(isinstance(size, int) and not isinstance(size, bool) and size >= 1
                     for size in sizes),
             "hidden_sizes", f"must be one or more positive ints (layer widths), got {sizes!r}.")
-    require(config.activation in ("relu", "tanh"), "activation",
-            f"must be 'relu' or 'tanh', got {config.activation!r}.")
-    require(config.cnn in ("nature", "impala"), "cnn",
-            f"must be 'nature' or 'impala', got {config.cnn!r}.")
+    require_one_of(config.activation, "activation", ("relu", "tanh"))
+    require_one_of(config.cnn, "cnn", ("nature", "impala"))
+
+
+def check_optimiser_fields(config, learning_rate_hint: str) -> None:
+    """Validate the fields every config trained by gradient steps on batches has:
+    `learning_rate` (> 0), `batch_size` and `total_steps` (ints >= 1), `max_grad_norm` (> 0, or
+    None for no clipping) and the network fields (`check_network_fields`).
+
+    Args:
+        config: a flat agent config with those fields.
+        learning_rate_hint: the end of the learning-rate message, e.g. "try 3e-4.".
+
+    Raises:
+        RlkitError: naming the first field out of range.
+    """
+    require_number(config.learning_rate, "learning_rate", low=0, low_open=True,
+                   hint=learning_rate_hint)
+    require_int_at_least(config.batch_size, "batch_size", 1)
+    require_int_at_least(config.total_steps, "total_steps", 1)
+    if config.max_grad_norm is not None:
+        require_number(config.max_grad_norm, "max_grad_norm", low=0, low_open=True,
+                       hint="None disables clipping.")
+    check_network_fields(config)
+
+
+def import_user_module(module_name: str, what: str,
+                       not_found: Callable[[ModuleNotFoundError], RlkitError | None]) -> ModuleType:
+    """Import a module the user named; any failure becomes one `RlkitError` line.
+
+    Args:
+        module_name: the dotted module name.
+        what: the message's opening, e.g. "--env 'my_envs:make': importing 'my_envs'"; the
+            generic messages go on with " failed: <reason>".
+        not_found: given a `ModuleNotFoundError`, the caller's own error (the module is not on
+            the path, an optional extra is missing, ...) or None for the generic message.
+
+    Raises:
+        RlkitError: the import failed, for whatever reason (the user's module may raise
+            anything while it runs; only its first line is kept).
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise (not_found(error) or RlkitError(f"{what} failed: {error}.")) from None
+    except Exception as error:  # noqa: BLE001 - the user's module: any failure is reported
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RlkitError(f"{what} failed: {type(error).__name__}: {first_line}") from None
+
+
 def one_line_parse_error(box: str, prog: str) -> str:
     """tyro's boxed parse error as one line: its first message and any suggested flag.
 

@@ -9,6 +9,7 @@ truncated_t, next_obs_t), `next_obs_t` being the true next observation before an
 * gathering: `batched_index` (`values[b, index[b]]`, e.g. Q(s, a) of the batch's actions);
 * targets: `q_learning_target`, `double_q_learning_target`, `generalized_advantage_estimation`,
   `next_state_values` (V(next_obs) of a rollout with truncations);
+* losses: `td_loss` (DQN's and CQL's TD part, from online and target Q-values);
 * optimisation: `clipped_adam`, `gradient_step`, `target_network_update`.
 
 None of them jits: the drivers own the jit boundary.
@@ -17,7 +18,7 @@ None of them jits: the drivers own the jit boundary.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -140,6 +141,73 @@ def double_q_learning_target(
     chex.assert_rank([reward, q_next_online, q_next_target], [1, 2, 2])
     q_next = batched_index(q_next_target, jnp.argmax(q_next_online, axis=-1))
     return reward + gamma * (1.0 - terminated.astype(jnp.float32)) * q_next
+
+
+class TDLoss(NamedTuple):
+    """What `td_loss` returns.
+
+    Attributes:
+        loss: float32 scalar, the mean (weighted) per-row loss.
+        q_taken: [B] Q(s, a) of the batch's actions (online network).
+        target: [B] the bootstrapped targets, gradient stopped.
+        td_error: [B] q_taken - target.
+    """
+
+    loss: Array
+    q_taken: Array
+    target: Array
+    td_error: Array
+
+
+def td_loss(
+    q_tm1: Array,
+    a_tm1: Array,
+    r_t: Array,
+    terminated_t: Array,
+    q_t_online: Array,
+    q_t_target: Array,
+    gamma: float,
+    *,
+    double: bool = True,
+    loss: str = "mse",
+    weight: Array | None = None,
+) -> TDLoss:
+    """The one-step TD loss of a batch of Q-values (DQN, Mnih et al. 2015; double DQN, van Hasselt
+    et al. 2016): regress Q(s, a) on `double_q_learning_target` (or, with `double=False`,
+    `q_learning_target`, which ignores `q_t_online`).
+
+    Args:
+        q_tm1: [B, A] online-network values of obs.
+        a_tm1: [B] int actions taken.
+        r_t: [B] rewards.
+        terminated_t: [B] bool; truncated transitions still bootstrap.
+        q_t_online: [B, A] online-network values of next_obs (selects the double-DQN action).
+        q_t_target: [B, A] target-network values of next_obs (evaluates it).
+        gamma: discount.
+        double: the double-DQN target; False gives the max target.
+        loss: "mse" (half squared error per row) or "huber" (delta 1, the Nature paper's error
+            clipping).
+        weight: optional [B] per-row weights (prioritised replay's importance weights) applied
+            before the mean.
+
+    Returns:
+        A `TDLoss`; gradients flow into `q_tm1` only.
+    """
+    chex.assert_rank([q_tm1, a_tm1, q_t_online, q_t_target], [2, 1, 2, 2])
+    if double:
+        target = double_q_learning_target(r_t, terminated_t, q_t_online, q_t_target, gamma)
+    else:
+        target = q_learning_target(r_t, terminated_t, q_t_target, gamma)
+    target = jax.lax.stop_gradient(target)  # [B]
+    q_taken = batched_index(q_tm1, a_tm1)  # [B]
+    td_error = q_taken - target  # [B]
+    if loss == "huber":
+        row_loss = optax.huber_loss(q_taken, target, delta=1.0)  # [B]
+    else:
+        row_loss = 0.5 * jnp.square(td_error)  # [B]
+    if weight is not None:
+        row_loss = weight * row_loss  # [B]
+    return TDLoss(row_loss.mean(), q_taken, target, td_error)
 
 
 def next_state_values(

@@ -141,6 +141,15 @@ def _time_dependent(policy: Array, num_steps: int, num_states: int, num_actions:
     )
 
 
+def _policy_inputs(model: TabularModel, policy: Array,
+                   horizon: int | None) -> tuple[Array, Array, Array]:
+    """What finite-horizon recursions over a policy need: the policy as [H, S, A]
+    (`_time_dependent`), the continuing transitions [S, A, S] and the active steps [H]."""
+    num_steps = _static_horizon(model, horizon)
+    policy = _time_dependent(policy, num_steps, model.num_states, model.num_actions)
+    return policy, _continuing_transitions(model), _active_steps(model, num_steps)
+
+
 def _stationary(policy: Array, model: TabularModel) -> Array:
     if policy.shape != (model.num_states, model.num_actions):
         raise RlkitError(
@@ -206,10 +215,7 @@ def policy_evaluation(
     Returns:
         `PolicyValues` with q [H, S, A], v [H, S], expected_return [] J(pi).
     """
-    num_steps = _static_horizon(model, horizon)
-    policy = _time_dependent(policy, num_steps, model.num_states, model.num_actions)
-    transitions = _continuing_transitions(model)
-    active = _active_steps(model, num_steps)
+    policy, transitions, active = _policy_inputs(model, policy, horizon)
 
     def backward(v_next, inputs):
         active_h, policy_h = inputs
@@ -234,10 +240,7 @@ def occupancy(model: TabularModel, policy: Array, horizon: int | None = None) ->
         `Occupancy` with state [H, S] and state_action [H, S, A]. Step h sums to the probability
         that the episode is still running after h actions (exactly 1 without terminal states).
     """
-    num_steps = _static_horizon(model, horizon)
-    policy = _time_dependent(policy, num_steps, model.num_states, model.num_actions)
-    transitions = _continuing_transitions(model)
-    active = _active_steps(model, num_steps)
+    policy, transitions, active = _policy_inputs(model, policy, horizon)
 
     def forward(state_h, inputs):
         active_h, policy_h = inputs

@@ -168,3 +168,37 @@ def test_drivers_pass_act_the_env_steps_taken_before_the_call():
     expected = (np.arange(iterations)[:, None, None] * num_envs * length
                 + np.arange(length)[None, :, None] * num_envs) * np.ones((1, 1, num_envs))
     np.testing.assert_array_equal(steps, expected)
+
+
+def test_require_one_of_lists_the_choices_and_the_value():
+    from rlkit.errors import require_one_of
+
+    require_one_of("mse", "loss", ("huber", "mse"))  # accepted: no error
+    with pytest.raises(RlkitError) as error:
+        require_one_of("l1", "loss", ("huber", "mse"))
+    assert str(error.value) == "loss: must be 'huber' or 'mse', got 'l1'."
+    with pytest.raises(RlkitError) as error:
+        require_one_of("x", "mode", ("a", "b", "c"))
+    assert str(error.value) == "mode: must be 'a', 'b' or 'c', got 'x'."
+
+
+@pytest.mark.parametrize("agent_name", ["bc", "cql", "dqn", "iql"])
+def test_optimiser_fields_are_checked_with_one_message_each(agent_name):
+    """`check_optimiser_fields`: the shared fields of the gradient-trained agents' configs."""
+    config_class = registry.agent_module(agent_name).Config
+    hint = "try 2.5e-4." if agent_name == "dqn" else "try 3e-4."
+    cases = [
+        (dict(learning_rate=0.0), f"learning_rate: must be a finite number in (0, inf), got 0.0; "
+                                  f"{hint}"),
+        (dict(batch_size=0), "batch_size: must be an int >= 1, got 0."),
+        (dict(total_steps=2.5), "total_steps: must be an int >= 1, got 2.5."),
+        (dict(max_grad_norm=0.0), "max_grad_norm: must be a finite number in (0, inf), got 0.0; "
+                                  "None disables clipping."),
+        (dict(activation="gelu"), "activation: must be 'relu' or 'tanh', got 'gelu'."),
+        (dict(cnn="resnet"), "cnn: must be 'nature' or 'impala', got 'resnet'."),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(RlkitError) as error:
+            config_class(**overrides)
+        assert str(error.value) == message, overrides
+    config_class(max_grad_norm=None)  # None disables clipping: accepted

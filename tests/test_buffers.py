@@ -22,6 +22,7 @@ from rlkit.data import (
     make_trajectory_buffer,
 )
 from rlkit.errors import RlkitError
+from rlkit.loops.common import example_transition
 from rlkit.types import Transition
 
 EPSILON = 1e-6
@@ -38,14 +39,7 @@ def _chi_square(counts: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def _example() -> Transition:
-    return Transition(
-        obs=jnp.zeros((3,), jnp.uint8),
-        action=jnp.zeros((), jnp.int32),
-        reward=jnp.zeros((), jnp.float32),
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-        next_obs=jnp.zeros((3,), jnp.uint8),
-    )
+    return example_transition(jnp.zeros((3,), jnp.uint8))
 
 
 def _items(ids) -> Transition:

@@ -6,17 +6,22 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import envs
 from agents import dqn, ppo
 from envs.toy import ChainConfig
-from rlkit.loops.common import autoreset_step, track_episodes
+from rlkit.errors import RlkitError
+from rlkit.loops.common import act_and_step, autoreset_step, make_feed_sampling, track_episodes
 from rlkit.loops.host import make_host_trainer
+from rlkit.loops.on_device import Carry
 from rlkit.train import main
+from rlkit.types import OnPolicyFeed, ReplayFeed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,3 +175,60 @@ def test_host_driver_reports_progress_within_a_chunk():
     trainer.close()
     # After every batched env step, the env steps each seed took (num_envs): 3 x 8 steps.
     assert reported == [2] * 24
+
+
+def test_act_and_step_records_the_transition_and_resets_finished_episodes():
+    """Chain of 2 states, horizon 2, always right: step 1 moves to the right end (reward 0),
+    step 2 pushes there (reward 1) and truncates, so both envs reset to the left end."""
+    env = envs.make_env("chain", ChainConfig(length=2, horizon=2))
+    params = env.default_params
+    num_envs = 2
+
+    def act(agent_state, obs, key, step):
+        return jnp.ones((obs.shape[0],), jnp.int32), {"step": jnp.full((obs.shape[0],), step)}
+
+    agent = SimpleNamespace(act=act)
+    step_envs = jax.vmap(lambda key, state, action: autoreset_step(env, key, state, action,
+                                                                   params))
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.key(0), num_envs), params)
+    carry = Carry(agent_state=None, env_state=env_state, obs=obs, key=jax.random.key(1),
+                  episode_return=jnp.zeros((num_envs,), jnp.float32),
+                  episode_length=jnp.zeros((num_envs,), jnp.int32),
+                  iteration=jnp.zeros((), jnp.int32))
+    left, right = np.eye(2)[[0, 0]], np.eye(2)[[1, 1]]
+
+    carry, transition, (finished_sum, finished_count) = act_and_step(
+        agent, step_envs, carry, jax.random.key(2), jnp.int32(0))
+    np.testing.assert_array_equal(transition.obs, left)
+    np.testing.assert_array_equal(transition.next_obs, right)
+    np.testing.assert_array_equal(transition.action, [1, 1])
+    np.testing.assert_array_equal(transition.reward, [0.0, 0.0])
+    np.testing.assert_array_equal(transition.extras["step"], [0, 0])  # act's extras, act's step
+    np.testing.assert_array_equal(carry.obs, right)
+    np.testing.assert_array_equal(carry.episode_length, [1, 1])
+    assert float(finished_sum) == 0.0 and int(finished_count) == 0
+
+    carry, transition, (finished_sum, finished_count) = act_and_step(
+        agent, step_envs, carry, jax.random.key(3), jnp.int32(2))
+    np.testing.assert_array_equal(transition.reward, [1.0, 1.0])
+    np.testing.assert_array_equal(transition.truncated, [True, True])
+    np.testing.assert_array_equal(transition.terminated, [False, False])
+    np.testing.assert_array_equal(transition.next_obs, right)  # the final observation...
+    np.testing.assert_array_equal(carry.obs, left)  # ...while the carry holds the reset one
+    np.testing.assert_array_equal(transition.extras["step"], [2, 2])
+    np.testing.assert_array_equal(carry.episode_length, [0, 0])
+    np.testing.assert_array_equal(carry.episode_return, [0.0, 0.0])
+    assert float(finished_sum) == 2.0 and int(finished_count) == 2
+
+
+def test_make_feed_sampling_refuses_a_hybrid_feed_without_a_dataset():
+    assert make_feed_sampling(OnPolicyFeed(num_envs=2, rollout_length=4), None) == (None, None)
+    buffer, sampler = make_feed_sampling(
+        ReplayFeed(num_envs=2, buffer_size=16, batch_size=4, learning_starts=4), None)
+    assert buffer is not None and sampler is None  # uniform replay, no dataset to mix
+    hybrid = ReplayFeed(num_envs=2, buffer_size=16, batch_size=4, learning_starts=4,
+                        offline_fraction=0.5)
+    with pytest.raises(RlkitError, match=r"^dataset: .*pass one \(--dataset DIR\)"):
+        make_feed_sampling(hybrid, None)
+    assert make_feed_sampling(hybrid, object())[1] is not None  # the hybrid sampler

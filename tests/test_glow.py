@@ -257,7 +257,7 @@ def test_exact_glow_opens_a_lock_within_the_bound():
     bound = horizon * num_actions + 1
     for code_seed in (1,):
         env = _lock(horizon, num_actions, code_seed)
-        agent = glow.make_agent(glow.Config(), env.spec)
+        agent = glow.make_agent(glow.Config(), env.spec, env.value_class())
         needed = _episodes_to_optimal(agent, env, bound, seeds=8)
         assert not np.isnan(needed).any()
         # Episodes before the optimal policy, plus its own successful episode.
@@ -293,10 +293,10 @@ def _optimal_dataset(env, episodes: int) -> Transition:
 def test_hyglow_with_optimal_data_needs_no_more_online_episodes_than_glow():
     env = _lock(6, 3, 2)
     dataset = _optimal_dataset(env, 50)
-    hybrid = glow.make_agent(glow.HybridConfig(), env.spec)
+    hybrid = glow.make_agent(glow.HybridConfig(), env.spec, env.value_class())
     needed_hybrid = _episodes_to_optimal(hybrid, env, 4, seeds=4, dataset=dataset)
     assert np.all(needed_hybrid <= 3), needed_hybrid  # pi* within 3 online rounds
-    online = glow.make_agent(glow.Config(), env.spec)
+    online = glow.make_agent(glow.Config(), env.spec, env.value_class())
     needed_online = _episodes_to_optimal(online, env, 19, seeds=4)
     assert np.all(needed_hybrid <= needed_online)
 
@@ -323,15 +323,22 @@ def _mixture_dataset(env_name: str, env_config, episodes: int, epsilon: float) -
     return jax.tree.map(jnp.asarray, data.transitions)
 
 
+def _assert_neural_hyglow_solves(env, env_name: str, env_config, episodes: int, epsilon: float,
+                                 hidden_sizes: tuple[int, ...], rounds: int) -> None:
+    """Neural HyGLOW, given `episodes` of a mixture policy's data, reaches the optimal policy
+    within `rounds` rounds on both of 2 seeds."""
+    dataset = _mixture_dataset(env_name, env_config, episodes, epsilon=epsilon)
+    agent = glow.make_agent(glow.HybridConfig(version="neural", hidden_sizes=hidden_sizes,
+                                              updates_per_round=16), env.spec)
+    needed = _episodes_to_optimal(agent, env, rounds, seeds=2, dataset=dataset)
+    assert not np.isnan(needed).any(), needed
+
+
 def test_neural_hyglow_solves_a_small_deepsea_from_partial_data():
     # DeepSea 5: a partially competent policy (right with probability 0.8 a step).
     config = toy.DeepSeaConfig(size=5)
-    env = toy.make_deepsea(config)
-    dataset = _mixture_dataset("deepsea", config, 50, epsilon=0.4)
-    agent = glow.make_agent(glow.HybridConfig(version="neural", hidden_sizes=(32, 32),
-                                              updates_per_round=16), env.spec)
-    needed = _episodes_to_optimal(agent, env, 40, seeds=2, dataset=dataset)
-    assert not np.isnan(needed).any(), needed
+    _assert_neural_hyglow_solves(toy.make_deepsea(config), "deepsea", config, 50, 0.4, (32, 32),
+                                 40)
 
 
 def test_neural_glow_update_clips_weights_grows_truncation_and_is_optimistic():
@@ -496,10 +503,5 @@ def test_noisy_observation_lock_passes_the_checker_with_its_noise_declared():
 
 @pytest.mark.slow  # ~35 s cold; the DeepSea test covers neural HyGLOW in the default suite
 def test_neural_hyglow_opens_a_lock_with_noisy_observations():
-    config = NOISY_LOCK
-    env = toy.make_combination_lock(config)
-    dataset = _mixture_dataset("combination-lock", config, 40, epsilon=0.5)
-    agent = glow.make_agent(glow.HybridConfig(version="neural", hidden_sizes=(64, 64),
-                                              updates_per_round=16), env.spec)
-    needed = _episodes_to_optimal(agent, env, 30, seeds=2, dataset=dataset)
-    assert not np.isnan(needed).any(), needed
+    _assert_neural_hyglow_solves(toy.make_combination_lock(NOISY_LOCK), "combination-lock",
+                                 NOISY_LOCK, 40, 0.5, (64, 64), 30)

@@ -314,3 +314,22 @@ def test_host_driver_hands_the_final_obs_at_every_truncation(user_modules):
         np.testing.assert_array_equal(np.asarray(metrics[name]), 0.0, err_msg=name)
     # Progress: one report per batched env step, in env steps per seed.
     assert reported == [2] * 30
+
+
+def test_import_user_module_turns_every_failure_into_one_line(tmp_path, monkeypatch):
+    from rlkit.errors import RlkitError, import_user_module
+
+    (tmp_path / "raises_on_import.py").write_text("raise ValueError('bad value\\nsecond line')\n")
+    (tmp_path / "imports_missing.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_user_module("json", "importing 'json'", lambda error: None).dumps(1) == "1"
+    with pytest.raises(RlkitError) as error:  # the module raises: its type and first line
+        import_user_module("raises_on_import", "importing 'raises_on_import'", lambda e: None)
+    assert str(error.value) == "importing 'raises_on_import' failed: ValueError: bad value"
+    with pytest.raises(RlkitError) as error:  # not found, and the caller has no own message
+        import_user_module("imports_missing", "importing 'imports_missing'", lambda e: None)
+    assert str(error.value) == ("importing 'imports_missing' failed: No module named "
+                                "'no_such_dependency_xyz'.")
+    with pytest.raises(RlkitError, match="^mine: no_such_module_xyz$"):  # the caller's message
+        import_user_module("no_such_module_xyz", "unused",
+                           lambda e: RlkitError(f"mine: {e.name}"))

@@ -351,7 +351,7 @@ def test_round_driver_batches_hold_the_proportional_count_round_by_round():
         return state + 1, {"offline_share": batch.reward.mean()}
 
     agent = Agent(init=lambda key: jnp.zeros((), jnp.int32),
-                  act=lambda state, obs, key: (jnp.zeros(obs.shape[:1], jnp.int32), {}),
+                  act=lambda state, obs, key, step: (jnp.zeros(obs.shape[:1], jnp.int32), {}),
                   update=update, policy=lambda state, obs: jnp.full((obs.shape[0], 2), 0.5),
                   feed=feed)
     trainer = make_rounds_trainer(agent, env, env.default_params, 5, dataset=dataset)

@@ -58,38 +58,38 @@ def test_ppo_reaches_the_optimal_policy(case):
     assert np.all(evaluated >= 0.9 * optimal)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_dqn_reaches_the_optimal_policy(case):
+def _train_dqn_to_the_optimal_policy(case, **overrides):
+    """Train DQN for 15k env steps (2 seeds) on a CASES env and assert that its greedy policy is
+    optimal and that the driver's evaluation returns J*; returns (agent, carry, metrics)."""
     name, env_config = CASES[case]
     env = envs.make_env(name, env_config)
-    config = dqn.Config(learning_starts=500, epsilon_decay_steps=7_500, buffer_size=10_000)
+    config = dqn.Config(learning_starts=500, epsilon_decay_steps=7_500, buffer_size=10_000,
+                        **overrides)
     agent = dqn.make_agent(config, env.spec)
-    trainer, carry, _ = _train(agent, env, 15_000 // config.num_envs)
+    trainer, carry, metrics = _train(agent, env, 15_000 // config.num_envs)
     np.testing.assert_allclose(_greedy_suboptimality(agent, env, carry.agent_state), 0.0,
                                atol=1e-6)
     optimal = float(planning.value_iteration(env.model(env.default_params)).optimal_return)
     np.testing.assert_allclose(np.asarray(trainer.evaluate(carry)), optimal, atol=1e-5)
+    return agent, carry, metrics
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dqn_reaches_the_optimal_policy(case):
+    _train_dqn_to_the_optimal_policy(case)
 
 
 def test_dqn_with_prioritised_replay_reaches_the_optimal_policy_of_the_chain():
     """Proportional PER (importance weights, |TD| priorities) through the on-device driver."""
-    name, env_config = CASES["chain"]
-    env = envs.make_env(name, env_config)
-    config = dqn.Config(learning_starts=500, epsilon_decay_steps=7_500, buffer_size=10_000,
-                        prioritised=True, total_steps=15_000)
-    agent = dqn.make_agent(config, env.spec)
+    agent, carry, metrics = _train_dqn_to_the_optimal_policy("chain", prioritised=True,
+                                                             total_steps=15_000)
     assert agent.feed.prioritised
-    trainer, carry, metrics = _train(agent, env, 15_000 // config.num_envs)
     # The driver popped the priorities and logged beta, annealed from 0.4 towards 1.
     assert "priorities" not in metrics
     beta = np.asarray(metrics["priority_beta"])
     np.testing.assert_allclose(beta[:, 0], 0.4, rtol=1e-6)
     assert np.all(np.diff(beta, axis=1) > 0) and np.all(beta[:, -1] > 0.99)
     assert np.asarray(carry.buffer.priorities).std() > 0  # priorities moved away from the max
-    np.testing.assert_allclose(_greedy_suboptimality(agent, env, carry.agent_state), 0.0,
-                               atol=1e-6)
-    optimal = float(planning.value_iteration(env.model(env.default_params)).optimal_return)
-    np.testing.assert_allclose(np.asarray(trainer.evaluate(carry)), optimal, atol=1e-5)
 
 
 def test_untrained_agents_are_not_optimal_on_the_lock():

@@ -180,6 +180,22 @@ def test_to_minari_refuses_interleaved_rows_and_bad_ids(tmp_path):
     assert not (tmp_path / "rlkit").exists()
 
 
+def _one_episode_dataset(dataset_id: str, observations, actions, observation_space,
+                         action_space) -> None:
+    """Write a Minari dataset of one episode with no env spec: T = len(actions) steps, reward t
+    on step t, terminated at the last step."""
+    steps = len(actions)
+    buffer = minari.data_collector.EpisodeBuffer(
+        id=0, observations=observations, actions=actions,
+        rewards=np.arange(steps, dtype=np.float32),
+        terminations=np.array([False] * (steps - 1) + [True]), truncations=np.zeros(steps, bool))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Minari warns about the missing env spec
+        minari.create_dataset_from_buffers(dataset_id, [buffer],
+                                           observation_space=observation_space,
+                                           action_space=action_space)
+
+
 def test_from_minari_errors(minari_root, tmp_path):
     with pytest.raises(DatasetError, match="'nothing/here-v0': not found"):
         from_minari("nothing/here-v0")
@@ -187,39 +203,14 @@ def test_from_minari_errors(minari_root, tmp_path):
     with pytest.raises(DatasetError, match="not a Minari dataset"):
         from_minari(tmp_path / "empty")
     # A continuous-action dataset (Box actions) is refused with the space named.
-    buffer = minari.data_collector.EpisodeBuffer(
-        observations=np.zeros((3, 2), np.float32),
-        actions=np.zeros((2, 1), np.float32),
-        rewards=[0.0, 1.0],
-        terminations=[False, True],
-        truncations=[False, False],
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        minari.create_dataset_from_buffers(
-            "box/actions-v0",
-            [buffer],
-            observation_space=gym.spaces.Box(-1, 1, (2,), np.float32),
-            action_space=gym.spaces.Box(-1, 1, (1,), np.float32),
-        )
+    _one_episode_dataset("box/actions-v0", np.zeros((3, 2), np.float32),
+                         np.zeros((2, 1), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32),
+                         gym.spaces.Box(-1, 1, (1,), np.float32))
     with pytest.raises(DatasetError, match="action space Box.* not supported"):
         from_minari("box/actions-v0")
     # Without an env spec the env id must be given.
-    buffer = minari.data_collector.EpisodeBuffer(
-        observations=np.zeros((3, 2), np.float32),
-        actions=np.array([0, 1]),
-        rewards=[0.0, 1.0],
-        terminations=[False, True],
-        truncations=[False, False],
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        minari.create_dataset_from_buffers(
-            "nospec/discrete-v0",
-            [buffer],
-            observation_space=gym.spaces.Box(-1, 1, (2,), np.float32),
-            action_space=gym.spaces.Discrete(2),
-        )
+    _one_episode_dataset("nospec/discrete-v0", np.zeros((3, 2), np.float32), np.array([0, 1]),
+                         gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Discrete(2))
     with pytest.raises(DatasetError, match="Pass env_id="):
         from_minari("nospec/discrete-v0")
     assert from_minari("nospec/discrete-v0", env_id="chain").info.env_id == "chain"
@@ -272,17 +263,9 @@ def test_export_of_a_discrete_space_with_an_offset_start_replays_its_rewards(min
 @pytest.mark.parametrize("start", [-1, 0, 3])
 def test_minari_to_rlkit_to_minari_keeps_any_action_start(minari_root, start):
     # A Minari dataset of an env without a gymnasium spec: its start survives the round trip.
-    steps = 5
-    buffer = minari.data_collector.EpisodeBuffer(
-        id=0, observations=np.arange(steps + 1, dtype=np.float32)[:, None],
-        actions=np.array([0, 1, 2, 1, 0]) + start, rewards=np.arange(steps, dtype=np.float32),
-        terminations=np.array([False] * (steps - 1) + [True]),
-        truncations=np.zeros(steps, bool))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        minari.create_dataset_from_buffers(
-            "test/start-v0", [buffer], observation_space=gym.spaces.Box(-10, 10, (1,)),
-            action_space=gym.spaces.Discrete(3, start=start))
+    _one_episode_dataset("test/start-v0", np.arange(6, dtype=np.float32)[:, None],
+                         np.array([0, 1, 2, 1, 0]) + start, gym.spaces.Box(-10, 10, (1,)),
+                         gym.spaces.Discrete(3, start=start))
     imported = from_minari("test/start-v0", env_id="chain")
     np.testing.assert_array_equal(imported.transitions.action, [0, 1, 2, 1, 0])
     again = minari.load_dataset(to_minari(imported, "test/again-v0"))

@@ -16,6 +16,7 @@ from rlkit.ops import (
     policy_from_logits,
     q_learning_target,
     target_network_update,
+    td_loss,
 )
 
 
@@ -65,6 +66,50 @@ def test_double_q_target_selects_with_online_and_evaluates_with_target():
     out = double_q_learning_target(reward, terminated, online, target, 0.5)
     # Row 0: online argmax is action 1, target value 2 -> 1 + 0.5 * 2. Row 1 terminated -> 0.
     np.testing.assert_allclose(out, [2.0, 0.0])
+
+
+def _td_loss_batch():
+    """Two rows: Q(s, .) of the online net, actions, rewards, termination, next-state values."""
+    return dict(q_tm1=jnp.array([[1.0, 3.0], [0.5, -1.0]]), a_tm1=jnp.array([1, 0]),
+                r_t=jnp.array([1.0, 0.0]), terminated_t=jnp.array([False, True]),
+                q_t_online=jnp.array([[0.0, 5.0], [3.0, 1.0]]),
+                q_t_target=jnp.array([[10.0, 2.0], [7.0, 8.0]]), gamma=0.5)
+
+
+def test_td_loss_double_max_huber_and_weighted_by_hand():
+    batch = _td_loss_batch()
+    # Double: row 0's target is 1 + .5 * Q_target(s', argmax online = 1) = 2, row 1 terminated:
+    # 0. Q(s, a) = [3, 0.5], errors [1, 0.5], loss mean(0.5 * [1, 0.25]) = 0.3125.
+    out = td_loss(**batch)
+    np.testing.assert_allclose(out.target, [2.0, 0.0])
+    np.testing.assert_allclose(out.q_taken, [3.0, 0.5])
+    np.testing.assert_allclose(out.td_error, [1.0, 0.5])
+    np.testing.assert_allclose(out.loss, 0.3125)
+    # Max target: 1 + .5 * max(10, 2) = 6; errors [-3, 0.5]: mse mean(0.5 * [9, 0.25]) =
+    # 2.3125; Huber (delta 1) mean([3 - 0.5, 0.125]) = 1.3125.
+    out = td_loss(**batch, double=False)
+    np.testing.assert_allclose(out.target, [6.0, 0.0])
+    np.testing.assert_allclose(out.td_error, [-3.0, 0.5])
+    np.testing.assert_allclose(out.loss, 2.3125)
+    np.testing.assert_allclose(td_loss(**batch, double=False, loss="huber").loss, 1.3125)
+    # Importance weights scale each row before the mean: mean([2 * 0.5, 0.5 * 0.125]) = 0.53125.
+    np.testing.assert_allclose(td_loss(**batch, weight=jnp.array([2.0, 0.5])).loss, 0.53125)
+
+
+def test_td_loss_gradient_flows_into_the_taken_q_only():
+    batch = _td_loss_batch()
+
+    def loss(q_tm1, q_t_online, q_t_target):
+        return td_loss(**{**batch, "q_tm1": q_tm1, "q_t_online": q_t_online,
+                          "q_t_target": q_t_target}).loss
+
+    grad_q, grad_online, grad_target = jax.grad(loss, argnums=(0, 1, 2))(
+        batch["q_tm1"], batch["q_t_online"], batch["q_t_target"])
+    # d/dQ(s, a) of mean(0.5 * (Q - y)^2) is (Q - y) / B: [0.5, 0.25] at the taken actions.
+    np.testing.assert_allclose(grad_q, [[0.0, 0.5], [0.25, 0.0]])
+    # The target is stopped (unstopped, row 0 would send -0.5 * 0.5 = -0.25 into Q_target).
+    np.testing.assert_array_equal(grad_online, 0.0)
+    np.testing.assert_array_equal(grad_target, 0.0)
 
 
 def test_next_state_values_equal_a_full_forward_pass():

@@ -1,4 +1,5 @@
-"""Pieces both drivers share: auto-reset, episode bookkeeping, the Trainer interface."""
+"""Pieces the drivers share: auto-reset, acting and stepping, episode bookkeeping, replay
+sampling, the Trainer interface."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rlkit.types import Array, Environment, PyTree, Transition
+from rlkit.errors import RlkitError
+from rlkit.types import Array, Environment, PyTree, ReplayFeed, Transition
 
 
 class Unit(NamedTuple):
@@ -107,6 +109,44 @@ def autoreset_step(env: Environment, key: Array, env_state: PyTree, action: Arra
     env_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
     obs = jnp.where(done, reset_obs, next_obs)
     return obs, env_state, reward, terminated, truncated, next_obs
+
+
+def act_and_step(agent, step_envs: Callable, carry: PyTree, key: Array, step: Array):
+    """Act in every environment of a driver's carry and step each once, with auto-reset.
+
+    Args:
+        agent: the agent (its `act`).
+        step_envs: `(keys [N], env_state, action [N]) -> autoreset_step's six outputs`, the
+            driver's `autoreset_step` vmapped over its N environments.
+        carry: a driver carry with `agent_state`, `env_state`, `obs` [N, *obs_shape] and the
+            running `episode_return` / `episode_length` [N].
+        key: consumed whole (split into the act key and one env key per environment).
+        step: int32 scalar, env steps taken before this call (`act`'s `step`).
+
+    Returns:
+        (carry, transition, (finished_sum, finished_count)): the carry with the new env state,
+        observations and episode counters; the [N] transitions (`next_obs` the true next
+        observation, `extras` what `act` returned); the sum and count of the returns of the
+        episodes that ended (`track_episodes`).
+    """
+    act_key, step_key = jax.random.split(key)
+    action, extras = agent.act(carry.agent_state, carry.obs, act_key, step)
+    obs, env_state, reward, terminated, truncated, final_obs = step_envs(
+        jax.random.split(step_key, carry.obs.shape[0]), carry.env_state, action
+    )
+    transition = Transition(
+        obs=carry.obs, action=action, reward=reward, terminated=terminated,
+        truncated=truncated, next_obs=final_obs, extras=extras,
+    )
+    episode_return, episode_length, finished_sum, finished_count = track_episodes(
+        carry.episode_return, carry.episode_length, reward,
+        jnp.logical_or(terminated, truncated),
+    )
+    carry = carry.replace(
+        env_state=env_state, obs=obs, episode_return=episode_return,
+        episode_length=episode_length,
+    )
+    return carry, transition, (finished_sum, finished_count)
 
 
 def track_episodes(episode_return: Array, episode_length: Array, reward: Array, done: Array):
@@ -228,6 +268,21 @@ def make_replay_sampling(feed):
 
         sampler = make_hybrid_sampler(buffer, feed_fraction(feed))
     return buffer, sampler
+
+
+def make_feed_sampling(feed, dataset: PyTree):
+    """The replay buffer and hybrid sampler of a driver's feed (`make_replay_sampling`), or
+    (None, None) for a feed without replay.
+
+    Raises:
+        RlkitError: the feed mixes offline data into its batches and `dataset` is None.
+    """
+    if feed.uses_dataset and dataset is None:
+        raise RlkitError("dataset: this agent mixes offline data into its batches; pass one "
+                         "(--dataset DIR)")
+    if isinstance(feed, ReplayFeed):
+        return make_replay_sampling(feed)
+    return None, None
 
 
 def example_transition(obs: Array) -> PyTree:

@@ -31,16 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rlkit.errors import RlkitError
 from rlkit.loops.common import (
     ENV_STEPS,
     Trainer,
     example_transition,
-    make_replay_sampling,
+    make_feed_sampling,
     over_seeds,
     replay_learn,
 )
-from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, ReplayFeed, Transition
+from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, Transition
 
 
 def reset_seed(seed: int, stream: int, count: int) -> int:
@@ -94,12 +93,7 @@ def make_host_trainer(
     spec = env.spec
     host = {"obs": None, "episode_return": np.zeros((num_seeds, num_envs)), "resets": 0}
     progress_callbacks: list[Callable[[int], None]] = []  # see Trainer.report_progress
-    buffer = sampler = None
-    if isinstance(feed, ReplayFeed):
-        buffer, sampler = make_replay_sampling(feed)
-    if feed.uses_dataset and dataset is None:
-        raise RlkitError("dataset: this agent mixes offline data into its batches; pass one "
-                         "(--dataset DIR)")
+    buffer, sampler = make_feed_sampling(feed, dataset)
 
     def split_seeds(x: np.ndarray) -> np.ndarray:
         return x.reshape((num_seeds, num_envs, *x.shape[1:]))

@@ -25,19 +25,18 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rlkit.errors import RlkitError
 from rlkit.loops.common import (
     ENV_STEPS,
     BoundRun,
     Trainer,
+    act_and_step,
     autoreset_step,
     example_transition,
-    make_replay_sampling,
+    make_feed_sampling,
     over_seeds,
     replay_learn,
-    track_episodes,
 )
-from rlkit.types import Agent, Environment, OnPolicyFeed, PyTree, ReplayFeed, Transition
+from rlkit.types import Agent, Environment, OnPolicyFeed, PyTree
 
 
 @struct.dataclass
@@ -83,12 +82,7 @@ def make_on_device_trainer(
     vmapped_step = jax.vmap(
         lambda key, state, action: autoreset_step(env, key, state, action, env_params)
     )
-    buffer = sampler = None
-    if isinstance(feed, ReplayFeed):
-        buffer, sampler = make_replay_sampling(feed)
-    if feed.uses_dataset and dataset is None:
-        raise RlkitError("dataset: this agent mixes offline data into its batches; pass one "
-                         "(--dataset DIR)")
+    buffer, sampler = make_feed_sampling(feed, dataset)
 
     def init_one(key: jax.Array) -> Carry:
         agent_key, env_key, key = jax.random.split(key, 3)
@@ -108,28 +102,6 @@ def make_on_device_trainer(
             buffer=buffer_state,
         )
 
-    def env_step(carry: Carry, key: jax.Array, step: jax.Array):
-        """Act and step every env once (`step`: env steps so far); returns the new carry, the
-        transitions and stats."""
-        act_key, step_key = jax.random.split(key)
-        action, extras = agent.act(carry.agent_state, carry.obs, act_key, step)
-        obs, env_state, reward, terminated, truncated, final_obs = vmapped_step(
-            jax.random.split(step_key, num_envs), carry.env_state, action
-        )
-        transition = Transition(
-            obs=carry.obs, action=action, reward=reward, terminated=terminated,
-            truncated=truncated, next_obs=final_obs, extras=extras,
-        )
-        episode_return, episode_length, finished_sum, finished_count = track_episodes(
-            carry.episode_return, carry.episode_length, reward,
-            jnp.logical_or(terminated, truncated),
-        )
-        carry = carry.replace(
-            env_state=env_state, obs=obs, episode_return=episode_return,
-            episode_length=episode_length,
-        )
-        return carry, transition, (finished_sum, finished_count)
-
     def on_policy_iteration(carry: Carry, dataset: PyTree):
         del dataset
         key, rollout_key, update_key = jax.random.split(carry.key, 3)
@@ -137,7 +109,7 @@ def make_on_device_trainer(
         def rollout_step(carry, inputs):
             step_key, t = inputs
             step = carry.iteration * feed.steps_per_iteration + t * num_envs
-            carry, transition, stats = env_step(carry, step_key, step)
+            carry, transition, stats = act_and_step(agent, vmapped_step, carry, step_key, step)
             return carry, (transition, stats)
 
         carry, (rollout, (finished_sum, finished_count)) = jax.lax.scan(
@@ -152,8 +124,8 @@ def make_on_device_trainer(
 
     def replay_iteration(carry: Carry, dataset: PyTree):
         key, step_key, learn_key = jax.random.split(carry.key, 3)
-        carry, transition, (finished_sum, finished_count) = env_step(
-            carry, step_key, carry.iteration * num_envs)
+        carry, transition, (finished_sum, finished_count) = act_and_step(
+            agent, vmapped_step, carry, step_key, carry.iteration * num_envs)
         agent_state, buffer_state, metrics = replay_learn(
             agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key,
             dataset=dataset, sampler=sampler,

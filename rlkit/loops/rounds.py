@@ -38,25 +38,25 @@ import jax.numpy as jnp
 from flax import struct
 
 from rlkit.errors import RlkitError
-from rlkit.loops.common import Trainer, autoreset_step, nan_metrics_like, track_episodes
-from rlkit.loops.on_device import compile_trainer
-from rlkit.types import Agent, Environment, PyTree, RoundFeed, Transition
+from rlkit.loops.common import (
+    Trainer,
+    act_and_step,
+    autoreset_step,
+    example_transition,
+    nan_metrics_like,
+)
+from rlkit.loops.on_device import Carry, compile_trainer
+from rlkit.types import Agent, Environment, RoundFeed, Transition
 
 
 @struct.dataclass
-class RoundCarry:
-    """One seed's state between rounds (all arrays: checkpointable)."""
+class RoundCarry(Carry):
+    """One seed's state between rounds (all arrays: checkpointable): the on-device driver's
+    `Carry` (its `iteration` counts rounds, its `buffer` holds the online transitions) and two
+    episode counters. `init_one` sets every field."""
 
-    agent_state: PyTree
-    env_state: PyTree
-    obs: jax.Array  # [N, *obs_shape]
-    key: jax.Array
-    episode_return: jax.Array  # [N] float32, running
-    episode_length: jax.Array  # [N] int32, running
-    iteration: jax.Array  # int32, rounds done
-    buffer: PyTree  # the online transitions
-    episodes: jax.Array  # float32, online episodes finished so far
-    episodes_to_optimal: jax.Array  # float32, NaN until the fitted policy is first optimal
+    episodes: jax.Array = None  # float32, online episodes finished so far
+    episodes_to_optimal: jax.Array = None  # float32, NaN until the fitted policy is first optimal
 
 
 def with_episode_starts(dataset: Transition) -> Transition:
@@ -68,12 +68,6 @@ def with_episode_starts(dataset: Transition) -> Transition:
     done = jnp.logical_or(dataset.terminated, dataset.truncated)
     first = jnp.concatenate([jnp.ones((1,), bool), done[:-1]])
     return dataset.replace(extras={"first": first})
-
-
-def _example_item(obs: jax.Array) -> Transition:
-    return Transition(obs=obs, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
-                      terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool),
-                      next_obs=obs, extras={"first": jnp.zeros((), bool)})
 
 
 def make_rounds_trainer(
@@ -133,7 +127,8 @@ def make_rounds_trainer(
             episode_return=jnp.zeros((num_envs,), jnp.float32),
             episode_length=jnp.zeros((num_envs,), jnp.int32),
             iteration=jnp.zeros((), jnp.int32),
-            buffer=buffer.init(_example_item(obs[0])),
+            buffer=buffer.init(example_transition(obs[0]).replace(
+                extras={"first": jnp.zeros((), bool)})),
             episodes=jnp.zeros((), jnp.float32),
             episodes_to_optimal=jnp.full((), jnp.nan, jnp.float32),
         )
@@ -182,20 +177,13 @@ def make_rounds_trainer(
     def rollout(carry: RoundCarry, key: jax.Array):
         def env_step(carry: RoundCarry, inputs):
             step_key, t = inputs
-            act_key, env_key = jax.random.split(step_key)
             step = carry.iteration * feed.steps_per_iteration + t * num_envs
-            action, _ = agent.act(carry.agent_state, carry.obs, act_key, step)
-            obs, env_state, reward, terminated, truncated, final_obs = vmapped_step(
-                jax.random.split(env_key, num_envs), carry.env_state, action)
-            transition = Transition(obs=carry.obs, action=action, reward=reward,
-                                    terminated=terminated, truncated=truncated,
-                                    next_obs=final_obs,
-                                    extras={"first": carry.episode_length == 0})
-            episode_return, episode_length, finished_sum, finished_count = track_episodes(
-                carry.episode_return, carry.episode_length, reward,
-                jnp.logical_or(terminated, truncated))
-            carry = carry.replace(env_state=env_state, obs=obs, episode_return=episode_return,
-                                  episode_length=episode_length)
+            first = carry.episode_length == 0  # [N], the step opens an episode
+            carry, transition, (finished_sum, finished_count) = act_and_step(
+                agent, vmapped_step, carry, step_key, step)
+            # The buffer stores episode starts (for agents fitting whole episodes), not act's
+            # extras.
+            transition = transition.replace(extras={"first": first})
             return carry, (transition, finished_sum, finished_count)
 
         carry, (transitions, finished_sum, finished_count) = jax.lax.scan(
