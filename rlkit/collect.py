@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from rlkit import registry
-from rlkit.errors import INTERRUPTED, RlkitError, exit_cli, one_line_parse_error, require
+from rlkit.errors import INTERRUPTED, RlkitError, one_line_parse_error, require, run_cli
 
 if TYPE_CHECKING:
     from rlkit.data.dataset import Dataset
@@ -667,4 +667,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_cli(main())
+    run_cli(main)

@@ -215,6 +215,21 @@ def describe_os_error(error: OSError) -> str:
             "choose a writable directory")
 
 
+def run_cli(main: Callable[[], int]) -> NoReturn:
+    """Run a CLI's `main` and leave with its status (`exit_cli`).
+
+    Output piped into a reader that stops early (`python -m rlkit.train --help | head`) closes
+    the pipe: the rest of the output is dropped quietly instead of ending in a traceback.
+    """
+    try:
+        code = main()
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so the exit flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    exit_cli(code)
+
+
 def exit_cli(code: int) -> NoReturn:
     """Leave a command-line entry point with status `code`.
 

@@ -42,10 +42,10 @@ from rlkit.errors import (
     FAILED,
     RlkitError,
     describe_os_error,
-    exit_cli,
     handle_sigterm_like_ctrl_c,
     interrupted_status,
     require,
+    run_cli,
     tyro_cli,
 )
 from rlkit.io import write_text
@@ -950,4 +950,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_cli(main())
+    run_cli(main)

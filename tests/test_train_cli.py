@@ -148,3 +148,17 @@ def test_deterministic_choice_is_read_before_jax_starts(tmp_path):
     assert _deterministic_requested(["--config", str(tmp_path / "config.yaml"), "--deterministic"])
     (tmp_path / "config.yaml").write_text("agent: ppo\nenv: chain\n")  # written before the option
     assert _deterministic_requested(["--resume", str(tmp_path)])
+
+
+def test_help_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`python -m rlkit.train --help | head -1`: a closed pipe is no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "rlkit.train", "--help"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(10)
+    process.stdout.close()  # the reader stops while the help is still being written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
