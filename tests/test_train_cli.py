@@ -151,14 +151,22 @@ def test_deterministic_choice_is_read_before_jax_starts(tmp_path):
 
 
 def test_help_piped_into_a_reader_that_stops_early_ends_quietly():
-    """`python -m rlkit.train --help | head -1`: a closed pipe is no traceback, exit 0."""
+    """`python -m rlkit.train --help | head -1`: a closed pipe is no traceback, exit 0.
+
+    The reader is gone before the CLI writes (its end of the pipe is closed first), so every
+    write fails with EPIPE, deterministically.
+    """
+    import os
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "rlkit.train", "--help"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    process.stdout.read(10)
-    process.stdout.close()  # the reader stops while the help is still being written
-    stderr = process.stderr.read().decode()
-    assert process.wait(timeout=60) == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "rlkit.train", "--help"],
+                                stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
