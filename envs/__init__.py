@@ -30,6 +30,15 @@ from typing import Any
 from rlkit.errors import RlkitError, import_user_module, unknown_name
 
 
+def uv_sync_command(extra: str) -> str:
+    """The uv command that installs optional extra `extra` as the README says: procgen pins
+    numpy<2, so it gets an environment of its own; the others join the default one."""
+    if extra == "procgen":
+        return ("UV_PROJECT_ENVIRONMENT=.venv-procgen uv sync --frozen --extra procgen "
+                "--no-group numpy2")
+    return f"uv sync --frozen --extra {extra}"
+
+
 @dataclass(frozen=True)
 class EnvEntry:
     """How to build one named environment.
@@ -198,7 +207,7 @@ def _import(entry: EnvEntry):
             raise RlkitError(
                 f"this environment needs the optional extra {entry.extra!r} ({error}). "
                 f"Install it with: pip install -e '.[{entry.extra}]' "
-                f"(or: uv sync --extra {entry.extra} --no-group numpy2)"
+                f"(or: {uv_sync_command(entry.extra)})"
             ) from None
         raise
 

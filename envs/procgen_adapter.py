@@ -213,6 +213,7 @@ def make(config: Config, num_envs: int, seed: int) -> ProcgenEnv:
     except ImportError as error:
         raise RlkitError(
             f"procgen:{config.game} needs the optional extra 'procgen' ({error}). Install it with: "
-            "pip install -e '.[procgen]' (or: uv sync --extra procgen --no-group numpy2)"
+            "pip install -e '.[procgen]' (or: UV_PROJECT_ENVIRONMENT=.venv-procgen uv sync "
+            "--frozen --extra procgen --no-group numpy2)"
         ) from None
     return ProcgenEnv(procgen, config, num_envs, seed)

@@ -32,9 +32,9 @@ class Policy:
         spec: the environment's `EnvSpec` (observation shape and dtype, action count).
     """
 
-    experiment: Any
-    agent: Any
-    agent_state: Any
+    experiment: Any = field(repr=False)
+    agent: Any = field(repr=False)
+    agent_state: Any = field(repr=False)  # every parameter: far too long to print
     spec: Any
     seed: int = 0
     _rng: np.random.Generator = field(init=False, repr=False)
@@ -42,17 +42,25 @@ class Policy:
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)
 
+    def __repr__(self) -> str:
+        return (f"Policy(agent={self.experiment.agent!r}, env={self.experiment.env!r}, "
+                f"seed={self.seed}, obs_shape={tuple(self.spec.obs_shape)}, "
+                f"num_actions={self.spec.num_actions})")
+
     def probabilities(self, obs) -> np.ndarray:
         """Action probabilities: [A] for one observation, [N, A] for a batch [N, *obs_shape].
 
         Raises:
-            RlkitError: `obs` has neither the env's observation shape nor a batch of it.
+            RlkitError: `obs` has neither the env's observation shape nor a batch of it, or
+                holds non-finite values.
         """
         obs = np.asarray(obs, dtype=self.spec.obs_dtype)
         shape = tuple(self.spec.obs_shape)
         single = obs.shape == shape
         require(single or obs.shape[1:] == shape, "obs",
                 f"has shape {obs.shape}; the policy takes {shape} or a batch [N, *{shape}]")
+        require(bool(np.isfinite(obs).all()), "obs",
+                "holds NaN or infinite values; an action chosen from them would be meaningless")
         probs = np.asarray(self.agent.policy(self.agent_state, obs[None] if single else obs),
                            np.float64)
         return probs[0] if single else probs

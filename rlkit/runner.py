@@ -126,8 +126,22 @@ class MetricsLog:
             return list(csv.DictReader(f))
 
     def chunks(self) -> set[int]:
-        """The chunks that have rows."""
-        return {int(row["chunk"]) for row in self.read()}
+        """The chunks whose rows are all complete: a row cut short (a file truncated by a full
+        disk or by hand) leaves its chunk out, so resuming refuses rather than keep it."""
+        rows = self.read()
+        if not rows:
+            return set()
+        cut_last = not self.path.read_bytes().endswith(b"\n")
+        complete: dict[int, bool] = {}
+        for i, row in enumerate(rows):
+            whole = (None not in row and all(value not in (None, "") for value in row.values())
+                     and not (cut_last and i == len(rows) - 1))
+            try:
+                chunk = int(row["chunk"])
+            except (TypeError, ValueError):
+                continue
+            complete[chunk] = complete.get(chunk, True) and whole
+        return {chunk for chunk, whole in complete.items() if whole}
 
     def truncate_after(self, chunk: int) -> None:
         """Drop rows of chunks later than `chunk` (those after the checkpoint being resumed)."""
@@ -357,11 +371,16 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
         for chunk in range(budget.first_chunk, budget.last_chunk + 1):
             carry, metrics, seconds = _run_chunk(trainer, carry, timer)
             rows, eval_returns = _evaluate(trainer, carry, chunk, metrics, optimal_return)
+            outcome.diverged = _divergence(trainer, carry, metrics, chunk, rows, checkpointer)
+            for seed in (outcome.diverged or {}).get("seeds", []):
+                # An evaluation of non-finite parameters means nothing: no figure (NaN, null).
+                eval_returns[seed] = math.nan
+                rows[seed].update({name: math.nan for name in ("eval_return", "suboptimality")
+                                   if name in rows[seed]})
             log.append(rows)
             _log_tensorboard(writer, rows, budget.unit)
             outcome.carry, outcome.eval_returns, outcome.last_chunk = carry, eval_returns, chunk
             outcome.train_seconds += seconds
-            outcome.diverged = _divergence(trainer, carry, metrics, chunk, rows, checkpointer)
             if outcome.diverged:  # not checkpointed: the last checkpoint stays finite
                 break
             if (chunk + 1) % checkpoint_every == 0 or chunk == budget.last_chunk:

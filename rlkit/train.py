@@ -105,6 +105,8 @@ class RunOptions:
 
     def __post_init__(self):
         require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
+        require(0 <= self.seed < 2**32, "--seed",
+                f"must be in [0, 2**32), got {self.seed}; JAX and numpy seeds are 32-bit")
         require(self.total_steps is None or self.total_steps > 0, "--total-steps",
                 f"must be positive, got {self.total_steps}")
         require(1 <= self.num_logs <= MAX_CHUNKS, "--num-logs",
@@ -222,7 +224,8 @@ def load_experiment(path: Path) -> Experiment:
     except (OSError, UnicodeDecodeError) as error:
         raise RlkitError(f"{path}: cannot be read ({error}); pass a config.yaml") from None
     except yaml.YAMLError as error:
-        raise RlkitError(f"{path}: not valid YAML ({error}); fix or regenerate it") from None
+        detail = " ".join(str(error).split())  # yaml's message spans lines; the CLI prints one
+        raise RlkitError(f"{path}: not valid YAML ({detail}); fix or regenerate it") from None
     require(isinstance(data, dict) and {"agent", "env"} <= set(data), str(path),
             "must be a mapping with at least 'agent' and 'env' (as written by rlkit.train)")
     module = registry.agent_module(data["agent"])
@@ -478,9 +481,11 @@ def load_run_dataset(experiment: Experiment, spec, feed):
     """
     run = experiment.run
     if not feed.uses_dataset:
-        require(run.dataset is None, "--dataset",
-                f"{experiment.agent} learns online only and ignores datasets; drop --dataset or "
-                "use an offline agent (bc, cql, iql) or a hybrid one (hyq, hyglow)")
+        for flag, given in (("--dataset", run.dataset is not None),
+                            ("--stream-dataset", run.stream_dataset)):
+            require(not given, flag,
+                    f"{experiment.agent} learns online only and uses no dataset; drop {flag} or "
+                    "use an offline agent (bc, cql, iql) or a hybrid one (hyq, hyglow)")
         return None
     require(run.dataset is not None, "--dataset",
             f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
@@ -778,6 +783,9 @@ def execute(experiment: Experiment, resume: bool = False, overwrite: bool = Fals
             run_dir=run_dir, header=header, resume=resume, checkpoint_every=run.checkpoint_every,
             optimal_return=built.optimal_return, show_progress=run.progress,
             stop_after_chunks=run.stop_after_chunks, summary_extras=built.summary_extras)
+    except KeyboardInterrupt as error:
+        error.run_dir = run_dir  # for the CLI's "resume with --resume RUN" line
+        raise
     finally:
         built.trainer.close()
 
@@ -928,8 +936,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt as error:
-        print("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)",
-              file=sys.stderr)
+        where = getattr(error, "run_dir", None)
+        print(f"interrupted: resume with --resume {where or 'RUN_DIR'} (the last checkpoint is "
+              "kept)", file=sys.stderr)
         return interrupted_status(error)
     finally:
         if threading.current_thread() is threading.main_thread():

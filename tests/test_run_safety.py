@@ -144,6 +144,13 @@ def test_resume_edge_cases_are_refused_or_a_no_op(finished, stopped, tmp_path, c
     assert main(["--resume", str(lost), "--no-progress"]) == 2
     assert "lacks the rows of chunk(s) [0, 1]" in _one_error_line(capfd)
 
+    # metrics.csv cut short (its last row loses its last fields): chunk 1 is incomplete.
+    cut = tmp_path / "cut"
+    shutil.copytree(stopped, cut)
+    (cut / "metrics.csv").write_bytes((cut / "metrics.csv").read_bytes()[:-20])
+    assert main(["--resume", str(cut), "--no-progress"]) == 2
+    assert "lacks the rows of chunk(s) [1]" in _one_error_line(capfd)
+
     # Logged chunks but no checkpoint: refused, metrics.csv kept as it was.
     bare = tmp_path / "bare"
     shutil.copytree(stopped, bare)
@@ -219,6 +226,10 @@ def test_divergence_stops_with_one_line_and_valid_json(tmp_path, capfd):
     summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=no_nan)
     assert summary["diverged"]["chunk"] == 0 and summary["diverged"]["seeds"] == [0, 1]
     assert summary["last_chunk"] == 0 and summary["diverged"]["last_checkpoint"] is None
+    # No figure from evaluating non-finite parameters: null per seed and overall, NaN in the CSV.
+    assert summary["per_seed"] == [None, None] and summary["final_return"] is None
+    assert [row.split(",")[6] for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]
+            ] == ["nan", "nan"]
     # The non-finite state was never checkpointed.
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
 
@@ -247,10 +258,14 @@ def test_non_finite_seeds_names_the_seeds_whose_state_is_not_finite():
     (["--sedes", "2"], "did you mean --seeds?"),
     (["--seeds", "two"], "--seeds"),
     (["--agent.learning-rate"], "--agent.learning-rate"),
+    (["--seed", str(10**23)], "--seed: must be in [0, 2**32)"),
+    (["--seed", "-1"], "--seed: must be in [0, 2**32)"),
+    (["--stream-dataset"], "--stream-dataset: ppo learns online only"),
 ])
 def test_bad_run_flags_give_one_line_and_exit_2(args, needle, tmp_path, capfd):
     assert main([*TINY, "--run-dir", str(tmp_path / "r"), *args]) == 2
     assert needle in _one_error_line(capfd)
+    assert not (tmp_path / "r").exists()  # nothing written
 
 
 def test_bad_paths_give_one_line_and_exit_2(finished, tmp_path, capfd):
@@ -338,6 +353,10 @@ def test_load_policy_acts_with_actions(finished):
     assert abs(draws.mean() - probs[1, 1]) < 0.1  # sampled in proportion to the policy
     with pytest.raises(rlkit.errors.RlkitError, match="obs: has shape"):
         policy.act(np.zeros(5))
+    with pytest.raises(rlkit.errors.RlkitError, match="obs: holds NaN"):
+        policy.act(np.full(4, np.nan, np.float32))
+    assert repr(policy) == ("Policy(agent='ppo', env='cartpole', seed=0, obs_shape=(4,), "
+                            "num_actions=2)")
 
 
 def test_sigterm_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path):
@@ -438,3 +457,18 @@ def test_load_policy_and_collect_refuse_a_policy_with_non_finite_parameters(fini
                          str(tmp_path / "data"), "--no-progress"]) == 2
     assert "not finite" in _one_error_line(capfd)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_broken_yaml_config_is_one_line(tmp_path, capfd):
+    path = tmp_path / "config.yaml"
+    path.write_text("agent: ppo\nenv: cartpole\nrun: {seeds: [1, 2\n")
+    assert main(["--config", str(path)]) == 2
+    assert "not valid YAML" in _one_error_line(capfd)
+
+
+def test_missing_extras_name_the_install_command_of_the_readme():
+    from envs import uv_sync_command
+
+    assert uv_sync_command("procgen") == ("UV_PROJECT_ENVIRONMENT=.venv-procgen uv sync --frozen "
+                                          "--extra procgen --no-group numpy2")
+    assert uv_sync_command("box2d") == "uv sync --frozen --extra box2d"
