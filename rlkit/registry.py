@@ -90,3 +90,21 @@ def make_agent(name: str, config: Any, spec: Any, env: Any = None):
         return module.make_agent(config, spec)
     hook = getattr(env, "value_class", None)
     return module.make_agent(config, spec, value_class=hook() if hook is not None else None)
+
+
+def check_env(env, name: str) -> None:
+    """Run `envs.checker.check_env` on a user's environment (`--env MODULE:FACTORY`) before
+    anything is built on it, with its list of problems folded into one line.
+
+    Raises:
+        RlkitError: `--env NAME: breaks the Environment contract: problem; problem; ...`.
+    """
+    from envs.checker import check_env as check
+    from rlkit.errors import RlkitError
+
+    try:
+        check(env, num_episodes=2)
+    except RlkitError as error:
+        lines = [line.strip(" -") for line in str(error).splitlines()[1:]] or [str(error)]
+        raise RlkitError(f"--env {name}: breaks the Environment contract (envs.checker): "
+                         + "; ".join(lines)) from None

@@ -608,6 +608,8 @@ def build(experiment: Experiment) -> Built:
         probe.close()
     else:
         env = registry.make_env(experiment.env, experiment.env_config)
+        if entry.custom:  # a user's environment: checked once, before it can fail deep in jax
+            registry.check_env(env, experiment.env)
         spec = env.spec
     agent = registry.make_agent(experiment.agent, experiment.agent_config, spec,
                                 None if entry.kind == "host" else env)

@@ -97,6 +97,12 @@ def make_wrong():
     return "not an env"
 
 
+def make_bad_shape():
+    """Its spec promises observations of shape (6,); it emits (1,)."""
+    env = make_counter(CounterConfig())
+    return env._replace(spec=env.spec.__class__("bad", (6,), "float32", 2, 4))
+
+
 def needs_two(a, b):
     return None
 '''
@@ -204,6 +210,20 @@ def test_jax_factory_by_import_path(user_modules):
     assert registry.env_entry(f"{jax_name}:make_fixed").default_config() == envs.NoConfig()
     # Listed in --help.
     assert "MODULE:FACTORY" in registry.env_descriptions()
+
+
+def test_a_users_env_is_checked_once_before_training_in_one_line(user_modules, tmp_path, capfd):
+    from rlkit.train import main
+
+    _, jax_name = user_modules
+    good = registry.make_env(f"{jax_name}:make_counter", None)
+    registry.check_env(good, f"{jax_name}:make_counter")  # a conforming env passes
+    code = main(["ppo", "--env", f"{jax_name}:make_bad_shape", "--total-steps", "1024",
+                 "--no-progress", "--run-dir", str(tmp_path / "run")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "breaks the Environment contract" in err[0] and "(6,)" in err[0], err[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_jax_factory_errors_are_one_line(user_modules):
