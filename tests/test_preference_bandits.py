@@ -120,31 +120,41 @@ def test_expected_dpo_loss_by_hand_on_two_responses():
                                math.log(2), rtol=1e-6)
 
 
-def test_sampled_pairs_cover_only_the_covered_responses_and_match_the_enumerated_loss():
-    bandit = make_tabular_bandit(TabularBanditConfig(), jax.random.key(2))
-    pairs = bandit.sample_pairs(jax.random.key(3), 200_000)
-    assert pairs.prompt_ids.shape == (200_000, 1) and pairs.chosen_ids.shape == (200_000, 1)
-    assert pairs.chosen_ids.dtype == jnp.int32
-    assert int(jnp.maximum(pairs.chosen_ids, pairs.rejected_ids).max()) == 3  # covered: 0..3
-    # Label frequencies follow Bradley-Terry: for prompt 0 and responses {0, 1}, the share of
-    # pairs where 0 is chosen is sigmoid(r(0) - r(1)).
-    prompt0 = pairs.prompt_ids[:, 0] == 0
-    is_01 = prompt0 & (pairs.chosen_ids[:, 0] + pairs.rejected_ids[:, 0] == 1) & (
-        pairs.chosen_ids[:, 0] != pairs.rejected_ids[:, 0])
-    zero_wins = float(jnp.sum(is_01 & (pairs.chosen_ids[:, 0] == 0)) / jnp.sum(is_01))
-    target = float(jax.nn.sigmoid(bandit.token_reward[0, 0] - bandit.token_reward[0, 1]))
-    standard_error = math.sqrt(target * (1 - target) / float(jnp.sum(is_01)))
-    assert abs(zero_wins - target) < 4 * standard_error
-    # The Monte-Carlo DPO loss of the sampled pairs matches the enumerated expectation.
-    policy = bandit.reference_logits + jax.random.normal(jax.random.key(4), (4, 1, 8))
+def _sampled_pair_statistics(bandit, policy, key, num_pairs):
+    """From `num_pairs` sampled pairs: the largest response id, for prompt 0 and responses
+    {0, 1} the number of such pairs and how many 0 won, and the pairs' DPO losses of `policy`
+    (beta 0.7, label smoothing 0.1). One compiled program instead of dozens of eager ops."""
+    pairs = bandit.sample_pairs(key, num_pairs)
+    chosen, rejected = pairs.chosen_ids[:, 0], pairs.rejected_ids[:, 0]
+    is_01 = (pairs.prompt_ids[:, 0] == 0) & (chosen + rejected == 1)
     log_pi = [tabular_log_probs(policy, pairs.prompt_ids, ids)
               for ids in (pairs.chosen_ids, pairs.rejected_ids)]
     log_ref = [tabular_log_probs(bandit.reference_logits, pairs.prompt_ids, ids)
                for ids in (pairs.chosen_ids, pairs.rejected_ids)]
     losses = dpo_loss(*log_pi, *log_ref, beta=0.7, label_smoothing=0.1).losses
-    standard_error = float(losses.std()) / math.sqrt(len(losses))
+    return (jnp.maximum(chosen, rejected).max(), is_01.sum(), (is_01 & (chosen == 0)).sum(),
+            losses.mean(), losses.std())
+
+
+def test_sampled_pairs_cover_only_the_covered_responses_and_match_the_enumerated_loss():
+    bandit = make_tabular_bandit(TabularBanditConfig(), jax.random.key(2))
+    policy = bandit.reference_logits + jax.random.normal(jax.random.key(4), (4, 1, 8))
+    num_pairs = 200_000
+    shapes = jax.eval_shape(lambda key: bandit.sample_pairs(key, num_pairs), jax.random.key(3))
+    assert shapes.prompt_ids.shape == (num_pairs, 1) and shapes.chosen_ids.shape == (num_pairs, 1)
+    assert shapes.chosen_ids.dtype == jnp.int32 and shapes.rejected_ids.dtype == jnp.int32
+    largest, num_01, zero_wins, mean_loss, std_loss = jax.jit(
+        _sampled_pair_statistics, static_argnums=3)(bandit, policy, jax.random.key(3), num_pairs)
+    assert int(largest) == 3  # the behaviour policy covers responses 0..3 only
+    # Label frequencies follow Bradley-Terry: among pairs {0, 1} of prompt 0, 0 is chosen with
+    # probability sigmoid(r(0) - r(1)).
+    target = float(jax.nn.sigmoid(bandit.token_reward[0, 0] - bandit.token_reward[0, 1]))
+    standard_error = math.sqrt(target * (1 - target) / int(num_01))
+    assert abs(int(zero_wins) / int(num_01) - target) < 4 * standard_error
+    # The Monte-Carlo DPO loss of the sampled pairs matches the enumerated expectation.
     exact = float(bandit.expected_dpo_loss(policy, beta=0.7, label_smoothing=0.1))
-    assert abs(float(losses.mean()) - exact) < 4 * standard_error, (losses.mean(), exact)
+    assert abs(float(mean_loss) - exact) < 4 * float(std_loss) / math.sqrt(num_pairs), (
+        mean_loss, exact)
 
 
 _BETA = 0.5
