@@ -222,9 +222,9 @@ class PreferenceBandit:
         """
         return self.expected_reward(policy_logits) - beta * self.kl_to_reference(policy_logits)
 
-    def sample_prompts(self, key: PRNGKey, num_prompts: int) -> Array:
-        """Prompts drawn uniformly: [num_prompts, 1] int32."""
-        return jax.random.randint(key, (num_prompts, 1), 0, self.num_prompts, jnp.int32)
+    def sample_prompts(self, key: PRNGKey, batch_size: int) -> Array:
+        """Prompts drawn uniformly: [batch_size, 1] int32 in [0, X)."""
+        return jax.random.randint(key, (batch_size, 1), 0, self.num_prompts, jnp.int32)
 
     def sample_responses(self, key: PRNGKey, policy_logits: Array, prompt_ids: Array) -> Array:
         """Responses y ~ pi(. | x) of a tabular policy.

@@ -161,13 +161,16 @@ _BETA = 0.5
 _STEPS = 1500
 
 
-def _train_dpo(bandit, init_logits):
-    """Adam (cosine-decayed step) on the exact expected DPO loss of a tabular policy."""
+def _train_dpo(bandit, init_logits, loss_type="sigmoid"):
+    """Adam (cosine-decayed step) on the exact expected DPO (or IPO) loss of a tabular policy."""
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, _STEPS))
+
+    def loss(logits):
+        return bandit.expected_dpo_loss(logits, beta=_BETA, loss_type=loss_type)
 
     def step(carry, _):
         logits, opt_state = carry
-        grads = jax.grad(lambda logits: bandit.expected_dpo_loss(logits, beta=_BETA))(logits)
+        grads = jax.grad(loss)(logits)
         updates, opt_state = optimizer.update(grads, opt_state)
         return (optax.apply_updates(logits, updates), opt_state), None
 
@@ -223,6 +226,24 @@ def test_dpo_leaves_the_mass_on_uncovered_responses_uncontrolled():
     assert np.abs(masses[0] - masses[1]).max() > 0.3, masses
     assert np.all(np.abs(masses - _uncovered_mass(optimum)).max(axis=-1) > 0.1), (
         masses, _uncovered_mass(optimum))
+
+
+def test_ipo_on_the_tabular_bandit_reaches_its_bounded_optimum():
+    """IPO's population minimiser (Azar et al. 2023, section 5): on the support of the pair
+    policy mu, log pi(y)/pi_ref(y) - log pi(y')/pi_ref(y') = (p(y > mu) - p(y' > mu)) / beta,
+    with p(y > mu) = E_{y' ~ mu} P(y preferred to y'). (Setting the gradient of the enumerated
+    loss to zero gives it: rho(y) - E_mu rho = (p(y > mu) - 1/2) / beta.) Unlike DPO's target it
+    stays bounded with deterministic labels."""
+    bandit = make_tabular_bandit(TabularBanditConfig(label_temperature=0.0), jax.random.key(9))
+    trained = _train_dpo(bandit, bandit.reference_logits, loss_type="ipo")
+    mu = np.exp(np.asarray(bandit.behaviour_logits[:, 0, :4], np.float64))  # [X, 4]
+    reward = np.asarray(bandit.token_reward[:, :4], np.float64)  # [X, 4]
+    beats = 0.5 * (1.0 + np.sign(reward[:, :, None] - reward[:, None, :]))  # [X, 4, 4]
+    win_rate = np.einsum("xab,xb->xa", beats, mu)  # p(y > mu), [X, 4]
+    log_ratio = np.asarray(trained[:, 0, :4] - bandit.reference_logits[:, 0, :4])
+    np.testing.assert_allclose(log_ratio - log_ratio[:, :1],
+                               (win_rate - win_rate[:, :1]) / _BETA, atol=1e-3)
+    assert np.abs(win_rate - win_rate[:, :1]).max() / _BETA > 0.5
 
 
 def test_tajwar_data_policy_is_an_exact_squashed_cauchy_histogram():
