@@ -335,9 +335,10 @@ def token_log_probs(logits: Array, tokens: Array, loss_mask: Array) -> Array:
 
     Position t - 1 predicts the token at t, so entry [b, t] is
     `log_softmax(logits[b, t - 1])[tokens[b, t]]` where `loss_mask[b, t]`, and 0 elsewhere.
-    Position 0 has no prediction: it always gives 0, so `loss_mask[:, 0]` must be False (a prompt
-    starts every sequence). The softmax is taken in float32 whatever the logits' dtype (bf16
-    logits on a GPU), as `logits - logsumexp(logits)` so that no [B, T, V] log-softmax is kept.
+    Position 0 has no prediction and always gives 0: `loss_mask[:, 0]` should be False (a prompt
+    token starts every sequence); a True there is not counted. The softmax is taken in float32
+    whatever the logits' dtype (bf16 logits on a GPU), as `logits - logsumexp(logits)` so that
+    no [B, T, V] log-softmax is kept.
 
     Args:
         logits: [B, T, V] next-token logits of a causal model over `tokens`.
@@ -370,7 +371,7 @@ def sequence_log_probs(logits: Array, tokens: Array, loss_mask: Array) -> Array:
     Args:
         logits: [B, T, V] next-token logits; position t - 1 predicts the token at t.
         tokens: [B, T] int token ids.
-        loss_mask: [B, T] bool, True at completion tokens; `loss_mask[:, 0]` must be False.
+        loss_mask: [B, T] bool, True at completion tokens; `loss_mask[:, 0]` is not counted.
 
     Returns:
         [B] float32 sums of log-probabilities (0 for a row with no masked token).

@@ -220,3 +220,17 @@ def _fit_bradley_terry(chosen, rejected, steps=500):
     w0 = jnp.zeros(chosen.shape[-1])
     (w, _), _ = jax.lax.scan(step, (w0, optimizer.init(w0)), length=steps)
     return w
+
+
+def test_position_zero_is_never_counted_and_the_gradient_reaches_only_predicting_positions():
+    mask = _MASK.copy()
+    mask[:, 0] = True  # nothing predicts token 0: the sums do not change
+    np.testing.assert_array_equal(sequence_log_probs(_LOGITS, _TOKENS, mask),
+                                  sequence_log_probs(_LOGITS, _TOKENS, _MASK))
+    grad = jax.grad(lambda logits: sequence_log_probs(logits, _TOKENS, _MASK).sum())(_LOGITS)
+    # Row 0 counts tokens 1 and 2 (predicted at positions 0 and 1), row 1 token 2 (position 1):
+    # every other position's logits get exactly zero gradient; a counted position's gradient is
+    # onehot(token) - softmax(logits), e.g. row 1 position 1: [1 - 3/5, -1/5, -1/5].
+    used = np.abs(np.asarray(grad)).sum(-1) > 0
+    np.testing.assert_array_equal(used, [[True, True, False, False], [False, True, False, False]])
+    np.testing.assert_allclose(grad[1, 1], [0.4, -0.2, -0.2], rtol=1e-5)
