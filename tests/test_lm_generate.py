@@ -145,3 +145,17 @@ def test_bad_settings_are_one_line():
     with pytest.raises(RlkitError, match="prompt_mask of the same shape"):
         generate(model, {}, tokens, mask[:, :3], jax.random.key(0), max_new_tokens=2,
                  eos_id=None, pad_id=0)
+
+
+def test_extra_left_padding_and_pad_ids_change_no_completion(llama):
+    model, params = llama
+    tokens, mask = _prompts()
+    wider = jnp.concatenate([jnp.array([[5, 6], [0, 0], [42, 1]], jnp.int32),
+                             tokens.at[1, :3].set(jnp.array([1, 2, 3]))], axis=1)
+    wider_mask = jnp.concatenate([jnp.zeros((3, 2), bool), mask], axis=1)
+    run = jax.jit(generate, static_argnames=STATIC)
+    settings = {"max_new_tokens": NEW, "temperature": 1.0, "eos_id": None, "pad_id": PAD}
+    narrow = run(model, params, tokens, mask, jax.random.key(5), **settings)
+    padded = run(model, params, wider, wider_mask, jax.random.key(5), **settings)
+    np.testing.assert_array_equal(padded.tokens, narrow.tokens)
+    np.testing.assert_allclose(padded.log_probs, narrow.log_probs, atol=1e-5)
