@@ -134,6 +134,21 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     np.testing.assert_allclose(logits, reference, atol=0.1)
 
 
+def test_remat_keeps_parameter_names_and_gradients():
+    config = TransformerConfig(vocab_size=30, num_layers=2)
+    tokens = jnp.array([[1, 2, 3, 4]], jnp.int32)
+    mask = jnp.ones_like(tokens, bool)
+    positions = positions_from_mask(mask)
+    params = jax.jit(Transformer(config).init)(jax.random.key(0), tokens, positions, mask)
+
+    def loss(params, config):
+        return jnp.sum(Transformer(config).apply(params, tokens, positions, mask) ** 2)
+
+    plain = jax.jit(jax.grad(loss), static_argnums=1)(params, config)
+    remat = jax.jit(jax.grad(loss), static_argnums=1)(params, config.replace(remat=True))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), plain, remat)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_pretrained_round_trips(family, tmp_path):
     config, params = load_pretrained(FIXTURES / family)

@@ -106,6 +106,9 @@ class TransformerConfig:
     """x + attention(norm1(x)) + mlp(norm2(x)) in one step (GPT-NeoX) instead of two."""
     rotary_fraction: float = 1.0
     """Fraction of each head's dimensions that rotate (GPT-NeoX's rotary_pct)."""
+    remat: bool = False
+    """Recompute each block's activations in the backward pass (less memory, ~1/3 more
+    compute), for long sequences on a large model."""
 
     def __post_init__(self) -> None:
         require_int_at_least(self.vocab_size, "vocab_size", 1)
@@ -405,7 +408,8 @@ class Decoder(nn.Module):
             self.position_embed = nn.Embed(config.max_length, config.width,
                                            dtype=config.compute_dtype, param_dtype=jnp.float32,
                                            embedding_init=nn.initializers.normal(0.01))
-        self.layers = [Block(config) for _ in range(config.num_layers)]
+        block = nn.remat(Block) if config.remat else Block
+        self.layers = [block(config) for _ in range(config.num_layers)]
         self.final_norm = Norm(config)
 
     def __call__(self, tokens: Array, positions: Array, attention_mask: Array,
