@@ -29,7 +29,7 @@ from rlkit.lm.transformer import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lm"
-FAMILIES = ["gpt2", "llama", "qwen2", "gpt_neox"]
+FAMILIES = ["gpt2", "llama", "qwen2", "llama3", "gpt_neox"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -58,6 +58,9 @@ def test_family_switches_are_read_from_config():
         2, 4, "swiglu", "rmsnorm", False)
     qwen2 = load_pretrained(FIXTURES / "qwen2")[0]
     assert (qwen2.attention_bias, qwen2.output_bias, qwen2.rope_theta) == (True, False, 1e6)
+    llama3 = load_pretrained(FIXTURES / "llama3")[0]
+    assert (llama3.rope_scaling, llama3.rope_factor, llama3.rope_original_max_length,
+            llama3.tie_embeddings) == ("llama3", 8.0, 16, True)
     neox = load_pretrained(FIXTURES / "gpt_neox")[0]
     assert (neox.parallel_residual, neox.rotary_dim, neox.gelu_approximate) == (True, 4, False)
 

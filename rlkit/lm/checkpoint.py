@@ -54,12 +54,17 @@ def config_from_hf(data: dict, where: str = "config.json") -> TransformerConfig:
     if model_type not in SUPPORTED:
         raise RlkitError(f"{where}: model_type {model_type!r} is not supported; rlkit loads "
                          f"{', '.join(SUPPORTED)} checkpoints.")
-    rope = data.get("rope_parameters") or {}
-    scaling = data.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type")
-    if rope_type not in (None, "default"):
-        raise RlkitError(f"{where}: rope scaling {rope_type!r} is not supported; only plain "
-                         "rotary positions (rope_type 'default') are.")
+    rope = {**(data.get("rope_scaling") or {}), **(data.get("rope_parameters") or {})}
+    rope_type = rope.get("rope_type") or rope.get("type") or "default"
+    if rope_type not in ("default", "linear", "llama3"):
+        raise RlkitError(f"{where}: rope scaling {rope_type!r} is not supported; rlkit reads "
+                         "rope_type 'default', 'linear' and 'llama3'.")
+    scaling = {} if rope_type == "default" else {
+        "rope_scaling": rope_type, "rope_factor": float(rope["factor"])}
+    if rope_type == "llama3":
+        scaling.update(rope_low_freq_factor=float(rope["low_freq_factor"]),
+                       rope_high_freq_factor=float(rope["high_freq_factor"]),
+                       rope_original_max_length=int(rope["original_max_position_embeddings"]))
     if model_type == "gpt2":
         activation = data.get("activation_function", "gelu_new")
         if activation not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
@@ -81,7 +86,7 @@ def config_from_hf(data: dict, where: str = "config.json") -> TransformerConfig:
                   width=data["hidden_size"], num_heads=data["num_attention_heads"],
                   mlp_width=data["intermediate_size"],
                   max_length=data["max_position_embeddings"], rope_theta=theta,
-                  tie_embeddings=data.get("tie_word_embeddings", False))
+                  tie_embeddings=data.get("tie_word_embeddings", False), **scaling)
     if model_type == "gpt_neox":
         if data.get("hidden_act", "gelu") not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
             raise RlkitError(f"{where}: hidden_act {data['hidden_act']!r} is not supported; "
@@ -115,6 +120,12 @@ def config_to_hf(config: TransformerConfig, family: str) -> dict:
     """The `config.json` fields of `config` as a `family` model ("gpt2", "llama", "qwen2",
     "gpt_neox"), enough for `transformers` and `config_from_hf` to rebuild it."""
     rope = {"rope_type": "default", "rope_theta": config.rope_theta}
+    if config.rope_scaling != "none":
+        rope.update(rope_type=config.rope_scaling, factor=config.rope_factor)
+    if config.rope_scaling == "llama3":
+        rope.update(low_freq_factor=config.rope_low_freq_factor,
+                    high_freq_factor=config.rope_high_freq_factor,
+                    original_max_position_embeddings=config.rope_original_max_length)
     if family == "gpt2":
         return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
                 "vocab_size": config.vocab_size, "n_layer": config.num_layers,
@@ -137,7 +148,8 @@ def config_to_hf(config: TransformerConfig, family: str) -> dict:
                 "rotary_pct": config.rotary_fraction, "rotary_emb_base": config.rope_theta}
     common.update(num_key_value_heads=config.kv_heads, rms_norm_eps=config.norm_eps,
                   head_dim=config.dims_per_head, hidden_act="silu", rope_parameters=rope,
-                  rope_theta=config.rope_theta)
+                  rope_theta=config.rope_theta,
+                  rope_scaling=None if config.rope_scaling == "none" else rope)
     if family == "qwen2":
         return {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], **common}
     return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], **common,

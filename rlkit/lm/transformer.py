@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from rlkit.errors import require, require_int_at_least, require_number, require_one_of
@@ -106,6 +107,17 @@ class TransformerConfig:
     """x + attention(norm1(x)) + mlp(norm2(x)) in one step (GPT-NeoX) instead of two."""
     rotary_fraction: float = 1.0
     """Fraction of each head's dimensions that rotate (GPT-NeoX's rotary_pct)."""
+    rope_scaling: str = "none"
+    """Rotary frequency scaling of long-context checkpoints: "none", "linear" (frequencies /
+    rope_factor) or "llama3" (Llama 3.1's band-wise scaling)."""
+    rope_factor: float = 1.0
+    """The scaling factor of "linear" and "llama3" (8 in Llama 3.1 / 3.2)."""
+    rope_low_freq_factor: float = 1.0
+    """Llama 3's low_freq_factor."""
+    rope_high_freq_factor: float = 4.0
+    """Llama 3's high_freq_factor."""
+    rope_original_max_length: int = 8192
+    """Llama 3's original_max_position_embeddings."""
     remat: bool = False
     """Recompute each block's activations in the backward pass (less memory, ~1/3 more
     compute), for long sequences on a large model."""
@@ -134,6 +146,12 @@ class TransformerConfig:
         require_one_of(self.mlp, "mlp", ("gelu", "swiglu"))
         require_one_of(self.dtype, "dtype", ("float32", "bfloat16"))
         require_number(self.rotary_fraction, "rotary_fraction", low=0, high=1, low_open=True)
+        require_one_of(self.rope_scaling, "rope_scaling", ("none", "linear", "llama3"))
+        require_number(self.rope_factor, "rope_factor", low=0, low_open=True)
+        require(self.rope_high_freq_factor > self.rope_low_freq_factor > 0,
+                "rope_high_freq_factor", "must exceed rope_low_freq_factor, both > 0, got "
+                f"{self.rope_high_freq_factor!r} and {self.rope_low_freq_factor!r}.")
+        require_int_at_least(self.rope_original_max_length, "rope_original_max_length", 1)
         if self.positions == "rope":
             rotary = self.rotary_dim
             require(rotary % 2 == 0 and rotary > 0, "rotary_fraction",
@@ -249,6 +267,35 @@ def init_cache(config: TransformerConfig, batch_size: int, length: int) -> KVCac
                    index=jnp.zeros((), jnp.int32))
 
 
+def inverse_frequency(config: TransformerConfig) -> np.ndarray:
+    """Rotary inverse frequencies theta^(-2i / R), i < R / 2, with the config's scaling.
+
+    "llama3" follows `transformers`' `_compute_llama3_parameters` (Llama 3.1): wavelengths
+    shorter than original_max_length / high_freq_factor keep their frequency, those longer than
+    original_max_length / low_freq_factor are divided by the factor, and the band between is
+    interpolated. Computed in float32 numpy, as `transformers` does in float32 torch.
+
+    Returns:
+        [R / 2] float32, R = `config.rotary_dim`.
+    """
+    rotary = config.rotary_dim
+    frequency = (1.0 / (np.float32(config.rope_theta) ** (
+        np.arange(0, rotary, 2).astype(np.float32) / np.float32(rotary)))).astype(np.float32)
+    if config.rope_scaling == "linear":
+        return (frequency / np.float32(config.rope_factor)).astype(np.float32)
+    if config.rope_scaling == "llama3":
+        factor = np.float32(config.rope_factor)
+        low, high = config.rope_low_freq_factor, config.rope_high_freq_factor
+        context = config.rope_original_max_length
+        wavelength = (np.float32(2 * np.pi) / frequency).astype(np.float32)
+        scaled = np.where(wavelength > context / low, frequency / factor, frequency)
+        smooth = ((context / wavelength - low) / (high - low)).astype(np.float32)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelength < context / high) & ~(wavelength > context / low)
+        frequency = np.where(medium, smoothed, scaled).astype(np.float32)
+    return frequency
+
+
 def _rotate(x: Array, positions: Array, config: TransformerConfig) -> Array:
     """Rotary position embedding in `transformers`' "rotate half" layout (Su et al. 2021).
 
@@ -260,9 +307,7 @@ def _rotate(x: Array, positions: Array, config: TransformerConfig) -> Array:
         [B, T, H, D], the first `rotary_dim` dimensions rotated, the rest unchanged.
     """
     rotary = config.rotary_dim
-    inverse_frequency = 1.0 / (config.rope_theta ** (
-        jnp.arange(0, rotary, 2, dtype=jnp.float32) / rotary))  # [R/2]
-    angles = positions.astype(jnp.float32)[..., None] * inverse_frequency  # [B, T, R/2]
+    angles = positions.astype(jnp.float32)[..., None] * inverse_frequency(config)  # [B, T, R/2]
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, R]
     cos, sin = jnp.cos(angles), jnp.sin(angles)
     x_rot, x_pass = x[..., :rotary].astype(jnp.float32), x[..., rotary:]
