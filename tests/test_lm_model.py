@@ -324,3 +324,37 @@ def test_tokenizer_vocabulary_must_fit_the_model(tmp_path):
 def test_config_refuses_bad_fields(field, value, message):
     with pytest.raises(RlkitError, match=message):
         TransformerConfig(**{field: value})
+
+
+def test_bfloat16_checkpoints_load_as_float32(tmp_path):
+    # Real snapshots (Qwen2.5, Llama 3.2) store bfloat16, which numpy cannot hold natively.
+    from safetensors.flax import save_file as save_flax
+
+    directory = _copy("llama", tmp_path)
+    tensors = load_file(str(directory / "model.safetensors"))
+    save_flax({name: jnp.asarray(value, jnp.bfloat16) for name, value in tensors.items()},
+              str(directory / "model.safetensors"))
+    _, params = load_pretrained(directory)
+    _, reference = load_pretrained(FIXTURES / "llama")
+    leaves = jax.tree.leaves(params)
+    assert {leaf.dtype for leaf in leaves} == {jnp.dtype(jnp.float32)}
+    rounded = jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(jnp.float32), reference)
+    jax.tree.map(np.testing.assert_array_equal, params, rounded)
+
+
+def test_last_real_index_reads_left_and_right_padding():
+    from rlkit.lm.transformer import last_real_index
+
+    mask = jnp.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 1, 1, 0, 0], [0, 0, 0, 0, 0]], bool)
+    np.testing.assert_array_equal(last_real_index(mask), [2, 4, 2, 0])
+
+
+def test_tokenizer_without_eos_is_one_line(tmp_path):
+    shutil.copy(FIXTURES / "llama" / "tokenizer.json", tmp_path / "tokenizer.json")
+    with pytest.raises(RlkitError, match="no EOS token") as error:
+        HFTokenizer.from_dir(tmp_path)
+    _one_line(error)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(RlkitError, match="not a tokenizers file") as error:
+        HFTokenizer.from_dir(tmp_path)
+    _one_line(error)
