@@ -113,6 +113,9 @@ def test_cache_prefill_and_step_equal_full_encoding():
     first, cache = apply(params, tokens[:, :3], positions[:, :3], mask[:, :3], cache=cache)
     second, cache = apply(params, tokens[:, 3:], positions[:, 3:], mask[:, 3:], cache=cache)
     assert int(cache.index) == 5
+    last = jax.jit(model.apply, static_argnames="last_only")(params, tokens, positions, mask,
+                                                             last_only=True)
+    np.testing.assert_allclose(last, full[:, -1:], atol=1e-6)
     np.testing.assert_allclose(np.concatenate([first, second], 1)[np.asarray(mask)],
                                np.asarray(full)[np.asarray(mask)], atol=1e-5)
 

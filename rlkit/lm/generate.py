@@ -183,7 +183,7 @@ def generate(model: Transformer, params: PyTree, prompt_tokens: Array, prompt_ma
     positions = positions_from_mask(prompt_mask)
     cache = init_cache(model.config, batch, prompt_length + max_new_tokens)
     logits, cache = model.apply(params, prompt_tokens.astype(jnp.int32), positions, prompt_mask,
-                                cache=cache)
+                                cache=cache, last_only=True)  # [B, 1, V]
 
     def advance(cache, step, token, position, real):
         logits, cache = model.apply(params, token[:, None], position[:, None], real[:, None],

@@ -508,6 +508,9 @@ class Transformer(nn.Module):
             decoding with a cache, the row's next position).
         attention_mask: [B, T] bool, True for real tokens (see the module docstring).
         cache: a `KVCache` from `init_cache` (or a previous call), or None.
+        last_only: compute the logits of the last column only ([B, 1, V]): a left-padded
+            prompt's next-token distribution, without materialising [B, T, V] (20 GB for 64
+            prompts of 512 tokens at Qwen2's vocabulary of 151,936).
 
     Returns:
         logits [B, T, V] float32 without a cache; (logits, new_cache) with one.
@@ -522,8 +525,11 @@ class Transformer(nn.Module):
                                       (self.config.width, self.config.vocab_size), jnp.float32)
 
     def __call__(self, tokens: Array, positions: Array, attention_mask: Array,
-                 cache: KVCache | None = None) -> Array | tuple[Array, KVCache]:
+                 cache: KVCache | None = None, *, last_only: bool = False
+                 ) -> Array | tuple[Array, KVCache]:
         hidden, new_cache = self.decoder(tokens, positions, attention_mask, cache)
+        if last_only:
+            hidden = hidden[:, -1:]
         if self.config.tie_embeddings:
             logits = self.decoder.logits(hidden)
         else:
