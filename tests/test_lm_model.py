@@ -361,3 +361,15 @@ def test_tokenizer_without_eos_is_one_line(tmp_path):
     with pytest.raises(RlkitError, match="not a tokenizers file") as error:
         HFTokenizer.from_dir(tmp_path)
     _one_line(error)
+
+
+def test_original_gpt2_layout_without_prefix_and_with_mask_buffers(tmp_path):
+    # openai-community/gpt2's model.safetensors: "h.0.attn.c_attn.weight" (no "transformer."),
+    # plus the causal-mask buffers "h.N.attn.bias".
+    directory = _copy("gpt2", tmp_path)
+    tensors = load_file(str(directory / "model.safetensors"))
+    renamed = {name.removeprefix("transformer."): value for name, value in tensors.items()}
+    renamed["h.0.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
+    save_file(renamed, str(directory / "model.safetensors"))
+    _, params = load_pretrained(directory)
+    jax.tree.map(np.testing.assert_array_equal, params, load_pretrained(FIXTURES / "gpt2")[1])
