@@ -190,6 +190,17 @@ def test_save_pretrained_round_trips(family, tmp_path):
         np.testing.assert_array_equal(written[name], original[name], err_msg=name)
 
 
+def test_save_pretrained_writes_the_tokenizer(tmp_path):
+    config, params = load_pretrained(FIXTURES / "llama")
+    tokenizer = load_tokenizer(FIXTURES / "llama")
+    save_pretrained(tmp_path, config, params, tokenizer=tokenizer)
+    again = load_tokenizer(tmp_path)
+    assert (again.pad_id, again.bos_id, again.eos_id, again.vocab_size) == (0, 1, 2, 100)
+    assert again.encode("sort 3 1 2") == tokenizer.encode("sort 3 1 2")
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert (written["bos_token_id"], written["eos_token_id"], written["pad_token_id"]) == (1, 2, 0)
+
+
 # --- Tokenizers ------------------------------------------------------------------------------
 
 
