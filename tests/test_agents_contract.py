@@ -24,7 +24,10 @@ def _small_config(name):
     if "version" in fields:  # GLOW / HyGLOW: the neural version runs on any spec
         overrides = dict(version="neural", batch_size=8, hidden_sizes=(16,))
     elif "rollout_length" in fields:
-        overrides = dict(num_envs=2, rollout_length=8, num_minibatches=2, total_steps=64)
+        # The Nature torso: PPO's default IMPALA torso takes minutes to compile on 2 cores and
+        # adds nothing to the contract (tests/test_dqn.py builds both torsos).
+        overrides = dict(num_envs=2, rollout_length=8, num_minibatches=2, total_steps=64,
+                         cnn="nature")
     elif "buffer_size" in fields:
         overrides = dict(num_envs=2, batch_size=8, learning_starts=8, buffer_size=64)
     else:  # offline agents

@@ -81,7 +81,8 @@ SHARDING_SCRIPT = textwrap.dedent("""
 
 
 def test_seed_axis_shards_over_four_devices_with_the_same_results():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT.format(root=str(ROOT))],
                             env=env, capture_output=True, text=True, timeout=600)

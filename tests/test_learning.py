@@ -102,6 +102,7 @@ def test_untrained_agents_are_not_optimal_on_the_lock():
         assert np.all(_greedy_suboptimality(agent, env, states) > 0.5)
 
 
+@pytest.mark.slow  # 5e5 env steps; the quickstart notebook (run by CI) trains CartPole too
 def test_ppo_reaches_the_maximum_return_on_cartpole():
     env = envs.make_env("cartpole")
     config = ppo.Config()  # PureJaxRL's CartPole settings, 5e5 steps
