@@ -10,6 +10,10 @@ truncated_t, next_obs_t), `next_obs_t` being the true next observation before an
 * targets: `q_learning_target`, `double_q_learning_target`, `generalized_advantage_estimation`,
   `next_state_values` (V(next_obs) of a rollout with truncations);
 * losses: `td_loss` (DQN's and CQL's TD part, from online and target Q-values);
+* preferences (language models and preference bandits): `token_log_probs` and
+  `sequence_log_probs` (log pi(y | x) of completion tokens from next-token logits), `dpo_loss`
+  (Direct Preference Optimisation, sigmoid with label smoothing, or IPO) and
+  `bradley_terry_loss` (reward models);
 * optimisation: `clipped_adam`, `gradient_step`, `target_network_update`.
 
 None of them jits: the drivers own the jit boundary.
@@ -25,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rlkit.errors import require, require_one_of
 from rlkit.types import Array, PRNGKey, PyTree
 
 
@@ -323,3 +328,155 @@ def target_network_update(params: PyTree, target_params: PyTree, step: Array, ta
     """
     return optax.periodic_update(optax.incremental_update(params, target_params, tau),
                                  target_params, step, every)
+
+
+def token_log_probs(logits: Array, tokens: Array, loss_mask: Array) -> Array:
+    """Per-token log-probabilities of a batch of sequences under next-token logits.
+
+    Position t - 1 predicts the token at t, so entry [b, t] is
+    `log_softmax(logits[b, t - 1])[tokens[b, t]]` where `loss_mask[b, t]`, and 0 elsewhere.
+    Position 0 has no prediction and always gives 0: `loss_mask[:, 0]` should be False (a prompt
+    token starts every sequence); a True there is not counted. The softmax is taken in float32
+    whatever the logits' dtype (bf16 logits on a GPU), as `logits - logsumexp(logits)` so that
+    no [B, T, V] log-softmax is kept.
+
+    Args:
+        logits: [B, T, V] next-token logits of a causal model over `tokens`.
+        tokens: [B, T] int token ids in [0, V).
+        loss_mask: [B, T] bool, True at the tokens whose log-probability counts (the completion,
+            not the prompt or the padding).
+
+    Returns:
+        [B, T] float32 log pi(tokens[b, t] | tokens[b, :t]), 0 where the mask is False.
+    """
+    chex.assert_rank([logits, tokens, loss_mask], [3, 2, 2])
+    chex.assert_equal_shape([tokens, loss_mask])
+    chex.assert_equal_shape_prefix([logits, tokens], 2)
+    logits = logits[:, :-1].astype(jnp.float32)  # [B, T - 1, V] predicting tokens 1..T-1
+    targets = tokens[:, 1:].astype(jnp.int32)  # [B, T - 1]
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # [B, T - 1]
+    log_probs = picked - jax.nn.logsumexp(logits, axis=-1)  # [B, T - 1]
+    log_probs = jnp.pad(log_probs, ((0, 0), (1, 0)))  # [B, T], position 0 predicted by nothing
+    # where, not a product: a masked position may hold -inf (a padding id the model never emits).
+    return jnp.where(loss_mask, log_probs, 0.0)
+
+
+def sequence_log_probs(logits: Array, tokens: Array, loss_mask: Array) -> Array:
+    """log pi(y | x) of each sequence: the sum of `token_log_probs` over the masked tokens.
+
+    DPO's and SFT's sequence log-probability (Rafailov et al. 2023, eq. 7, uses log pi(y | x) of
+    the completion only): prompt and padding tokens are masked out, so changing them changes
+    nothing here unless it changes the logits at completion positions.
+
+    Args:
+        logits: [B, T, V] next-token logits; position t - 1 predicts the token at t.
+        tokens: [B, T] int token ids.
+        loss_mask: [B, T] bool, True at completion tokens; `loss_mask[:, 0]` is not counted.
+
+    Returns:
+        [B] float32 sums of log-probabilities (0 for a row with no masked token).
+    """
+    return token_log_probs(logits, tokens, loss_mask).sum(axis=-1)
+
+
+class DPOLoss(NamedTuple):
+    """What `dpo_loss` returns.
+
+    Attributes:
+        losses: [B] per-pair losses (callers take the mean).
+        chosen_rewards: [B] implicit rewards beta * (log pi(y_w) - log pi_ref(y_w)), gradient
+            stopped (metrics only).
+        rejected_rewards: [B] the same for y_l.
+    """
+
+    losses: Array
+    chosen_rewards: Array
+    rejected_rewards: Array
+
+
+DPO_LOSS_TYPES = ("sigmoid", "ipo")
+
+
+def dpo_loss(
+    policy_chosen_logps: Array,
+    policy_rejected_logps: Array,
+    reference_chosen_logps: Array,
+    reference_rejected_logps: Array,
+    *,
+    beta: float | Array,
+    label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
+) -> DPOLoss:
+    """Direct Preference Optimisation losses of a batch of preference pairs.
+
+    Not to be confused with *Discovered* Policy Optimisation (Lu et al. 2022, the meta-learned
+    PPO variant also called "DPO" in JAX RL code): this is Direct Preference Optimisation for
+    preference fine-tuning (Rafailov et al. 2023).
+
+    With the log-ratio difference
+    z = [log pi(y_w) - log pi(y_l)] - [log pi_ref(y_w) - log pi_ref(y_l)]:
+
+    * "sigmoid" (Rafailov et al. 2023, eq. 7; label smoothing as conservative DPO, Mitchell 2023,
+      the form of TRL's `DPOTrainer` and RLHFlow's `dpo.py`):
+      L = -(1 - eps) log sigmoid(beta z) - eps log sigmoid(-beta z), so
+      dL/dz = beta (sigmoid(beta z) - (1 - eps)); L = log 2 at z = 0.
+    * "ipo" (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
+      Preferences", eq. 17 with tau = beta): L = (z - 1 / (2 beta))^2, minimised at
+      z = 1 / (2 beta); label smoothing does not apply to it.
+
+    Args:
+        policy_chosen_logps: [B] log pi(y_w | x) under the policy (e.g. `sequence_log_probs`).
+        policy_rejected_logps: [B] log pi(y_l | x).
+        reference_chosen_logps: [B] log pi_ref(y_w | x) (callers stop its gradient or precompute
+            it).
+        reference_rejected_logps: [B] log pi_ref(y_l | x).
+        beta: the KL-regularisation strength, > 0 (0.1 in TRL and RLHFlow).
+        label_smoothing: eps in [0, 0.5), the assumed probability that a label is flipped
+            ("sigmoid" only; 0.1 in RLHFlow's training.yaml).
+        loss_type: "sigmoid" or "ipo".
+
+    Returns:
+        A `DPOLoss` (losses [B], chosen_rewards [B], rejected_rewards [B]), float32.
+
+    Raises:
+        RlkitError: an unknown `loss_type`, a float `beta` <= 0, `label_smoothing` outside
+            [0, 0.5), or label smoothing with "ipo".
+    """
+    require_one_of(loss_type, "loss_type", DPO_LOSS_TYPES)
+    if isinstance(beta, int | float):  # an array beta (a schedule) is the caller's to check
+        require(beta > 0, "beta", f"must be > 0 (0.1 is usual), got {beta!r}.")
+    require(0.0 <= label_smoothing < 0.5, "label_smoothing",
+            f"must be in [0, 0.5) (the probability that a label is flipped), got "
+            f"{label_smoothing!r}.")
+    require(loss_type == "sigmoid" or label_smoothing == 0.0, "label_smoothing",
+            f"applies to loss_type 'sigmoid' only; set it to 0 for {loss_type!r}.")
+    chex.assert_equal_shape([policy_chosen_logps, policy_rejected_logps,
+                             reference_chosen_logps, reference_rejected_logps])
+    chosen_log_ratio = policy_chosen_logps - reference_chosen_logps  # [B]
+    rejected_log_ratio = policy_rejected_logps - reference_rejected_logps  # [B]
+    z = (chosen_log_ratio - rejected_log_ratio).astype(jnp.float32)  # [B]
+    if loss_type == "ipo":
+        losses = jnp.square(z - 1.0 / (2.0 * beta))
+    else:
+        losses = (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * z)
+                  - label_smoothing * jax.nn.log_sigmoid(-beta * z))
+    chosen_rewards = jax.lax.stop_gradient(beta * chosen_log_ratio).astype(jnp.float32)
+    rejected_rewards = jax.lax.stop_gradient(beta * rejected_log_ratio).astype(jnp.float32)
+    return DPOLoss(losses, chosen_rewards, rejected_rewards)
+
+
+def bradley_terry_loss(chosen_rewards: Array, rejected_rewards: Array) -> Array:
+    """The Bradley-Terry negative log-likelihood of preference pairs (Bradley and Terry 1952;
+    the reward-model loss of Ouyang et al. 2022, eq. 1, and RLHFlow's `bradley-terry-rm`):
+    -log sigmoid(r(x, y_w) - r(x, y_l)).
+
+    Args:
+        chosen_rewards: [B] rewards of the chosen responses.
+        rejected_rewards: [B] rewards of the rejected responses.
+
+    Returns:
+        [B] float32 per-pair losses (callers take the mean); log 2 at equal rewards.
+    """
+    chex.assert_equal_shape([chosen_rewards, rejected_rewards])
+    margin = (chosen_rewards - rejected_rewards).astype(jnp.float32)  # [B]
+    return -jax.nn.log_sigmoid(margin)
