@@ -476,9 +476,23 @@ def main(argv: list[str]) -> int:
     """Run the command line `argv` (its first word is sft, reward-model or dpo).
 
     Returns:
-        The exit status: 0 done, 2 bad input (one line on stderr).
+        The exit status, as `rlkit.train`'s: 0 done, 1 a disk that refused a write, 2 bad input
+        (one line on stderr), 3 diverged, 130 Ctrl-C, 143 SIGTERM.
     """
+    import signal
+    import threading
+
+    from rlkit.errors import (
+        DIVERGED,
+        FAILED,
+        describe_os_error,
+        handle_sigterm_like_ctrl_c,
+        interrupted_status,
+    )
+
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
+        handle_sigterm_like_ctrl_c()
         experiment, resume, overwrite = parse(argv)
         result = execute(experiment, resume, overwrite)
     except SystemExit as exit_:  # tyro printed --help
@@ -486,5 +500,20 @@ def main(argv: list[str]) -> int:
     except RlkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt as error:
+        print("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)",
+              file=sys.stderr)
+        return interrupted_status(error)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    if result.summary.get("diverged") is not None:
+        print(f"error: diverged: the parameters stopped being finite "
+              f"({result.summary['diverged']}); lower --agent.learning-rate "
+              f"({result.run_dir}/summary.json)", file=sys.stderr)
+        return DIVERGED
     print_summary(result)
     return 0
