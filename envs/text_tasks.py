@@ -218,6 +218,7 @@ def sample_preference_pairs(task: TextTask, rng: np.random.Generator, num_prompt
         num_prompts: prompts drawn (one pair each).
         sample: `(prompts, draw) -> completions`, one sampled completion (text, EOS removed)
             per prompt; `draw` is 0 or 1, so the two completions use different randomness.
+            It returns "" for a completion it cannot write as text (then skipped).
 
     Returns:
         (records, skipped): the labelled pairs, and how many prompts were skipped because a

@@ -58,9 +58,12 @@ def preference_agent_module(name: str) -> ModuleType:
 
 def text_task_names() -> dict[str, str]:
     """Text task name -> one-line description (`envs.text_tasks.TASKS`)."""
-    from envs.text_tasks import TASKS
+    return dict(text_tasks().TASKS)
 
-    return dict(TASKS)
+
+def text_tasks() -> ModuleType:
+    """The `envs.text_tasks` module (its config, `make_text_task`, demonstrations, pairs)."""
+    return importlib.import_module("envs.text_tasks")
 
 
 def env_entry(name: str):

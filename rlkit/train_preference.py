@@ -79,8 +79,7 @@ class PreferenceRunOptions:
     """Show a progress bar."""
 
     def __post_init__(self):
-        import envs.text_tasks as text_tasks
-
+        text_tasks = _tasks()
         require(self.task in text_tasks.TASKS, "--task",
                 f"unknown task {self.task!r}; known: {', '.join(text_tasks.TASKS)}")
         for name, low in (("pairs", 1), ("demonstrations", 1), ("eval_prompts", 1),
@@ -114,6 +113,13 @@ class PreferenceExperiment:
                 "task_config": dataclasses.asdict(self.task_config)}
 
 
+def _tasks():
+    """`envs.text_tasks`, through the registry (rlkit reaches envs only there)."""
+    from rlkit import registry
+
+    return registry.text_tasks()
+
+
 def agent_module(name: str):
     """The module of preference agent `name` (`agents.PREFERENCE_AGENTS`)."""
     from rlkit import registry
@@ -129,8 +135,8 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
     """
     import tyro
 
-    import envs.text_tasks as text_tasks
 
+    text_tasks = _tasks()
     resume = _option(argv, "--resume")
     if resume is not None:
         return load_experiment(Path(resume), resume=True), True, False
@@ -169,8 +175,8 @@ def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment
     Raises:
         RlkitError: no such run, or a config.yaml that is not one of a language-model run.
     """
-    import envs.text_tasks as text_tasks
 
+    text_tasks = _tasks()
     path = run_dir / "config.yaml"
     require(path.is_file(), "--resume" if resume else str(run_dir),
             f"{run_dir} has no config.yaml; pass the directory of an earlier run")
@@ -189,9 +195,10 @@ def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment
 # Models ------------------------------------------------------------------------------------
 
 
-def save_model(directory: Path, model_config, params) -> None:
+def save_model(directory: Path, model_config, params, tokenizer: str = "byte") -> None:
     """Write an rlkit model directory: `rlkit_model.json` (the `TransformerConfig` fields and
-    the tokenizer, "byte") and `params.msgpack` (flax serialization of the parameters)."""
+    the tokenizer: "byte", or the Hugging Face directory whose tokenizer.json it uses) and
+    `params.msgpack` (flax serialization of the parameters)."""
     from flax import serialization
 
     from rlkit.io import write_text
@@ -200,7 +207,8 @@ def save_model(directory: Path, model_config, params) -> None:
     (directory / MODEL_PARAMS).write_bytes(serialization.msgpack_serialize(
         jax_to_numpy(params)))
     write_text(directory / MODEL_CONFIG, json.dumps(
-        {"tokenizer": "byte", "transformer": dataclasses.asdict(model_config)}, indent=2) + "\n")
+        {"tokenizer": tokenizer, "transformer": dataclasses.asdict(model_config)}, indent=2)
+        + "\n")
 
 
 def jax_to_numpy(tree):
@@ -240,7 +248,9 @@ def load_model(path: str | Path):
         except (ValueError, KeyError, TypeError) as error:
             raise RlkitError(f"--model: {directory} holds a damaged rlkit model ({error}); "
                              "rerun the run that wrote it") from None
-        return model_config, params, ByteTokenizer()
+        source = saved.get("tokenizer", "byte")
+        return model_config, params, (ByteTokenizer() if source == "byte"
+                                      else load_tokenizer(source))
     if (directory / "config.json").is_file():
         from rlkit.lm.checkpoint import load_pretrained
 
@@ -266,6 +276,7 @@ class BuiltRun:
     labels_used: int
     tokens_per_update: int
     pairs: list | None  # sampled preference records to write to RUN_DIR/pairs.jsonl
+    tokenizer: Any = None
 
 
 def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
@@ -277,7 +288,6 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     """
     import jax
 
-    import envs.text_tasks as text_tasks
     from rlkit.data.preferences import load_preferences
     from rlkit.lm.tokenizer import ByteTokenizer
     from rlkit.lm.transformer import TransformerConfig
@@ -285,6 +295,7 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     from rlkit.train import plan_budget
     from rlkit.types import TextSpec
 
+    text_tasks = _tasks()
     run, name = experiment.run, experiment.agent
     module = agent_module(name)
     require(name != "dpo" or run.model is not None, "--model",
@@ -295,10 +306,12 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
             "reward-model and dpo)")
     if run.model is None:
         tokenizer, params = ByteTokenizer(), None
-        config = experiment.agent_config
-        model_config = TransformerConfig(
-            vocab_size=tokenizer.vocab_size, num_layers=config.num_layers, width=config.width,
-            num_heads=config.num_heads, mlp_width=config.mlp_width, max_length=run.max_length)
+        # SFT's shape fields; a reward model from scratch has the default small shape.
+        shape = {name: getattr(experiment.agent_config, name) for name in
+                 ("num_layers", "width", "num_heads", "mlp_width")
+                 if hasattr(experiment.agent_config, name)}
+        model_config = TransformerConfig(vocab_size=tokenizer.vocab_size,
+                                         max_length=run.max_length, **shape)
     else:
         model_config, params, tokenizer = load_model(run.model)
     task = text_tasks.make_text_task(run.task, experiment.task_config, tokenizer)
@@ -353,7 +366,7 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     return BuiltRun(trainer=trainer, agent=agent, spec=spec, num_chunks=budget.num_chunks,
                     budget_note=budget.note, labels_used=0 if name == "sft" else rows,
                     tokens_per_update=agent.feed.batch_size * width * (1 if name == "sft" else 2),
-                    pairs=sampled)
+                    pairs=sampled, tokenizer=tokenizer)
 
 
 def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> list:
@@ -361,11 +374,10 @@ def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> lis
     temperature 1) and labelled by Bradley-Terry on the true reward."""
     import jax
 
-    import envs.text_tasks as text_tasks
-    from agents import sft
     from rlkit.loops import preference as driver
     from rlkit.types import TextSpec
 
+    text_tasks, sft = _tasks(), agent_module("sft")
     run = experiment.run
     spec = TextSpec(model_config, task.prompt_tokens, task.completion_tokens, tokenizer.pad_id,
                     tokenizer.eos_id)
@@ -377,13 +389,19 @@ def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> lis
         prompt_batch = driver.tokenize_prompts(tokenizer, prompts, task.prompt_tokens)
         tokens, mask = driver.sample_completions(sampler, state, prompt_batch,
                                                  jax.random.fold_in(key, draw))
-        return [tokenizer.decode(row[keep & (row != tokenizer.eos_id)])
-                for row, keep in zip(tokens, mask, strict=True)]
+        texts = []
+        for row, keep in zip(tokens, mask, strict=True):
+            ids = [int(i) for i in row[keep & (row != tokenizer.eos_id)]]
+            text = tokenizer.decode(ids)
+            # A sample whose text is not its tokens (bytes that are not UTF-8, special ids)
+            # cannot be written as a preference line faithfully: skipped like an empty one.
+            texts.append(text if tokenizer.encode(text) == ids else "")
+        return texts
 
     records, skipped = text_tasks.sample_preference_pairs(task, rng, run.pairs, sample)
     if skipped:
-        print(f"note: {skipped} of {run.pairs} prompts skipped: a sampled completion was empty",
-              file=sys.stderr)
+        print(f"note: {skipped} of {run.pairs} prompts skipped: a sampled completion was empty "
+              "or not valid text", file=sys.stderr)
     require(bool(records), "--model", "every sampled completion was empty; train the model "
             "longer (sft) before sampling pairs from it")
     return records
@@ -426,7 +444,8 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
         import jax
 
         save_model(run_dir / "model", built.spec.model,
-                   jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params))
+                   jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
+                   getattr(built.tokenizer, "source", "byte") or "byte")
     return result
 
 
