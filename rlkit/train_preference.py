@@ -139,7 +139,7 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
     text_tasks = _tasks()
     resume = _option(argv, "--resume")
     if resume is not None:
-        return load_experiment(Path(resume), resume=True), True, False
+        return _resumed(argv, Path(resume)), True, False
     name = argv[0]
     module = agent_module(name)
     text = lambda help: tyro.conf.arg(help=help)  # noqa: E731
@@ -161,6 +161,37 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
         agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
     run = dataclasses.replace(run, total_steps=agent_config.total_steps)
     return PreferenceExperiment(name, run, agent_config, args.task_config), False, args.overwrite
+
+
+def _resumed(argv: list[str], run_dir: Path) -> PreferenceExperiment:
+    """The saved experiment of `--resume RUN_DIR`, with the only changes a resume allows:
+    `--stop-after-chunks N`, `--progress` / `--no-progress`, `--checkpoint-every N`.
+
+    Raises:
+        RlkitError: another flag, or an agent other than the run's.
+    """
+    import argparse
+
+    from rlkit.train import _PreParser
+
+    parser = _PreParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--resume")
+    parser.add_argument("--stop-after-chunks", type=int)
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    known, rest = parser.parse_known_args(argv[1:])
+    require(not rest, "--resume", f"a resumed run continues with its saved configuration; drop "
+            f"{' '.join(rest)} (or start a new run with those values)")
+    experiment = load_experiment(run_dir, resume=True)
+    require(experiment.agent == argv[0], "--resume",
+            f"{run_dir} is a {experiment.agent} run; resume it with python -m rlkit.train "
+            f"{experiment.agent} --resume {run_dir}")
+    changes = {"stop_after_chunks": known.stop_after_chunks}
+    if known.progress is not None:
+        changes["progress"] = known.progress
+    if known.checkpoint_every is not None:
+        changes["checkpoint_every"] = known.checkpoint_every
+    return dataclasses.replace(experiment, run=dataclasses.replace(experiment.run, **changes))
 
 
 def _option(argv: list[str], flag: str) -> str | None:

@@ -109,6 +109,9 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
         (["sft", "--task", "sorting"], "--task: unknown task 'sorting'"),
         (["reward-model", *TINY], "--dataset: reward-model needs preference pairs"),
         (["dpo", *TINY, "--model", str(sft_run), "--agent.beta", "-1"], "beta"),
+        (["sft", "--resume", str(sft_run), "--agent.width", "8"],
+         "--resume: a resumed run continues with its saved configuration; drop --agent.width"),
+        (["dpo", "--resume", str(sft_run)], f"{sft_run} is a sft run; resume it with"),
     ]
     for argv, needle in cases:
         assert main(argv) == 2, argv
