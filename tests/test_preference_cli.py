@@ -10,6 +10,8 @@ import pytest
 from rlkit.runner import MetricsLog
 from rlkit.train import main, top_level_help
 
+FIXTURES = Path(__file__).parent / "fixtures" / "lm"  # tiny Hugging Face models (rlkit.lm)
+
 # A small model and data: each run compiles in seconds and trains in a few more.
 TINY = ["--task", "sort", "--task-config.num-digits", "3", "--eval-prompts", "16",
         "--no-progress"]
@@ -106,6 +108,9 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
         (["dpo", *TINY, "--model", str(no_weights)], "no params.msgpack"),
         (["dpo", *TINY, "--model", str(nothing)], "has no config.json (Hugging Face)"),
         (["dpo", *TINY], "--model: dpo fine-tunes a model"),
+        # A Hugging Face directory loads (rlkit.lm.checkpoint), but its tokenizer splits '0'.
+        (["dpo", *TINY, "--model", str(FIXTURES / "llama")],
+         "task sort: the tokenizer encodes '0' as 2 tokens"),
         (["sft", "--task", "sorting"], "--task: unknown task 'sorting'"),
         (["reward-model", *TINY], "--dataset: reward-model needs preference pairs"),
         (["dpo", *TINY, "--model", str(sft_run), "--agent.beta", "-1"], "beta"),
