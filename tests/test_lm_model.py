@@ -75,6 +75,26 @@ def test_reward_model_matches_transformers_sequence_classification():
     np.testing.assert_allclose(np.asarray(rewards), reference["rewards"], atol=1e-4, rtol=0)
 
 
+def test_reward_model_starts_from_a_language_models_body():
+    from rlkit.lm.transformer import reward_model_params
+
+    config, params = load_pretrained(FIXTURES / "llama")  # untied: its lm_head is dropped
+    reward_params = reward_model_params(params, jax.random.key(0))
+    reference = load_pretrained(FIXTURES / "llama_reward", reward_model=True)[1]
+    assert jax.tree.structure(reward_params) == jax.tree.structure(reference)
+    assert reward_params["params"]["decoder"] is params["params"]["decoder"]
+    tokens = jnp.array([[5, 6, 7, 0]], jnp.int32)
+    mask = jnp.array([[1, 1, 1, 0]], bool)
+    positions = positions_from_mask(mask)
+    # The reward is the score head applied to the body's hidden state at the last real token.
+    model = TransformerRewardModel(config)
+    rewards = jax.jit(model.apply)(reward_params, tokens, positions, mask)
+    hidden, _ = jax.jit(lambda p: Transformer(config).apply(
+        p, tokens, positions, mask, method=lambda m, *a: m.decoder(*a)))(params)
+    np.testing.assert_allclose(rewards, hidden[:, 2] @ reward_params["params"]["score"][:, 0],
+                               atol=1e-5)
+
+
 def test_padding_never_changes_real_logits():
     config = TransformerConfig(vocab_size=50, num_kv_heads=2, max_length=32)
     model = Transformer(config)
@@ -168,6 +188,17 @@ def test_save_pretrained_round_trips(family, tmp_path):
     assert set(written) == set(original)
     for name in original:
         np.testing.assert_array_equal(written[name], original[name], err_msg=name)
+
+
+def test_save_pretrained_writes_the_tokenizer(tmp_path):
+    config, params = load_pretrained(FIXTURES / "llama")
+    tokenizer = load_tokenizer(FIXTURES / "llama")
+    save_pretrained(tmp_path, config, params, tokenizer=tokenizer)
+    again = load_tokenizer(tmp_path)
+    assert (again.pad_id, again.bos_id, again.eos_id, again.vocab_size) == (0, 1, 2, 100)
+    assert again.encode("sort 3 1 2") == tokenizer.encode("sort 3 1 2")
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert (written["bos_token_id"], written["eos_token_id"], written["pad_token_id"]) == (1, 2, 0)
 
 
 # --- Tokenizers ------------------------------------------------------------------------------

@@ -446,15 +446,18 @@ def check_vocabulary(tokenizer, config: TransformerConfig, where: str | Path = "
 
 
 def save_pretrained(model_dir: str | Path, config: TransformerConfig, params: PyTree, *,
-                    reward_model: bool = False) -> Path:
+                    reward_model: bool = False, tokenizer=None) -> Path:
     """Write `config.json` and `model.safetensors` in the Hugging Face layout of the config's
-    family (`family_of`), so that `load_pretrained` and `transformers` read them back.
+    family (`family_of`), so that `load_pretrained` and `transformers` read them back (checked
+    for every family: identical logits).
 
     Args:
         model_dir: the directory (created if needed).
         config: the model's config.
         params: its variables ({"params": ...}).
         reward_model: the variables are `TransformerRewardModel`'s.
+        tokenizer: optional; its special ids go into config.json, and an `HFTokenizer` is
+            written too (tokenizer.json, tokenizer_config.json with its special tokens).
 
     Returns:
         The directory.
@@ -479,6 +482,17 @@ def save_pretrained(model_dir: str | Path, config: TransformerConfig, params: Py
         hf["architectures"] = [hf["architectures"][0].replace("ForCausalLM", "")
                                .replace("LMHeadModel", "") + "ForSequenceClassification"]
         hf["num_labels"] = 1
+    if tokenizer is not None:
+        hf.update(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
+                  pad_token_id=tokenizer.pad_id)
+        inner = getattr(tokenizer, "tokenizer", None)
+        if inner is not None:
+            inner.save(str(directory / "tokenizer.json"))
+            specials = {f"{name}_token": inner.id_to_token(getattr(tokenizer, f"{name}_id"))
+                        for name in ("bos", "eos", "pad")}
+            with open(directory / "tokenizer_config.json", "w", encoding="utf-8") as file:
+                json.dump(specials, file, indent=2)
+                file.write("\n")
     with open(directory / "config.json", "w", encoding="utf-8") as file:
         json.dump(hf, file, indent=2)
         file.write("\n")

@@ -46,7 +46,7 @@ import numpy as np
 from flax import struct
 
 from rlkit.errors import require, require_int_at_least, require_number, require_one_of
-from rlkit.types import Array
+from rlkit.types import Array, PRNGKey, PyTree
 
 # A score no real logit reaches: masked keys get exp(MASKED - max) == 0 exactly, and a query
 # with no visible key (a padding query) gets a uniform, finite average instead of NaN.
@@ -572,3 +572,24 @@ class TransformerRewardModel(nn.Module):
                            jnp.float32)
         return jnp.einsum("bw,wo->bo", features, score.astype(self.config.compute_dtype),
                           preferred_element_type=jnp.float32)[:, 0]
+
+
+def reward_model_params(language_model_params: PyTree, key: PRNGKey,
+                        init_scale: float = 0.02) -> PyTree:
+    """`TransformerRewardModel` variables that start from a language model's body (its
+    "decoder"; an untied output layer is dropped) with a fresh score head ~ N(0, init_scale^2),
+    as TRL's reward trainer starts from an SFT model (`AutoModelForSequenceClassification`
+    initialises the new `score` layer from N(0, initializer_range^2), 0.02).
+
+    Args:
+        language_model_params: `Transformer` variables ({"params": {"decoder": ..., ...}}).
+        key: PRNG key of the head.
+        init_scale: standard deviation of the head's weights.
+
+    Returns:
+        {"params": {"decoder": the same arrays, "score": [W, 1] float32}}.
+    """
+    decoder = language_model_params["params"]["decoder"]
+    width = decoder["embed"]["embedding"].shape[-1]
+    score = init_scale * jax.random.normal(key, (width, 1), jnp.float32)
+    return {"params": {"decoder": decoder, "score": score}}
