@@ -33,7 +33,11 @@ import optax
 from flax import struct
 
 from rlkit.errors import require_int_at_least, require_number
-from rlkit.lm.transformer import TransformerRewardModel, positions_from_mask
+from rlkit.lm.transformer import (
+    TransformerRewardModel,
+    positions_from_mask,
+    reward_model_params,
+)
 from rlkit.ops import bradley_terry_loss, gradient_step
 from rlkit.types import (
     Agent,
@@ -114,12 +118,12 @@ def make_agent(config: Config, spec: TextSpec, initial_params: PyTree | None = N
         return network.apply(params, sequences.tokens, positions_from_mask(mask), mask)  # [B]
 
     def init(key: PRNGKey) -> State:
-        tokens = jnp.zeros((1, spec.prompt_tokens + spec.completion_tokens), jnp.int32)
-        mask = jnp.ones(tokens.shape, bool)
-        params = network.init(key, tokens, positions_from_mask(mask), mask)
-        if initial_params is not None:  # the language model's body; a fresh scalar head
-            body = jax.tree.map(jnp.array, initial_params["params"]["decoder"])
-            params = {"params": {**params["params"], "decoder": body}}
+        if initial_params is None:
+            tokens = jnp.zeros((1, spec.prompt_tokens + spec.completion_tokens), jnp.int32)
+            mask = jnp.ones(tokens.shape, bool)
+            params = network.init(key, tokens, positions_from_mask(mask), mask)
+        else:  # the language model's body (copied: the driver donates the state), a fresh head
+            params = jax.tree.map(jnp.array, reward_model_params(initial_params, key))
         return State(params=params, opt_state=optimizer.init(params),
                      update_step=jnp.zeros((), jnp.int32))
 

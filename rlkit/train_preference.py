@@ -13,12 +13,13 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
   labelled by Bradley-Terry on the true reward (written to RUN_DIR/pairs.jsonl).
 
 `--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
-tokenizer.json), an rlkit one (rlkit_model.json + params.msgpack), or the directory of an SFT
-or DPO run (its `model/`, the final model of seed 0). The run directory is the one every rlkit
-run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/; `--resume` is exact),
-plus `model/` for sft and dpo. summary.json adds `true_reward`, `reverse_kl` (mean over seeds of
-the last evaluation), `initial_true_reward`, `preference_accuracy`, `labels_used` and
-`tokens_per_second`. Bad input is one line naming the flag, file or line and the fix (exit 2).
+tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed
+0, in the same layout; `rlkit_model.json` marks a byte-tokenizer model). The run directory is
+the one every rlkit run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/;
+`--resume` is exact), plus `model/` for sft and dpo. summary.json adds `true_reward`,
+`reverse_kl` (mean over seeds of the last evaluation), `initial_true_reward`,
+`preference_accuracy`, `labels_used` and `tokens_per_second`. Bad input is one line naming
+the flag, file or line and the fix (exit 2).
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ import yaml
 from rlkit.errors import RlkitError, require, tyro_cli
 
 AGENTS = ("sft", "reward-model", "dpo")
-MODEL_CONFIG = "rlkit_model.json"
-MODEL_PARAMS = "params.msgpack"
+MODEL_CONFIG = "rlkit_model.json"  # beside config.json: the model's tokenizer is the byte one
 
 
 @dataclass(frozen=True)
@@ -226,70 +226,48 @@ def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment
 # Models ------------------------------------------------------------------------------------
 
 
-def save_model(directory: Path, model_config, params, tokenizer: str = "byte") -> None:
-    """Write an rlkit model directory: `rlkit_model.json` (the `TransformerConfig` fields and
-    the tokenizer: "byte", or the Hugging Face directory whose tokenizer.json it uses) and
-    `params.msgpack` (flax serialization of the parameters)."""
-    from flax import serialization
-
+def save_model(directory: Path, model_config, params, tokenizer) -> None:
+    """Write a model directory in the Hugging Face layout of its family
+    (`rlkit.lm.checkpoint.save_pretrained`: config.json, model.safetensors and, for a
+    `tokenizers` tokenizer, its files), which `load_model` and `transformers` read back. A model
+    of the byte tokenizer also gets `rlkit_model.json` saying so (it has no tokenizer.json)."""
     from rlkit.io import write_text
+    from rlkit.lm.checkpoint import save_pretrained
+    from rlkit.lm.tokenizer import ByteTokenizer
 
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_PARAMS).write_bytes(serialization.msgpack_serialize(
-        jax_to_numpy(params)))
-    write_text(directory / MODEL_CONFIG, json.dumps(
-        {"tokenizer": tokenizer, "transformer": dataclasses.asdict(model_config)}, indent=2)
-        + "\n")
-
-
-def jax_to_numpy(tree):
-    import jax
-
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+    save_pretrained(directory, model_config, params, tokenizer=tokenizer)
+    if isinstance(tokenizer, ByteTokenizer):
+        write_text(directory / MODEL_CONFIG, json.dumps({"tokenizer": "byte"}) + "\n")
 
 
 def load_model(path: str | Path):
     """`(model_config, params, tokenizer)` of a local model directory.
 
     Args:
-        path: a Hugging Face directory (config.json, *.safetensors, tokenizer.json), an rlkit
-            one (rlkit_model.json, params.msgpack), or a run directory holding `model/`.
+        path: a Hugging Face directory (config.json, *.safetensors, tokenizer.json; or
+            `rlkit_model.json` naming the byte tokenizer instead), or a run directory holding
+            `model/` (what sft and dpo runs save).
 
     Raises:
-        RlkitError: not a directory, or no config and weights of either kind (naming the fix).
+        RlkitError: not a directory, or no config.json (naming the fix); the checkpoint
+            loader's one-line errors for missing or mismatched weights.
     """
-    from flax import serialization
-
+    from rlkit.lm.checkpoint import load_pretrained
     from rlkit.lm.tokenizer import ByteTokenizer, load_tokenizer
-    from rlkit.lm.transformer import TransformerConfig
 
     directory = Path(path)
     require(directory.is_dir(), "--model", f"{directory} is not a directory; pass a local model "
             "directory or the directory of an sft run")
-    if not (directory / MODEL_CONFIG).is_file() and (directory / "model" / MODEL_CONFIG).is_file():
+    if not (directory / "config.json").is_file() and (directory / "model").is_dir():
         directory = directory / "model"
-    if (directory / MODEL_CONFIG).is_file():
-        require((directory / MODEL_PARAMS).is_file(), "--model",
-                f"{directory} has {MODEL_CONFIG} but no {MODEL_PARAMS}; the weights are missing "
-                "(copy the whole directory, or rerun the sft run)")
-        try:
-            saved = json.loads((directory / MODEL_CONFIG).read_text())
-            model_config = TransformerConfig(**saved["transformer"])
-            params = serialization.msgpack_restore((directory / MODEL_PARAMS).read_bytes())
-        except (ValueError, KeyError, TypeError) as error:
-            raise RlkitError(f"--model: {directory} holds a damaged rlkit model ({error}); "
-                             "rerun the run that wrote it") from None
-        source = saved.get("tokenizer", "byte")
-        return model_config, params, (ByteTokenizer() if source == "byte"
-                                      else load_tokenizer(source))
-    if (directory / "config.json").is_file():
-        from rlkit.lm.checkpoint import load_pretrained
-
-        model_config, params = load_pretrained(directory)
-        return model_config, params, load_tokenizer(directory)
-    raise RlkitError(
-        f"--model: {directory} has no config.json (Hugging Face) or {MODEL_CONFIG} (rlkit) with "
-        "weights; pass a model directory, or the directory of an sft run (it saves model/)")
+    require((directory / "config.json").is_file(), "--model",
+            f"{directory} has no config.json; pass a Hugging Face model directory (config.json, "
+            "*.safetensors, tokenizer.json) or the directory of an sft run (it saves model/)")
+    model_config, params = load_pretrained(directory)
+    tokenizer = ByteTokenizer()
+    if not (directory / MODEL_CONFIG).is_file():
+        tokenizer = load_tokenizer(directory)
+    return model_config, params, tokenizer
 
 
 # Building a run ------------------------------------------------------------------------------
@@ -476,7 +454,7 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
 
         save_model(run_dir / "model", built.spec.model,
                    jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
-                   getattr(built.tokenizer, "source", "byte") or "byte")
+                   built.tokenizer)
     return result
 
 

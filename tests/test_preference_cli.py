@@ -36,7 +36,7 @@ def _error_line(capsys) -> str:
 
 def test_sft_writes_a_run_directory_and_a_model(sft_run):
     for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoints",
-                 "model/rlkit_model.json", "model/params.msgpack"):
+                 "model/config.json", "model/model.safetensors", "model/rlkit_model.json"):
         assert (sft_run / name).exists(), name
     summary = json.loads((sft_run / "summary.json").read_text())
     assert summary["unit"] == "updates" and summary["updates"] == 4
@@ -97,7 +97,7 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
         {"prompt": "1" * 40 + "=", "chosen": "1", "rejected": "2"})])
     no_weights = tmp_path / "no_weights"
     no_weights.mkdir()
-    (no_weights / "rlkit_model.json").write_text("{}")
+    (no_weights / "config.json").write_text((sft_run / "model" / "config.json").read_text())
     nothing = tmp_path / "nothing"
     nothing.mkdir()
     dpo = ["dpo", *TINY, "--model", str(sft_run), "--run-dir", str(tmp_path / "run")]
@@ -105,8 +105,9 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
         ([*dpo, "--dataset", str(missing)], f"{missing}, line 2: missing key(s) 'rejected'"),
         ([*dpo, "--dataset", str(empty)], f"{empty}, line 3: 'chosen' is empty"),
         ([*dpo, "--dataset", str(long)], "exceed the model's context of 16 tokens"),
-        (["dpo", *TINY, "--model", str(no_weights)], "no params.msgpack"),
-        (["dpo", *TINY, "--model", str(nothing)], "has no config.json (Hugging Face)"),
+        (["dpo", *TINY, "--model", str(no_weights)], "no model.safetensors"),
+        (["dpo", *TINY, "--model", str(nothing)],
+         "has no config.json; pass a Hugging Face model directory"),
         (["dpo", *TINY], "--model: dpo fine-tunes a model"),
         # A Hugging Face directory loads (rlkit.lm.checkpoint), but its tokenizer splits '0'.
         (["dpo", *TINY, "--model", str(FIXTURES / "llama")],
