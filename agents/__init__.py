@@ -18,3 +18,13 @@ AGENTS: dict[str, tuple[str, str]] = {
     "hyglow": ("agents.glow:HybridConfig", "HyGLOW: H2O with the clipped density-ratio minimax "
                "learner, offline + online data (Amortila et al. 2024); needs --dataset"),
 }
+
+# Language-model agents: trained on text by the preference driver (rlkit.loops.preference),
+# with `python -m rlkit.train sft|reward-model|dpo --task TASK` (rlkit.train_preference).
+PREFERENCE_AGENTS: dict[str, tuple[str, str]] = {
+    "sft": ("agents.sft", "supervised fine-tuning of a language model on demonstrations "
+            "(completion tokens only)"),
+    "reward-model": ("agents.reward_model", "Bradley-Terry reward model on preference pairs"),
+    "dpo": ("agents.dpo", "Direct Preference Optimisation (Rafailov et al. 2023; not Discovered "
+            "Policy Optimisation), sigmoid or IPO loss"),
+}

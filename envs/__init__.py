@@ -13,6 +13,10 @@ Your own JAX environment: `my_module:make_env` names a factory returning an
 line each field is `--env-config.FIELD`), or nothing for a factory without parameters. Check a new
 environment once with `envs.checker.check_env`.
 
+Text tasks for language models (`sort`, `reverse`: digit strings with an exact reward) are not
+environments: `envs.text_tasks.TASKS` lists them for `python -m rlkit.train sft|reward-model|dpo
+--task TASK`.
+
 Modules are imported lazily: importing `envs` imports none of gymnax, gymnasium or procgen, and a
 missing optional extra (procgen, box2d, ...) only matters when its environment is built.
 """

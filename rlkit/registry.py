@@ -40,6 +40,32 @@ def agent_module(name: str) -> ModuleType | SimpleNamespace:
                            __name__=module.__name__, __doc__=module.__doc__)
 
 
+def preference_agent_names() -> dict[str, str]:
+    """Language-model agent name -> one-line description (`agents.PREFERENCE_AGENTS`)."""
+    from agents import PREFERENCE_AGENTS
+
+    return {name: description for name, (_, description) in PREFERENCE_AGENTS.items()}
+
+
+def preference_agent_module(name: str) -> ModuleType:
+    """The module of language-model agent `name` (sft, reward-model, dpo), or a clear error."""
+    from agents import PREFERENCE_AGENTS
+
+    if name not in PREFERENCE_AGENTS:
+        raise unknown_name("language-model agent", name, list(PREFERENCE_AGENTS))
+    return importlib.import_module(PREFERENCE_AGENTS[name][0])
+
+
+def text_task_names() -> dict[str, str]:
+    """Text task name -> one-line description (`envs.text_tasks.TASKS`)."""
+    return dict(text_tasks().TASKS)
+
+
+def text_tasks() -> ModuleType:
+    """The `envs.text_tasks` module (its config, `make_text_task`, demonstrations, pairs)."""
+    return importlib.import_module("envs.text_tasks")
+
+
 def env_entry(name: str):
     """The `envs.EnvEntry` of env `name`, or a clear error listing the known names."""
     import envs

@@ -286,6 +286,11 @@ def top_level_help() -> str:
     lines += [f"  {name:24s} {text}" for name, text in registry.agent_names().items()]
     lines += ["", "Environments (--env):"]
     lines += [f"  {name:24s} {text}" for name, text in registry.env_descriptions().items()]
+    lines += ["", "Language-model agents (python -m rlkit.train AGENT --task TASK "
+              "[--model DIR] [--dataset pairs.jsonl]; see rlkit.train_preference):"]
+    lines += [f"  {name:24s} {text}" for name, text in registry.preference_agent_names().items()]
+    lines += ["", "Text tasks (--task):"]
+    lines += [f"  {name:24s} {text}" for name, text in registry.text_task_names().items()]
     lines += ["", "Example: python -m rlkit.train ppo --env cartpole --seeds 4"]
     return "\n".join(lines)
 
@@ -922,6 +927,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(top_level_help())
         return 0
+    if argv[0] in registry.preference_agent_names():
+        from rlkit import train_preference
+
+        return train_preference.main(argv)
     previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         handle_sigterm_like_ctrl_c()

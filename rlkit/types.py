@@ -322,7 +322,80 @@ class RoundFeed:
         return self.buffer_episodes * self.episode_length
 
 
-Feed = OnPolicyFeed | ReplayFeed | OfflineFeed | RoundFeed
+@dataclass(frozen=True)
+class PreferenceFeed:
+    """The agent learns a language model from tokenized text (SFT, reward models, DPO), through
+    the preference driver (`rlkit.loops.preference`).
+
+    Each driver iteration is one `update` on `batch_size` rows drawn with replacement: a
+    `Sequences` batch (`data="demonstrations"`) or a `PreferencePairs` batch (`data="pairs"`).
+
+    Attributes:
+        batch_size: rows (sequences or pairs) per update.
+        data: "demonstrations" or "pairs".
+        generates: whether `act` samples completions from prompts (SFT, DPO: evaluated by the
+            true reward of fresh samples) or scores sequences (reward models).
+    """
+
+    batch_size: int
+    data: str
+    generates: bool
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return 0
+
+    @property
+    def uses_dataset(self) -> bool:
+        return True
+
+
+@struct.dataclass
+class Sequences:
+    """A batch of tokenized prompt + completion sequences, [B, T] each (T = P + N: the prompt
+    left-padded to P tokens, the completion right-padded to N).
+
+    Attributes:
+        tokens: int32 token ids (padding holds the tokenizer's pad id).
+        attention_mask: bool, True at real tokens (prompt and completion), False at padding.
+        loss_mask: bool, True at the completion's tokens (EOS included): the tokens whose
+            log-probabilities SFT and DPO count. Always False at position 0.
+    """
+
+    tokens: Array
+    attention_mask: Array
+    loss_mask: Array
+
+
+@struct.dataclass
+class PreferencePairs:
+    """A batch of preference pairs: for the same prompt, `chosen` is preferred to `rejected`
+    ([B, T] `Sequences` each)."""
+
+    chosen: Sequences
+    rejected: Sequences
+
+
+Feed = OnPolicyFeed | ReplayFeed | OfflineFeed | RoundFeed | PreferenceFeed
+
+
+class TextSpec(NamedTuple):
+    """What a language-model agent needs to know about its task and model (the `EnvSpec` of
+    SFT, reward models and DPO).
+
+    Attributes:
+        model: the `rlkit.lm.transformer.TransformerConfig` of the network.
+        prompt_tokens: P, prompts are left-padded to this many tokens.
+        completion_tokens: N, completions are right-padded (and generated) to this many tokens.
+        pad_id: the tokenizer's padding id.
+        eos_id: the tokenizer's end-of-sequence id (ends a generated completion).
+    """
+
+    model: Any
+    prompt_tokens: int
+    completion_tokens: int
+    pad_id: int
+    eos_id: int
 
 
 class Agent(NamedTuple):

@@ -1,0 +1,315 @@
+"""The preference driver: SFT, reward models and Direct Preference Optimisation on tokenized
+text, the one jit boundary of those agents (ARCHITECTURE.md section 5).
+
+For agents with a `PreferenceFeed`. A run is `lax.scan` over updates inside one jitted,
+seed-vmapped chunk, as in the offline driver: the tokenized data ([M, T] `Sequences` or
+`PreferencePairs`) is an argument of the compiled chunk shared by every seed, and each update
+draws `batch_size` rows with replacement with `jax.random` inside the scan.
+
+At the end of every chunk (and once at `init`) the driver evaluates the current model inside the
+same compiled program:
+
+* agents that generate (SFT, DPO): `act` samples one completion per evaluation prompt with the
+  KV cache at temperature 1; the task's exact reward scores them (`true_reward`, the mean), and
+  where `act` also returns the reference policy's log-probabilities (DPO), the reverse
+  KL(pi || pi_ref) is estimated by the mean over samples of log pi(y | x) - log pi_ref(y | x)
+  (`reverse_kl`; unbiased, since y ~ pi). `completion_length` is the mean generated length.
+* reward models: `eval_preference_accuracy`, the share of held-out pairs it orders as labelled.
+
+Those figures are metrics of the chunk's last iteration (NaN on the others, so metrics.csv gets
+the end-of-chunk value), and `evaluate(carry)` returns the headline one (`true_reward`, or the
+held-out accuracy) from the carry, so `rlkit.runner` logs it as `eval_return` with no extra
+work. The carry also keeps the evaluation of the initial model (`initial_evaluation`), the
+baseline a fine-tuning run is compared with.
+
+The unit is `UPDATES`: `--total-steps`, progress and curves count gradient updates. The module
+also turns text into the arrays the agents take (`tokenize_*`), with one-line errors naming the
+file and line of a record that cannot be used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from rlkit.data.preferences import PreferenceRecord
+from rlkit.errors import RlkitError, require
+from rlkit.loops.common import UPDATES, BoundRun, Trainer, over_seeds
+from rlkit.types import Agent, Array, PreferencePairs, PyTree, Sequences
+
+GENERATION_METRICS = ("true_reward", "reverse_kl", "completion_length")
+REWARD_MODEL_METRICS = ("eval_preference_accuracy",)
+
+
+@struct.dataclass
+class PreferenceCarry:
+    """One seed's training state (all arrays: checkpointable).
+
+    Attributes:
+        agent_state: the agent's state.
+        key: the seed's PRNG key.
+        iteration: int32, updates done.
+        evaluation: float32 scalars of the latest evaluation (`GENERATION_METRICS` or
+            `REWARD_MODEL_METRICS`).
+        initial_evaluation: the same figures for the initial model.
+    """
+
+    agent_state: PyTree
+    key: Array
+    iteration: Array
+    evaluation: dict
+    initial_evaluation: dict
+
+
+def headline_metric(agent: Agent) -> str:
+    """The evaluation figure `evaluate` reports for `agent` (summary.json's `final_return`)."""
+    return "true_reward" if agent.feed.generates else "eval_preference_accuracy"
+
+
+def make_preference_trainer(
+    agent: Agent,
+    data: Sequences | PreferencePairs,
+    eval_data: Sequences | PreferencePairs,
+    iterations_per_chunk: int,
+    *,
+    reward_fn: Callable[[Array, Array, Array], Array] | None = None,
+) -> Trainer:
+    """Build a `Trainer` that trains a language-model agent on tokenized data.
+
+    Args:
+        agent: an agent with a `PreferenceFeed`.
+        data: training rows, numpy leaves [M, T]: `Sequences` (demonstrations) or
+            `PreferencePairs`, as `agent.feed.data` says.
+        eval_data: for agents that generate, the evaluation prompts (`Sequences` [E, P],
+            left-padded); for reward models, held-out `PreferencePairs` [E, T].
+        iterations_per_chunk: updates per `run` call.
+        reward_fn: for agents that generate, the task's exact reward on tokens,
+            `(prompt_tokens [E, P], completion_tokens [E, N], completion_mask [E, N]) -> [E]`.
+
+    Returns:
+        A `Trainer` whose iterations are updates.
+
+    Raises:
+        RlkitError: no rows, data of the wrong kind for the agent, or a generating agent
+            without `reward_fn`.
+    """
+    feed = agent.feed
+    pairs = isinstance(data, PreferencePairs)
+    require(pairs == (feed.data == "pairs"), "dataset",
+            f"this agent learns from {feed.data}, got "
+            f"{'preference pairs' if pairs else 'demonstrations'}")
+    size = int(jax.tree.leaves(data)[0].shape[0])
+    require(size >= 1, "dataset", "holds no rows; it needs at least one")
+    require(not feed.generates or reward_fn is not None, "reward_fn",
+            "an agent that generates is evaluated by the task's reward; pass reward_fn")
+    batch_size = feed.batch_size
+
+    def evaluate_state(agent_state: PyTree, key: Array, eval_data) -> dict:
+        if not feed.generates:
+            chosen, _ = agent.act(agent_state, eval_data.chosen, key, jnp.int32(0))  # [E]
+            rejected, _ = agent.act(agent_state, eval_data.rejected, key, jnp.int32(0))  # [E]
+            return {"eval_preference_accuracy": (chosen > rejected).mean(dtype=jnp.float32)}
+        completions, extras = agent.act(agent_state, eval_data, key, jnp.int32(0))  # [E, N]
+        mask = extras["completion_mask"]  # [E, N]
+        rewards = reward_fn(eval_data.tokens, completions, mask)  # [E]
+        if "reference_log_probs" in extras:
+            log_ratio = extras["log_probs"] - extras["reference_log_probs"]  # [E]
+            reverse_kl = log_ratio.mean()
+        else:  # no reference policy (SFT)
+            reverse_kl = jnp.float32(jnp.nan)
+        return {"true_reward": rewards.mean(), "reverse_kl": reverse_kl.astype(jnp.float32),
+                "completion_length": mask.sum(-1).mean(dtype=jnp.float32)}
+
+    def init_one(key: Array, eval_data) -> PreferenceCarry:
+        agent_key, eval_key, key = jax.random.split(key, 3)
+        agent_state = agent.init(agent_key)
+        evaluation = evaluate_state(agent_state, eval_key, eval_data)
+        return PreferenceCarry(agent_state=agent_state, key=key,
+                               iteration=jnp.zeros((), jnp.int32), evaluation=evaluation,
+                               initial_evaluation=jax.tree.map(jnp.copy, evaluation))
+
+    def run_chunk(carry: PreferenceCarry, data, eval_data):
+        def body(carry: PreferenceCarry, _):
+            key, batch_key, update_key = jax.random.split(carry.key, 3)
+            rows = jax.random.randint(batch_key, (batch_size,), 0, size)  # with replacement
+            batch = jax.tree.map(lambda x: x[rows], data)  # [B, T] leaves
+            agent_state, metrics = agent.update(carry.agent_state, batch, update_key)
+            carry = carry.replace(agent_state=agent_state, key=key,
+                                  iteration=carry.iteration + 1)
+            return carry, metrics
+
+        carry, metrics = jax.lax.scan(body, carry, None, length=iterations_per_chunk)
+        key, eval_key = jax.random.split(carry.key)
+        evaluation = evaluate_state(carry.agent_state, eval_key, eval_data)
+        carry = carry.replace(key=key, evaluation=evaluation)
+        # Evaluated once per chunk: the last iteration holds the value, the others NaN.
+        blank = jnp.full((iterations_per_chunk,), jnp.nan, jnp.float32)
+        metrics = {**metrics, **{name: blank.at[-1].set(value)
+                                 for name, value in evaluation.items()}}
+        return carry, metrics
+
+    device_data, device_eval = jax.device_put(data), jax.device_put(eval_data)
+    init_compiled = jax.jit(over_seeds(init_one, num_shared=1))
+    run = BoundRun(jax.jit(over_seeds(run_chunk, num_shared=2), donate_argnums=0),
+                   device_data, device_eval)
+    headline = headline_metric(agent)
+    return Trainer(
+        init=lambda keys: init_compiled(keys, device_eval),
+        run=run,
+        evaluate=lambda carry: carry.evaluation[headline],
+        steps_per_iteration=0,
+        iterations_per_chunk=iterations_per_chunk,
+        unit=UPDATES,
+        units_per_iteration=1,
+        agent_state=lambda carry: carry.agent_state,
+    )
+
+
+def sample_completions(agent: Agent, agent_state: PyTree, prompts: Sequences, key: Array
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Sample one completion per prompt with `agent.act` (compiled here, on one seed's state).
+
+    Args:
+        agent: an agent that generates.
+        agent_state: one seed's state (no seed axis).
+        prompts: `Sequences` [B, P], left-padded.
+        key: PRNG key.
+
+    Returns:
+        (tokens [B, N] int32, completion_mask [B, N] bool) as numpy arrays.
+    """
+    tokens, extras = jax.jit(agent.act)(agent_state, prompts, key, jnp.int32(0))
+    return np.asarray(tokens), np.asarray(extras["completion_mask"])
+
+
+# Text -> arrays ----------------------------------------------------------------------------
+
+
+def _where(source: str | Path | None, index: int, lines: Sequence[int] | None) -> str:
+    """"FILE, line N" of record `index` (or "record N" for records not read from a file)."""
+    if source is None:
+        return f"record {index}"
+    return f"{source}, line {lines[index] if lines else index + 1}"
+
+
+def record_lines(path: str | Path) -> list[int]:
+    """The 1-based line numbers of the records of a JSON Lines file (its non-blank lines), as
+    `rlkit.data.preferences.load_preferences` reads them."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """`[BOS] + encode(prompt)`: the layout every prompt of the preference driver has."""
+    return [tokenizer.bos_id, *tokenizer.encode(prompt)]
+
+
+def encode_completion(tokenizer, completion: str) -> list[int]:
+    """`encode(completion) + [EOS]`."""
+    return [*tokenizer.encode(completion), tokenizer.eos_id]
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str], prompt_tokens: int) -> Sequences:
+    """Left-padded prompts, numpy `Sequences` [B, P] (`loss_mask` all False).
+
+    Raises:
+        RlkitError: a prompt longer than `prompt_tokens`.
+    """
+    tokens = np.full((len(prompts), prompt_tokens), tokenizer.pad_id, np.int32)
+    mask = np.zeros(tokens.shape, bool)
+    for row, prompt in enumerate(prompts):
+        ids = encode_prompt(tokenizer, prompt)
+        require(len(ids) <= prompt_tokens, f"prompt {row}",
+                f"{len(ids)} tokens, longer than the {prompt_tokens} allowed")
+        tokens[row, prompt_tokens - len(ids):] = ids
+        mask[row, prompt_tokens - len(ids):] = True
+    return Sequences(tokens=tokens, attention_mask=mask, loss_mask=np.zeros(tokens.shape, bool))
+
+
+def _sequences(prompts: list[list[int]], completions: list[list[int]], prompt_tokens: int,
+               completion_tokens: int, pad_id: int) -> Sequences:
+    """Prompt left-padded to P, completion right-padded to N, numpy [B, P + N]."""
+    rows = len(prompts)
+    tokens = np.full((rows, prompt_tokens + completion_tokens), pad_id, np.int32)
+    attention = np.zeros(tokens.shape, bool)
+    loss = np.zeros(tokens.shape, bool)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        start, end = prompt_tokens - len(prompt), prompt_tokens + len(completion)
+        tokens[row, start:prompt_tokens] = prompt
+        tokens[row, prompt_tokens:end] = completion
+        attention[row, start:end] = True
+        loss[row, prompt_tokens:end] = True
+    return Sequences(tokens=tokens, attention_mask=attention, loss_mask=loss)
+
+
+def text_lengths(tokenizer, items: Sequence[tuple[str, ...]], max_length: int, *,
+                 source: str | Path | None = None, lines: Sequence[int] | None = None,
+                 fields: tuple[str, ...] = ("prompt", "completion")) -> tuple[int, int]:
+    """The prompt and completion lengths (P, N) in tokens that fit every item, checked.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        items: tuples (prompt, completion, ...) of strings, named by `fields`.
+        max_length: the model's context (`TransformerConfig.max_length`).
+        source, lines: the file the items came from and their line numbers, for messages.
+        fields: the names of the tuple's entries, for messages.
+
+    Returns:
+        (P, N): the longest `[BOS] + prompt` and the longest `completion + [EOS]`.
+
+    Raises:
+        RlkitError: an empty completion, or an item whose prompt and completion exceed the
+            context, naming the file and line (or the record's index) and the fix.
+    """
+    prompt_length = completion_length = 0
+    for index, (prompt, *completions) in enumerate(items):
+        where = _where(source, index, lines)
+        prompt_ids = encode_prompt(tokenizer, prompt)
+        for name, completion in zip(fields[1:], completions, strict=True):
+            if not completion:
+                raise RlkitError(f"{where}: {name!r} is empty; every completion needs at least "
+                                 "one token (fix or drop the record)")
+            ids = encode_completion(tokenizer, completion)
+            if len(prompt_ids) + len(ids) > max_length:
+                raise RlkitError(
+                    f"{where}: the prompt ({len(prompt_ids)} tokens) and {name!r} "
+                    f"({len(ids)} tokens) exceed the model's context of {max_length} tokens; "
+                    "shorten the record or use a model with a longer max_length")
+            completion_length = max(completion_length, len(ids))
+        prompt_length = max(prompt_length, len(prompt_ids))
+    return prompt_length, completion_length
+
+
+def tokenize_demonstrations(tokenizer, demonstrations: Sequence[tuple[str, str]],
+                            prompt_tokens: int, completion_tokens: int) -> Sequences:
+    """(prompt, completion) demonstrations as numpy `Sequences` [M, P + N] (check lengths with
+    `text_lengths` first)."""
+    return _sequences([encode_prompt(tokenizer, p) for p, _ in demonstrations],
+                      [encode_completion(tokenizer, c) for _, c in demonstrations],
+                      prompt_tokens, completion_tokens, tokenizer.pad_id)
+
+
+def tokenize_pairs(tokenizer, records: Sequence[PreferenceRecord], prompt_tokens: int,
+                   completion_tokens: int) -> PreferencePairs:
+    """Preference records as numpy `PreferencePairs` [M, P + N] (check lengths with
+    `text_lengths` first)."""
+    prompts = [encode_prompt(tokenizer, r.prompt) for r in records]
+    pad = tokenizer.pad_id
+    return PreferencePairs(
+        chosen=_sequences(prompts, [encode_completion(tokenizer, r.chosen) for r in records],
+                          prompt_tokens, completion_tokens, pad),
+        rejected=_sequences(prompts, [encode_completion(tokenizer, r.rejected) for r in records],
+                            prompt_tokens, completion_tokens, pad))
+
+
+__all__ = [
+    "GENERATION_METRICS", "PreferenceCarry", "REWARD_MODEL_METRICS", "encode_completion",
+    "encode_prompt", "headline_metric", "make_preference_trainer", "record_lines",
+    "sample_completions", "text_lengths", "tokenize_demonstrations", "tokenize_pairs",
+    "tokenize_prompts",
+]

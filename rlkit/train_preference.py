@@ -1,0 +1,547 @@
+"""`python -m rlkit.train sft|reward-model|dpo --task TASK [--model DIR] [--dataset pairs.jsonl]
+[--seeds N] [--total-steps N] [--run-dir DIR [--overwrite]] [--agent.FIELD VALUE ...]
+[--task-config.FIELD VALUE ...]`, or `... --resume RUN_DIR`
+
+Language-model training on a text task with an exact true reward (`envs.text_tasks`):
+
+* `sft`: supervised fine-tuning on the task's noisy demonstrations; a model trained from
+  scratch (byte tokenizer) unless `--model DIR` names one to fine-tune.
+* `reward-model`: a Bradley-Terry reward model on preference pairs (`--dataset`, or pairs
+  sampled from `--model`); evaluated by its accuracy on held-out pairs.
+* `dpo`: Direct Preference Optimisation of `--model` (the reference policy too) on preference
+  pairs: `--dataset pairs.jsonl`, or, without it, `--pairs` pairs sampled from the model and
+  labelled by Bradley-Terry on the true reward (written to RUN_DIR/pairs.jsonl).
+
+`--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
+tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed
+0, in the same layout; `rlkit_model.json` marks a byte-tokenizer model). The run directory is
+the one every rlkit run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/;
+`--resume` is exact), plus `model/` for sft and dpo. summary.json adds `true_reward`,
+`reverse_kl` (mean over seeds of the last evaluation), `initial_true_reward`,
+`preference_accuracy`, `labels_used` and `tokens_per_second`. Bad input is one line naming
+the flag, file or line and the fix (exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import yaml
+
+from rlkit.errors import RlkitError, require, tyro_cli
+
+AGENTS = ("sft", "reward-model", "dpo")
+MODEL_CONFIG = "rlkit_model.json"  # beside config.json: the model's tokenizer is the byte one
+
+
+@dataclass(frozen=True)
+class PreferenceRunOptions:
+    """Options of a language-model run that belong neither to the agent nor to the task."""
+
+    task: str = "sort"
+    """Text task (envs.text_tasks): sort or reverse."""
+    model: str | None = None
+    """Local model directory to start from (Hugging Face, rlkit, or an SFT/DPO run's
+    directory); sft trains a byte-level model from scratch without it."""
+    dataset: str | None = None
+    """Preference JSON Lines (prompt, chosen, rejected) for reward-model and dpo; without it,
+    pairs are sampled from --model and labelled by the task's true reward."""
+    pairs: int = 2048
+    """Prompts (one pair each) sampled from --model when no --dataset is given."""
+    demonstrations: int = 4096
+    """SFT demonstrations drawn from the task (a fraction --task-config.demo-noise corrupted)."""
+    eval_prompts: int = 256
+    """Prompts sampled at every evaluation (the true reward and reverse KL are their means);
+    for reward-model, the held-out pairs instead (taken from the end of the data)."""
+    max_length: int = 64
+    """Context length of a model trained from scratch."""
+    seeds: int = 1
+    """Independent seeds trained side by side (vmapped)."""
+    seed: int = 0
+    """Base random seed (the task's data, the pairs and the training keys)."""
+    total_steps: int | None = None
+    """Gradient updates per seed (default: the agent's total_steps)."""
+    run_dir: str | None = None
+    """Run directory (default: runs/AGENT-TASK-TIMESTAMP)."""
+    num_logs: int = 10
+    """About how many chunks the run is cut into (log, evaluate and checkpoint after each)."""
+    checkpoint_every: int = 1
+    """Save a checkpoint every this many chunks (and always after the last)."""
+    stop_after_chunks: int | None = None
+    """Stop (checkpointed) after this many chunks of this invocation; continue with --resume."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self):
+        text_tasks = _tasks()
+        require(self.task in text_tasks.TASKS, "--task",
+                f"unknown task {self.task!r}; known: {', '.join(text_tasks.TASKS)}")
+        for name, low in (("pairs", 1), ("demonstrations", 1), ("eval_prompts", 1),
+                          ("max_length", 2), ("seeds", 1), ("num_logs", 1),
+                          ("checkpoint_every", 1)):
+            value = getattr(self, name)
+            require(value >= low, f"--{name.replace('_', '-')}",
+                    f"must be at least {low}, got {value}")
+        require(0 <= self.seed < 2**32, "--seed", f"must be in [0, 2**32), got {self.seed}")
+        require(self.total_steps is None or self.total_steps > 0, "--total-steps",
+                f"must be positive, got {self.total_steps}")
+
+
+@dataclass(frozen=True)
+class PreferenceExperiment:
+    """A resolved language-model run: what config.yaml stores."""
+
+    agent: str
+    run: PreferenceRunOptions
+    agent_config: Any
+    task_config: Any
+
+    @property
+    def env(self) -> str:  # the run directory's name and summary.json say "env"
+        return self.run.task
+
+    def to_dict(self) -> dict:
+        return {"agent": self.agent, "task": self.run.task,
+                "run": dataclasses.asdict(self.run),
+                "agent_config": dataclasses.asdict(self.agent_config),
+                "task_config": dataclasses.asdict(self.task_config)}
+
+
+def _tasks():
+    """`envs.text_tasks`, through the registry (rlkit reaches envs only there)."""
+    from rlkit import registry
+
+    return registry.text_tasks()
+
+
+def agent_module(name: str):
+    """The module of preference agent `name` (`agents.PREFERENCE_AGENTS`)."""
+    from rlkit import registry
+
+    return registry.preference_agent_module(name)
+
+
+def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
+    """`(experiment, resume, overwrite)` of a command line whose first word is an agent.
+
+    Raises:
+        RlkitError: bad flags or values (one line).
+    """
+    import tyro
+
+
+    text_tasks = _tasks()
+    resume = _option(argv, "--resume")
+    if resume is not None:
+        return _resumed(argv, Path(resume)), True, False
+    name = argv[0]
+    module = agent_module(name)
+    text = lambda help: tyro.conf.arg(help=help)  # noqa: E731
+    Root = dataclasses.make_dataclass(name, [
+        ("agent", module.Config, field(default=module.Config())),
+        ("task_config", text_tasks.Config, field(default=text_tasks.Config())),
+        ("run", Annotated[PreferenceRunOptions, tyro.conf.OmitArgPrefixes],
+         field(default=PreferenceRunOptions())),
+        ("resume", Annotated[str | None, text(
+            "Continue the run in this directory from its newest checkpoint.")],
+         field(default=None)),
+        ("overwrite", Annotated[bool, text("Replace the run already in --run-dir.")],
+         field(default=False)),
+    ], frozen=True)
+    Root.__doc__ = module.__doc__.strip().splitlines()[0]
+    args = tyro_cli(Root, argv[1:], f"python -m rlkit.train {name}")
+    run, agent_config = args.run, args.agent
+    if run.total_steps is not None:
+        agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
+    run = dataclasses.replace(run, total_steps=agent_config.total_steps)
+    return PreferenceExperiment(name, run, agent_config, args.task_config), False, args.overwrite
+
+
+def _resumed(argv: list[str], run_dir: Path) -> PreferenceExperiment:
+    """The saved experiment of `--resume RUN_DIR`, with the only changes a resume allows:
+    `--stop-after-chunks N`, `--progress` / `--no-progress`, `--checkpoint-every N`.
+
+    Raises:
+        RlkitError: another flag, or an agent other than the run's.
+    """
+    import argparse
+
+    from rlkit.train import _PreParser
+
+    parser = _PreParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--resume")
+    parser.add_argument("--stop-after-chunks", type=int)
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    known, rest = parser.parse_known_args(argv[1:])
+    require(not rest, "--resume", f"a resumed run continues with its saved configuration; drop "
+            f"{' '.join(rest)} (or start a new run with those values)")
+    experiment = load_experiment(run_dir, resume=True)
+    require(experiment.agent == argv[0], "--resume",
+            f"{run_dir} is a {experiment.agent} run; resume it with python -m rlkit.train "
+            f"{experiment.agent} --resume {run_dir}")
+    changes = {"stop_after_chunks": known.stop_after_chunks}
+    if known.progress is not None:
+        changes["progress"] = known.progress
+    if known.checkpoint_every is not None:
+        changes["checkpoint_every"] = known.checkpoint_every
+    return dataclasses.replace(experiment, run=dataclasses.replace(experiment.run, **changes))
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    from rlkit.train import option_value
+
+    return option_value(argv, flag)
+
+
+def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment:
+    """The experiment saved in `run_dir/config.yaml`.
+
+    Raises:
+        RlkitError: no such run, or a config.yaml that is not one of a language-model run.
+    """
+
+    text_tasks = _tasks()
+    path = run_dir / "config.yaml"
+    require(path.is_file(), "--resume" if resume else str(run_dir),
+            f"{run_dir} has no config.yaml; pass the directory of an earlier run")
+    try:
+        data = yaml.safe_load(path.read_text())
+        module = agent_module(data["agent"])
+        run = PreferenceRunOptions(**data["run"])
+        return PreferenceExperiment(data["agent"], run, module.Config(**data["agent_config"]),
+                                    text_tasks.Config(**data["task_config"]))
+    except (yaml.YAMLError, KeyError, TypeError) as error:
+        raise RlkitError(f"{path}: not the config.yaml of a language-model run ({error}); "
+                         "pass a run directory made by python -m rlkit.train sft|dpo|"
+                         "reward-model") from None
+
+
+# Models ------------------------------------------------------------------------------------
+
+
+def save_model(directory: Path, model_config, params, tokenizer) -> None:
+    """Write a model directory in the Hugging Face layout of its family
+    (`rlkit.lm.checkpoint.save_pretrained`: config.json, model.safetensors and, for a
+    `tokenizers` tokenizer, its files), which `load_model` and `transformers` read back. A model
+    of the byte tokenizer also gets `rlkit_model.json` saying so (it has no tokenizer.json)."""
+    from rlkit.io import write_text
+    from rlkit.lm.checkpoint import save_pretrained
+    from rlkit.lm.tokenizer import ByteTokenizer
+
+    save_pretrained(directory, model_config, params, tokenizer=tokenizer)
+    if isinstance(tokenizer, ByteTokenizer):
+        write_text(directory / MODEL_CONFIG, json.dumps({"tokenizer": "byte"}) + "\n")
+
+
+def load_model(path: str | Path):
+    """`(model_config, params, tokenizer)` of a local model directory.
+
+    Args:
+        path: a Hugging Face directory (config.json, *.safetensors, tokenizer.json; or
+            `rlkit_model.json` naming the byte tokenizer instead), or a run directory holding
+            `model/` (what sft and dpo runs save).
+
+    Raises:
+        RlkitError: not a directory, or no config.json (naming the fix); the checkpoint
+            loader's one-line errors for missing or mismatched weights.
+    """
+    from rlkit.lm.checkpoint import load_pretrained
+    from rlkit.lm.tokenizer import ByteTokenizer, load_tokenizer
+
+    directory = Path(path)
+    require(directory.is_dir(), "--model", f"{directory} is not a directory; pass a local model "
+            "directory or the directory of an sft run")
+    if not (directory / "config.json").is_file() and (directory / "model").is_dir():
+        directory = directory / "model"
+    require((directory / "config.json").is_file(), "--model",
+            f"{directory} has no config.json; pass a Hugging Face model directory (config.json, "
+            "*.safetensors, tokenizer.json) or the directory of an sft run (it saves model/)")
+    model_config, params = load_pretrained(directory)
+    tokenizer = ByteTokenizer()
+    if not (directory / MODEL_CONFIG).is_file():
+        tokenizer = load_tokenizer(directory)
+    return model_config, params, tokenizer
+
+
+# Building a run ------------------------------------------------------------------------------
+
+
+@dataclass
+class BuiltRun:
+    """What `build` makes: the trainer and what the summary needs."""
+
+    trainer: Any
+    agent: Any
+    spec: Any
+    num_chunks: int
+    budget_note: str | None
+    labels_used: int
+    tokens_per_update: int
+    pairs: list | None  # sampled preference records to write to RUN_DIR/pairs.jsonl
+    tokenizer: Any = None
+
+
+def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
+    """Tokenizer, model, task, data, agent and driver of `experiment`.
+
+    Raises:
+        RlkitError: bad input: missing --model for dpo, an unusable model directory, a
+            preference file with a bad line, a record longer than the model's context.
+    """
+    import jax
+
+    from rlkit.data.preferences import load_preferences
+    from rlkit.lm.tokenizer import ByteTokenizer
+    from rlkit.lm.transformer import TransformerConfig
+    from rlkit.loops import preference as driver
+    from rlkit.train import plan_budget
+    from rlkit.types import TextSpec
+
+    text_tasks = _tasks()
+    run, name = experiment.run, experiment.agent
+    module = agent_module(name)
+    require(name != "dpo" or run.model is not None, "--model",
+            "dpo fine-tunes a model and keeps it as the reference policy; pass --model DIR "
+            "(e.g. the directory of an sft run)")
+    require(name != "sft" or run.dataset is None, "--dataset",
+            "sft learns from the task's demonstrations; drop --dataset (it is for "
+            "reward-model and dpo)")
+    if run.model is None:
+        tokenizer, params = ByteTokenizer(), None
+        # SFT's shape fields; a reward model from scratch has the default small shape.
+        shape = {name: getattr(experiment.agent_config, name) for name in
+                 ("num_layers", "width", "num_heads", "mlp_width")
+                 if hasattr(experiment.agent_config, name)}
+        model_config = TransformerConfig(vocab_size=tokenizer.vocab_size,
+                                         max_length=run.max_length, **shape)
+    else:
+        model_config, params, tokenizer = load_model(run.model)
+    task = text_tasks.make_text_task(run.task, experiment.task_config, tokenizer)
+    rng = np.random.default_rng(run.seed)
+    eval_rng = np.random.default_rng([run.seed, 1])  # the evaluation prompts, apart from data
+    prompt_tokens, completion_tokens = task.prompt_tokens, task.completion_tokens
+    records, lines, source, sampled = None, None, None, None
+    if name == "sft":
+        items = text_tasks.demonstrations(task, rng, run.demonstrations)
+        fields = ("prompt", "completion")
+    else:
+        if run.dataset is not None:
+            source = run.dataset
+            records = load_preferences(run.dataset)
+            lines = driver.record_lines(run.dataset)
+        else:
+            require(run.model is not None, "--dataset",
+                    f"{name} needs preference pairs: pass --dataset pairs.jsonl, or --model DIR "
+                    "to sample them from")
+            records = sampled = _sample_pairs(experiment, task, tokenizer, model_config, params,
+                                              rng)
+        items = [(r.prompt, r.chosen, r.rejected) for r in records]
+        fields = ("prompt", "chosen", "rejected")
+    lengths = driver.text_lengths(tokenizer, items, model_config.max_length, source=source,
+                                  lines=lines, fields=fields)
+    prompt_tokens = max(prompt_tokens, lengths[0])
+    completion_tokens = max(completion_tokens, lengths[1])
+    require(prompt_tokens + completion_tokens <= model_config.max_length, "--model",
+            f"the task's prompts and completions need {prompt_tokens + completion_tokens} "
+            f"tokens, more than the model's context of {model_config.max_length}")
+    spec = TextSpec(model_config, prompt_tokens, completion_tokens, tokenizer.pad_id,
+                    tokenizer.eos_id)
+    agent = module.make_agent(experiment.agent_config, spec, params)
+    if name == "sft":
+        data = driver.tokenize_demonstrations(tokenizer, items, prompt_tokens, completion_tokens)
+    else:
+        data = driver.tokenize_pairs(tokenizer, records, prompt_tokens, completion_tokens)
+    if agent.feed.generates:
+        eval_data = driver.tokenize_prompts(tokenizer, task.sample_prompts(
+            eval_rng, run.eval_prompts), prompt_tokens)
+    else:
+        held_out = min(run.eval_prompts, len(records) // 2)
+        require(held_out >= 1, "--dataset", f"{len(records)} pair(s) leave none to hold out "
+                "for evaluation; the reward model needs at least 2")
+        eval_data = jax.tree.map(lambda x: x[-held_out:], data)
+        data = jax.tree.map(lambda x: x[:-held_out], data)
+    budget = plan_budget(run.total_steps, 1, run.num_logs, "updates", name)
+    trainer = driver.make_preference_trainer(agent, data, eval_data, budget.iterations_per_chunk,
+                                             reward_fn=task.reward_tokens)
+    rows = int(jax.tree.leaves(data)[0].shape[0])
+    width = prompt_tokens + completion_tokens
+    return BuiltRun(trainer=trainer, agent=agent, spec=spec, num_chunks=budget.num_chunks,
+                    budget_note=budget.note, labels_used=0 if name == "sft" else rows,
+                    tokens_per_update=agent.feed.batch_size * width * (1 if name == "sft" else 2),
+                    pairs=sampled, tokenizer=tokenizer)
+
+
+def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> list:
+    """Preference pairs sampled from the --model (two completions per prompt, KV cache,
+    temperature 1) and labelled by Bradley-Terry on the true reward."""
+    import jax
+
+    from rlkit.loops import preference as driver
+    from rlkit.types import TextSpec
+
+    text_tasks, sft = _tasks(), agent_module("sft")
+    run = experiment.run
+    spec = TextSpec(model_config, task.prompt_tokens, task.completion_tokens, tokenizer.pad_id,
+                    tokenizer.eos_id)
+    sampler = sft.make_agent(sft.Config(), spec, params)
+    state = sampler.init(jax.random.key(0))
+    key = jax.random.key(run.seed)
+
+    def sample(prompts: list[str], draw: int) -> list[str]:
+        prompt_batch = driver.tokenize_prompts(tokenizer, prompts, task.prompt_tokens)
+        tokens, mask = driver.sample_completions(sampler, state, prompt_batch,
+                                                 jax.random.fold_in(key, draw))
+        texts = []
+        for row, keep in zip(tokens, mask, strict=True):
+            ids = [int(i) for i in row[keep & (row != tokenizer.eos_id)]]
+            text = tokenizer.decode(ids)
+            # A sample whose text is not its tokens (bytes that are not UTF-8, special ids)
+            # cannot be written as a preference line faithfully: skipped like an empty one.
+            texts.append(text if tokenizer.encode(text) == ids else "")
+        return texts
+
+    records, skipped = text_tasks.sample_preference_pairs(task, rng, run.pairs, sample)
+    if skipped:
+        print(f"note: {skipped} of {run.pairs} prompts skipped: a sampled completion was empty "
+              "or not valid text", file=sys.stderr)
+    require(bool(records), "--model", "every sampled completion was empty; train the model "
+            "longer (sft) before sampling pairs from it")
+    return records
+
+
+# Running -----------------------------------------------------------------------------------
+
+
+def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: bool = False):
+    """Build and run `experiment`, then complete summary.json and save the final model.
+
+    Returns:
+        The `rlkit.runner.RunResult` (its summary completed).
+    """
+    from rlkit.data.preferences import save_preferences
+    from rlkit.runner import run_training, write_json_atomic
+    from rlkit.train import check_run_dir, prepare_run_dir
+
+    run_dir = check_run_dir(experiment, resume, overwrite)
+    built = build(experiment, run_dir)
+    if built.budget_note is not None:
+        print(built.budget_note, file=sys.stderr)
+    if built.pairs is not None:  # resumable: the saved config reads the pairs written here
+        experiment = dataclasses.replace(experiment, run=dataclasses.replace(
+            experiment.run, dataset=str(run_dir / "pairs.jsonl")))
+    prepare_run_dir(experiment, run_dir, resume)
+    if built.pairs is not None:
+        save_preferences(run_dir / "pairs.jsonl", built.pairs)
+    run = experiment.run
+    result = run_training(
+        built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
+        run_dir=run_dir, header={"agent": experiment.agent, "env": run.task,
+                                 "task": run.task},
+        resume=resume, checkpoint_every=run.checkpoint_every, show_progress=run.progress,
+        stop_after_chunks=run.stop_after_chunks)
+    carry = result.carry
+    result.summary.update(_figures(built, carry, result.summary, run_dir))
+    write_json_atomic(run_dir / "summary.json", result.summary)
+    if experiment.agent != "reward-model":
+        import jax
+
+        save_model(run_dir / "model", built.spec.model,
+                   jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
+                   built.tokenizer)
+    return result
+
+
+def _figures(built: BuiltRun, carry, summary: dict, run_dir: Path) -> dict:
+    """summary.json's language-model figures: the final and initial evaluations of each seed
+    (from the carry), the last chunk's training preference accuracy (metrics.csv; the
+    held-out one for reward models) and training tokens per second (padded tokens of all
+    seeds, compilation excluded)."""
+    from rlkit.runner import MetricsLog, json_safe
+
+    def mean(values: list[float]) -> float | None:
+        finite = [v for v in values if np.isfinite(v)]
+        return float(np.mean(finite)) if finite else None
+
+    figures: dict[str, Any] = {"labels_used": built.labels_used}
+    for prefix, evaluation in (("", carry.evaluation), ("initial_", carry.initial_evaluation)):
+        for name, values in evaluation.items():
+            per_seed = [float(v) for v in np.asarray(values)]
+            figures[f"{prefix}{name}"] = mean(per_seed)
+            figures[f"per_seed_{prefix}{name}"] = per_seed
+    rows = MetricsLog(run_dir / "metrics.csv").read()
+    column = "preference_accuracy"
+    if rows and column in rows[-1]:
+        last = max(int(row["chunk"]) for row in rows)
+        figures[column] = mean([float(row[column]) for row in rows if int(row["chunk"]) == last])
+    else:
+        figures[column] = figures.get("eval_preference_accuracy")
+    rate = summary.get("updates_per_second")
+    figures["tokens_per_second"] = None if rate is None else rate * built.tokens_per_update
+    return json_safe(figures)
+
+
+def print_summary(result) -> None:
+    """A few lines at the end of a run."""
+    s = result.summary
+    parts = [f"{s['agent']} on {s['task']}: {s['seeds']} seed(s), {s['updates']:,} updates"]
+    for name in ("initial_true_reward", "true_reward", "reverse_kl", "eval_preference_accuracy",
+                 "preference_accuracy", "labels_used", "tokens_per_second"):
+        if s.get(name) is not None:
+            value = s[name]
+            parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
+    print("; ".join(parts))
+    print(f"run directory: {result.run_dir}  (metrics.csv, summary.json, curves.png)")
+
+
+def main(argv: list[str]) -> int:
+    """Run the command line `argv` (its first word is sft, reward-model or dpo).
+
+    Returns:
+        The exit status, as `rlkit.train`'s: 0 done, 1 a disk that refused a write, 2 bad input
+        (one line on stderr), 3 diverged, 130 Ctrl-C, 143 SIGTERM.
+    """
+    import signal
+    import threading
+
+    from rlkit.errors import (
+        DIVERGED,
+        FAILED,
+        describe_os_error,
+        handle_sigterm_like_ctrl_c,
+        interrupted_status,
+    )
+
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        handle_sigterm_like_ctrl_c()
+        experiment, resume, overwrite = parse(argv)
+        result = execute(experiment, resume, overwrite)
+    except SystemExit as exit_:  # tyro printed --help
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except RlkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt as error:
+        print("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)",
+              file=sys.stderr)
+        return interrupted_status(error)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    if result.summary.get("diverged") is not None:
+        print(f"error: diverged: the parameters stopped being finite "
+              f"({result.summary['diverged']}); lower --agent.learning-rate "
+              f"({result.run_dir}/summary.json)", file=sys.stderr)
+        return DIVERGED
+    print_summary(result)
+    return 0
