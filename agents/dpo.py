@@ -48,7 +48,7 @@ from flax import struct
 from rlkit.errors import require, require_int_at_least, require_number, require_one_of
 from rlkit.lm.generate import generate
 from rlkit.lm.transformer import Transformer, positions_from_mask
-from rlkit.ops import dpo_loss, gradient_step, sequence_log_probs
+from rlkit.ops import clipped_adam, dpo_loss, gradient_step, sequence_log_probs
 from rlkit.types import (
     Agent,
     Array,
@@ -138,10 +138,7 @@ def make_agent(config: Config, spec: TextSpec, initial_params: PyTree | None = N
         distribution after each prompt [B, V].
     """
     network = Transformer(spec.model)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm) if config.max_grad_norm
-        else optax.identity(),
-        optax.adamw(config.learning_rate, weight_decay=config.weight_decay))
+    optimizer = clipped_adam(config.learning_rate, config.max_grad_norm, config.weight_decay)
 
     def log_probs(params: PyTree, sequences: Sequences) -> Array:
         """log pi(completion | prompt) [B], completion tokens only."""

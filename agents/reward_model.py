@@ -38,7 +38,7 @@ from rlkit.lm.transformer import (
     positions_from_mask,
     reward_model_params,
 )
-from rlkit.ops import bradley_terry_loss, gradient_step
+from rlkit.ops import bradley_terry_loss, clipped_adam, gradient_step
 from rlkit.types import (
     Agent,
     Array,
@@ -108,10 +108,7 @@ def make_agent(config: Config, spec: TextSpec, initial_params: PyTree | None = N
         rewards [B] float32 of the sequences.
     """
     network = TransformerRewardModel(spec.model)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm) if config.max_grad_norm
-        else optax.identity(),
-        optax.adamw(config.learning_rate, weight_decay=config.weight_decay))
+    optimizer = clipped_adam(config.learning_rate, config.max_grad_norm, config.weight_decay)
 
     def rewards(params: PyTree, sequences: Sequences) -> Array:
         mask = sequences.attention_mask  # [B, T]

@@ -284,15 +284,19 @@ def policy_from_logits(logits: Array, mode: str) -> Array:
     return jax.nn.softmax(logits).astype(jnp.float32)
 
 
-def clipped_adam(learning_rate: float | optax.Schedule,
-                 max_grad_norm: float | None) -> optax.GradientTransformation:
-    """Adam (Kingma and Ba 2015) after clipping gradients to a global norm.
+def clipped_adam(learning_rate: float | optax.Schedule, max_grad_norm: float | None,
+                 weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """Adam (Kingma and Ba 2015) after clipping gradients to a global norm; AdamW (Loshchilov
+    and Hutter 2019, decoupled weight decay) when `weight_decay` > 0.
 
     Args:
         learning_rate: step size, or an optax schedule of the update count.
         max_grad_norm: the global-norm clip; None (or 0) disables clipping.
+        weight_decay: AdamW's decoupled weight-decay coefficient; 0 gives plain Adam.
     """
     clip = optax.clip_by_global_norm(max_grad_norm) if max_grad_norm else optax.identity()
+    if weight_decay:
+        return optax.chain(clip, optax.adamw(learning_rate, weight_decay=weight_decay))
     return optax.chain(clip, optax.adam(learning_rate))
 
 

@@ -265,3 +265,17 @@ def test_target_network_update_every_k_steps_with_tau():
     # tau = 1: a hard copy.
     np.testing.assert_array_equal(target_network_update(params, target, jnp.int32(2), 1.0, 2)
                                   ["w"], [4.0])
+
+
+def test_clipped_adam_decays_weights_only_when_asked():
+    """Zero gradients: Adam leaves the parameter at 1; AdamW moves it by -lr * wd * p."""
+    import optax
+
+    from rlkit.ops import clipped_adam
+
+    params = {"w": jnp.ones((2,))}
+    zero = {"w": jnp.zeros((2,))}
+    for weight_decay, want in ((0.0, 1.0), (0.5, 1.0 - 0.1 * 0.5 * 1.0)):
+        optimizer = clipped_adam(0.1, 1.0, weight_decay)
+        updates, _ = optimizer.update(zero, optimizer.init(params), params)
+        np.testing.assert_allclose(optax.apply_updates(params, updates)["w"], want, rtol=1e-6)
