@@ -34,7 +34,7 @@ import optax
 from flax import struct
 
 from rlkit.errors import require_int_at_least, require_number
-from rlkit.lm.generate import generate
+from rlkit.lm.generate import sample_completions
 from rlkit.lm.transformer import Transformer, positions_from_mask
 from rlkit.ops import clipped_adam, gradient_step, sequence_log_probs
 from rlkit.types import Agent, Array, Metrics, PreferenceFeed, PRNGKey, PyTree, Sequences, TextSpec
@@ -143,14 +143,7 @@ def make_agent(config: Config, spec: TextSpec, initial_params: PyTree | None = N
     def act(state: State, prompts: Sequences, key: PRNGKey, step: Array) -> tuple[Array, dict]:
         """Completions [B, N] sampled at temperature 1 (`step` unused)."""
         del step
-        generation = generate(network, state.params, prompts.tokens, prompts.attention_mask,
-                              key, max_new_tokens=spec.completion_tokens, temperature=1.0,
-                              top_k=0, top_p=1.0, eos_id=spec.eos_id, pad_id=spec.pad_id)
-        full = Sequences(
-            tokens=jnp.concatenate([prompts.tokens, generation.tokens], axis=1),
-            attention_mask=jnp.concatenate([prompts.attention_mask, generation.mask], axis=1),
-            loss_mask=jnp.concatenate([jnp.zeros_like(prompts.attention_mask),
-                                       generation.mask], axis=1))  # [B, P + N]
+        generation, full = sample_completions(network, state.params, prompts, key, spec)
         log_probs = sequence_log_probs(logits(state.params, full), full.tokens, full.loss_mask)
         return generation.tokens, {"completion_mask": generation.mask, "log_probs": log_probs}
 

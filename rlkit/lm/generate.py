@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from rlkit.errors import require, require_int_at_least, require_number
 from rlkit.lm.transformer import MASKED, Transformer, init_cache, positions_from_mask
-from rlkit.types import Array, PRNGKey, PyTree
+from rlkit.types import Array, PRNGKey, PyTree, Sequences, TextSpec
 
 
 class Generation(NamedTuple):
@@ -226,3 +226,32 @@ def generate_without_cache(model: Transformer, params: PyTree, prompt_tokens: Ar
         jnp.int32)
     return _decode_loop(first_logits, first_position, (sequence, sequence_mask), advance, key,
                         batch, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id)
+
+
+def sample_completions(model: Transformer, params: PyTree, prompts: Sequences, key: PRNGKey,
+                       spec: TextSpec) -> tuple[Generation, Sequences]:
+    """Completions sampled at temperature 1 (the policy itself), with the full sequences.
+
+    What SFT's and DPO's `act` return and score: the policy's own samples, of which the
+    preference driver measures the true reward and the reverse KL to the reference.
+
+    Args:
+        model, params: the language model.
+        prompts: left-padded prompts, [B, P] each field (`loss_mask` unused).
+        key: the sampling key.
+        spec: the task's layout (`completion_tokens` N new tokens, `eos_id`, `pad_id`).
+
+    Returns:
+        (generation, sequences): the `Generation` ([B, N] tokens, mask, log-probs) and the
+        prompt + completion `Sequences` [B, P + N] whose `loss_mask` covers the completion's
+        tokens up to and including EOS.
+    """
+    generation = generate(model, params, prompts.tokens, prompts.attention_mask, key,
+                          max_new_tokens=spec.completion_tokens, temperature=1.0, top_k=0,
+                          top_p=1.0, eos_id=spec.eos_id, pad_id=spec.pad_id)
+    sequences = Sequences(
+        tokens=jnp.concatenate([prompts.tokens, generation.tokens], axis=1),
+        attention_mask=jnp.concatenate([prompts.attention_mask, generation.mask], axis=1),
+        loss_mask=jnp.concatenate([jnp.zeros_like(prompts.attention_mask), generation.mask],
+                                  axis=1))  # [B, P + N]
+    return generation, sequences
