@@ -360,7 +360,9 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
 
     outcome = _Outcome(carry, np.full((0,), np.nan), budget.first_chunk - 1)
     within_chunk = [0]  # units the driver reported during the current chunk
-    if trainer.report_progress is not None:
+    # Only a bar that is drawn asks the driver for reports (the on-device driver compiles them
+    # into its chunk: --no-progress runs the program without them).
+    if trainer.report_progress is not None and progress.enabled:
         def report(units: int) -> None:
             within_chunk[0] += units
             progress.advance(units, {})

@@ -472,3 +472,63 @@ def test_missing_extras_name_the_install_command_of_the_readme():
     assert uv_sync_command("procgen") == ("UV_PROJECT_ENVIRONMENT=.venv-procgen uv sync --frozen "
                                           "--extra procgen --no-group numpy2")
     assert uv_sync_command("box2d") == "uv sync --frozen --extra box2d"
+
+
+def test_on_device_chunks_report_progress_from_inside_without_changing_a_number():
+    import jax
+
+    import envs
+    from agents import ppo
+    from rlkit.loops.on_device import PROGRESS_REPORTS_PER_CHUNK, make_on_device_trainer
+
+    env = envs.make_env("chain", None)
+    agent = ppo.make_agent(ppo.Config(num_envs=2, rollout_length=8, total_steps=640), env.spec)
+    results = []
+    for with_reports in (False, True):
+        trainer = make_on_device_trainer(agent, env, env.default_params, iterations_per_chunk=40,
+                                         num_eval_episodes=1)
+        reported: list[int] = []
+        if with_reports:
+            trainer.report_progress(reported.append)
+        carry = trainer.init(jax.random.split(jax.random.key(0), 3))
+        chunks = []
+        for _ in range(2):
+            carry, metrics = trainer.run(carry)
+            chunks.append(jax.device_get(metrics))
+            chunks.append(list(reported))
+            reported.clear()
+        results.append((chunks, jax.device_get(trainer.agent_state(carry))))
+    (off_chunks, off_state), (on_chunks, on_state) = results
+    # 40 iterations, 3 reports 40 // 4 = 10 iterations apart (after iterations 10, 20, 30), each
+    # of 10 iterations of 16 env steps, once for all 3 seeds (the chunk's end: the run loop).
+    assert PROGRESS_REPORTS_PER_CHUNK == 3
+    assert on_chunks[1] == on_chunks[3] == [160] * 3
+    assert off_chunks[1] == off_chunks[3] == []
+    for off, on in zip(jax.tree.leaves((off_chunks[0], off_chunks[2], off_state)),
+                       jax.tree.leaves((on_chunks[0], on_chunks[2], on_state)), strict=True):
+        np.testing.assert_array_equal(off, on)  # bit for bit
+
+
+def test_load_policy_builds_no_trainer_and_restores_the_saved_parameters(finished, monkeypatch):
+    import flax
+    import jax
+
+    from rlkit import train
+    from rlkit.checkpoint import Checkpointer
+
+    saved = Checkpointer(finished / "checkpoints")
+    step = saved.latest_step()
+    stored = saved.manager.restore(step)  # the whole carry, as written
+    saved.close()
+
+    def no_build(experiment):
+        raise AssertionError("load_policy built (and would compile) the trainer")
+
+    monkeypatch.setattr(train, "build", no_build)
+    _, _, agent_state = train.load_policy(finished, seed_index=1)
+    expected = jax.tree.map(lambda x: np.asarray(x)[1], stored["agent_state"])
+    # As nested dicts keyed by field name, like the stored tree (leaves in the same order).
+    restored = jax.tree.map(np.asarray, flax.serialization.to_state_dict(agent_state))
+    assert jax.tree.leaves(restored), "no parameters restored"
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(got, want)
