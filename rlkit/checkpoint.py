@@ -87,7 +87,8 @@ def _quiet_orbax():
 
 
 def _drop_closed_event_loop_noise() -> None:
-    """Keep `RuntimeError('Event loop is closed')` raised in callbacks out of stderr.
+    """Keep `RuntimeError('Event loop is closed')` raised in callbacks out of stderr, and the
+    errors of orbax's abandoned array readers ("Encountered error while reading array index").
 
     After a damaged checkpoint fails to restore, tensorstore's threads still call back into the
     asyncio loop orbax has already closed; Python prints each of those (dozens) as "Exception
@@ -103,6 +104,8 @@ def _drop_closed_event_loop_noise() -> None:
         error = unraisable.exc_value
         if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
             return
+        if str(error).startswith("Encountered error while reading array index"):
+            return  # orbax's reader coroutines, abandoned after the failed restore
         previous(unraisable)
 
     hook.drops_closed_event_loop = True

@@ -109,6 +109,8 @@ class RunOptions:
     deterministic either way."""
 
     def __post_init__(self):
+        require(self.run_dir is None or self.run_dir.strip() != "", "--run-dir",
+                "is empty; pass a directory, or drop it for runs/AGENT-ENV-TIMESTAMP")
         require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
         require(0 <= self.seed < 2**32, "--seed",
                 f"must be in [0, 2**32), got {self.seed}; JAX and numpy seeds are 32-bit")
@@ -245,8 +247,11 @@ def load_experiment(path: Path, one_budget: bool = True) -> Experiment:
         raise RlkitError(f"{path}: not valid YAML ({detail}); fix or regenerate it") from None
     require(isinstance(data, dict) and {"agent", "env"} <= set(data), str(path),
             "must be a mapping with at least 'agent' and 'env' (as written by rlkit.train)")
-    module = registry.agent_module(data["agent"])
-    entry = registry.env_entry(data["env"])
+    try:
+        module = registry.agent_module(data["agent"])
+        entry = registry.env_entry(data["env"])
+    except RlkitError as error:
+        raise RlkitError(f"{path}: {error}") from None
     experiment = Experiment(
         agent=data["agent"],
         env=data["env"],
@@ -354,7 +359,9 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str
 
 def _check_resume_edits(saved: Experiment, asked: Experiment, where: str, fix: str) -> None:
     """Refuse any change of `asked` over `saved` except `RESUMABLE_EDITS`, naming the field."""
-    for path, old, new in config_differences(saved.to_dict(), asked.to_dict()):
+    differences = config_differences(saved.to_dict(), asked.to_dict())
+    # A run option first: --total-steps changes run.total_steps and the agent's copy alike.
+    for path, old, new in sorted(differences, key=lambda d: not d[0].startswith("run.")):
         if path.startswith("run.") and path[4:] in RESUMABLE_EDITS:
             continue
         raise RlkitError(
@@ -511,7 +518,11 @@ def parse_experiment(argv: list[str]) -> Parsed:
         raise RlkitError("--env is required, e.g. --env cartpole (see --help for the list)")
     entry = registry.env_entry(env_name)
     same_env = base is not None and base.env == env_name
-    env_default = base.env_config if same_env else entry.default_config()
+    try:
+        env_default = base.env_config if same_env else entry.default_config()
+    except RlkitError as error:  # the id in --env gym:ID (its env_id) is not known
+        raise _renamed(error, [(entry.config_class(), lambda name: "--env" if name == "env_id"
+                                else _flag_namer("--env-config.")(name))]) from None
     if info is not None and info.env_id == env_name and info.env_params and not same_env:
         # Evaluate in the environment the data came from unless told otherwise.
         env_default = _from_dict(type(env_default), info.env_params,
@@ -941,7 +952,9 @@ def load_policy(run_dir: str | Path, seed_index: int = 0):
     run_dir = Path(run_dir)
     require((run_dir / "config.yaml").exists(), str(run_dir),
             "has no config.yaml; pass the directory of a run made by python -m rlkit.train")
-    experiment = load_experiment(run_dir / "config.yaml")
+    # The configuration the checkpoints were written with: an edit of config.yaml that changes
+    # the run is refused naming the field (checkpoints of other shapes would not read back).
+    experiment = load_saved_experiment(run_dir)
     experiment = dataclasses.replace(
         experiment, run=dataclasses.replace(experiment.run, run_dir=str(run_dir)))
     run = experiment.run

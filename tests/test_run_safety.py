@@ -108,6 +108,9 @@ def test_resume_refuses_config_edits_that_change_the_run_and_keeps_checkpoints(s
     # Flags that would change the run are refused the same way; --config cannot join --resume.
     assert main(["--resume", str(stopped), "--seeds", "3"]) == 2
     assert "run.seeds (--seeds)" in _one_error_line(capfd)
+    assert main(["--resume", str(stopped), "--total-steps", "8192"]) == 2  # the run flag, first
+    assert "run.total_steps (--total-steps) would change from 4096 to 8192" in _one_error_line(
+        capfd)
     assert main(["--resume", str(stopped), "--config", str(config)]) == 2
     assert "--config: cannot be combined with --resume" in _one_error_line(capfd)
 
@@ -532,3 +535,18 @@ def test_load_policy_builds_no_trainer_and_restores_the_saved_parameters(finishe
     assert jax.tree.leaves(restored), "no parameters restored"
     for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_load_policy_of_an_edited_run_names_the_edit(finished, tmp_path, capfd):
+    import shutil
+
+    run_dir = Path(shutil.copytree(finished, tmp_path / "edited"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["agent_config"]["hidden_sizes"] = [32, 32]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(rlkit.errors.RlkitError) as raised:
+        rlkit.load_policy(run_dir)
+    assert str(raised.value).startswith(
+        f"{run_dir / 'config.yaml'}: agent_config.hidden_sizes (--agent.hidden-sizes) would "
+        "change from [64, 64] to [32, 32]"), raised.value
+    assert capfd.readouterr().err == ""  # no checkpoint was tried, nothing printed

@@ -270,3 +270,17 @@ def test_tyro_errors_are_one_line_with_box_drawing_or_plain_dashes():
                 "see p --help")
     assert one_line_parse_error(boxed, "p") == expected
     assert one_line_parse_error(plain, "p") == expected
+
+
+@pytest.mark.parametrize("args, line", [
+    (["ppo", "--env", "chain", "--run-dir", ""],
+     "--run-dir: is empty; pass a directory, or drop it for runs/AGENT-ENV-TIMESTAMP"),
+    (["ppo", "--env", "gymnax:NoSuch-v1"], "--env: unknown gymnax env id 'NoSuch-v1'. Known: "),
+    (["--config", "{tmp}/agent.yaml"], "{tmp}/agent.yaml: unknown agent 'nosuch'. Known: "),
+])
+def test_fresh_malformed_inputs_are_one_line_naming_the_flag_or_file(args, line, tmp_path,
+                                                                     capsys):
+    (tmp_path / "agent.yaml").write_text("agent: nosuch\nenv: chain\n")
+    assert main([arg.format(tmp=tmp_path) for arg in args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {line.format(tmp=tmp_path)}"), lines
