@@ -113,10 +113,12 @@ class Options:
     """Show a progress bar."""
 
     def __post_init__(self):
-        _check_numbers(self.episodes, self.epsilon, self.num_envs)
+        _check_numbers(self.episodes, self.epsilon, self.num_envs, self.seed)
 
 
-def _check_numbers(episodes: int, epsilon: float, num_envs: int | None) -> None:
+def _check_numbers(episodes: int, epsilon: float, num_envs: int | None, seed: int) -> None:
+    require(isinstance(seed, int) and 0 <= seed < 2**32, "--seed",
+            f"must be in [0, 2**32), got {seed}; JAX and numpy seeds are 32-bit")
     require(isinstance(episodes, int) and episodes >= 1, "--episodes",
             f"must be at least 1, got {episodes}")
     require(0.0 <= epsilon <= 1.0, "--epsilon",
@@ -566,7 +568,7 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | T
     from rlkit.progress import Progress
     from rlkit.types import Transition
 
-    _check_numbers(episodes, epsilon, num_envs)
+    _check_numbers(episodes, epsilon, num_envs, seed)
     table_policy = policy if isinstance(policy, TablePolicy) else None
     if table_policy is not None:
         require(env_name is not None, "env_name", "is required with a TablePolicy")
@@ -710,6 +712,8 @@ def _check_out(out: str, overwrite: bool) -> None:
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    require(folder.is_dir(), "--out",
+            f"{folder} is a file, so {out} cannot be a directory inside it; choose another path")
     require(folder.is_dir() and os.access(folder, os.W_OK | os.X_OK), "--out",
             f"cannot write into {folder} (read-only, or no permission); choose a writable "
             "directory")

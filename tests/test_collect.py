@@ -225,6 +225,8 @@ def test_cli_writes_a_loadable_dataset_and_respects_overwrite(tmp_path, capsys):
      "--env-config.length: must be >= 2"),
     (["--env", "chain", "--policy", "random", "--epsilom", "0.1"], "did you mean --epsilon?"),
     (["--env", "chain", "--policy", "random", "--episodes", "many"], "--episodes"),
+    (["--env", "chain", "--policy", "random", "--seed", "-1"],
+     "--seed: must be in [0, 2**32), got -1"),
 ])
 def test_bad_input_gives_one_clear_line_and_exit_2(args, needle, tmp_path, capsys):
     if "--episodes" not in args:
@@ -481,3 +483,13 @@ def test_available_memory_is_the_lower_of_meminfo_and_the_cgroup_limit(monkeypat
     assert rlkit.collect.available_memory() == 2000 * 1024
     del files["/proc/meminfo"]
     assert rlkit.collect.available_memory() is None
+
+
+def test_an_out_below_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "dataset"
+    assert main(["--env", "chain", "--policy", "random", "--episodes", "2", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out: {tmp_path / 'file'} is a file, so {out} cannot be a directory inside "
+        "it; choose another path"]

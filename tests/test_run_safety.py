@@ -550,3 +550,12 @@ def test_load_policy_of_an_edited_run_names_the_edit(finished, tmp_path, capfd):
         f"{run_dir / 'config.yaml'}: agent_config.hidden_sizes (--agent.hidden-sizes) would "
         "change from [64, 64] to [32, 32]"), raised.value
     assert capfd.readouterr().err == ""  # no checkpoint was tried, nothing printed
+
+
+def test_a_metrics_file_that_is_not_text_is_refused_on_resume(stopped, capfd):
+    (stopped / "metrics.csv").write_bytes(bytes(range(128, 256)))
+    assert main(["--resume", str(stopped), "--no-progress"]) == 2
+    line = _one_error_line(capfd)
+    assert line.startswith(f"error: {stopped / 'metrics.csv'}: is not the CSV text rlkit writes"
+                           ), line
+    assert line.endswith(f"start the run again with --overwrite --run-dir {stopped}"), line
