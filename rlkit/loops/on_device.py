@@ -212,15 +212,10 @@ def compile_trainer(agent: Agent, env: Environment, env_params: Any, init_one, i
     if mesh is not None:
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
         init = jax.jit(over_seeds(init_one), out_shardings=sharding)
-    bound_run = BoundRun(jax.jit(over_seeds(run_one, num_shared=1), donate_argnums=0), dataset)
-
-    def run(carry):
-        reported[0] = 0
-        return bound_run(carry)
-
     return Trainer(
         init=init,
-        run=run,
+        run=_ChunkRun(jax.jit(over_seeds(run_one, num_shared=1), donate_argnums=0), dataset,
+                      reported=reported),
         evaluate=jax.jit(over_seeds(evaluate_one)),
         steps_per_iteration=agent.feed.steps_per_iteration,
         iterations_per_chunk=iterations_per_chunk,
@@ -229,6 +224,18 @@ def compile_trainer(agent: Agent, env: Environment, env_params: Any, init_one, i
         agent_state=lambda carry: carry.agent_state,
         report_progress=progress_callbacks.append,
     )
+
+
+class _ChunkRun(BoundRun):
+    """`BoundRun` that starts each chunk's progress count from zero (`lower` works as there)."""
+
+    def __init__(self, jitted, *shared, reported: list[int]):
+        super().__init__(jitted, *shared)
+        self.reported = reported
+
+    def __call__(self, carry):
+        self.reported[0] = 0
+        return super().__call__(carry)
 
 
 class EpisodeRows(NamedTuple):
