@@ -482,7 +482,11 @@ def test_on_device_chunks_report_progress_from_inside_without_changing_a_number(
 
     import envs
     from agents import ppo
-    from rlkit.loops.on_device import PROGRESS_REPORTS_PER_CHUNK, make_on_device_trainer
+    from rlkit.loops.on_device import (
+        ITERATIONS_PER_REPORT,
+        PROGRESS_REPORTS_PER_CHUNK,
+        make_on_device_trainer,
+    )
 
     env = envs.make_env("chain", None)
     agent = ppo.make_agent(ppo.Config(num_envs=2, rollout_length=8, total_steps=640), env.spec)
@@ -502,10 +506,11 @@ def test_on_device_chunks_report_progress_from_inside_without_changing_a_number(
             reported.clear()
         results.append((chunks, jax.device_get(trainer.agent_state(carry))))
     (off_chunks, off_state), (on_chunks, on_state) = results
-    # 40 iterations, 3 reports 40 // 4 = 10 iterations apart (after iterations 10, 20, 30), each
-    # of 10 iterations of 16 env steps, once for all 3 seeds (the chunk's end: the run loop).
-    assert PROGRESS_REPORTS_PER_CHUNK == 3
-    assert on_chunks[1] == on_chunks[3] == [160] * 3
+    # 40 iterations: min(3, 40 // 16) = 2 reports, 40 // 3 = 13 iterations apart (after
+    # iterations 13 and 26), each of 13 iterations of 16 env steps, once for all 3 seeds (the
+    # chunk's end is the run loop's).
+    assert (PROGRESS_REPORTS_PER_CHUNK, ITERATIONS_PER_REPORT) == (3, 16)
+    assert on_chunks[1] == on_chunks[3] == [208, 208]
     assert off_chunks[1] == off_chunks[3] == []
     for off, on in zip(jax.tree.leaves((off_chunks[0], off_chunks[2], off_state)),
                        jax.tree.leaves((on_chunks[0], on_chunks[2], on_state)), strict=True):
