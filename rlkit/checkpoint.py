@@ -87,7 +87,8 @@ def _quiet_orbax():
 
 
 def _drop_closed_event_loop_noise() -> None:
-    """Keep `RuntimeError('Event loop is closed')` raised in callbacks out of stderr.
+    """Keep `RuntimeError('Event loop is closed')` raised in callbacks out of stderr, and the
+    errors of orbax's abandoned array readers ("Encountered error while reading array index").
 
     After a damaged checkpoint fails to restore, tensorstore's threads still call back into the
     asyncio loop orbax has already closed; Python prints each of those (dozens) as "Exception
@@ -103,6 +104,8 @@ def _drop_closed_event_loop_noise() -> None:
         error = unraisable.exc_value
         if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
             return
+        if str(error).startswith("Encountered error while reading array index"):
+            return  # orbax's reader coroutines, abandoned after the failed restore
         previous(unraisable)
 
     hook.drops_closed_event_loop = True
@@ -145,16 +148,33 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore(self, step: int, like: PyTree) -> PyTree:
-        """Restore checkpoint `step` into the structure, shapes, dtypes and shardings of `like`."""
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-            _to_storable(like),
-        )
-        stored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    def restore(self, step: int, like: PyTree, part: str | None = None) -> PyTree:
+        """Restore checkpoint `step` into the structure, shapes, dtypes and shardings of `like`.
+
+        Args:
+            step: the checkpoint.
+            like: the tree (arrays), or, with `part`, its shapes (`jax.eval_shape`); those
+                arrays are placed on the default device.
+            part: restore only this top-level field of the saved tree (an orbax partial
+                restore: nothing else is read), e.g. `agent_state` of a training carry.
+        """
+        if part is None:
+            abstract = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                _to_storable(like),
+            )
+            stored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return _from_storable(stored, like)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                jax.eval_shape(_to_storable, like))
+        stored = self.manager.restore(step, args=ocp.args.PyTreeRestore(
+            item={part: abstract}, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args({part: abstract})))[part]
         return _from_storable(stored, like)
 
-    def restore_newest_readable(self, like: PyTree, set_aside: bool = False
+    def restore_newest_readable(self, like: PyTree, set_aside: bool = False,
+                                part: str | None = None
                                 ) -> tuple[int | None, PyTree, list[str]]:
         """Restore the newest checkpoint that reads back; older ones stand in for damaged ones.
 
@@ -162,6 +182,8 @@ class Checkpointer:
         `unreadable-STEP-TIME` (kept for inspection), so that a resumed run can save those steps
         again. Only then: when no checkpoint reads back, the likelier cause is `like` itself (a
         configuration that no longer matches the run), and nothing is renamed.
+
+        `part` restores one top-level field only (see `restore`).
 
         Returns:
             (step, tree, skipped): the step restored (None, and `like` itself, when there is no
@@ -176,7 +198,7 @@ class Checkpointer:
         for step in steps:
             try:
                 with _quiet_orbax():
-                    tree = self.restore(step, like)
+                    tree = self.restore(step, like, part)
             except Exception as error:  # orbax and tensorstore raise many kinds on damaged files
                 _drop_closed_event_loop_noise()
                 reason = str(error).strip().splitlines()[0][:200] if str(error) else ""

@@ -53,7 +53,10 @@ How episodes are collected:
   when it ends, so the dataset does not favour short episodes; the rest are discarded.
 
 Either way the rows are episode-major (all of episode 0, then episode 1, ...), what Minari export
-needs, and `next_obs` is the true next observation. Every input error is one line `error: ...`
+needs, and `next_obs` is the true next observation. The dataset is held in memory until it is
+saved: once the first episodes tell their length, a collection whose projected size (twice the
+dataset, while it is assembled) exceeds the memory available is refused in one line, with the
+number of episodes that would fit (`MemoryCheck`). Every input error is one line `error: ...`
 naming the flag and the fix, exit status 2, before anything is compiled where possible.
 """
 
@@ -110,10 +113,12 @@ class Options:
     """Show a progress bar."""
 
     def __post_init__(self):
-        _check_numbers(self.episodes, self.epsilon, self.num_envs)
+        _check_numbers(self.episodes, self.epsilon, self.num_envs, self.seed)
 
 
-def _check_numbers(episodes: int, epsilon: float, num_envs: int | None) -> None:
+def _check_numbers(episodes: int, epsilon: float, num_envs: int | None, seed: int) -> None:
+    require(isinstance(seed, int) and 0 <= seed < 2**32, "--seed",
+            f"must be in [0, 2**32), got {seed}; JAX and numpy seeds are 32-bit")
     require(isinstance(episodes, int) and episodes >= 1, "--episodes",
             f"must be at least 1, got {episodes}")
     require(0.0 <= epsilon <= 1.0, "--epsilon",
@@ -285,12 +290,96 @@ def _exact_returns(env: Any, spec: Any, behaviour: Behaviour) -> dict[str, float
 
 
 # --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+# A collection holds every batch's rows, then their concatenation: twice the dataset at the peak.
+_COPIES_AT_PEAK = 2
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: `MemAvailable` of /proc/meminfo, lowered to the
+    room left under a cgroup memory limit (v2 `memory.max`, v1 `memory.limit_in_bytes`) where
+    a container sets one. None where neither can be read (not Linux)."""
+    figures = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                figures.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap = Path(limit).read_text().strip()
+            if cap != "max" and int(cap) < 2**60:  # "max" / 2**63: no limit
+                figures.append(max(0, int(cap) - int(Path(usage).read_text())))
+        except (OSError, ValueError):
+            continue
+    return min(figures) if figures else None
+
+
+def transition_bytes(spec: Any) -> int:
+    """Bytes of one stored transition: obs and next_obs, an int32 action, a float32 reward and
+    the two bool flags."""
+    obs = np.dtype(spec.obs_dtype).itemsize * math.prod(spec.obs_shape)
+    return 2 * obs + 4 + 4 + 1 + 1
+
+
+def _size(n: float) -> str:
+    """Bytes for people: `25.7 GB`, `2.37 MB`."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} bytes"
+
+
+class MemoryCheck:
+    """Refuses, in one line, a collection whose dataset will not fit in memory, as soon as the
+    first episodes tell how long they are (a collection is held whole in memory, then saved).
+
+    The dataset's size is projected from the mean length of the episodes collected so far:
+    `episodes * mean length * transition_bytes`, held `_COPIES_AT_PEAK` times while assembled.
+    It must fit in the memory that was available when the collection started.
+    """
+
+    def __init__(self, env_name: str, spec: Any, episodes: int):
+        self.env_name, self.episodes = env_name, episodes
+        self.bytes_per_transition = transition_bytes(spec)
+        self.available = available_memory()
+
+    def __call__(self, episodes_done: int, transitions_done: int) -> None:
+        """Check the projection after `episodes_done` whole episodes of `transitions_done` rows.
+
+        Raises:
+            RlkitError: naming --episodes, the projected size, the available memory and how
+                many episodes would fit.
+        """
+        if self.available is None or episodes_done == 0:
+            return
+        mean_length = transitions_done / episodes_done
+        dataset = self.episodes * mean_length * self.bytes_per_transition
+        needed = _COPIES_AT_PEAK * dataset
+        if needed <= self.available:
+            return
+        fits = int(self.available / (_COPIES_AT_PEAK * mean_length * self.bytes_per_transition))
+        raise RlkitError(
+            f"--episodes: {self.episodes:,} episodes of {self.env_name} would need about "
+            f"{_size(needed)} of memory ({_size(dataset)} of transitions, "
+            f"{mean_length:.4g} per episode over the first {episodes_done:,}, held "
+            f"{_COPIES_AT_PEAK} times while assembled), more than the "
+            f"{_size(self.available)} available; collect at most {fits:,} episodes per "
+            "dataset (several datasets with different --seed), or free memory")
+
+
+# --------------------------------------------------------------------------------------------
 # Rollouts
 # --------------------------------------------------------------------------------------------
 
 
 def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, seed: int,
-                  progress: Any):
+                  progress: Any, check_memory: MemoryCheck):
     """Whole episodes of a JAX env, `num_envs` at a time in one compiled program (the drivers'
     evaluation scan, `rlkit.loops.on_device.run_episodes`).
 
@@ -337,6 +426,7 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
                                           ("obs", "action", "reward", "terminated", "truncated",
                                            "next_obs")}
     returns: list[np.ndarray] = []
+    transitions = 0
     for batch in range(math.ceil(episodes / num_envs)):
         keep = min(num_envs, episodes - batch * num_envs)
         rows = jax.device_get(rollout((policy_state, epsilon), jax.random.fold_in(key, batch)))
@@ -356,13 +446,15 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
         parts["truncated"].append(truncated[valid])
         batch_returns = np.where(valid, reward, 0.0).sum(axis=1, dtype=np.float64)
         returns.append(batch_returns)
+        transitions += int(valid.sum())
+        check_memory(batch * num_envs + keep, transitions)
         progress.advance(keep, {"return": float(np.concatenate(returns).mean())})
     columns = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     return columns, np.concatenate(returns)
 
 
 def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int,
-                   progress: Any):
+                   progress: Any, check_memory: MemoryCheck):
     """Whole episodes of a `HostEnvironment` (same-step auto-reset), episode-major.
 
     Only the first `episodes` episodes started count: an environment whose finished episode
@@ -384,6 +476,7 @@ def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int
     rows: list[list[tuple]] = [[] for _ in range(num_envs)]
     finished: list[dict[str, np.ndarray]] = []
     returns: list[float] = []
+    transitions = 0
     obs = host_env.reset(seed)
     while len(finished) < episodes:
         if behaviour.agent is None:
@@ -409,6 +502,8 @@ def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int
                 "truncated": np.asarray(truncated_i, bool), "next_obs": np.stack(next_obs_i),
             })
             returns.append(float(finished[-1]["reward"].sum()))
+            transitions += len(rows[i])
+            check_memory(len(finished), transitions)
             rows[i] = []
             if started < episodes:
                 started += 1
@@ -466,13 +561,14 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | T
 
     Raises:
         RlkitError: for every bad input (named after its CLI flag), before any compilation
-            except the loading of a checkpoint.
+            except the loading of a checkpoint; a dataset that will not fit in memory
+            (`MemoryCheck`), after the first batch of episodes.
     """
     from rlkit.data.dataset import Dataset, DatasetInfo
     from rlkit.progress import Progress
     from rlkit.types import Transition
 
-    _check_numbers(episodes, epsilon, num_envs)
+    _check_numbers(episodes, epsilon, num_envs, seed)
     table_policy = policy if isinstance(policy, TablePolicy) else None
     if table_policy is not None:
         require(env_name is not None, "env_name", "is required with a TablePolicy")
@@ -509,16 +605,19 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | T
                 else table_policy.name)
         behaviour = Behaviour(text, "table", epsilon, optimal_table=table)
 
+    check_memory = MemoryCheck(env_name, spec, episodes)
     with Progress(episodes, enabled=progress, description="collecting",
                   unit="episodes") as bar:
         if host:
             host_env = registry.make_host_env(env_name, env_config, num_envs, seed)
             try:
-                columns, returns = _host_rollouts(host_env, behaviour, episodes, seed, bar)
+                columns, returns = _host_rollouts(host_env, behaviour, episodes, seed, bar,
+                                                  check_memory)
             finally:
                 host_env.close()
         else:
-            columns, returns = _jax_rollouts(env, behaviour, episodes, num_envs, seed, bar)
+            columns, returns = _jax_rollouts(env, behaviour, episodes, num_envs, seed, bar,
+                                             check_memory)
     columns["obs"] = columns["obs"].astype(spec.obs_dtype, copy=False)
     columns["next_obs"] = columns["next_obs"].astype(spec.obs_dtype, copy=False)
 
@@ -613,6 +712,8 @@ def _check_out(out: str, overwrite: bool) -> None:
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    require(folder.is_dir(), "--out",
+            f"{folder} is a file, so {out} cannot be a directory inside it; choose another path")
     require(folder.is_dir() and os.access(folder, os.W_OK | os.X_OK), "--out",
             f"cannot write into {folder} (read-only, or no permission); choose a writable "
             "directory")

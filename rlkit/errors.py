@@ -139,15 +139,27 @@ def one_line_parse_error(box: str, prog: str) -> str:
     """tyro's boxed parse error as one line: its first message and any suggested flag.
 
     Args:
-        box: what tyro wrote to stderr (a rich panel: title, message, separators, hints).
+        box: what tyro wrote to stderr (a panel: title, message, rules, hints; with UTF-8 box
+            drawing, or plain dashes where stdout is not UTF-8).
         prog: the command, for the closing `see PROG --help`.
     """
     lines = [line.strip().strip("│╭╮╰╯ ").strip() for line in box.splitlines()]
     lines = [line for line in lines if line]
-    # Line 0 is the title; the message runs (wrapped) up to the first separator.
+
+    def separator(line: str) -> bool:  # rich's rule, or the dashes of tyro's plain format
+        return not set(line) - set("─-")
+
+    # The title comes first: inside the panel's top border (`─ Unrecognized options ───`), or,
+    # where stdout is not UTF-8 (tyro's plain format), on a line above a rule of dashes. The
+    # message runs (wrapped) from there up to the next rule.
+    start = 0
+    if lines and lines[0].startswith("─") and not separator(lines[0]):
+        start = 1
+    elif len(lines) > 1 and separator(lines[1]) and not separator(lines[0]):
+        start = 2
     first: list[str] = []
-    for line in lines[1:]:
-        if not set(line) - set("─"):
+    for line in lines[start:]:
+        if separator(line):
             break
         first.append(line)
     message = " ".join(first).rstrip(".") or "could not parse the arguments"

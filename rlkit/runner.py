@@ -115,15 +115,23 @@ class MetricsLog:
         self.path = path
         self.columns: list[str] | None = None
         if path.exists():
-            with path.open(newline="") as f:
-                header = next(csv.reader(f), None)
+            header = self._parsed(lambda f: next(csv.reader(f), None))
             self.columns = header or None
+
+    def _parsed(self, parse):
+        """`parse(file)` of metrics.csv; a file that is not CSV text is one `RlkitError`."""
+        try:
+            with self.path.open(newline="") as f:
+                return parse(f)
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise RlkitError(
+                f"{self.path}: is not the CSV text rlkit writes ({error}); restore it, or start "
+                f"the run again with --overwrite --run-dir {self.path.parent}") from None
 
     def read(self) -> list[dict[str, str]]:
         if not self.path.exists():
             return []
-        with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        return self._parsed(lambda f: list(csv.DictReader(f)))
 
     def chunks(self) -> set[int]:
         """The chunks whose rows are all complete: a row cut short (a file truncated by a full
@@ -360,7 +368,9 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
 
     outcome = _Outcome(carry, np.full((0,), np.nan), budget.first_chunk - 1)
     within_chunk = [0]  # units the driver reported during the current chunk
-    if trainer.report_progress is not None:
+    # Only a bar that is drawn asks the driver for reports (the on-device driver compiles them
+    # into its chunk: --no-progress runs the program without them).
+    if trainer.report_progress is not None and progress.enabled:
         def report(units: int) -> None:
             within_chunk[0] += units
             progress.advance(units, {})

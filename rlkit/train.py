@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import signal
 import sys
 import threading
 import time
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union
@@ -52,6 +54,9 @@ from rlkit.io import write_text
 
 MAX_CHUNKS = 100_000  # --num-logs beyond this only slows the run down with host round trips
 MAX_ITERATIONS = 2**31 - 1  # drivers count iterations in int32
+# Agent fields that repeat a run option (the agent's schedules need the budget). Only the run
+# option is a flag; config.yaml keeps both copies, which must agree.
+RUN_LEVEL_AGENT_FIELDS = {"total_steps": "--total-steps"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ class RunOptions:
     deterministic either way."""
 
     def __post_init__(self):
+        require(self.run_dir is None or self.run_dir.strip() != "", "--run-dir",
+                "is empty; pass a directory, or drop it for runs/AGENT-ENV-TIMESTAMP")
         require(self.seeds >= 1, "--seeds", f"must be at least 1, got {self.seeds}")
         require(0 <= self.seed < 2**32, "--seed",
                 f"must be in [0, 2**32), got {self.seed}; JAX and numpy seeds are 32-bit")
@@ -201,17 +208,29 @@ def _from_dict(cls: type, values: dict, where: str):
         return cls(**converted)
     except TypeError as error:
         raise RlkitError(f"{where}: {error}") from None
+    except RlkitError as error:  # the config's own checks: name the key path in the file
+        file, _, section = where.rpartition(": ")
+        renamed = _renamed(error, [(cls, lambda name: f"{section}.{name}")])
+        text = str(renamed) if renamed is not error else f"{section}: {error}"
+        raise RlkitError(f"{file}: {text}" if file else text) from None
 
 
 def _type_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
-def load_experiment(path: Path) -> Experiment:
+def load_experiment(path: Path, one_budget: bool = True) -> Experiment:
     """Read a config.yaml written by a run (or by hand).
 
+    Args:
+        path: the file.
+        one_budget: refuse a file whose `agent_config.total_steps` (if written) differs from
+            `run.total_steps` (`RUN_LEVEL_AGENT_FIELDS`). `--resume` checks edits against the
+            run's saved copy first, whose message says more.
+
     Raises:
-        RlkitError: no such file, a directory, not YAML, unknown fields or wrong-typed values.
+        RlkitError: no such file, a directory, not YAML, unknown fields or wrong-typed values,
+            two budgets that differ.
     """
     if path.is_dir():
         hint = (f"; did you mean {path / 'config.yaml'}?" if (path / "config.yaml").is_file()
@@ -228,9 +247,12 @@ def load_experiment(path: Path) -> Experiment:
         raise RlkitError(f"{path}: not valid YAML ({detail}); fix or regenerate it") from None
     require(isinstance(data, dict) and {"agent", "env"} <= set(data), str(path),
             "must be a mapping with at least 'agent' and 'env' (as written by rlkit.train)")
-    module = registry.agent_module(data["agent"])
-    entry = registry.env_entry(data["env"])
-    return Experiment(
+    try:
+        module = registry.agent_module(data["agent"])
+        entry = registry.env_entry(data["env"])
+    except RlkitError as error:
+        raise RlkitError(f"{path}: {error}") from None
+    experiment = Experiment(
         agent=data["agent"],
         env=data["env"],
         run=_from_dict(RunOptions, data.get("run") or {}, f"{path}: run"),
@@ -240,6 +262,15 @@ def load_experiment(path: Path) -> Experiment:
                               {**dict(entry.defaults), **(data.get("env_config") or {})},
                               f"{path}: env_config"),
     )
+    # One budget: where the file writes both copies, they agree.
+    written = data.get("agent_config") or {}
+    for name, flag in RUN_LEVEL_AGENT_FIELDS.items() if one_budget else ():
+        run_value, agent_value = getattr(experiment.run, name), written.get(name)
+        require(name not in written or run_value is None or agent_value == run_value,
+                f"{path}: agent_config.{name}",
+                f"is {agent_value!r} but run.{name} is {run_value!r}; they are one setting "
+                f"({flag}): set run.{name} and delete agent_config.{name}")
+    return experiment
 
 
 class _PreParser(argparse.ArgumentParser):
@@ -311,6 +342,8 @@ RESUMABLE_EDITS = ("run_dir", "stop_after_chunks", "progress", "checkpoint_every
 def _flag_of(path: str) -> str:
     """The command-line flag of a config.yaml field path (`run.seeds` -> `--seeds`)."""
     section, _, name = path.partition(".")
+    if section == "agent_config" and name in RUN_LEVEL_AGENT_FIELDS:
+        return RUN_LEVEL_AGENT_FIELDS[name]
     dashed = name.replace("_", "-")
     return {"run": f"--{dashed}", "agent_config": f"--agent.{dashed}",
             "env_config": f"--env-config.{dashed}"}.get(section, f"--{section}")
@@ -331,7 +364,9 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str
 
 def _check_resume_edits(saved: Experiment, asked: Experiment, where: str, fix: str) -> None:
     """Refuse any change of `asked` over `saved` except `RESUMABLE_EDITS`, naming the field."""
-    for path, old, new in config_differences(saved.to_dict(), asked.to_dict()):
+    differences = config_differences(saved.to_dict(), asked.to_dict())
+    # A run option first: --total-steps changes run.total_steps and the agent's copy alike.
+    for path, old, new in sorted(differences, key=lambda d: not d[0].startswith("run.")):
         if path.startswith("run.") and path[4:] in RESUMABLE_EDITS:
             continue
         raise RlkitError(
@@ -339,13 +374,83 @@ def _check_resume_edits(saved: Experiment, asked: Experiment, where: str, fix: s
             f"resumed run continues with its saved configuration; {fix}")
 
 
+def _without_run_level_fields(config_type: type) -> type:
+    """`config_type` with its `RUN_LEVEL_AGENT_FIELDS` hidden from tyro (a frozen subclass), so
+    that `--agent.total-steps` does not exist beside `--total-steps`: one budget, one flag."""
+    import tyro
+
+    hidden = [(f.name, Annotated[f.type, tyro.conf.Suppress], field(default=f.default))
+              for f in dataclasses.fields(config_type) if f.name in RUN_LEVEL_AGENT_FIELDS]
+    if not hidden:
+        return config_type
+    return dataclasses.make_dataclass(config_type.__name__, hidden, bases=(config_type,),
+                                      frozen=True)
+
+
+def _as_config(value, config_type: type):
+    """`value` (an instance of a `_without_run_level_fields` subclass) as `config_type`."""
+    if type(value) is config_type:
+        return value
+    return config_type(**{f.name: getattr(value, f.name) for f in dataclasses.fields(config_type)})
+
+
 def _agent_arguments(name: str, default) -> type:
     """The tyro subcommand of agent `name`: its config as `--agent.FIELD` flags."""
     module = registry.agent_module(name)
-    Args = dataclasses.make_dataclass(name, [("agent", type(default), field(default=default))],
+    cli_type = _without_run_level_fields(type(default))
+    default = _as_config(default, cli_type) if cli_type is not type(default) else default
+    Args = dataclasses.make_dataclass(name, [("agent", cli_type, field(default=default))],
                                       frozen=True)
     Args.__doc__ = module.__doc__.strip().splitlines()[0]
     return Args
+
+
+def _renamed(error: RlkitError, namers: list[tuple[type | tuple[type, ...], Callable]]
+             ) -> RlkitError:
+    """`error` with the config fields it names (`learning_rate: must be ...`) renamed for the
+    user: the flag they typed (`--agent.learning-rate: ...`) or a config file's key path.
+
+    Args:
+        error: raised while a config dataclass was built (its `__post_init__` names fields).
+        namers: `(config classes, field name -> shown name)` for the configs that may have
+            raised it; the one whose `__post_init__` raised it is found in the traceback.
+
+    Returns:
+        The renamed error, or `error` itself when no config of `namers` raised it.
+    """
+    owner = None
+    traceback = error.__traceback__
+    while traceback is not None and owner is None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "__post_init__":
+            owner = frame.f_locals.get("self")
+        traceback = traceback.tb_next
+    namer = next((namer for classes, namer in namers if isinstance(owner, classes)), None)
+    if namer is None:
+        return error
+    fields = {f.name for f in dataclasses.fields(owner)}
+    first, sep, rest = str(error).partition(": ")
+    name = first.removeprefix("--").replace("-", "_")  # RunOptions names its flags already
+    if not sep or name not in fields:
+        return error
+    # Other fields the message names (`num_envs * rollout_length`) are renamed too; plain words
+    # that happen to be field names (`gamma`) are left alone.
+    for other in sorted(fields, key=len, reverse=True):
+        if "_" in other:
+            rest = re.sub(rf"(?<![\w.-]){other}(?!\w)", namer(other), rest)
+    return RlkitError(f"{namer(name)}: {rest}")
+
+
+def _flag_namer(prefix: str) -> Callable[[str], str]:
+    """field -> its flag: `--agent.learning-rate` for prefix `--agent.`, and the run flag of
+    the agent fields the run sets (`RUN_LEVEL_AGENT_FIELDS`)."""
+
+    def flag(name: str) -> str:
+        if prefix == "--agent." and name in RUN_LEVEL_AGENT_FIELDS:
+            return RUN_LEVEL_AGENT_FIELDS[name]
+        return f"{prefix}{name.replace('_', '-')}"
+
+    return flag
 
 
 def _parser(env_name: str, env_default, run_default: RunOptions, base: Experiment | None,
@@ -361,7 +466,7 @@ def _parser(env_name: str, env_default, run_default: RunOptions, base: Experimen
     subcommands = [Annotated[cls, tyro.conf.subcommand(name)] for name, cls in commands.items()]
     agent_field = field()
     if base is not None:  # --config / --resume name the agent; naming it again is optional
-        agent_field = field(default=commands[base.agent](base.agent_config))
+        agent_field = field(default=commands[base.agent]())
     text = lambda help: tyro.conf.arg(help=help)  # noqa: E731
     Root = dataclasses.make_dataclass("Args", [
         ("algorithm", Union[tuple(subcommands)], agent_field),  # noqa: UP007 (a runtime union)
@@ -394,6 +499,11 @@ def parse_experiment(argv: list[str]) -> Parsed:
     import tyro
 
     first, rest = _preparse(argv)
+    for name, flag in RUN_LEVEL_AGENT_FIELDS.items():
+        typed = {f"--agent.{name}", f"--agent.{name.replace('_', '-')}"}
+        require(not any(arg.split("=")[0] in typed for arg in rest),
+                f"--agent.{name.replace('_', '-')}",
+                f"is not a flag: {flag} sets it for the run and the agent alike; pass {flag}")
     require(first.config is None or first.resume is None, "--config",
             "cannot be combined with --resume: a resumed run continues with its own saved "
             "config.yaml; to start a new run from it, drop --resume")
@@ -413,11 +523,15 @@ def parse_experiment(argv: list[str]) -> Parsed:
         raise RlkitError("--env is required, e.g. --env cartpole (see --help for the list)")
     entry = registry.env_entry(env_name)
     same_env = base is not None and base.env == env_name
-    env_default = base.env_config if same_env else entry.default_config()
+    try:
+        env_default = base.env_config if same_env else entry.default_config()
+    except RlkitError as error:  # the id in --env gym:ID (its env_id) is not known
+        raise _renamed(error, [(entry.config_class(), lambda name: "--env" if name == "env_id"
+                                else _flag_namer("--env-config.")(name))]) from None
     if info is not None and info.env_id == env_name and info.env_params and not same_env:
         # Evaluate in the environment the data came from unless told otherwise.
         env_default = _from_dict(type(env_default), info.env_params,
-                                 f"{first.dataset}/metadata.json: env params")
+                                 f"{first.dataset}/metadata.json: env_params")
     named = rest[0] if rest and not rest[0].startswith("-") else None
     if named is not None:
         registry.agent_module(named)  # an unknown name: one line with the closest names
@@ -427,12 +541,19 @@ def parse_experiment(argv: list[str]) -> Parsed:
     run_default = base.run if base else RunOptions()
     Root = _parser(env_name, env_default, run_default, base, type(env_default))
     prog = "python -m rlkit.train"
-    args = tyro_cli(Root, argv, prog,
-                    config=(tyro.conf.CascadeSubcommandArgs, tyro.conf.OmitSubcommandPrefixes))
-    agent_name = type(args.algorithm).__name__
-    run, agent_config = args.run, args.algorithm.agent
-    if run.total_steps is not None and hasattr(agent_config, "total_steps"):
-        agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
+    agent_configs = tuple(registry.agent_module(name).Config for name in registry.agent_names())
+    try:  # a config's own checks name its fields: say which flag set them
+        args = tyro_cli(Root, argv, prog,
+                        config=(tyro.conf.CascadeSubcommandArgs, tyro.conf.OmitSubcommandPrefixes))
+        agent_name = type(args.algorithm).__name__
+        run = args.run
+        agent_config = _as_config(args.algorithm.agent,
+                                  registry.agent_module(agent_name).Config)
+        if run.total_steps is not None and hasattr(agent_config, "total_steps"):
+            agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
+    except RlkitError as error:
+        raise _renamed(error, [(agent_configs, _flag_namer("--agent.")),
+                               (type(env_default), _flag_namer("--env-config."))]) from None
     if run.total_steps is None:
         run = dataclasses.replace(run, total_steps=getattr(agent_config, "total_steps", 100_000))
     experiment = Experiment(agent_name, env_name, run, agent_config, args.env_config)
@@ -462,8 +583,9 @@ def load_saved_experiment(run_dir: Path) -> Experiment:
     """
     require(run_dir.is_dir() and (run_dir / "config.yaml").is_file(), "--resume",
             f"{run_dir} has no config.yaml; pass the directory of an earlier run")
-    current = load_experiment(run_dir / "config.yaml")
-    if (run_dir / SAVED_CONFIG).is_file():
+    saved = (run_dir / SAVED_CONFIG).is_file()
+    current = load_experiment(run_dir / "config.yaml", one_budget=not saved)
+    if saved:  # the saved copy has one budget; an edit of either is refused below
         _check_resume_edits(
             load_experiment(run_dir / SAVED_CONFIG), current, str(run_dir / "config.yaml"),
             f"undo the edit ({run_dir / SAVED_CONFIG} keeps the configuration the run started "
@@ -594,6 +716,38 @@ class Built:
     budget_note: str | None = None
 
 
+def make_agent(experiment: Experiment) -> tuple[Any, Any, Any]:
+    """The agent of `experiment` (wrapped in H2O's reduction with `--h2o`), with its env.
+
+    Returns:
+        `(agent, spec, env)`: the `rlkit.types.Agent`, the env's `EnvSpec`, and the JAX
+        environment (None for host environments, which are only probed for their spec).
+
+    Raises:
+        RlkitError: an env or agent config that cannot be built, a user's env that breaks the
+            Environment contract.
+    """
+    run = experiment.run
+    entry = registry.env_entry(experiment.env)
+    env = None
+    if entry.kind == "host":
+        probe = registry.make_host_env(experiment.env, experiment.env_config, 1, run.seed)
+        spec = probe.spec
+        probe.close()
+    else:
+        env = registry.make_env(experiment.env, experiment.env_config)
+        if entry.custom:  # a user's environment: checked once, before it can fail deep in jax
+            registry.check_env(env, experiment.env)
+        spec = env.spec
+    agent = registry.make_agent(experiment.agent, experiment.agent_config, spec, env)
+    if run.h2o:
+        from rlkit.h2o import make_h2o_agent
+
+        agent = make_h2o_agent(agent, spec, episodes_per_round=run.h2o_episodes_per_round,
+                               updates_per_round=run.h2o_updates_per_round)
+    return agent, spec, env
+
+
 def build(experiment: Experiment) -> Built:
     """Build the environment, agent, dataset and driver of `experiment` (nothing compiled yet).
 
@@ -605,24 +759,7 @@ def build(experiment: Experiment) -> Built:
 
     run = experiment.run
     entry = registry.env_entry(experiment.env)
-    if entry.kind == "host":
-        from rlkit.loops.host import make_host_trainer
-
-        probe = registry.make_host_env(experiment.env, experiment.env_config, 1, run.seed)
-        spec = probe.spec
-        probe.close()
-    else:
-        env = registry.make_env(experiment.env, experiment.env_config)
-        if entry.custom:  # a user's environment: checked once, before it can fail deep in jax
-            registry.check_env(env, experiment.env)
-        spec = env.spec
-    agent = registry.make_agent(experiment.agent, experiment.agent_config, spec,
-                                None if entry.kind == "host" else env)
-    if run.h2o:
-        from rlkit.h2o import make_h2o_agent
-
-        agent = make_h2o_agent(agent, spec, episodes_per_round=run.h2o_episodes_per_round,
-                               updates_per_round=run.h2o_updates_per_round)
+    agent, spec, env = make_agent(experiment)
     dataset = load_run_dataset(experiment, spec, agent.feed)
     offline = isinstance(agent.feed, OfflineFeed)
     # The unit the driver will declare: offline iterations are updates, the others env steps.
@@ -664,6 +801,8 @@ def build(experiment: Experiment) -> Built:
             num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
             dataset=device_dataset)
     elif entry.kind == "host":
+        from rlkit.loops.host import make_host_trainer
+
         trainer = make_host_trainer(
             agent, lambda num_envs, seed: registry.make_host_env(
                 experiment.env, experiment.env_config, num_envs, seed),
@@ -800,12 +939,15 @@ def execute(experiment: Experiment, resume: bool = False, overwrite: bool = Fals
 def load_policy(run_dir: str | Path, seed_index: int = 0):
     """The trained agent of a run directory: `(experiment, agent, agent_state)` of one seed.
 
-    Restores the newest checkpoint of `run_dir` into the run's own structure, then takes seed
-    `seed_index`'s agent state (unbatched), ready for `agent.policy(agent_state, obs)`.
+    Restores only the agents' states from the newest readable checkpoint of `run_dir` (an
+    orbax partial restore into the shapes `agent.init` has, found by tracing it without
+    compiling): no trainer is built, no replay buffer is read. Then takes seed `seed_index`'s
+    agent state (unbatched), ready for `agent.policy(agent_state, obs)`.
 
     Raises:
-        RlkitError: no config.yaml, no checkpoint, no such seed, or a policy whose parameters
-            are not finite (a run that diverged before rlkit checked for it).
+        RlkitError: no config.yaml, no checkpoint, no such seed, no checkpoint that reads back,
+            or a policy whose parameters are not finite (a run that diverged before rlkit
+            checked for it).
     """
     import jax
 
@@ -815,32 +957,31 @@ def load_policy(run_dir: str | Path, seed_index: int = 0):
     run_dir = Path(run_dir)
     require((run_dir / "config.yaml").exists(), str(run_dir),
             "has no config.yaml; pass the directory of a run made by python -m rlkit.train")
-    experiment = load_experiment(run_dir / "config.yaml")
+    # The configuration the checkpoints were written with: an edit of config.yaml that changes
+    # the run is refused naming the field (checkpoints of other shapes would not read back).
+    experiment = load_saved_experiment(run_dir)
     experiment = dataclasses.replace(
-        experiment, run=dataclasses.replace(experiment.run, shard_seeds=False,
-                                            run_dir=str(run_dir)))
-    require(0 <= seed_index < experiment.run.seeds, "seed index",
-            f"{seed_index} is not one of the run's {experiment.run.seeds} seeds")
+        experiment, run=dataclasses.replace(experiment.run, run_dir=str(run_dir)))
+    run = experiment.run
+    require(0 <= seed_index < run.seeds, "seed index",
+            f"{seed_index} is not one of the run's {run.seeds} seeds")
+    agent, _, _ = make_agent(experiment)
+    keys = jax.random.split(jax.random.key(run.seed), run.seeds)
+    like = jax.eval_shape(jax.vmap(agent.init), keys)  # [S, ...] shapes, nothing compiled
     checkpointer = Checkpointer(run_dir / "checkpoints")
     try:
         require(checkpointer.latest_step() is not None, str(run_dir),
                 "has no checkpoint yet; train it (or --resume it) until one is saved")
-        built = build(experiment)
-        try:
-            keys = jax.random.split(jax.random.key(experiment.run.seed), experiment.run.seeds)
-            _, carry, skipped = checkpointer.restore_newest_readable(built.trainer.init(keys))
-            for line in skipped:
-                print(f"warning: {line}; using an older checkpoint", file=sys.stderr)
-        finally:
-            built.trainer.close()
+        _, agent_states, skipped = checkpointer.restore_newest_readable(like, part="agent_state")
+        for line in skipped:
+            print(f"warning: {line}; using an older checkpoint", file=sys.stderr)
     finally:
         checkpointer.close()
-    agent_states = built.trainer.agent_state(carry)
     require(seed_index not in non_finite_seeds(agent_states), str(run_dir),
             f"seed {seed_index}'s parameters in the newest checkpoint are not finite (the run "
             "diverged); retrain it with a smaller learning rate, or use another seed")
     agent_state = jax.tree.map(lambda x: x[seed_index], agent_states)
-    return experiment, built.agent, agent_state
+    return experiment, agent, agent_state
 
 
 def _offline_trainer(experiment: Experiment, agent, dataset, spec, iterations_per_chunk: int):

@@ -225,6 +225,8 @@ def test_cli_writes_a_loadable_dataset_and_respects_overwrite(tmp_path, capsys):
      "--env-config.length: must be >= 2"),
     (["--env", "chain", "--policy", "random", "--epsilom", "0.1"], "did you mean --epsilon?"),
     (["--env", "chain", "--policy", "random", "--episodes", "many"], "--episodes"),
+    (["--env", "chain", "--policy", "random", "--seed", "-1"],
+     "--seed: must be in [0, 2**32), got -1"),
 ])
 def test_bad_input_gives_one_clear_line_and_exit_2(args, needle, tmp_path, capsys):
     if "--episodes" not in args:
@@ -437,3 +439,57 @@ def test_killed_collection_leaves_nothing_loadable(tmp_path):
                 load_dataset(out)
         assert all(p.name.startswith(".") for p in parent.iterdir()), name
         shutil.rmtree(parent)  # about 200 MB of leftovers each
+
+
+def test_a_dataset_that_will_not_fit_in_memory_is_refused_in_one_line(tmp_path, capsys,
+                                                                       monkeypatch):
+    import rlkit.collect
+
+    # A chain episode always lasts its horizon of 16 steps; a transition holds obs and next_obs
+    # (8 float32 each), an int32 action, a float32 reward and two bool flags: 74 bytes. 1,000
+    # episodes are 1.184 MB, held twice while assembled: 2.368 MB, against 1 MB available.
+    monkeypatch.setattr(rlkit.collect, "available_memory", lambda: 1_000_000)
+    out = tmp_path / "big"
+    assert main(["--env", "chain", "--policy", "random", "--episodes", "1000", "--out", str(out),
+                 "--num-envs", "100", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "error: --episodes: 1,000 episodes of chain would need about 2.37 MB of memory "
+        "(1.18 MB of transitions, 16 per episode over the first 100, held 2 times while "
+        "assembled), more than the 1 MB available; collect at most 422 episodes per dataset "
+        "(several datasets with different --seed), or free memory"], lines
+    assert not out.exists()
+    # 422 episodes (2368 * 422 = 999,296 bytes) fit; 423 do not.
+    assert collect("chain", None, "random", 422, seed=0, num_envs=100).num_episodes == 422
+    with pytest.raises(rlkit.errors.RlkitError, match="collect at most 422 episodes"):
+        collect("chain", None, "random", 423, seed=0, num_envs=100)
+
+
+def test_available_memory_is_the_lower_of_meminfo_and_the_cgroup_limit(monkeypatch):
+    import rlkit.collect
+
+    files = {"/proc/meminfo": "MemTotal: 100 kB\nMemAvailable:  2000 kB\n",
+             "/sys/fs/cgroup/memory.max": "1500000\n",
+             "/sys/fs/cgroup/memory.current": "500000\n"}
+
+    def read_text(self, *args, **kwargs):
+        if str(self) not in files:
+            raise FileNotFoundError(str(self))
+        return files[str(self)]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert rlkit.collect.available_memory() == 1_000_000  # 1.5 MB limit - 0.5 MB used
+    files["/sys/fs/cgroup/memory.max"] = "max\n"
+    assert rlkit.collect.available_memory() == 2000 * 1024
+    del files["/proc/meminfo"]
+    assert rlkit.collect.available_memory() is None
+
+
+def test_an_out_below_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "dataset"
+    assert main(["--env", "chain", "--policy", "random", "--episodes", "2", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out: {tmp_path / 'file'} is a file, so {out} cannot be a directory inside "
+        "it; choose another path"]

@@ -108,6 +108,9 @@ def test_resume_refuses_config_edits_that_change_the_run_and_keeps_checkpoints(s
     # Flags that would change the run are refused the same way; --config cannot join --resume.
     assert main(["--resume", str(stopped), "--seeds", "3"]) == 2
     assert "run.seeds (--seeds)" in _one_error_line(capfd)
+    assert main(["--resume", str(stopped), "--total-steps", "8192"]) == 2  # the run flag, first
+    assert "run.total_steps (--total-steps) would change from 4096 to 8192" in _one_error_line(
+        capfd)
     assert main(["--resume", str(stopped), "--config", str(config)]) == 2
     assert "--config: cannot be combined with --resume" in _one_error_line(capfd)
 
@@ -472,3 +475,92 @@ def test_missing_extras_name_the_install_command_of_the_readme():
     assert uv_sync_command("procgen") == ("UV_PROJECT_ENVIRONMENT=.venv-procgen uv sync --frozen "
                                           "--extra procgen --no-group numpy2")
     assert uv_sync_command("box2d") == "uv sync --frozen --extra box2d"
+
+
+def test_on_device_chunks_report_progress_from_inside_without_changing_a_number():
+    import jax
+
+    import envs
+    from agents import ppo
+    from rlkit.loops.on_device import (
+        ITERATIONS_PER_REPORT,
+        PROGRESS_REPORTS_PER_CHUNK,
+        make_on_device_trainer,
+    )
+
+    env = envs.make_env("chain", None)
+    agent = ppo.make_agent(ppo.Config(num_envs=2, rollout_length=8, total_steps=640), env.spec)
+    results = []
+    for with_reports in (False, True):
+        trainer = make_on_device_trainer(agent, env, env.default_params, iterations_per_chunk=40,
+                                         num_eval_episodes=1)
+        reported: list[int] = []
+        if with_reports:
+            trainer.report_progress(reported.append)
+        carry = trainer.init(jax.random.split(jax.random.key(0), 3))
+        chunks = []
+        for _ in range(2):
+            carry, metrics = trainer.run(carry)
+            chunks.append(jax.device_get(metrics))
+            chunks.append(list(reported))
+            reported.clear()
+        results.append((chunks, jax.device_get(trainer.agent_state(carry))))
+    (off_chunks, off_state), (on_chunks, on_state) = results
+    # 40 iterations: min(3, 40 // 16) = 2 reports, 40 // 3 = 13 iterations apart (after
+    # iterations 13 and 26), each of 13 iterations of 16 env steps, once for all 3 seeds (the
+    # chunk's end is the run loop's).
+    assert (PROGRESS_REPORTS_PER_CHUNK, ITERATIONS_PER_REPORT) == (3, 16)
+    assert on_chunks[1] == on_chunks[3] == [208, 208]
+    assert off_chunks[1] == off_chunks[3] == []
+    for off, on in zip(jax.tree.leaves((off_chunks[0], off_chunks[2], off_state)),
+                       jax.tree.leaves((on_chunks[0], on_chunks[2], on_state)), strict=True):
+        np.testing.assert_array_equal(off, on)  # bit for bit
+
+
+def test_load_policy_builds_no_trainer_and_restores_the_saved_parameters(finished, monkeypatch):
+    import flax
+    import jax
+
+    from rlkit import train
+    from rlkit.checkpoint import Checkpointer
+
+    saved = Checkpointer(finished / "checkpoints")
+    step = saved.latest_step()
+    stored = saved.manager.restore(step)  # the whole carry, as written
+    saved.close()
+
+    def no_build(experiment):
+        raise AssertionError("load_policy built (and would compile) the trainer")
+
+    monkeypatch.setattr(train, "build", no_build)
+    _, _, agent_state = train.load_policy(finished, seed_index=1)
+    expected = jax.tree.map(lambda x: np.asarray(x)[1], stored["agent_state"])
+    # As nested dicts keyed by field name, like the stored tree (leaves in the same order).
+    restored = jax.tree.map(np.asarray, flax.serialization.to_state_dict(agent_state))
+    assert jax.tree.leaves(restored), "no parameters restored"
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_load_policy_of_an_edited_run_names_the_edit(finished, tmp_path, capfd):
+    import shutil
+
+    run_dir = Path(shutil.copytree(finished, tmp_path / "edited"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["agent_config"]["hidden_sizes"] = [32, 32]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(rlkit.errors.RlkitError) as raised:
+        rlkit.load_policy(run_dir)
+    assert str(raised.value).startswith(
+        f"{run_dir / 'config.yaml'}: agent_config.hidden_sizes (--agent.hidden-sizes) would "
+        "change from [64, 64] to [32, 32]"), raised.value
+    assert capfd.readouterr().err == ""  # no checkpoint was tried, nothing printed
+
+
+def test_a_metrics_file_that_is_not_text_is_refused_on_resume(stopped, capfd):
+    (stopped / "metrics.csv").write_bytes(bytes(range(128, 256)))
+    assert main(["--resume", str(stopped), "--no-progress"]) == 2
+    line = _one_error_line(capfd)
+    assert line.startswith(f"error: {stopped / 'metrics.csv'}: is not the CSV text rlkit writes"
+                           ), line
+    assert line.endswith(f"start the run again with --overwrite --run-dir {stopped}"), line

@@ -22,8 +22,10 @@ def _cli(*args, cwd=ROOT):
 @pytest.mark.parametrize("args, needle", [
     (["nosuchagent", "--env", "cartpole"], "unknown agent 'nosuchagent'"),
     (["ppo", "--env", "cartpol"], "Did you mean 'cartpole'"),
-    (["ppo", "--env", "cartpole", "--agent.num-minibatches", "3"], "num_minibatches"),
-    (["ppo", "--env", "cartpole", "--agent.learning-rate", "-0.1"], "learning_rate"),
+    (["ppo", "--env", "cartpole", "--agent.num-minibatches", "3"],
+     "--agent.num-minibatches: 3 must divide --agent.num-envs * --agent.rollout-length = 512"),
+    (["ppo", "--env", "cartpole", "--agent.learning-rate", "-0.1"],
+     "--agent.learning-rate: must be a finite number in (0, inf), got -0.1"),
     (["ppo", "--env", "cartpole", "--seeds", "0"], "--seeds"),
     (["ppo"], "--env is required"),
     (["ppo", "--env", "cartpole", "--resume", "/nonexistent/run"], "--resume"),
@@ -39,7 +41,7 @@ def test_bad_input_gives_one_clear_line_and_exit_2(args, needle, capsys):
 def test_bad_input_exits_2_without_a_traceback_from_the_command_line():
     result = _cli("ppo", "--env", "cartpole", "--agent.num-minibatches", "3")
     assert result.returncode == 2, result.stderr
-    assert "num_minibatches" in result.stderr
+    assert "--agent.num-minibatches" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -170,3 +172,115 @@ def test_help_piped_into_a_reader_that_stops_early_ends_quietly():
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_the_budget_is_one_flag_for_the_run_and_the_agent(tmp_path, capsys):
+    from rlkit.train import parse_experiment
+
+    # --total-steps sets the agent's copy (its schedules) too; without it both are the default.
+    experiment = parse_experiment(["ppo", "--env", "chain", "--total-steps", "8192"]).experiment
+    assert experiment.run.total_steps == experiment.agent_config.total_steps == 8192
+    experiment = parse_experiment(["dqn", "--env", "chain"]).experiment
+    assert experiment.run.total_steps == experiment.agent_config.total_steps == 100_000
+    # --agent.total-steps is no flag (it used to lose silently to --total-steps).
+    for flag in (["--agent.total-steps", "5000"], ["--agent.total_steps=5000"]):
+        assert main(["ppo", "--env", "chain", *flag, "--total-steps", "9000"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines == ["error: --agent.total-steps: is not a flag: --total-steps sets it for "
+                         "the run and the agent alike; pass --total-steps"], lines
+    # A config file whose two copies disagree is refused, naming both keys.
+    config = tmp_path / "config.yaml"
+    config.write_text("agent: ppo\nenv: chain\nrun: {total_steps: 8192}\n"
+                      "agent_config: {total_steps: 4096}\n")
+    assert main(["--config", str(config), "--run-dir", str(tmp_path / "r")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == (f"error: {config}: agent_config.total_steps: is 4096 but run.total_steps is "
+                    "8192; they are one setting (--total-steps): set run.total_steps and delete "
+                    "agent_config.total_steps"), line
+    # Only run.total_steps in the file: the agent's copy follows it.
+    config.write_text("agent: ppo\nenv: chain\nrun: {total_steps: 8192}\n")
+    experiment = parse_experiment(["--config", str(config)]).experiment
+    assert experiment.agent_config.total_steps == 8192
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["ppo", "--env", "chain", "--total-step", "5"],
+     "unrecognized options: --total-step, 5 (did you mean --total-steps?)"),
+    (["ppo", "--env", "chain", "--total-steps", "100"],
+     "--total-steps: 100 is less than one rollout (512 steps)"),
+    (["ppo", "--env", "chain", "--agent.gamma", "2"],
+     "--agent.gamma: must be a finite number in [0, 1], got 2.0."),
+    (["ppo", "--env", "chain", "--agent.hidden-sizes", "0"],
+     "--agent.hidden-sizes: must be one or more positive ints (layer widths), got (0,)."),
+    (["ppo", "--env", "chain", "--env-config.length", "1"],
+     "--env-config.length: must be >= 2, got 1"),
+    (["dqn", "--env", "chain", "--agent.epsilon-start", "inf"],
+     "--agent.epsilon-start: must be a finite number in [0, 1], got inf."),
+])
+def test_value_errors_name_the_flag_the_user_typed(args, line, capsys):
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {line}"), lines
+
+
+@pytest.mark.parametrize("section, values, line", [
+    ("run", {"seeds": 0}, "run.seeds: must be at least 1, got 0"),
+    ("agent_config", {"learning_rate": -1.0},
+     "agent_config.learning_rate: must be a finite number in (0, inf), got -1.0"),
+    ("agent_config", {"num_minibatches": 3},
+     "agent_config.num_minibatches: 3 must divide agent_config.num_envs * "
+     "agent_config.rollout_length = 512"),
+    ("env_config", {"length": 1}, "env_config.length: must be >= 2, got 1"),
+])
+def test_value_errors_in_a_config_file_name_the_key_path(section, values, line, tmp_path,
+                                                         capsys):
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"agent": "ppo", "env": "chain", section: values}))
+    assert main(["--config", str(config)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {config}: {line}"] or (
+        len(lines) == 1 and lines[0].startswith(f"error: {config}: {line}")), lines
+
+
+def test_tyro_errors_are_one_line_with_box_drawing_or_plain_dashes():
+    from rlkit.errors import one_line_parse_error
+
+    boxed = ("╭─ Unrecognized options ──────────────╮\n"
+             "│ Unrecognized options: --total-step, │\n"
+             "│ 5                                   │\n"
+             "│ ─────────────────────────────────── │\n"
+             "│ Perhaps you meant:                  │\n"
+             "│     --total-steps INT               │\n"
+             "│ ─────────────────────────────────── │\n"
+             "│ For full helptext, run p --help     │\n"
+             "╰─────────────────────────────────────╯\n")
+    plain = (" Unrecognized options                  \n"
+             " ------------------------------------- \n"
+             "  Unrecognized options: --total-step,  \n"
+             "  5                                    \n"
+             "  ------------------------------------ \n"
+             "  Perhaps you meant:                   \n"
+             "      --total-steps INT                \n"
+             "  ------------------------------------ \n"
+             "  For full helptext, run p --help      \n")
+    expected = ("unrecognized options: --total-step, 5 (did you mean --total-steps?); "
+                "see p --help")
+    assert one_line_parse_error(boxed, "p") == expected
+    assert one_line_parse_error(plain, "p") == expected
+
+
+@pytest.mark.parametrize("args, line", [
+    (["ppo", "--env", "chain", "--run-dir", ""],
+     "--run-dir: is empty; pass a directory, or drop it for runs/AGENT-ENV-TIMESTAMP"),
+    (["ppo", "--env", "gymnax:NoSuch-v1"], "--env: unknown gymnax env id 'NoSuch-v1'. Known: "),
+    (["--config", "{tmp}/agent.yaml"], "{tmp}/agent.yaml: unknown agent 'nosuch'. Known: "),
+])
+def test_fresh_malformed_inputs_are_one_line_naming_the_flag_or_file(args, line, tmp_path,
+                                                                     capsys):
+    (tmp_path / "agent.yaml").write_text("agent: nosuch\nenv: chain\n")
+    assert main([arg.format(tmp=tmp_path) for arg in args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {line.format(tmp=tmp_path)}"), lines
