@@ -227,6 +227,42 @@ def describe_os_error(error: OSError) -> str:
             "choose a writable directory")
 
 
+def run_guarded(run: Callable[[], Any]) -> tuple[Any, int | None]:
+    """Run a CLI's work (`run()`: parse, then train) with SIGTERM handled like Ctrl-C.
+
+    Every failure becomes one line on stderr and an exit status instead of a traceback: bad
+    input (`RlkitError`) 2, a refused write (`OSError`) `FAILED`, Ctrl-C `INTERRUPTED`, SIGTERM
+    `TERMINATED` (naming the run directory to `--resume` when the interruption carries
+    `run_dir`), and tyro's own exit (`--help`) its code.
+
+    Returns:
+        (result, None) when `run` returned, or (None, the exit status) when it failed.
+    """
+    import signal
+    import threading
+
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        handle_sigterm_like_ctrl_c()
+        return run(), None
+    except SystemExit as exit_:  # tyro printed --help
+        return None, exit_.code if isinstance(exit_.code, int) else 0
+    except RlkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None, 2
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return None, FAILED
+    except KeyboardInterrupt as error:
+        where = getattr(error, "run_dir", None)
+        print(f"interrupted: resume with --resume {where or 'RUN_DIR'} (the last checkpoint is "
+              "kept)", file=sys.stderr)
+        return None, interrupted_status(error)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
 def run_cli(main: Callable[[], int]) -> NoReturn:
     """Run a CLI's `main` and leave with its status (`exit_cli`).
 

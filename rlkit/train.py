@@ -24,9 +24,7 @@ import argparse
 import dataclasses
 import math
 import re
-import signal
 import sys
-import threading
 import time
 import types
 import typing
@@ -41,13 +39,10 @@ import rlkit
 from rlkit import registry
 from rlkit.errors import (
     DIVERGED,
-    FAILED,
     RlkitError,
-    describe_os_error,
-    handle_sigterm_like_ctrl_c,
-    interrupted_status,
     require,
     run_cli,
+    run_guarded,
     tyro_cli,
 )
 from rlkit.io import write_text
@@ -1072,29 +1067,14 @@ def main(argv: list[str] | None = None) -> int:
         from rlkit import train_preference
 
         return train_preference.main(argv)
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        handle_sigterm_like_ctrl_c()
+    def parse_and_execute():
         # XLA reads its flags when the backend starts, which parsing may already do.
         rlkit.request_gpu_determinism(_deterministic_requested(argv))
-        experiment, resume, overwrite = parse_experiment(argv)
-        result = execute(experiment, resume, overwrite)
-    except SystemExit as exit_:  # tyro printed --help
-        return exit_.code if isinstance(exit_.code, int) else 0
-    except RlkitError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return FAILED
-    except KeyboardInterrupt as error:
-        where = getattr(error, "run_dir", None)
-        print(f"interrupted: resume with --resume {where or 'RUN_DIR'} (the last checkpoint is "
-              "kept)", file=sys.stderr)
-        return interrupted_status(error)
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        return execute(*parse_experiment(argv))
+
+    result, status = run_guarded(parse_and_execute)
+    if status is not None:
+        return status
     diverged = result.summary.get("diverged")
     if diverged is not None:
         unit = result.summary["unit"]

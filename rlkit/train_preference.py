@@ -507,37 +507,11 @@ def main(argv: list[str]) -> int:
         The exit status, as `rlkit.train`'s: 0 done, 1 a disk that refused a write, 2 bad input
         (one line on stderr), 3 diverged, 130 Ctrl-C, 143 SIGTERM.
     """
-    import signal
-    import threading
+    from rlkit.errors import DIVERGED, run_guarded
 
-    from rlkit.errors import (
-        DIVERGED,
-        FAILED,
-        describe_os_error,
-        handle_sigterm_like_ctrl_c,
-        interrupted_status,
-    )
-
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        handle_sigterm_like_ctrl_c()
-        experiment, resume, overwrite = parse(argv)
-        result = execute(experiment, resume, overwrite)
-    except SystemExit as exit_:  # tyro printed --help
-        return exit_.code if isinstance(exit_.code, int) else 0
-    except RlkitError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return FAILED
-    except KeyboardInterrupt as error:
-        print("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)",
-              file=sys.stderr)
-        return interrupted_status(error)
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous_sigterm)
+    result, status = run_guarded(lambda: execute(*parse(argv)))
+    if status is not None:
+        return status
     if result.summary.get("diverged") is not None:
         print(f"error: diverged: the parameters stopped being finite "
               f"({result.summary['diverged']}); lower --agent.learning-rate "
