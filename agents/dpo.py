@@ -45,7 +45,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import require, require_int_at_least, require_number, require_one_of
+from rlkit.errors import (
+    check_optimiser_fields,
+    require,
+    require_number,
+    require_one_of,
+)
 from rlkit.lm.generate import sample_completions
 from rlkit.lm.transformer import Transformer, positions_from_mask
 from rlkit.ops import clipped_adam, dpo_loss, gradient_step, sequence_log_probs
@@ -93,14 +98,8 @@ class Config:
         require_one_of(self.loss_type, "loss_type", ("sigmoid", "ipo"))
         require(self.loss_type == "sigmoid" or self.label_smoothing == 0.0, "label_smoothing",
                 f"applies to loss_type 'sigmoid' only; set it to 0 for {self.loss_type!r}.")
-        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                       hint="try 1e-4 for a small model, 5e-7 for a large pretrained one.")
-        require_number(self.weight_decay, "weight_decay", low=0)
-        require_int_at_least(self.batch_size, "batch_size", 1)
-        require_int_at_least(self.total_steps, "total_steps", 1)
-        if self.max_grad_norm is not None:
-            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                           hint="None disables clipping.")
+        check_optimiser_fields(
+            self, "try 5e-5 for a small model, 5e-7 for a large pretrained one.", network=False)
 
 
 @struct.dataclass

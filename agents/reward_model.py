@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import require_int_at_least, require_number
+from rlkit.errors import check_optimiser_fields
 from rlkit.lm.transformer import (
     TransformerRewardModel,
     positions_from_mask,
@@ -68,14 +68,8 @@ class Config:
     """Clip gradients to this global norm; None disables clipping."""
 
     def __post_init__(self):
-        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                       hint="try 3e-4 for a small model, 2e-6 for a large pretrained one.")
-        require_number(self.weight_decay, "weight_decay", low=0)
-        require_int_at_least(self.batch_size, "batch_size", 1)
-        require_int_at_least(self.total_steps, "total_steps", 1)
-        if self.max_grad_norm is not None:
-            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                           hint="None disables clipping.")
+        check_optimiser_fields(
+            self, "try 3e-4 for a small model, 2e-6 for a large pretrained one.", network=False)
 
 
 @struct.dataclass

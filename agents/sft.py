@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rlkit.errors import require_int_at_least, require_number
+from rlkit.errors import check_optimiser_fields, require_int_at_least
 from rlkit.lm.generate import sample_completions
 from rlkit.lm.transformer import Transformer, positions_from_mask
 from rlkit.ops import clipped_adam, gradient_step, sequence_log_probs
@@ -64,14 +64,8 @@ class Config:
     """MLP hidden width of a model trained from scratch (ignored with --model)."""
 
     def __post_init__(self):
-        require_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                       hint="try 1e-3 from scratch, 1e-5 for a pretrained model.")
-        require_number(self.weight_decay, "weight_decay", low=0)
-        require_int_at_least(self.batch_size, "batch_size", 1)
-        require_int_at_least(self.total_steps, "total_steps", 1)
-        if self.max_grad_norm is not None:
-            require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                           hint="None disables clipping.")
+        check_optimiser_fields(
+            self, "try 1e-3 from scratch, 1e-5 for a pretrained model.", network=False)
         for name in ("num_layers", "width", "num_heads", "mlp_width"):
             require_int_at_least(getattr(self, name), name, 1)
 

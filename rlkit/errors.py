@@ -87,14 +87,17 @@ def check_network_fields(config) -> None:
     require_one_of(config.cnn, "cnn", ("nature", "impala"))
 
 
-def check_optimiser_fields(config, learning_rate_hint: str) -> None:
+def check_optimiser_fields(config, learning_rate_hint: str, network: bool = True) -> None:
     """Validate the fields every config trained by gradient steps on batches has:
     `learning_rate` (> 0), `batch_size` and `total_steps` (ints >= 1), `max_grad_norm` (> 0, or
-    None for no clipping) and the network fields (`check_network_fields`).
+    None for no clipping), `weight_decay` (>= 0) where the config has it, and the network fields
+    (`check_network_fields`) unless `network` is False (language models carry theirs in a
+    `TransformerConfig`).
 
     Args:
         config: a flat agent config with those fields.
         learning_rate_hint: the end of the learning-rate message, e.g. "try 3e-4.".
+        network: also check `hidden_sizes` and friends.
 
     Raises:
         RlkitError: naming the first field out of range.
@@ -106,7 +109,10 @@ def check_optimiser_fields(config, learning_rate_hint: str) -> None:
     if config.max_grad_norm is not None:
         require_number(config.max_grad_norm, "max_grad_norm", low=0, low_open=True,
                        hint="None disables clipping.")
-    check_network_fields(config)
+    if hasattr(config, "weight_decay"):
+        require_number(config.weight_decay, "weight_decay", low=0)
+    if network:
+        check_network_fields(config)
 
 
 def import_user_module(module_name: str, what: str,
