@@ -678,10 +678,11 @@ def plan_budget(total: int, units_per_iteration: int, num_logs: int, unit_label:
     runs = num_chunks * iterations_per_chunk * units_per_iteration
     note = None
     if runs != total or num_chunks != num_logs:
-        note = (f"note: running {runs:,} {unit_label} per seed in {num_chunks} chunks "
+        note = (f"note: running {runs:,} {unit_label} per seed in {num_chunks} "
+                f"chunk{'' if num_chunks == 1 else 's'} "
                 f"(asked: --total-steps {total:,}, --num-logs {num_logs}): an iteration of "
                 f"{agent} is {units_per_iteration:,} {unit_label} and every chunk has the same "
-                f"{iterations_per_chunk:,} iterations")
+                f"{iterations_per_chunk:,} iteration{'' if iterations_per_chunk == 1 else 's'}")
     return Budget(iterations_per_chunk, num_chunks, note)
 
 

@@ -305,6 +305,10 @@ def test_budgets_are_cut_into_whole_chunks_and_said_once():
     assert budget.iterations_per_chunk == 3 and budget.num_chunks == 5
     assert budget.note.startswith("note: running 3,840 env steps per seed in 5 chunks")
     assert plan_budget(4096, 256, 4, "env steps", "ppo").note is None  # exact: nothing to say
+    # One chunk of one iteration is said in the singular.
+    assert plan_budget(300, 256, 4, "env steps", "ppo").note.startswith(
+        "note: running 256 env steps per seed in 1 chunk (asked")
+    assert "the same 1 iteration" in plan_budget(300, 256, 4, "env steps", "ppo").note
     # A huge budget is planned at once (no loop over its divisors): 2**30 has 16 chunks of 2**26.
     assert chunk_length(2**30, 20) == 2**26
     assert chunk_length(10**18 + 9, 20) >= 1
