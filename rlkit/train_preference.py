@@ -14,7 +14,9 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
 
 `--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
 tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed
-0, in the same layout; `rlkit_model.json` marks a byte-tokenizer model). The run directory is
+0, in the same layout; `rlkit_model.json` marks a byte-tokenizer model, and a directory with
+both it and a tokenizer.json is refused as contradictory; so is a tokenizer with more tokens
+than the model's vocab_size). The run directory is
 the one every rlkit run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/;
 `--resume` is exact), plus `model/` for sft and dpo. summary.json adds `true_reward`,
 `reverse_kl` (mean over seeds of the last evaluation), `initial_true_reward`,
@@ -37,7 +39,6 @@ import yaml
 from rlkit.errors import RlkitError, require, tyro_cli
 
 AGENTS = ("sft", "reward-model", "dpo")
-MODEL_CONFIG = "rlkit_model.json"  # beside config.json: the model's tokenizer is the byte one
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def save_model(directory: Path, model_config, params, tokenizer) -> None:
     of the byte tokenizer also gets `rlkit_model.json` saying so (it has no tokenizer.json)."""
     from rlkit.io import write_text
     from rlkit.lm.checkpoint import save_pretrained
-    from rlkit.lm.tokenizer import ByteTokenizer
+    from rlkit.lm.tokenizer import MODEL_CONFIG, ByteTokenizer
 
     save_pretrained(directory, model_config, params, tokenizer=tokenizer)
     if isinstance(tokenizer, ByteTokenizer):
@@ -248,25 +249,25 @@ def load_model(path: str | Path):
             `rlkit_model.json` naming the byte tokenizer instead), or a run directory holding
             `model/` (what sft and dpo runs save).
 
-    Raises:
-        RlkitError: not a directory, or no config.json (naming the fix); the checkpoint
-            loader's one-line errors for missing or mismatched weights.
-    """
-    from rlkit.lm.checkpoint import load_pretrained
-    from rlkit.lm.tokenizer import ByteTokenizer, load_tokenizer
+    The tokenizer is the byte one when the directory's `rlkit_model.json` says so, else its
+    tokenizer.json (both present is refused); it must fit the model's vocabulary.
 
-    directory = Path(path)
-    require(directory.is_dir(), "--model", f"{directory} is not a directory; pass a local model "
-            "directory or the directory of an sft run")
-    if not (directory / "config.json").is_file() and (directory / "model").is_dir():
-        directory = directory / "model"
+    Raises:
+        RlkitError: not a directory, an RL run's directory, or no config.json (naming the
+            fix); the checkpoint loader's one-line errors for missing or mismatched weights; a
+            tokenizer with more tokens than the model's vocab_size
+            (`rlkit.lm.checkpoint.check_vocabulary`).
+    """
+    from rlkit.lm.checkpoint import check_vocabulary, load_pretrained
+    from rlkit.lm.tokenizer import load_tokenizer, model_directory
+
+    directory = model_directory(path)
     require((directory / "config.json").is_file(), "--model",
             f"{directory} has no config.json; pass a Hugging Face model directory (config.json, "
             "*.safetensors, tokenizer.json) or the directory of an sft run (it saves model/)")
     model_config, params = load_pretrained(directory)
-    tokenizer = ByteTokenizer()
-    if not (directory / MODEL_CONFIG).is_file():
-        tokenizer = load_tokenizer(directory)
+    tokenizer = load_tokenizer(directory)
+    check_vocabulary(tokenizer, model_config, directory)
     return model_config, params, tokenizer
 
 

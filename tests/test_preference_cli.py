@@ -49,6 +49,16 @@ def test_sft_writes_a_run_directory_and_a_model(sft_run):
     assert {"loss", "token_accuracy", "true_reward"} <= set(rows[0])
 
 
+def test_the_python_api_reads_what_the_cli_writes(sft_run):
+    from rlkit.lm import ByteTokenizer, load_pretrained, load_tokenizer
+
+    assert isinstance(load_tokenizer(sft_run / "model"), ByteTokenizer)
+    assert isinstance(load_tokenizer(sft_run), ByteTokenizer)
+    config, params = load_pretrained(sft_run)  # a run directory: its model/
+    assert config == load_pretrained(sft_run / "model")[0]
+    assert config.vocab_size == 259 and config.width == 16
+
+
 def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path):
     common = ["dpo", *TINY, "--model", str(sft_run), "--pairs", "32", "--total-steps", "4",
               "--num-logs", "2", "--agent.batch-size", "8", "--seeds", "2"]
@@ -100,6 +110,20 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
     (no_weights / "config.json").write_text((sft_run / "model" / "config.json").read_text())
     nothing = tmp_path / "nothing"
     nothing.mkdir()
+    # The llama fixture's weights (vocab_size 100) marked as a byte-tokenizer model (259 ids).
+    byte_marked = tmp_path / "byte_marked"
+    byte_marked.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (byte_marked / name).write_bytes((FIXTURES / "llama" / name).read_bytes())
+    (byte_marked / "rlkit_model.json").write_text('{"tokenizer": "byte"}\n')
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (both / name).write_bytes((FIXTURES / "llama" / name).read_bytes())
+    (both / "rlkit_model.json").write_text('{"tokenizer": "byte"}\n')
+    control_run = tmp_path / "control_run"
+    control_run.mkdir()
+    (control_run / "config.yaml").write_text("agent: dqn\nenv: CartPole-v1\n")
     dpo = ["dpo", *TINY, "--model", str(sft_run), "--run-dir", str(tmp_path / "run")]
     cases = [
         ([*dpo, "--dataset", str(missing)], f"{missing}, line 2: missing key(s) 'rejected'"),
@@ -109,6 +133,12 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
         (["dpo", *TINY, "--model", str(nothing)],
          "has no config.json; pass a Hugging Face model directory"),
         (["dpo", *TINY], "--model: dpo fine-tunes a model"),
+        (["dpo", *TINY, "--model", str(byte_marked)],
+         f"{byte_marked}: the tokenizer has 259 tokens but the model's vocab_size is 100"),
+        (["dpo", *TINY, "--model", str(both)],
+         f"{both}: both tokenizer.json and rlkit_model.json (byte tokenizer)"),
+        (["dpo", *TINY, "--model", str(control_run)],
+         f"{control_run}: a dqn run, not a language model"),
         # A Hugging Face directory loads (rlkit.lm.checkpoint), but its tokenizer splits '0'.
         (["dpo", *TINY, "--model", str(FIXTURES / "llama")],
          "task sort: the tokenizer encodes '0' as 2 tokens"),
