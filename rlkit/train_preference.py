@@ -128,71 +128,113 @@ def agent_module(name: str):
     return registry.preference_agent_module(name)
 
 
+def saved_agent(argv: list[str]) -> str | None:
+    """The language-model agent of the run that `--resume RUN_DIR` or `--config FILE` in argv
+    names (its config.yaml's `agent`), or None: how `python -m rlkit.train --resume RUN_DIR`
+    (no agent named) reaches this CLI. Unreadable files give None (the caller reports them)."""
+    try:
+        known, _ = _preparse(argv)
+    except RlkitError:
+        return None
+    if known.resume is not None:
+        path = Path(known.resume) / "config.yaml"
+    elif known.config is not None:
+        path = Path(known.config)
+    else:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    agent = data.get("agent") if isinstance(data, dict) else None
+    return agent if agent in AGENTS else None
+
+
+def _preparse(argv: list[str]):
+    """`(known, rest)`: the values of `--config` and `--resume`, and the other arguments."""
+    from rlkit.train import _PreParser
+
+    parser = _PreParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--config")
+    parser.add_argument("--resume")
+    return parser.parse_known_args(argv)
+
+
 def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
     """`(experiment, resume, overwrite)` of a command line whose first word is an agent.
 
+    `--config FILE` (a run's config.yaml) makes its values the defaults of a new run;
+    `--resume RUN_DIR` continues a run and refuses only the flags that would change its saved
+    configuration (`rlkit.train.RESUMABLE_EDITS` may change).
+
     Raises:
-        RlkitError: bad flags or values (one line).
+        RlkitError: bad flags or values (one line, naming the flag).
     """
     import tyro
 
+    from rlkit.train import _check_resume_edits, _flag_namer, _renamed
 
     text_tasks = _tasks()
-    resume = _option(argv, "--resume")
-    if resume is not None:
-        return _resumed(argv, Path(resume)), True, False
     name = argv[0]
     module = agent_module(name)
+    first, _ = _preparse(argv[1:])
+    require(first.config is None or first.resume is None, "--config",
+            "cannot be combined with --resume: a resumed run continues with its own saved "
+            "config.yaml; to start a new run from it, drop --resume")
+    base: PreferenceExperiment | None = None
+    if first.resume is not None:
+        base = load_experiment(Path(first.resume), resume=True)
+        require(base.agent == name, "--resume",
+                f"{first.resume} is a {base.agent} run; resume it with python -m rlkit.train "
+                f"{base.agent} --resume {first.resume}")
+    elif first.config is not None:
+        base = load_experiment(Path(first.config))
+        require(base.agent == name, "--config",
+                f"{first.config} is the config of a {base.agent} run; run it with python -m "
+                f"rlkit.train {base.agent} --config {first.config}")
+        base = dataclasses.replace(base, run=dataclasses.replace(base.run, run_dir=None))
+    agent_default, task_default, run_default = module.Config(), text_tasks.Config(), \
+        PreferenceRunOptions()
+    if base is not None:  # --total-steps defaults to the agent's (saved) total_steps
+        agent_default, task_default = base.agent_config, base.task_config
+        run_default = dataclasses.replace(base.run, total_steps=None, stop_after_chunks=None)
     text = lambda help: tyro.conf.arg(help=help)  # noqa: E731
     Root = dataclasses.make_dataclass(name, [
-        ("agent", module.Config, field(default=module.Config())),
-        ("task_config", text_tasks.Config, field(default=text_tasks.Config())),
+        ("agent", module.Config, field(default=agent_default)),
+        ("task_config", text_tasks.Config, field(default=task_default)),
         ("run", Annotated[PreferenceRunOptions, tyro.conf.OmitArgPrefixes],
-         field(default=PreferenceRunOptions())),
+         field(default=run_default)),
+        ("config", Annotated[str | None, text(
+            "A config.yaml of an earlier run of this agent: its values become the defaults, "
+            "the run gets a new directory.")], field(default=None)),
         ("resume", Annotated[str | None, text(
-            "Continue the run in this directory from its newest checkpoint.")],
-         field(default=None)),
+            "Continue the run in this directory from its newest checkpoint, with its saved "
+            "configuration (only --stop-after-chunks, --progress and --checkpoint-every may "
+            "change).")], field(default=None)),
         ("overwrite", Annotated[bool, text("Replace the run already in --run-dir.")],
          field(default=False)),
     ], frozen=True)
     Root.__doc__ = module.__doc__.strip().splitlines()[0]
-    args = tyro_cli(Root, argv[1:], f"python -m rlkit.train {name}")
+    try:  # a config's own checks name its fields: say which flag set them
+        args = tyro_cli(Root, argv[1:], f"python -m rlkit.train {name}")
+    except RlkitError as error:
+        raise _renamed(error, [(module.Config, _flag_namer("--agent.")),
+                               (text_tasks.Config, _flag_namer("--task-config."))]) from None
     run, agent_config = args.run, args.agent
     if run.total_steps is not None:
         agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
     run = dataclasses.replace(run, total_steps=agent_config.total_steps)
-    return PreferenceExperiment(name, run, agent_config, args.task_config), False, args.overwrite
-
-
-def _resumed(argv: list[str], run_dir: Path) -> PreferenceExperiment:
-    """The saved experiment of `--resume RUN_DIR`, with the only changes a resume allows:
-    `--stop-after-chunks N`, `--progress` / `--no-progress`, `--checkpoint-every N`.
-
-    Raises:
-        RlkitError: another flag, or an agent other than the run's.
-    """
-    import argparse
-
-    from rlkit.train import _PreParser
-
-    parser = _PreParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--resume")
-    parser.add_argument("--stop-after-chunks", type=int)
-    parser.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    known, rest = parser.parse_known_args(argv[1:])
-    require(not rest, "--resume", f"a resumed run continues with its saved configuration; drop "
-            f"{' '.join(rest)} (or start a new run with those values)")
-    experiment = load_experiment(run_dir, resume=True)
-    require(experiment.agent == argv[0], "--resume",
-            f"{run_dir} is a {experiment.agent} run; resume it with python -m rlkit.train "
-            f"{experiment.agent} --resume {run_dir}")
-    changes = {"stop_after_chunks": known.stop_after_chunks}
-    if known.progress is not None:
-        changes["progress"] = known.progress
-    if known.checkpoint_every is not None:
-        changes["checkpoint_every"] = known.checkpoint_every
-    return dataclasses.replace(experiment, run=dataclasses.replace(experiment.run, **changes))
+    experiment = PreferenceExperiment(name, run, agent_config, args.task_config)
+    if first.resume is None:
+        return experiment, False, args.overwrite
+    require(not args.overwrite, "--overwrite", "cannot be combined with --resume; drop one "
+            "of them")
+    experiment = dataclasses.replace(experiment, run=dataclasses.replace(
+        experiment.run, run_dir=first.resume))
+    _check_resume_edits(base, experiment, "--resume",
+                        f"drop the flag, or start a new run with python -m rlkit.train {name} "
+                        f"--config {Path(first.resume) / 'config.yaml'} and the new value")
+    return experiment, True, False
 
 
 def _option(argv: list[str], flag: str) -> str | None:
@@ -202,16 +244,18 @@ def _option(argv: list[str], flag: str) -> str | None:
 
 
 def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment:
-    """The experiment saved in `run_dir/config.yaml`.
+    """The experiment saved in `run_dir/config.yaml` (or in the file `run_dir`).
 
     Raises:
         RlkitError: no such run, or a config.yaml that is not one of a language-model run.
     """
 
     text_tasks = _tasks()
-    path = run_dir / "config.yaml"
-    require(path.is_file(), "--resume" if resume else str(run_dir),
-            f"{run_dir} has no config.yaml; pass the directory of an earlier run")
+    path = run_dir if run_dir.is_file() else run_dir / "config.yaml"
+    require(path.is_file(), "--resume" if resume else "--config",
+            f"{run_dir} has no config.yaml; pass the directory of an earlier run"
+            if resume or run_dir.is_dir() else f"{run_dir}: no such file; pass a run "
+            "directory's config.yaml")
     try:
         data = yaml.safe_load(path.read_text())
         module = agent_module(data["agent"])
@@ -441,12 +485,16 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     if built.pairs is not None:
         save_preferences(run_dir / "pairs.jsonl", built.pairs)
     run = experiment.run
-    result = run_training(
-        built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
-        run_dir=run_dir, header={"agent": experiment.agent, "env": run.task,
-                                 "task": run.task},
-        resume=resume, checkpoint_every=run.checkpoint_every, show_progress=run.progress,
-        stop_after_chunks=run.stop_after_chunks)
+    try:
+        result = run_training(
+            built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
+            run_dir=run_dir, header={"agent": experiment.agent, "env": run.task,
+                                     "task": run.task},
+            resume=resume, checkpoint_every=run.checkpoint_every, show_progress=run.progress,
+            stop_after_chunks=run.stop_after_chunks)
+    except KeyboardInterrupt as error:
+        error.run_dir = run_dir  # for the CLI's "resume with ... --resume RUN" line
+        raise
     carry = result.carry
     result.summary.update(_figures(built, carry, result.summary, run_dir))
     write_json_atomic(run_dir / "summary.json", result.summary)

@@ -66,7 +66,9 @@ def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path):
     assert main([*common, "--run-dir", str(whole)]) == 0
     assert main([*common, "--run-dir", str(cut), "--stop-after-chunks", "1"]) == 0
     assert len(MetricsLog(cut / "metrics.csv").read()) == 2  # one chunk, two seeds
-    assert main(["dpo", "--resume", str(cut), "--no-progress"]) == 0
+    # The README's form (no agent named), with flags equal to the saved values.
+    assert main(["--resume", str(cut), "--no-progress", "--total-steps", "4", "--pairs", "32",
+                 "--task", "sort", "--model", str(sft_run)]) == 0
     assert (whole / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
     summary = json.loads((whole / "summary.json").read_text())
     for name in ("true_reward", "reverse_kl", "preference_accuracy", "initial_true_reward"):
@@ -76,6 +78,18 @@ def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path):
     rows = MetricsLog(whole / "metrics.csv").read()
     assert {"chosen_reward", "rejected_reward", "reward_margin", "reverse_kl",
             "preference_accuracy"} <= set(rows[0])
+
+
+def test_a_run_again_from_its_config_yaml(sft_run, tmp_path):
+    again = tmp_path / "again"
+    # The README's form: no agent named, the config's agent runs, in a new directory.
+    assert main(["--config", str(sft_run / "config.yaml"), "--run-dir", str(again)]) == 0
+    assert (again / "metrics.csv").read_text() == (sft_run / "metrics.csv").read_text()
+    shorter = tmp_path / "shorter"
+    assert main(["sft", "--config", str(sft_run / "config.yaml"), "--total-steps", "2",
+                 "--num-logs", "1", "--run-dir", str(shorter)]) == 0
+    summary = json.loads((shorter / "summary.json").read_text())
+    assert summary["updates"] == 2 and summary["seeds"] == 1
 
 
 def test_reward_model_on_a_pairs_file(sft_run, tmp_path):
@@ -144,9 +158,18 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
          "task sort: the tokenizer encodes '0' as 2 tokens"),
         (["sft", "--task", "sorting"], "--task: unknown task 'sorting'"),
         (["reward-model", *TINY], "--dataset: reward-model needs preference pairs"),
-        (["dpo", *TINY, "--model", str(sft_run), "--agent.beta", "-1"], "beta"),
+        (["dpo", *TINY, "--model", str(sft_run), "--agent.beta", "-1"],
+         "--agent.beta: must be a finite number in (0, inf), got -1.0; the default is 0.5;"),
+        (["sft", *TINY, "--task-config.demo-noise", "2"], "--task-config.demo-noise: "),
         (["sft", "--resume", str(sft_run), "--agent.width", "8"],
-         "--resume: a resumed run continues with its saved configuration; drop --agent.width"),
+         "--resume: agent_config.width (--agent.width) would change from 16 to 8, but a "
+         "resumed run continues with its saved configuration; drop the flag, or start a new "
+         f"run with python -m rlkit.train sft --config {sft_run / 'config.yaml'}"),
+        (["--resume", str(sft_run), "--task-config.num-digits", "4"],
+         "--resume: task_config.num_digits (--task-config.num-digits) would change from 3 to 4"),
+        (["dpo", "--config", str(sft_run / "config.yaml")],
+         f"--config: {sft_run / 'config.yaml'} is the config of a sft run; run it with "
+         f"python -m rlkit.train sft --config"),
         (["dpo", "--resume", str(sft_run)], f"{sft_run} is a sft run; resume it with"),
     ]
     for argv, needle in cases:
