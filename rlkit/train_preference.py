@@ -18,9 +18,10 @@ tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final 
 both it and a tokenizer.json is refused as contradictory; so is a tokenizer with more tokens
 than the model's vocab_size). The run directory is
 the one every rlkit run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/;
-`--resume` is exact), plus `model/` for sft and dpo. summary.json adds `true_reward`,
-`reverse_kl` (mean over seeds of the last evaluation), `initial_true_reward`,
-`preference_accuracy`, `labels_used` and `tokens_per_second`. Bad input is one line naming
+`--resume` is exact), plus `model/` (reward-model's is a one-label sequence classifier).
+summary.json adds `true_reward`, `reverse_kl` (mean over seeds of the last evaluation),
+`initial_true_reward`, `preference_accuracy`, `labels_used`, `tokens_per_second` and, for
+reward-model, `held_out_pairs` (exactly --eval-prompts). Bad input is one line naming
 the flag, file or line and the fix (exit 2).
 """
 
@@ -59,7 +60,8 @@ class PreferenceRunOptions:
     """SFT demonstrations drawn from the task (a fraction --task-config.demo-noise corrupted)."""
     eval_prompts: int = 256
     """Prompts sampled at every evaluation (the true reward and reverse KL are their means);
-    for reward-model, the held-out pairs instead (taken from the end of the data)."""
+    for reward-model, the number of held-out pairs instead (the last ones of the data; the
+    rest are trained on; summary.json's held_out_pairs)."""
     max_length: int = 64
     """Context length of a model trained from scratch."""
     seeds: int = 1
@@ -271,16 +273,20 @@ def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment
 # Models ------------------------------------------------------------------------------------
 
 
-def save_model(directory: Path, model_config, params, tokenizer) -> None:
+def save_model(directory: Path, model_config, params, tokenizer, reward_model: bool = False
+               ) -> None:
     """Write a model directory in the Hugging Face layout of its family
     (`rlkit.lm.checkpoint.save_pretrained`: config.json, model.safetensors and, for a
     `tokenizers` tokenizer, its files), which `load_model` and `transformers` read back. A model
-    of the byte tokenizer also gets `rlkit_model.json` saying so (it has no tokenizer.json)."""
+    of the byte tokenizer also gets `rlkit_model.json` saying so (it has no tokenizer.json).
+    `reward_model`: the variables are `TransformerRewardModel`'s (a one-label
+    `*ForSequenceClassification`; `load_pretrained(directory, reward_model=True)` reads it)."""
     from rlkit.io import write_text
     from rlkit.lm.checkpoint import save_pretrained
     from rlkit.lm.tokenizer import MODEL_CONFIG, ByteTokenizer
 
-    save_pretrained(directory, model_config, params, tokenizer=tokenizer)
+    save_pretrained(directory, model_config, params, tokenizer=tokenizer,
+                    reward_model=reward_model)
     if isinstance(tokenizer, ByteTokenizer):
         write_text(directory / MODEL_CONFIG, json.dumps({"tokenizer": "byte"}) + "\n")
 
@@ -331,6 +337,7 @@ class BuiltRun:
     tokens_per_update: int
     pairs: list | None  # sampled preference records to write to RUN_DIR/pairs.jsonl
     tokenizer: Any = None
+    held_out_pairs: int | None = None  # reward-model: the pairs evaluated, not trained on
 
 
 def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
@@ -403,13 +410,15 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
         data = driver.tokenize_demonstrations(tokenizer, items, prompt_tokens, completion_tokens)
     else:
         data = driver.tokenize_pairs(tokenizer, records, prompt_tokens, completion_tokens)
+    held_out = None
     if agent.feed.generates:
         eval_data = driver.tokenize_prompts(tokenizer, task.sample_prompts(
             eval_rng, run.eval_prompts), prompt_tokens)
     else:
-        held_out = min(run.eval_prompts, len(records) // 2)
-        require(held_out >= 1, "--dataset", f"{len(records)} pair(s) leave none to hold out "
-                "for evaluation; the reward model needs at least 2")
+        held_out = run.eval_prompts
+        require(len(records) > held_out, "--eval-prompts",
+                f"{len(records)} pair(s) leave none to train on after holding out {held_out} "
+                f"for evaluation; pass --eval-prompts below {len(records)}")
         eval_data = jax.tree.map(lambda x: x[-held_out:], data)
         data = jax.tree.map(lambda x: x[:-held_out], data)
     budget = plan_budget(run.total_steps, 1, run.num_logs, "updates", name)
@@ -420,7 +429,7 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     return BuiltRun(trainer=trainer, agent=agent, spec=spec, num_chunks=budget.num_chunks,
                     budget_note=budget.note, labels_used=0 if name == "sft" else rows,
                     tokens_per_update=agent.feed.batch_size * width * (1 if name == "sft" else 2),
-                    pairs=sampled, tokenizer=tokenizer)
+                    pairs=sampled, tokenizer=tokenizer, held_out_pairs=held_out)
 
 
 def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> list:
@@ -498,12 +507,11 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     carry = result.carry
     result.summary.update(_figures(built, carry, result.summary, run_dir))
     write_json_atomic(run_dir / "summary.json", result.summary)
-    if experiment.agent != "reward-model":
-        import jax
+    import jax
 
-        save_model(run_dir / "model", built.spec.model,
-                   jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
-                   built.tokenizer)
+    save_model(run_dir / "model", built.spec.model,
+               jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
+               built.tokenizer, reward_model=experiment.agent == "reward-model")
     return result
 
 
@@ -519,6 +527,8 @@ def _figures(built: BuiltRun, carry, summary: dict, run_dir: Path) -> dict:
         return float(np.mean(finite)) if finite else None
 
     figures: dict[str, Any] = {"labels_used": built.labels_used}
+    if built.held_out_pairs is not None:
+        figures["held_out_pairs"] = built.held_out_pairs
     for prefix, evaluation in (("", carry.evaluation), ("initial_", carry.initial_evaluation)):
         for name, values in evaluation.items():
             per_seed = [float(v) for v in np.asarray(values)]
@@ -541,7 +551,7 @@ def print_summary(result) -> None:
     s = result.summary
     parts = [f"{s['agent']} on {s['task']}: {s['seeds']} seed(s), {s['updates']:,} updates"]
     for name in ("initial_true_reward", "true_reward", "reverse_kl", "eval_preference_accuracy",
-                 "preference_accuracy", "labels_used", "tokens_per_second"):
+                 "preference_accuracy", "labels_used", "held_out_pairs", "tokens_per_second"):
         if s.get(name) is not None:
             value = s[name]
             parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")

@@ -102,7 +102,18 @@ def test_reward_model_on_a_pairs_file(sft_run, tmp_path):
                  "--total-steps", "2", "--num-logs", "1", "--agent.batch-size", "4",
                  "--eval-prompts", "8", "--run-dir", str(run_dir)]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["labels_used"] == 24 - 8  # eight held out
+    assert summary["labels_used"] == 24 - 8 and summary["held_out_pairs"] == 8
+    # Its model/ is a one-label sequence classifier that loads back as a reward model.
+    from rlkit.lm import TransformerRewardModel, load_pretrained, load_tokenizer
+    from rlkit.lm.transformer import positions_from_mask
+
+    config, params = load_pretrained(run_dir, reward_model=True)
+    tokenizer = load_tokenizer(run_dir)
+    assert config.vocab_size == tokenizer.vocab_size == 259
+    tokens = np.array([tokenizer.encode("123=123")])
+    mask = np.ones_like(tokens, bool)
+    reward = TransformerRewardModel(config).apply(params, tokens, positions_from_mask(mask), mask)
+    assert reward.shape == (1,) and np.isfinite(reward).all()
     assert 0.0 <= summary["eval_preference_accuracy"] <= 1.0
 
 
@@ -158,6 +169,9 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
          "task sort: the tokenizer encodes '0' as 2 tokens"),
         (["sft", "--task", "sorting"], "--task: unknown task 'sorting'"),
         (["reward-model", *TINY], "--dataset: reward-model needs preference pairs"),
+        (["reward-model", *TINY, "--model", str(sft_run), "--dataset", str(_write(
+            tmp_path / "two.jsonl", [good, good])), "--eval-prompts", "2"],
+         "--eval-prompts: 2 pair(s) leave none to train on after holding out 2"),
         (["dpo", *TINY, "--model", str(sft_run), "--agent.beta", "-1"],
          "--agent.beta: must be a finite number in (0, inf), got -1.0; the default is 0.5;"),
         (["sft", *TINY, "--task-config.demo-noise", "2"], "--task-config.demo-noise: "),
