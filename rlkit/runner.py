@@ -70,11 +70,13 @@ def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
         }
         if trainer.unit != ENV_STEPS:  # a run in another unit logs it beside env steps
             row[trainer.unit.column] = iteration * trainer.units_per_iteration
-        row.update({
-            "episode_return": returns_sum[seed] / finished[seed] if finished[seed] else math.nan,
-            "episodes": int(finished[seed]),
-            "eval_return": float(eval_returns[seed]),
-        })
+        if trainer.episodic:
+            row.update({
+                "episode_return": (returns_sum[seed] / finished[seed] if finished[seed]
+                                   else math.nan),
+                "episodes": int(finished[seed]),
+                "eval_return": float(eval_returns[seed]),
+            })
         if suboptimality is not None:
             row["suboptimality"] = float(suboptimality[seed])
         for name in sorted(metrics):
@@ -396,7 +398,7 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
             if (chunk + 1) % checkpoint_every == 0 or chunk == budget.last_chunk:
                 checkpointer.save(chunk, carry)
             progress.advance(budget.units_per_chunk - within_chunk[0], {
-                "return": _nanmean([r["episode_return"] for r in rows]),
+                "return": _nanmean([r.get("episode_return", math.nan) for r in rows]),
                 "eval": float(np.mean(eval_returns)),
             })
             within_chunk[0] = 0
@@ -428,6 +430,8 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
         "steps_per_second": (per_second * trainer.iterations_per_chunk
                              * trainer.steps_per_iteration),
     })
+    if not trainer.episodic:  # no environment: no env steps to count
+        del summary["env_steps"], summary["steps_per_second"]
     if budget.unit != ENV_STEPS:
         summary[budget.unit.column] = chunks_done * budget.units_per_chunk
         summary[f"{budget.unit.column}_per_second"] = per_second * budget.units_per_chunk

@@ -507,12 +507,37 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     carry = result.carry
     result.summary.update(_figures(built, carry, result.summary, run_dir))
     write_json_atomic(run_dir / "summary.json", result.summary)
+    _plot(experiment, carry, run_dir)
     import jax
 
     save_model(run_dir / "model", built.spec.model,
                jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
                built.tokenizer, reward_model=experiment.agent == "reward-model")
     return result
+
+
+PANELS = {"sft": [("true_reward", "true reward"), ("loss", "loss (next-token)")],
+          "dpo": [("true_reward", "true reward"), ("reverse_kl", "reverse KL to the reference "
+                                                   "(nats)"), ("loss", "loss")],
+          "reward-model": [("eval_preference_accuracy", "held-out preference accuracy"),
+                           ("loss", "loss (Bradley-Terry)")]}
+"""curves.png's panels per agent: (metrics.csv column, title), against updates."""
+
+
+def _plot(experiment: PreferenceExperiment, carry, run_dir: Path) -> None:
+    """Rewrite curves.png with the agent's `PANELS` against updates, the evaluation of the
+    starting model (update 0, from the carry) included (`rlkit.plotting.plot_curves`)."""
+    from rlkit.loops.common import UPDATES
+    from rlkit.plotting import plot_curves
+    from rlkit.runner import MetricsLog
+
+    start = [{"seed": str(seed), UPDATES.column: "0",
+              **{name: str(float(np.asarray(values)[seed]))
+                 for name, values in carry.initial_evaluation.items()}}
+             for seed in range(experiment.run.seeds)]
+    plot_curves(start + MetricsLog(run_dir / "metrics.csv").read(), run_dir / "curves.png",
+                title=f"{experiment.agent} on {experiment.run.task}", unit=UPDATES,
+                panels=PANELS[experiment.agent])
 
 
 def _figures(built: BuiltRun, carry, summary: dict, run_dir: Path) -> dict:

@@ -59,7 +59,12 @@ def test_the_python_api_reads_what_the_cli_writes(sft_run):
     assert config.vocab_size == 259 and config.width == 16
 
 
-def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path):
+def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path, monkeypatch):
+    import rlkit.plotting
+
+    plotted = {}
+    monkeypatch.setattr(rlkit.plotting, "plot_curves", lambda rows, path, **kwargs:
+                        plotted.update(rows=rows, path=path, **kwargs))
     common = ["dpo", *TINY, "--model", str(sft_run), "--pairs", "32", "--total-steps", "4",
               "--num-logs", "2", "--agent.batch-size", "8", "--seeds", "2"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -78,6 +83,17 @@ def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path):
     rows = MetricsLog(whole / "metrics.csv").read()
     assert {"chosen_reward", "rejected_reward", "reward_margin", "reverse_kl",
             "preference_accuracy"} <= set(rows[0])
+    # No leftovers of RL runs: no episodes, returns or env steps.
+    assert not {"episode_return", "episodes", "eval_return"} & set(rows[0])
+    assert "env_steps" not in summary and "steps_per_second" not in summary
+    # curves.png (of the last run, the resumed one): true reward, reverse KL and loss against
+    # updates, from update 0 (the reference policy itself: reverse KL exactly 0).
+    assert [column for column, _ in plotted["panels"]] == ["true_reward", "reverse_kl", "loss"]
+    from rlkit.plotting import curve
+
+    x, kl, _, _ = curve(plotted["rows"], "reverse_kl", "updates")
+    assert list(x) == [0, 2, 4] and kl[0] == 0.0
+    assert plotted["path"] == cut / "curves.png" and plotted["title"] == "dpo on sort"
 
 
 def test_a_run_again_from_its_config_yaml(sft_run, tmp_path):
