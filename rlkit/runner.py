@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -475,6 +476,7 @@ def run_training(
     show_progress: bool = True,
     summary_extras: dict[str, Any] | None = None,
     stop_after_chunks: int | None = None,
+    finish: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> RunResult:
     """Run `num_chunks` compiled chunks with logging, evaluation and checkpoints.
 
@@ -491,6 +493,8 @@ def run_training(
         show_progress: draw a rich progress bar.
         summary_extras: more fields for summary.json.
         stop_after_chunks: stop, checkpointed, after this many chunks of this call.
+        finish: `(final carry, summary) -> more summary fields`, called before summary.json
+            is written (once, with them): figures only the final state gives.
 
     Returns:
         A `RunResult` with the summary and the final carry; `summary["diverged"]` is set when
@@ -540,6 +544,8 @@ def run_training(
     rows = log.read()
     summary = _summary(header, trainer, budget, outcome, num_seeds, resume, timer,
                        time.perf_counter() - start_wall, optimal_return, rows, summary_extras)
+    if finish is not None:
+        summary.update(finish(outcome.carry, summary))
     write_json_atomic(run_dir / "summary.json", summary)
     plot_curves(rows, run_dir / "curves.png", title=f"{header.get('agent')} on {header.get('env')}",
                 optimal_return=optimal_return, unit=trainer.unit)

@@ -474,13 +474,14 @@ def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> lis
 
 
 def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: bool = False):
-    """Build and run `experiment`, then complete summary.json and save the final model.
+    """Build and run `experiment`: the final model is saved and summary.json written once,
+    with the language-model figures (`run_training`'s `finish`), then curves.png redrawn.
 
     Returns:
         The `rlkit.runner.RunResult` (its summary completed).
     """
     from rlkit.data.preferences import save_preferences
-    from rlkit.runner import run_training, write_json_atomic
+    from rlkit.runner import run_training
     from rlkit.train import check_run_dir, prepare_run_dir
 
     run_dir = check_run_dir(experiment, resume, overwrite)
@@ -494,25 +495,26 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     if built.pairs is not None:
         save_preferences(run_dir / "pairs.jsonl", built.pairs)
     run = experiment.run
+
+    def finish(carry, summary: dict) -> dict:  # summary.json is written once, with these
+        import jax
+
+        save_model(run_dir / "model", built.spec.model,
+                   jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
+                   built.tokenizer, reward_model=experiment.agent == "reward-model")
+        return _figures(built, carry, summary, run_dir)
+
     try:
         result = run_training(
             built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
             run_dir=run_dir, header={"agent": experiment.agent, "env": run.task,
                                      "task": run.task},
             resume=resume, checkpoint_every=run.checkpoint_every, show_progress=run.progress,
-            stop_after_chunks=run.stop_after_chunks)
+            stop_after_chunks=run.stop_after_chunks, finish=finish)
     except KeyboardInterrupt as error:
         error.run_dir = run_dir  # for the CLI's "resume with ... --resume RUN" line
         raise
-    carry = result.carry
-    result.summary.update(_figures(built, carry, result.summary, run_dir))
-    write_json_atomic(run_dir / "summary.json", result.summary)
-    _plot(experiment, carry, run_dir)
-    import jax
-
-    save_model(run_dir / "model", built.spec.model,
-               jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
-               built.tokenizer, reward_model=experiment.agent == "reward-model")
+    _plot(experiment, result.carry, run_dir)
     return result
 
 

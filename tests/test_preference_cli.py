@@ -108,7 +108,14 @@ def test_a_run_again_from_its_config_yaml(sft_run, tmp_path):
     assert summary["updates"] == 2 and summary["seeds"] == 1
 
 
-def test_reward_model_on_a_pairs_file(sft_run, tmp_path):
+def test_reward_model_on_a_pairs_file(sft_run, tmp_path, monkeypatch):
+    import rlkit.runner
+
+    written = []  # summary.json is written once, complete, after model/ is saved
+    write = rlkit.runner.write_json_atomic
+    monkeypatch.setattr(rlkit.runner, "write_json_atomic", lambda path, data: (
+        written.append((path.name, dict(data), (path.parent / "model").is_dir())),
+        write(path, data))[-1])
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"{a}{b}{c}=", "chosen": "".join(sorted(
         f"{a}{b}{c}")), "rejected": f"{c}{b}{a}"}) + "\n" for a, b, c in
@@ -119,6 +126,8 @@ def test_reward_model_on_a_pairs_file(sft_run, tmp_path):
                  "--eval-prompts", "8", "--run-dir", str(run_dir)]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["labels_used"] == 24 - 8 and summary["held_out_pairs"] == 8
+    assert [(name, saved) for name, _, saved in written] == [("summary.json", True)]
+    assert written[0][1] == summary
     # Its model/ is a one-label sequence classifier that loads back as a reward model.
     from rlkit.lm import TransformerRewardModel, load_pretrained, load_tokenizer
     from rlkit.lm.transformer import positions_from_mask
