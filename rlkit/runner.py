@@ -431,8 +431,6 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
         "steps_per_second": (per_second * trainer.iterations_per_chunk
                              * trainer.steps_per_iteration),
     })
-    if not trainer.episodic:  # no environment: no env steps to count
-        del summary["env_steps"], summary["steps_per_second"]
     if budget.unit != ENV_STEPS:
         summary[budget.unit.column] = chunks_done * budget.units_per_chunk
         summary[f"{budget.unit.column}_per_second"] = per_second * budget.units_per_chunk
@@ -447,6 +445,10 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
         "stopped_early": outcome.diverged is None and outcome.last_chunk < budget.num_chunks - 1,
         "diverged": outcome.diverged,
     })
+    if not trainer.episodic:  # no environment, no return: the driver's figures come in
+        for name in ("env_steps", "steps_per_second", "final_return", "final_return_iqm",
+                     "final_return_ci95", "per_seed"):  # `extras` and `finish`
+            del summary[name]
     if optimal_return is not None:
         summary["optimal_return"] = float(optimal_return)
         summary["suboptimality"] = float(optimal_return - final["mean"])

@@ -52,7 +52,7 @@ class Trainer(NamedTuple):
         episodic: False for a driver with no episodes and no return (the language-model
             driver, whose `evaluate` gives its own headline metric, already logged):
             metrics.csv then has no episode_return, episodes or eval_return column, and
-            summary.json no env_steps or steps_per_second.
+            summary.json no env_steps, steps_per_second, final_return* or per_seed.
     """
 
     init: Callable[[Array], PyTree]
