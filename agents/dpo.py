@@ -92,7 +92,8 @@ class Config:
     """Clip gradients to this global norm; None disables clipping."""
 
     def __post_init__(self):
-        require_number(self.beta, "beta", low=0, low_open=True, hint="0.1 is usual.")
+        require_number(self.beta, "beta", low=0, low_open=True,
+                       hint="the default is 0.5; the DPO paper uses 0.1.")
         require_number(self.label_smoothing, "label_smoothing", low=0.0, high=0.5,
                        high_open=True)
         require_one_of(self.loss_type, "loss_type", ("sigmoid", "ipo"))

@@ -261,8 +261,8 @@ def run_guarded(run: Callable[[], Any]) -> tuple[Any, int | None]:
         return None, FAILED
     except KeyboardInterrupt as error:
         where = getattr(error, "run_dir", None)
-        print(f"interrupted: resume with --resume {where or 'RUN_DIR'} (the last checkpoint is "
-              "kept)", file=sys.stderr)
+        print(f"interrupted: resume with python -m rlkit.train --resume {where or 'RUN_DIR'} "
+              "(the last checkpoint is kept)", file=sys.stderr)
         return None, interrupted_status(error)
     finally:
         if threading.current_thread() is threading.main_thread():

@@ -40,8 +40,9 @@ def curve(rows: list[dict[str, str]], column: str, x_column: str = "env_steps"
 
 
 def draw_curves(rows: list[dict[str, str]], title: str, optimal_return: float | None = None,
-                unit: Unit = ENV_STEPS):
-    """The curves.png figure: evaluation and training returns (and sub-optimality when known).
+                unit: Unit = ENV_STEPS, panels: list[tuple[str, str]] | None = None):
+    """The curves.png figure: evaluation and training returns (and sub-optimality when known),
+    or the `(column, title)` panels given (a language-model run's true reward, reverse KL).
 
     Returns:
         The matplotlib figure (the caller saves and closes it).
@@ -52,11 +53,12 @@ def draw_curves(rows: list[dict[str, str]], title: str, optimal_return: float | 
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter, MaxNLocator
 
-    panels = [("eval_return", "evaluation return")]
-    if unit == ENV_STEPS:  # runs in other units (offline updates) have no training episodes
-        panels.append(("episode_return", "training episode return"))
-    if rows and "suboptimality" in rows[0]:
-        panels.append(("suboptimality", "sub-optimality (exact)"))
+    if panels is None:
+        panels = [("eval_return", "evaluation return")]
+        if unit == ENV_STEPS:  # runs in other units (offline updates) have no training episodes
+            panels.append(("episode_return", "training episode return"))
+        if rows and "suboptimality" in rows[0]:
+            panels.append(("suboptimality", "sub-optimality (exact)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (column, label) in zip(axes[0], panels, strict=True):
         x, means, low, high = curve(rows, column, unit.column)
@@ -79,11 +81,12 @@ def draw_curves(rows: list[dict[str, str]], title: str, optimal_return: float | 
 
 
 def plot_curves(rows: list[dict[str, str]], path: Path, title: str,
-                optimal_return: float | None = None, unit: Unit = ENV_STEPS) -> None:
+                optimal_return: float | None = None, unit: Unit = ENV_STEPS,
+                panels: list[tuple[str, str]] | None = None) -> None:
     """Write curves.png (see `draw_curves`) atomically (`rlkit.io.atomic_file`)."""
     import matplotlib.pyplot as plt
 
-    fig = draw_curves(rows, title, optimal_return, unit)
+    fig = draw_curves(rows, title, optimal_return, unit, panels)
     with atomic_file(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)

@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,11 +71,13 @@ def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
         }
         if trainer.unit != ENV_STEPS:  # a run in another unit logs it beside env steps
             row[trainer.unit.column] = iteration * trainer.units_per_iteration
-        row.update({
-            "episode_return": returns_sum[seed] / finished[seed] if finished[seed] else math.nan,
-            "episodes": int(finished[seed]),
-            "eval_return": float(eval_returns[seed]),
-        })
+        if trainer.episodic:
+            row.update({
+                "episode_return": (returns_sum[seed] / finished[seed] if finished[seed]
+                                   else math.nan),
+                "episodes": int(finished[seed]),
+                "eval_return": float(eval_returns[seed]),
+            })
         if suboptimality is not None:
             row["suboptimality"] = float(suboptimality[seed])
         for name in sorted(metrics):
@@ -396,7 +399,7 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
             if (chunk + 1) % checkpoint_every == 0 or chunk == budget.last_chunk:
                 checkpointer.save(chunk, carry)
             progress.advance(budget.units_per_chunk - within_chunk[0], {
-                "return": _nanmean([r["episode_return"] for r in rows]),
+                "return": _nanmean([r.get("episode_return", math.nan) for r in rows]),
                 "eval": float(np.mean(eval_returns)),
             })
             within_chunk[0] = 0
@@ -442,6 +445,10 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
         "stopped_early": outcome.diverged is None and outcome.last_chunk < budget.num_chunks - 1,
         "diverged": outcome.diverged,
     })
+    if not trainer.episodic:  # no environment, no return: the driver's figures come in
+        for name in ("env_steps", "steps_per_second", "final_return", "final_return_iqm",
+                     "final_return_ci95", "per_seed"):  # `extras` and `finish`
+            del summary[name]
     if optimal_return is not None:
         summary["optimal_return"] = float(optimal_return)
         summary["suboptimality"] = float(optimal_return - final["mean"])
@@ -471,6 +478,7 @@ def run_training(
     show_progress: bool = True,
     summary_extras: dict[str, Any] | None = None,
     stop_after_chunks: int | None = None,
+    finish: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> RunResult:
     """Run `num_chunks` compiled chunks with logging, evaluation and checkpoints.
 
@@ -487,6 +495,8 @@ def run_training(
         show_progress: draw a rich progress bar.
         summary_extras: more fields for summary.json.
         stop_after_chunks: stop, checkpointed, after this many chunks of this call.
+        finish: `(final carry, summary) -> more summary fields`, called before summary.json
+            is written (once, with them): figures only the final state gives.
 
     Returns:
         A `RunResult` with the summary and the final carry; `summary["diverged"]` is set when
@@ -536,6 +546,8 @@ def run_training(
     rows = log.read()
     summary = _summary(header, trainer, budget, outcome, num_seeds, resume, timer,
                        time.perf_counter() - start_wall, optimal_return, rows, summary_extras)
+    if finish is not None:
+        summary.update(finish(outcome.carry, summary))
     write_json_atomic(run_dir / "summary.json", summary)
     plot_curves(rows, run_dir / "curves.png", title=f"{header.get('agent')} on {header.get('env')}",
                 optimal_return=optimal_return, unit=trainer.unit)

@@ -341,7 +341,8 @@ def _flag_of(path: str) -> str:
         return RUN_LEVEL_AGENT_FIELDS[name]
     dashed = name.replace("_", "-")
     return {"run": f"--{dashed}", "agent_config": f"--agent.{dashed}",
-            "env_config": f"--env-config.{dashed}"}.get(section, f"--{section}")
+            "env_config": f"--env-config.{dashed}",
+            "task_config": f"--task-config.{dashed}"}.get(section, f"--{section}")
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -1064,10 +1065,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(top_level_help())
         return 0
-    if argv[0] in registry.preference_agent_names():
-        from rlkit import train_preference
+    from rlkit import train_preference
 
+    if argv[0] in registry.preference_agent_names():
         return train_preference.main(argv)
+    lm_agent = train_preference.saved_agent(argv)  # --resume / --config of a language-model run
+    if lm_agent is not None:
+        return train_preference.main([lm_agent, *argv])
     def parse_and_execute():
         # XLA reads its flags when the backend starts, which parsing may already do.
         rlkit.request_gpu_determinism(_deterministic_requested(argv))

@@ -14,11 +14,14 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
 
 `--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
 tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed
-0, in the same layout; `rlkit_model.json` marks a byte-tokenizer model). The run directory is
+0, in the same layout; `rlkit_model.json` marks a byte-tokenizer model, and a directory with
+both it and a tokenizer.json is refused as contradictory; so is a tokenizer with more tokens
+than the model's vocab_size). The run directory is
 the one every rlkit run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/;
-`--resume` is exact), plus `model/` for sft and dpo. summary.json adds `true_reward`,
-`reverse_kl` (mean over seeds of the last evaluation), `initial_true_reward`,
-`preference_accuracy`, `labels_used` and `tokens_per_second`. Bad input is one line naming
+`--resume` is exact), plus `model/` (reward-model's is a one-label sequence classifier).
+summary.json adds `true_reward`, `reverse_kl` (mean over seeds of the last evaluation),
+`initial_true_reward`, `preference_accuracy`, `labels_used`, `tokens_per_second` and, for
+reward-model, `held_out_pairs` (exactly --eval-prompts). Bad input is one line naming
 the flag, file or line and the fix (exit 2).
 """
 
@@ -37,7 +40,6 @@ import yaml
 from rlkit.errors import RlkitError, require, tyro_cli
 
 AGENTS = ("sft", "reward-model", "dpo")
-MODEL_CONFIG = "rlkit_model.json"  # beside config.json: the model's tokenizer is the byte one
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class PreferenceRunOptions:
     """SFT demonstrations drawn from the task (a fraction --task-config.demo-noise corrupted)."""
     eval_prompts: int = 256
     """Prompts sampled at every evaluation (the true reward and reverse KL are their means);
-    for reward-model, the held-out pairs instead (taken from the end of the data)."""
+    for reward-model, the number of held-out pairs instead (the last ones of the data; the
+    rest are trained on; summary.json's held_out_pairs)."""
     max_length: int = 64
     """Context length of a model trained from scratch."""
     seeds: int = 1
@@ -127,71 +130,113 @@ def agent_module(name: str):
     return registry.preference_agent_module(name)
 
 
+def saved_agent(argv: list[str]) -> str | None:
+    """The language-model agent of the run that `--resume RUN_DIR` or `--config FILE` in argv
+    names (its config.yaml's `agent`), or None: how `python -m rlkit.train --resume RUN_DIR`
+    (no agent named) reaches this CLI. Unreadable files give None (the caller reports them)."""
+    try:
+        known, _ = _preparse(argv)
+    except RlkitError:
+        return None
+    if known.resume is not None:
+        path = Path(known.resume) / "config.yaml"
+    elif known.config is not None:
+        path = Path(known.config)
+    else:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    agent = data.get("agent") if isinstance(data, dict) else None
+    return agent if agent in AGENTS else None
+
+
+def _preparse(argv: list[str]):
+    """`(known, rest)`: the values of `--config` and `--resume`, and the other arguments."""
+    from rlkit.train import _PreParser
+
+    parser = _PreParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--config")
+    parser.add_argument("--resume")
+    return parser.parse_known_args(argv)
+
+
 def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
     """`(experiment, resume, overwrite)` of a command line whose first word is an agent.
 
+    `--config FILE` (a run's config.yaml) makes its values the defaults of a new run;
+    `--resume RUN_DIR` continues a run and refuses only the flags that would change its saved
+    configuration (`rlkit.train.RESUMABLE_EDITS` may change).
+
     Raises:
-        RlkitError: bad flags or values (one line).
+        RlkitError: bad flags or values (one line, naming the flag).
     """
     import tyro
 
+    from rlkit.train import _check_resume_edits, _flag_namer, _renamed
 
     text_tasks = _tasks()
-    resume = _option(argv, "--resume")
-    if resume is not None:
-        return _resumed(argv, Path(resume)), True, False
     name = argv[0]
     module = agent_module(name)
+    first, _ = _preparse(argv[1:])
+    require(first.config is None or first.resume is None, "--config",
+            "cannot be combined with --resume: a resumed run continues with its own saved "
+            "config.yaml; to start a new run from it, drop --resume")
+    base: PreferenceExperiment | None = None
+    if first.resume is not None:
+        base = load_experiment(Path(first.resume), resume=True)
+        require(base.agent == name, "--resume",
+                f"{first.resume} is a {base.agent} run; resume it with python -m rlkit.train "
+                f"{base.agent} --resume {first.resume}")
+    elif first.config is not None:
+        base = load_experiment(Path(first.config))
+        require(base.agent == name, "--config",
+                f"{first.config} is the config of a {base.agent} run; run it with python -m "
+                f"rlkit.train {base.agent} --config {first.config}")
+        base = dataclasses.replace(base, run=dataclasses.replace(base.run, run_dir=None))
+    agent_default, task_default, run_default = module.Config(), text_tasks.Config(), \
+        PreferenceRunOptions()
+    if base is not None:  # --total-steps defaults to the agent's (saved) total_steps
+        agent_default, task_default = base.agent_config, base.task_config
+        run_default = dataclasses.replace(base.run, total_steps=None, stop_after_chunks=None)
     text = lambda help: tyro.conf.arg(help=help)  # noqa: E731
     Root = dataclasses.make_dataclass(name, [
-        ("agent", module.Config, field(default=module.Config())),
-        ("task_config", text_tasks.Config, field(default=text_tasks.Config())),
+        ("agent", module.Config, field(default=agent_default)),
+        ("task_config", text_tasks.Config, field(default=task_default)),
         ("run", Annotated[PreferenceRunOptions, tyro.conf.OmitArgPrefixes],
-         field(default=PreferenceRunOptions())),
+         field(default=run_default)),
+        ("config", Annotated[str | None, text(
+            "A config.yaml of an earlier run of this agent: its values become the defaults, "
+            "the run gets a new directory.")], field(default=None)),
         ("resume", Annotated[str | None, text(
-            "Continue the run in this directory from its newest checkpoint.")],
-         field(default=None)),
+            "Continue the run in this directory from its newest checkpoint, with its saved "
+            "configuration (only --stop-after-chunks, --progress and --checkpoint-every may "
+            "change).")], field(default=None)),
         ("overwrite", Annotated[bool, text("Replace the run already in --run-dir.")],
          field(default=False)),
     ], frozen=True)
     Root.__doc__ = module.__doc__.strip().splitlines()[0]
-    args = tyro_cli(Root, argv[1:], f"python -m rlkit.train {name}")
+    try:  # a config's own checks name its fields: say which flag set them
+        args = tyro_cli(Root, argv[1:], f"python -m rlkit.train {name}")
+    except RlkitError as error:
+        raise _renamed(error, [(module.Config, _flag_namer("--agent.")),
+                               (text_tasks.Config, _flag_namer("--task-config."))]) from None
     run, agent_config = args.run, args.agent
     if run.total_steps is not None:
         agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
     run = dataclasses.replace(run, total_steps=agent_config.total_steps)
-    return PreferenceExperiment(name, run, agent_config, args.task_config), False, args.overwrite
-
-
-def _resumed(argv: list[str], run_dir: Path) -> PreferenceExperiment:
-    """The saved experiment of `--resume RUN_DIR`, with the only changes a resume allows:
-    `--stop-after-chunks N`, `--progress` / `--no-progress`, `--checkpoint-every N`.
-
-    Raises:
-        RlkitError: another flag, or an agent other than the run's.
-    """
-    import argparse
-
-    from rlkit.train import _PreParser
-
-    parser = _PreParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--resume")
-    parser.add_argument("--stop-after-chunks", type=int)
-    parser.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    known, rest = parser.parse_known_args(argv[1:])
-    require(not rest, "--resume", f"a resumed run continues with its saved configuration; drop "
-            f"{' '.join(rest)} (or start a new run with those values)")
-    experiment = load_experiment(run_dir, resume=True)
-    require(experiment.agent == argv[0], "--resume",
-            f"{run_dir} is a {experiment.agent} run; resume it with python -m rlkit.train "
-            f"{experiment.agent} --resume {run_dir}")
-    changes = {"stop_after_chunks": known.stop_after_chunks}
-    if known.progress is not None:
-        changes["progress"] = known.progress
-    if known.checkpoint_every is not None:
-        changes["checkpoint_every"] = known.checkpoint_every
-    return dataclasses.replace(experiment, run=dataclasses.replace(experiment.run, **changes))
+    experiment = PreferenceExperiment(name, run, agent_config, args.task_config)
+    if first.resume is None:
+        return experiment, False, args.overwrite
+    require(not args.overwrite, "--overwrite", "cannot be combined with --resume; drop one "
+            "of them")
+    experiment = dataclasses.replace(experiment, run=dataclasses.replace(
+        experiment.run, run_dir=first.resume))
+    _check_resume_edits(base, experiment, "--resume",
+                        f"drop the flag, or start a new run with python -m rlkit.train {name} "
+                        f"--config {Path(first.resume) / 'config.yaml'} and the new value")
+    return experiment, True, False
 
 
 def _option(argv: list[str], flag: str) -> str | None:
@@ -201,16 +246,18 @@ def _option(argv: list[str], flag: str) -> str | None:
 
 
 def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment:
-    """The experiment saved in `run_dir/config.yaml`.
+    """The experiment saved in `run_dir/config.yaml` (or in the file `run_dir`).
 
     Raises:
         RlkitError: no such run, or a config.yaml that is not one of a language-model run.
     """
 
     text_tasks = _tasks()
-    path = run_dir / "config.yaml"
-    require(path.is_file(), "--resume" if resume else str(run_dir),
-            f"{run_dir} has no config.yaml; pass the directory of an earlier run")
+    path = run_dir if run_dir.is_file() else run_dir / "config.yaml"
+    require(path.is_file(), "--resume" if resume else "--config",
+            f"{run_dir} has no config.yaml; pass the directory of an earlier run"
+            if resume or run_dir.is_dir() else f"{run_dir}: no such file; pass a run "
+            "directory's config.yaml")
     try:
         data = yaml.safe_load(path.read_text())
         module = agent_module(data["agent"])
@@ -226,16 +273,20 @@ def load_experiment(run_dir: Path, resume: bool = False) -> PreferenceExperiment
 # Models ------------------------------------------------------------------------------------
 
 
-def save_model(directory: Path, model_config, params, tokenizer) -> None:
+def save_model(directory: Path, model_config, params, tokenizer, reward_model: bool = False
+               ) -> None:
     """Write a model directory in the Hugging Face layout of its family
     (`rlkit.lm.checkpoint.save_pretrained`: config.json, model.safetensors and, for a
     `tokenizers` tokenizer, its files), which `load_model` and `transformers` read back. A model
-    of the byte tokenizer also gets `rlkit_model.json` saying so (it has no tokenizer.json)."""
+    of the byte tokenizer also gets `rlkit_model.json` saying so (it has no tokenizer.json).
+    `reward_model`: the variables are `TransformerRewardModel`'s (a one-label
+    `*ForSequenceClassification`; `load_pretrained(directory, reward_model=True)` reads it)."""
     from rlkit.io import write_text
     from rlkit.lm.checkpoint import save_pretrained
-    from rlkit.lm.tokenizer import ByteTokenizer
+    from rlkit.lm.tokenizer import MODEL_CONFIG, ByteTokenizer
 
-    save_pretrained(directory, model_config, params, tokenizer=tokenizer)
+    save_pretrained(directory, model_config, params, tokenizer=tokenizer,
+                    reward_model=reward_model)
     if isinstance(tokenizer, ByteTokenizer):
         write_text(directory / MODEL_CONFIG, json.dumps({"tokenizer": "byte"}) + "\n")
 
@@ -248,25 +299,25 @@ def load_model(path: str | Path):
             `rlkit_model.json` naming the byte tokenizer instead), or a run directory holding
             `model/` (what sft and dpo runs save).
 
-    Raises:
-        RlkitError: not a directory, or no config.json (naming the fix); the checkpoint
-            loader's one-line errors for missing or mismatched weights.
-    """
-    from rlkit.lm.checkpoint import load_pretrained
-    from rlkit.lm.tokenizer import ByteTokenizer, load_tokenizer
+    The tokenizer is the byte one when the directory's `rlkit_model.json` says so, else its
+    tokenizer.json (both present is refused); it must fit the model's vocabulary.
 
-    directory = Path(path)
-    require(directory.is_dir(), "--model", f"{directory} is not a directory; pass a local model "
-            "directory or the directory of an sft run")
-    if not (directory / "config.json").is_file() and (directory / "model").is_dir():
-        directory = directory / "model"
+    Raises:
+        RlkitError: not a directory, an RL run's directory, or no config.json (naming the
+            fix); the checkpoint loader's one-line errors for missing or mismatched weights; a
+            tokenizer with more tokens than the model's vocab_size
+            (`rlkit.lm.checkpoint.check_vocabulary`).
+    """
+    from rlkit.lm.checkpoint import check_vocabulary, load_pretrained
+    from rlkit.lm.tokenizer import load_tokenizer, model_directory
+
+    directory = model_directory(path)
     require((directory / "config.json").is_file(), "--model",
             f"{directory} has no config.json; pass a Hugging Face model directory (config.json, "
             "*.safetensors, tokenizer.json) or the directory of an sft run (it saves model/)")
     model_config, params = load_pretrained(directory)
-    tokenizer = ByteTokenizer()
-    if not (directory / MODEL_CONFIG).is_file():
-        tokenizer = load_tokenizer(directory)
+    tokenizer = load_tokenizer(directory)
+    check_vocabulary(tokenizer, model_config, directory)
     return model_config, params, tokenizer
 
 
@@ -286,6 +337,7 @@ class BuiltRun:
     tokens_per_update: int
     pairs: list | None  # sampled preference records to write to RUN_DIR/pairs.jsonl
     tokenizer: Any = None
+    held_out_pairs: int | None = None  # reward-model: the pairs evaluated, not trained on
 
 
 def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
@@ -358,13 +410,15 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
         data = driver.tokenize_demonstrations(tokenizer, items, prompt_tokens, completion_tokens)
     else:
         data = driver.tokenize_pairs(tokenizer, records, prompt_tokens, completion_tokens)
+    held_out = None
     if agent.feed.generates:
         eval_data = driver.tokenize_prompts(tokenizer, task.sample_prompts(
             eval_rng, run.eval_prompts), prompt_tokens)
     else:
-        held_out = min(run.eval_prompts, len(records) // 2)
-        require(held_out >= 1, "--dataset", f"{len(records)} pair(s) leave none to hold out "
-                "for evaluation; the reward model needs at least 2")
+        held_out = run.eval_prompts
+        require(len(records) > held_out, "--eval-prompts",
+                f"{len(records)} pair(s) leave none to train on after holding out {held_out} "
+                f"for evaluation; pass --eval-prompts below {len(records)}")
         eval_data = jax.tree.map(lambda x: x[-held_out:], data)
         data = jax.tree.map(lambda x: x[:-held_out], data)
     budget = plan_budget(run.total_steps, 1, run.num_logs, "updates", name)
@@ -375,7 +429,7 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     return BuiltRun(trainer=trainer, agent=agent, spec=spec, num_chunks=budget.num_chunks,
                     budget_note=budget.note, labels_used=0 if name == "sft" else rows,
                     tokens_per_update=agent.feed.batch_size * width * (1 if name == "sft" else 2),
-                    pairs=sampled, tokenizer=tokenizer)
+                    pairs=sampled, tokenizer=tokenizer, held_out_pairs=held_out)
 
 
 def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> list:
@@ -420,13 +474,14 @@ def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> lis
 
 
 def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: bool = False):
-    """Build and run `experiment`, then complete summary.json and save the final model.
+    """Build and run `experiment`: the final model is saved and summary.json written once,
+    with the language-model figures (`run_training`'s `finish`), then curves.png redrawn.
 
     Returns:
         The `rlkit.runner.RunResult` (its summary completed).
     """
     from rlkit.data.preferences import save_preferences
-    from rlkit.runner import run_training, write_json_atomic
+    from rlkit.runner import run_training
     from rlkit.train import check_run_dir, prepare_run_dir
 
     run_dir = check_run_dir(experiment, resume, overwrite)
@@ -440,22 +495,51 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     if built.pairs is not None:
         save_preferences(run_dir / "pairs.jsonl", built.pairs)
     run = experiment.run
-    result = run_training(
-        built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
-        run_dir=run_dir, header={"agent": experiment.agent, "env": run.task,
-                                 "task": run.task},
-        resume=resume, checkpoint_every=run.checkpoint_every, show_progress=run.progress,
-        stop_after_chunks=run.stop_after_chunks)
-    carry = result.carry
-    result.summary.update(_figures(built, carry, result.summary, run_dir))
-    write_json_atomic(run_dir / "summary.json", result.summary)
-    if experiment.agent != "reward-model":
+
+    def finish(carry, summary: dict) -> dict:  # summary.json is written once, with these
         import jax
 
         save_model(run_dir / "model", built.spec.model,
                    jax.tree.map(lambda x: x[0], built.trainer.agent_state(carry).params),
-                   built.tokenizer)
+                   built.tokenizer, reward_model=experiment.agent == "reward-model")
+        return _figures(built, carry, summary, run_dir)
+
+    try:
+        result = run_training(
+            built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
+            run_dir=run_dir, header={"agent": experiment.agent, "env": run.task,
+                                     "task": run.task},
+            resume=resume, checkpoint_every=run.checkpoint_every, show_progress=run.progress,
+            stop_after_chunks=run.stop_after_chunks, finish=finish)
+    except KeyboardInterrupt as error:
+        error.run_dir = run_dir  # for the CLI's "resume with ... --resume RUN" line
+        raise
+    _plot(experiment, result.carry, run_dir)
     return result
+
+
+PANELS = {"sft": [("true_reward", "true reward"), ("loss", "loss (next-token)")],
+          "dpo": [("true_reward", "true reward"), ("reverse_kl", "reverse KL to the reference "
+                                                   "(nats)"), ("loss", "loss")],
+          "reward-model": [("eval_preference_accuracy", "held-out preference accuracy"),
+                           ("loss", "loss (Bradley-Terry)")]}
+"""curves.png's panels per agent: (metrics.csv column, title), against updates."""
+
+
+def _plot(experiment: PreferenceExperiment, carry, run_dir: Path) -> None:
+    """Rewrite curves.png with the agent's `PANELS` against updates, the evaluation of the
+    starting model (update 0, from the carry) included (`rlkit.plotting.plot_curves`)."""
+    from rlkit.loops.common import UPDATES
+    from rlkit.plotting import plot_curves
+    from rlkit.runner import MetricsLog
+
+    start = [{"seed": str(seed), UPDATES.column: "0",
+              **{name: str(float(np.asarray(values)[seed]))
+                 for name, values in carry.initial_evaluation.items()}}
+             for seed in range(experiment.run.seeds)]
+    plot_curves(start + MetricsLog(run_dir / "metrics.csv").read(), run_dir / "curves.png",
+                title=f"{experiment.agent} on {experiment.run.task}", unit=UPDATES,
+                panels=PANELS[experiment.agent])
 
 
 def _figures(built: BuiltRun, carry, summary: dict, run_dir: Path) -> dict:
@@ -470,6 +554,8 @@ def _figures(built: BuiltRun, carry, summary: dict, run_dir: Path) -> dict:
         return float(np.mean(finite)) if finite else None
 
     figures: dict[str, Any] = {"labels_used": built.labels_used}
+    if built.held_out_pairs is not None:
+        figures["held_out_pairs"] = built.held_out_pairs
     for prefix, evaluation in (("", carry.evaluation), ("initial_", carry.initial_evaluation)):
         for name, values in evaluation.items():
             per_seed = [float(v) for v in np.asarray(values)]
@@ -492,7 +578,7 @@ def print_summary(result) -> None:
     s = result.summary
     parts = [f"{s['agent']} on {s['task']}: {s['seeds']} seed(s), {s['updates']:,} updates"]
     for name in ("initial_true_reward", "true_reward", "reverse_kl", "eval_preference_accuracy",
-                 "preference_accuracy", "labels_used", "tokens_per_second"):
+                 "preference_accuracy", "labels_used", "held_out_pairs", "tokens_per_second"):
         if s.get(name) is not None:
             value = s[name]
             parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")

@@ -49,14 +49,31 @@ def test_sft_writes_a_run_directory_and_a_model(sft_run):
     assert {"loss", "token_accuracy", "true_reward"} <= set(rows[0])
 
 
-def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path):
+def test_the_python_api_reads_what_the_cli_writes(sft_run):
+    from rlkit.lm import ByteTokenizer, load_pretrained, load_tokenizer
+
+    assert isinstance(load_tokenizer(sft_run / "model"), ByteTokenizer)
+    assert isinstance(load_tokenizer(sft_run), ByteTokenizer)
+    config, params = load_pretrained(sft_run)  # a run directory: its model/
+    assert config == load_pretrained(sft_run / "model")[0]
+    assert config.vocab_size == 259 and config.width == 16
+
+
+def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path, monkeypatch):
+    import rlkit.plotting
+
+    plotted = {}
+    monkeypatch.setattr(rlkit.plotting, "plot_curves", lambda rows, path, **kwargs:
+                        plotted.update(rows=rows, path=path, **kwargs))
     common = ["dpo", *TINY, "--model", str(sft_run), "--pairs", "32", "--total-steps", "4",
               "--num-logs", "2", "--agent.batch-size", "8", "--seeds", "2"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert main([*common, "--run-dir", str(whole)]) == 0
     assert main([*common, "--run-dir", str(cut), "--stop-after-chunks", "1"]) == 0
     assert len(MetricsLog(cut / "metrics.csv").read()) == 2  # one chunk, two seeds
-    assert main(["dpo", "--resume", str(cut), "--no-progress"]) == 0
+    # The README's form (no agent named), with flags equal to the saved values.
+    assert main(["--resume", str(cut), "--no-progress", "--total-steps", "4", "--pairs", "32",
+                 "--task", "sort", "--model", str(sft_run)]) == 0
     assert (whole / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
     summary = json.loads((whole / "summary.json").read_text())
     for name in ("true_reward", "reverse_kl", "preference_accuracy", "initial_true_reward"):
@@ -66,9 +83,39 @@ def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path):
     rows = MetricsLog(whole / "metrics.csv").read()
     assert {"chosen_reward", "rejected_reward", "reward_margin", "reverse_kl",
             "preference_accuracy"} <= set(rows[0])
+    # No leftovers of RL runs: no episodes, returns or env steps.
+    assert not {"episode_return", "episodes", "eval_return"} & set(rows[0])
+    assert not {"env_steps", "steps_per_second", "final_return", "per_seed"} & set(summary)
+    # curves.png (of the last run, the resumed one): true reward, reverse KL and loss against
+    # updates, from update 0 (the reference policy itself: reverse KL exactly 0).
+    assert [column for column, _ in plotted["panels"]] == ["true_reward", "reverse_kl", "loss"]
+    from rlkit.plotting import curve
+
+    x, kl, _, _ = curve(plotted["rows"], "reverse_kl", "updates")
+    assert list(x) == [0, 2, 4] and kl[0] == 0.0
+    assert plotted["path"] == cut / "curves.png" and plotted["title"] == "dpo on sort"
 
 
-def test_reward_model_on_a_pairs_file(sft_run, tmp_path):
+def test_a_run_again_from_its_config_yaml(sft_run, tmp_path):
+    again = tmp_path / "again"
+    # The README's form: no agent named, the config's agent runs, in a new directory.
+    assert main(["--config", str(sft_run / "config.yaml"), "--run-dir", str(again)]) == 0
+    assert (again / "metrics.csv").read_text() == (sft_run / "metrics.csv").read_text()
+    shorter = tmp_path / "shorter"
+    assert main(["sft", "--config", str(sft_run / "config.yaml"), "--total-steps", "2",
+                 "--num-logs", "1", "--run-dir", str(shorter)]) == 0
+    summary = json.loads((shorter / "summary.json").read_text())
+    assert summary["updates"] == 2 and summary["seeds"] == 1
+
+
+def test_reward_model_on_a_pairs_file(sft_run, tmp_path, monkeypatch):
+    import rlkit.runner
+
+    written = []  # summary.json is written once, complete, after model/ is saved
+    write = rlkit.runner.write_json_atomic
+    monkeypatch.setattr(rlkit.runner, "write_json_atomic", lambda path, data: (
+        written.append((path.name, dict(data), (path.parent / "model").is_dir())),
+        write(path, data))[-1])
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"{a}{b}{c}=", "chosen": "".join(sorted(
         f"{a}{b}{c}")), "rejected": f"{c}{b}{a}"}) + "\n" for a, b, c in
@@ -78,7 +125,20 @@ def test_reward_model_on_a_pairs_file(sft_run, tmp_path):
                  "--total-steps", "2", "--num-logs", "1", "--agent.batch-size", "4",
                  "--eval-prompts", "8", "--run-dir", str(run_dir)]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["labels_used"] == 24 - 8  # eight held out
+    assert summary["labels_used"] == 24 - 8 and summary["held_out_pairs"] == 8
+    assert [(name, saved) for name, _, saved in written] == [("summary.json", True)]
+    assert written[0][1] == summary
+    # Its model/ is a one-label sequence classifier that loads back as a reward model.
+    from rlkit.lm import TransformerRewardModel, load_pretrained, load_tokenizer
+    from rlkit.lm.transformer import positions_from_mask
+
+    config, params = load_pretrained(run_dir, reward_model=True)
+    tokenizer = load_tokenizer(run_dir)
+    assert config.vocab_size == tokenizer.vocab_size == 259
+    tokens = np.array([tokenizer.encode("123=123")])
+    mask = np.ones_like(tokens, bool)
+    reward = TransformerRewardModel(config).apply(params, tokens, positions_from_mask(mask), mask)
+    assert reward.shape == (1,) and np.isfinite(reward).all()
     assert 0.0 <= summary["eval_preference_accuracy"] <= 1.0
 
 
@@ -100,6 +160,20 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
     (no_weights / "config.json").write_text((sft_run / "model" / "config.json").read_text())
     nothing = tmp_path / "nothing"
     nothing.mkdir()
+    # The llama fixture's weights (vocab_size 100) marked as a byte-tokenizer model (259 ids).
+    byte_marked = tmp_path / "byte_marked"
+    byte_marked.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (byte_marked / name).write_bytes((FIXTURES / "llama" / name).read_bytes())
+    (byte_marked / "rlkit_model.json").write_text('{"tokenizer": "byte"}\n')
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (both / name).write_bytes((FIXTURES / "llama" / name).read_bytes())
+    (both / "rlkit_model.json").write_text('{"tokenizer": "byte"}\n')
+    control_run = tmp_path / "control_run"
+    control_run.mkdir()
+    (control_run / "config.yaml").write_text("agent: dqn\nenv: CartPole-v1\n")
     dpo = ["dpo", *TINY, "--model", str(sft_run), "--run-dir", str(tmp_path / "run")]
     cases = [
         ([*dpo, "--dataset", str(missing)], f"{missing}, line 2: missing key(s) 'rejected'"),
@@ -109,14 +183,32 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
         (["dpo", *TINY, "--model", str(nothing)],
          "has no config.json; pass a Hugging Face model directory"),
         (["dpo", *TINY], "--model: dpo fine-tunes a model"),
+        (["dpo", *TINY, "--model", str(byte_marked)],
+         f"{byte_marked}: the tokenizer has 259 tokens but the model's vocab_size is 100"),
+        (["dpo", *TINY, "--model", str(both)],
+         f"{both}: both tokenizer.json and rlkit_model.json (byte tokenizer)"),
+        (["dpo", *TINY, "--model", str(control_run)],
+         f"{control_run}: a dqn run, not a language model"),
         # A Hugging Face directory loads (rlkit.lm.checkpoint), but its tokenizer splits '0'.
         (["dpo", *TINY, "--model", str(FIXTURES / "llama")],
          "task sort: the tokenizer encodes '0' as 2 tokens"),
         (["sft", "--task", "sorting"], "--task: unknown task 'sorting'"),
         (["reward-model", *TINY], "--dataset: reward-model needs preference pairs"),
-        (["dpo", *TINY, "--model", str(sft_run), "--agent.beta", "-1"], "beta"),
+        (["reward-model", *TINY, "--model", str(sft_run), "--dataset", str(_write(
+            tmp_path / "two.jsonl", [good, good])), "--eval-prompts", "2"],
+         "--eval-prompts: 2 pair(s) leave none to train on after holding out 2"),
+        (["dpo", *TINY, "--model", str(sft_run), "--agent.beta", "-1"],
+         "--agent.beta: must be a finite number in (0, inf), got -1.0; the default is 0.5;"),
+        (["sft", *TINY, "--task-config.demo-noise", "2"], "--task-config.demo-noise: "),
         (["sft", "--resume", str(sft_run), "--agent.width", "8"],
-         "--resume: a resumed run continues with its saved configuration; drop --agent.width"),
+         "--resume: agent_config.width (--agent.width) would change from 16 to 8, but a "
+         "resumed run continues with its saved configuration; drop the flag, or start a new "
+         f"run with python -m rlkit.train sft --config {sft_run / 'config.yaml'}"),
+        (["--resume", str(sft_run), "--task-config.num-digits", "4"],
+         "--resume: task_config.num_digits (--task-config.num-digits) would change from 3 to 4"),
+        (["dpo", "--config", str(sft_run / "config.yaml")],
+         f"--config: {sft_run / 'config.yaml'} is the config of a sft run; run it with "
+         f"python -m rlkit.train sft --config"),
         (["dpo", "--resume", str(sft_run)], f"{sft_run} is a sft run; resume it with"),
     ]
     for argv, needle in cases:

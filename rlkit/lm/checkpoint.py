@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlkit.errors import RlkitError
+from rlkit.lm.tokenizer import model_directory
 from rlkit.lm.transformer import Transformer, TransformerConfig, TransformerRewardModel
 from rlkit.types import PyTree
 
@@ -363,7 +364,8 @@ def load_pretrained(model_dir: str | Path, *, reward_model: bool = False
 
     Args:
         model_dir: a directory with `config.json` and `*.safetensors` (one file, or shards
-            listed in `model.safetensors.index.json`).
+            listed in `model.safetensors.index.json`), or an rlkit run directory holding one
+            as `model/` (`rlkit.lm.tokenizer.model_directory`).
         reward_model: read a one-label `*ForSequenceClassification` ("score.weight") into
             `TransformerRewardModel`'s variables instead of a causal LM's.
 
@@ -377,7 +379,7 @@ def load_pretrained(model_dir: str | Path, *, reward_model: bool = False
             model_type or feature; a tensor of another architecture (missing or unexpected,
             named) or another shape (named, with both shapes).
     """
-    directory = Path(model_dir)
+    directory = model_directory(model_dir)
     config = read_config(directory)
     tensors = _read_tensors(_weight_files(directory))
     family = family_of(config)

@@ -163,17 +163,64 @@ class HFTokenizer:
 Tokenizer = ByteTokenizer | HFTokenizer
 
 
-def load_tokenizer(path: str | Path | None) -> Tokenizer:
-    """The tokenizer for a model: `ByteTokenizer()` for None or "byte", else
-    `HFTokenizer.from_dir(path)`.
+MODEL_CONFIG = "rlkit_model.json"
+"""A model directory's rlkit file: `{"tokenizer": "byte"}` marks a model of `ByteTokenizer`
+(it then has no tokenizer.json; a directory with both is refused as contradictory)."""
+
+
+def model_directory(path: str | Path) -> Path:
+    """The model directory `path` names: itself, or the `model/` of an rlkit run directory
+    (sft, dpo and reward-model runs save their final model there).
 
     Raises:
-        RlkitError: `path` is not a directory, or has no tokenizer.json.
+        RlkitError: not a directory; the directory of a run that saved no model (a control
+            agent's run: named, with what to pass instead).
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise RlkitError(f"{directory}: not a directory; give a local model directory (a "
+                         "Hugging Face one, or the directory of an sft or dpo run).")
+    if (directory / "config.json").is_file():
+        return directory
+    if (directory / "model").is_dir():
+        return directory / "model"
+    run_config = directory / "config.yaml"
+    if run_config.is_file():
+        import yaml
+
+        try:
+            agent = (yaml.safe_load(run_config.read_text()) or {}).get("agent")
+        except (yaml.YAMLError, AttributeError, OSError):
+            agent = None
+        if agent is not None:
+            raise RlkitError(f"{directory}: a {agent} run, not a language model (it saved no "
+                             "model/); pass a Hugging Face model directory or the directory "
+                             "of an sft or dpo run.")
+    return directory
+
+
+def load_tokenizer(path: str | Path | None) -> Tokenizer:
+    """The tokenizer of a model: `ByteTokenizer()` for None or "byte"; for a directory (or an
+    rlkit run directory, through `model_directory`), `ByteTokenizer()` when its
+    `rlkit_model.json` says `{"tokenizer": "byte"}`, else `HFTokenizer.from_dir`.
+
+    Raises:
+        RlkitError: `path` is not a directory, has no tokenizer.json, or has both
+            tokenizer.json and an `rlkit_model.json` naming the byte tokenizer (or another
+            value).
     """
     if path is None or str(path) == "byte":
         return ByteTokenizer()
-    directory = Path(path)
-    if not directory.is_dir():
-        raise RlkitError(f"{directory}: not a directory; give a local Hugging Face model "
-                         "directory (with tokenizer.json) or 'byte'.")
+    directory = model_directory(path)
+    marker = directory / MODEL_CONFIG
+    if marker.is_file():
+        data = _read_json(marker)
+        name = data.get("tokenizer") if isinstance(data, dict) else None
+        if name != "byte":
+            raise RlkitError(f"{marker}: \"tokenizer\" is {name!r}; the only value is "
+                             "\"byte\" (delete the file to use tokenizer.json).")
+        if (directory / "tokenizer.json").is_file():
+            raise RlkitError(f"{directory}: both tokenizer.json and {MODEL_CONFIG} (byte "
+                             "tokenizer); delete the one that does not belong to the model.")
+        return ByteTokenizer()
     return HFTokenizer.from_dir(directory)

@@ -49,6 +49,10 @@ class Trainer(NamedTuple):
         report_progress: for drivers whose chunk is a host loop (the host driver),
             `(callback) -> None` registers `callback(units)`, called after every iteration with
             the units it did, so the progress bar moves within a chunk; None elsewhere.
+        episodic: False for a driver with no episodes and no return (the language-model
+            driver, whose `evaluate` gives its own headline metric, already logged):
+            metrics.csv then has no episode_return, episodes or eval_return column, and
+            summary.json no env_steps, steps_per_second, final_return* or per_seed.
     """
 
     init: Callable[[Array], PyTree]
@@ -61,6 +65,7 @@ class Trainer(NamedTuple):
     agent_state: Callable[[PyTree], PyTree]
     close: Callable[[], None] = lambda: None
     report_progress: Callable[[Callable[[int], None]], None] | None = None
+    episodic: bool = True
 
 
 class BoundRun:

@@ -167,6 +167,7 @@ def make_preference_trainer(
         unit=UPDATES,
         units_per_iteration=1,
         agent_state=lambda carry: carry.agent_state,
+        episodic=False,
     )
 
 
