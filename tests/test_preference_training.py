@@ -97,6 +97,7 @@ def test_a_tokenizer_that_merges_digits_is_refused():
 # Agents --------------------------------------------------------------------------------------
 
 
+@jax.jit  # one compiled program: op by op, a cold compilation cache paid for every small op
 def _completion_log_probs(params, sequences):
     """log pi(completion | prompt) [B] by hand: the model's log-softmax at t - 1, gathered at
     each completion token t, summed."""
@@ -116,17 +117,17 @@ def test_dpo_loss_and_gradient_at_the_reference_equal_the_hand_values():
     beta = 0.3
     agent = dpo.make_agent(dpo.Config(beta=beta, label_smoothing=0.1, max_grad_norm=None),
                            SPEC)
-    state = agent.init(jax.random.key(0))
+    state = jax.jit(agent.init)(jax.random.key(0))
     batch = _pairs(RECORDS)
 
     def z(params):
         return (_completion_log_probs(params, batch.chosen)
                 - _completion_log_probs(params, batch.rejected)).mean()
 
-    grad_z = jax.grad(z)(state.params)
+    grad_z = jax.jit(jax.grad(z))(state.params)
     expected_norm = 0.4 * beta * float(jnp.sqrt(sum(jnp.sum(g ** 2)
                                                     for g in jax.tree.leaves(grad_z))))
-    _, metrics = agent.update(state, batch, jax.random.key(1))
+    _, metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
     assert float(metrics["loss"]) == pytest.approx(math.log(2), abs=1e-6)
     assert float(metrics["grad_norm"]) == pytest.approx(expected_norm, rel=1e-4)
     assert float(metrics["reward_margin"]) == 0.0
@@ -136,11 +137,11 @@ def test_dpo_loss_and_gradient_at_the_reference_equal_the_hand_values():
 
 def test_dpo_step_raises_the_chosen_log_ratio_and_keeps_the_reference():
     agent = dpo.make_agent(dpo.Config(learning_rate=1e-2), SPEC)
-    state = agent.init(jax.random.key(0))
+    state = jax.jit(agent.init)(jax.random.key(0))
     reference = jax.tree.map(np.asarray, state.reference_params)
     batch = _pairs(RECORDS)
     for _ in range(3):
-        state, metrics = agent.update(state, batch, jax.random.key(1))
+        state, metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
     assert float(metrics["reward_margin"]) > 0 and float(metrics["loss"]) < math.log(2)
     jax.tree.map(np.testing.assert_array_equal, reference,
                  jax.tree.map(np.asarray, state.reference_params))
@@ -148,15 +149,16 @@ def test_dpo_step_raises_the_chosen_log_ratio_and_keeps_the_reference():
 
 def test_ipo_loss_at_the_reference_is_one_over_four_beta_squared():
     agent = dpo.make_agent(dpo.Config(beta=0.5, loss_type="ipo"), SPEC)
-    _, metrics = agent.update(agent.init(jax.random.key(0)), _pairs(RECORDS), jax.random.key(1))
+    state = jax.jit(agent.init)(jax.random.key(0))
+    _, metrics = jax.jit(agent.update)(state, _pairs(RECORDS), jax.random.key(1))
     assert float(metrics["loss"]) == pytest.approx((1 / (2 * 0.5)) ** 2, abs=1e-6)
 
 
 def test_padding_and_prompt_tokens_change_no_log_prob_the_losses_use():
     agent = dpo.make_agent(dpo.Config(), SPEC)
-    state = agent.init(jax.random.key(3))
+    state = jax.jit(agent.init)(jax.random.key(3))
     batch = _pairs(RECORDS)
-    _, base = agent.update(state, batch, jax.random.key(1))
+    _, base = jax.jit(agent.update)(state, batch, jax.random.key(1))
 
     def with_padding(sequences, value):  # other ids at every padded place
         return sequences.replace(tokens=jnp.where(sequences.attention_mask, sequences.tokens,
@@ -165,7 +167,7 @@ def test_padding_and_prompt_tokens_change_no_log_prob_the_losses_use():
     changed = PreferencePairs(chosen=with_padding(batch.chosen, 65),
                               rejected=with_padding(batch.rejected, 7))
     assert not np.array_equal(changed.chosen.tokens, batch.chosen.tokens)
-    _, metrics = agent.update(state, changed, jax.random.key(1))
+    _, metrics = jax.jit(agent.update)(state, changed, jax.random.key(1))
     for name in ("loss", "chosen_log_prob", "rejected_log_prob", "grad_norm"):
         assert float(metrics[name]) == pytest.approx(float(base[name]), abs=1e-6), name
     # The sequence log-probability is the completion tokens' only: the hand sum over the
@@ -179,17 +181,17 @@ def test_padding_and_prompt_tokens_change_no_log_prob_the_losses_use():
 
 def test_sft_loss_is_the_completion_tokens_mean_nll_only():
     agent = sft.make_agent(sft.Config(), SPEC)
-    state = agent.init(jax.random.key(4))
+    state = jax.jit(agent.init)(jax.random.key(4))
     demos = [("312=", "123"), ("907=", "079"), ("5=", "5")]
     batch = jax.tree.map(jnp.asarray, driver.tokenize_demonstrations(TOKENIZER, demos, P, N))
-    _, metrics = agent.update(state, batch, jax.random.key(0))
+    _, metrics = jax.jit(agent.update)(state, batch, jax.random.key(0))
     expected = -_completion_log_probs(state.params, batch).sum() / batch.loss_mask.sum()
     assert float(metrics["loss"]) == pytest.approx(float(expected), rel=1e-5)
     assert int(batch.loss_mask.sum()) == 4 + 4 + 2  # digits and EOS, no prompt token
     # Prompt tokens are context, not targets: a different prompt changes the loss only through
     # the completion's conditionals, which the hand value above already accounts for.
     other = batch.replace(tokens=batch.tokens.at[:, P - 2].set(48))
-    _, other_metrics = agent.update(state, other, jax.random.key(0))
+    _, other_metrics = jax.jit(agent.update)(state, other, jax.random.key(0))
     expected_other = -_completion_log_probs(state.params, other).sum() / batch.loss_mask.sum()
     assert float(other_metrics["loss"]) == pytest.approx(float(expected_other), rel=1e-5)
 
@@ -197,11 +199,11 @@ def test_sft_loss_is_the_completion_tokens_mean_nll_only():
 def test_reward_model_loss_is_bradley_terry_and_starts_from_the_lm_body():
     lm = sft.make_agent(sft.Config(), SPEC).init(jax.random.key(5)).params
     agent = reward_model.make_agent(reward_model.Config(), SPEC, lm)
-    state = agent.init(jax.random.key(6))
+    state = jax.jit(agent.init)(jax.random.key(6))
     jax.tree.map(np.testing.assert_array_equal, state.params["params"]["decoder"],
                  lm["params"]["decoder"])
     batch = _pairs(RECORDS)
-    _, metrics = agent.update(state, batch, jax.random.key(0))
+    _, metrics = jax.jit(agent.update)(state, batch, jax.random.key(0))
     chosen, _ = agent.act(state, batch.chosen, jax.random.key(0), jnp.int32(0))
     rejected, _ = agent.act(state, batch.rejected, jax.random.key(0), jnp.int32(0))
     expected = -jax.nn.log_sigmoid(chosen - rejected).mean()
@@ -212,7 +214,7 @@ def test_reward_model_loss_is_bradley_terry_and_starts_from_the_lm_body():
                                           (reward_model, "reward-model")])
 def test_update_keeps_shapes_and_dtypes_and_traces_once(module, kind):
     agent = module.make_agent(module.Config(batch_size=3), SPEC)
-    state = agent.init(jax.random.key(0))
+    state = jax.jit(agent.init)(jax.random.key(0))
     if kind == "sft":
         batch = jax.tree.map(jnp.asarray, driver.tokenize_demonstrations(
             TOKENIZER, [("312=", "123"), ("9=", "9"), ("11=", "11")], P, N))
@@ -222,7 +224,7 @@ def test_update_keeps_shapes_and_dtypes_and_traces_once(module, kind):
 
     def update(state, batch, key):
         traces.append(1)
-        return agent.update(state, batch, key)
+        return jax.jit(agent.update)(state, batch, key)
 
     compiled = jax.jit(update)
     new_state, metrics = compiled(state, batch, jax.random.key(1))
