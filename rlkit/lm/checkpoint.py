@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlkit.errors import RlkitError
-from rlkit.lm.tokenizer import model_directory
+from rlkit.lm.tokenizer import model_directory, read_model_json
 from rlkit.lm.transformer import Transformer, TransformerConfig, TransformerRewardModel
 from rlkit.types import PyTree
 
@@ -338,12 +338,7 @@ def read_config(model_dir: str | Path) -> TransformerConfig:
     if not file.is_file():
         raise RlkitError(f"{directory}: no config.json; point at a Hugging Face model "
                          "directory (config.json + *.safetensors).")
-    try:
-        with open(file, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise RlkitError(f"{file}: not readable JSON ({error}); restore it from the model's "
-                         "snapshot.") from None
+    data = read_model_json(file)
     try:
         return config_from_hf(data, str(file))
     except KeyError as error:

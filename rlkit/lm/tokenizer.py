@@ -46,7 +46,12 @@ class ByteTokenizer:
         return "ByteTokenizer()"
 
 
-def _read_json(path: Path) -> dict:
+def read_model_json(path: Path) -> dict:
+    """A model directory's JSON file as a dict: {} when it is absent (or not an object).
+
+    Raises:
+        RlkitError: the file exists but is not readable JSON (names the file).
+    """
     if not path.is_file():
         return {}
     try:
@@ -121,10 +126,10 @@ class HFTokenizer:
             first = (str(error).splitlines() or [""])[0]
             raise RlkitError(f"{file}: not a tokenizers file ({first}); restore it from the "
                              "model's snapshot.") from None
-        token_files = [_read_json(directory / "tokenizer_config.json"),
-                       _read_json(directory / "special_tokens_map.json")]
-        id_files = [_read_json(directory / "generation_config.json"),
-                    _read_json(directory / "config.json")]
+        token_files = [read_model_json(directory / "tokenizer_config.json"),
+                       read_model_json(directory / "special_tokens_map.json")]
+        id_files = [read_model_json(directory / "generation_config.json"),
+                    read_model_json(directory / "config.json")]
 
         def special(name: str) -> int | None:
             for data in token_files:
@@ -214,7 +219,7 @@ def load_tokenizer(path: str | Path | None) -> Tokenizer:
     directory = model_directory(path)
     marker = directory / MODEL_CONFIG
     if marker.is_file():
-        data = _read_json(marker)
+        data = read_model_json(marker)
         name = data.get("tokenizer") if isinstance(data, dict) else None
         if name != "byte":
             raise RlkitError(f"{marker}: \"tokenizer\" is {name!r}; the only value is "
