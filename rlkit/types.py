@@ -341,14 +341,6 @@ class PreferenceFeed:
     data: str
     generates: bool
 
-    @property
-    def steps_per_iteration(self) -> int:
-        return 0
-
-    @property
-    def uses_dataset(self) -> bool:
-        return True
-
 
 @struct.dataclass
 class Sequences:
