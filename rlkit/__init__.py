@@ -3,31 +3,12 @@
 import os as _os
 
 
-def _avoid_cpu_scheduler_deadlock() -> None:
-    """Turn off XLA:CPU's concurrency-optimised scheduler on jaxlib 0.10, where it deadlocks.
-
-    With it on, some compiled programs (a seed-vmapped IQL chunk of 100 updates reproduces it
-    every time on 2 cores) hang forever with every thread idle. The flag must be in XLA_FLAGS
-    before the CPU backend starts, hence here, at import. It is set only for the jaxlib line where
-    the hang was seen and the flag is known to exist (XLA aborts on unknown flags), and never
-    when the user already chose a value: `XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_
-    scheduler=true` keeps XLA's default, which runs some programs faster (rlkit's one-seed PPO on
-    CartPole takes 4.6 s with it and 7.8 s without, on 2 cores; benchmarks/README.md) at the
-    risk of the hang.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        jaxlib_version = version("jaxlib")
-    except PackageNotFoundError:
-        return
-    flags = _os.environ.get("XLA_FLAGS", "")
-    if jaxlib_version.startswith("0.10.") and "concurrency_optimized_scheduler" not in flags:
-        _os.environ["XLA_FLAGS"] = (
-            flags + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
-
-
-_avoid_cpu_scheduler_deadlock()
+# XLA:CPU's flags are left at XLA's defaults. rlkit up to issue 18 turned the
+# concurrency-optimised scheduler off on jaxlib 0.10 to avoid a hang; the hang's cause is
+# jaxlib's batched LAPACK kernels blocking XLA's intra-op thread pool (they hang with the
+# scheduler off too), so seed-batched init and evaluation programs now run their seeds one after
+# another on the CPU (`rlkit.loops.common.over_seeds(map_on_cpu=True)`) and the scheduler stays
+# on: one-seed PPO is about 1.7x faster with it (benchmarks/README.md, "The XLA:CPU hang").
 
 
 def request_gpu_determinism(enabled: bool = True) -> bool:

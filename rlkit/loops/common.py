@@ -298,22 +298,34 @@ def example_transition(obs: Array) -> PyTree:
     )
 
 
-def over_seeds(fn, num_shared: int = 0):
+def over_seeds(fn, num_shared: int = 0, *, map_on_cpu: bool = False):
     """`jax.vmap(fn)` over the leading seed axis, except for a single seed, which runs unbatched.
 
     The last `num_shared` arguments are shared by every seed (an offline dataset) and not mapped.
     The branch is on a static shape, so each seed count compiles its own program. A batch of one
     is not free in XLA (batched RNG, gathers and loops carry the extra axis), and one seed is the
     common interactive case.
+
+    `map_on_cpu=True` runs the seeds one after another (`jax.lax.map`) when the default backend
+    is the CPU, for programs that call LAPACK (orthogonal initialisation's QR, exact planning's
+    solve). jaxlib's CPU LAPACK kernels split a batched factorisation into tasks on XLA's
+    intra-op thread pool and block until they finish; when every pool thread runs such a kernel
+    at once, the tasks wait behind them forever (jaxlib 0.10.2, `jax::ParallelBatchMap`; the
+    stacks and a 6-QR reproducer are in benchmarks/README.md, "The XLA:CPU hang"). Unbatched,
+    each kernel runs inline and cannot wedge. Each seed gets exactly the numbers it gets under
+    `vmap` (the same kernels, one matrix at a time). Used for init and evaluation programs,
+    which run once per run or per log; training chunks stay vmapped.
     """
 
     def wrapped(*args):
         split = len(args) - num_shared
         batched, shared = args[:split], args[split:]
-        if jax.tree.leaves(batched)[0].shape[0] != 1:
-            in_axes = (0,) * split + (None,) * num_shared
-            return jax.vmap(fn, in_axes=in_axes)(*args)
-        out = fn(*jax.tree.map(lambda x: x[0], batched), *shared)
-        return jax.tree.map(lambda x: x[None], out)
+        if jax.tree.leaves(batched)[0].shape[0] == 1:
+            out = fn(*jax.tree.map(lambda x: x[0], batched), *shared)
+            return jax.tree.map(lambda x: x[None], out)
+        if map_on_cpu and jax.default_backend() == "cpu":
+            return jax.lax.map(lambda seed_args: fn(*seed_args, *shared), batched)
+        in_axes = (0,) * split + (None,) * num_shared
+        return jax.vmap(fn, in_axes=in_axes)(*args)
 
     return wrapped

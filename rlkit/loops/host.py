@@ -197,7 +197,7 @@ def make_host_trainer(
         close_eval()
 
     return Trainer(
-        init=jax.jit(over_seeds(init_one)),
+        init=jax.jit(over_seeds(init_one, map_on_cpu=True)),
         run=run,
         evaluate=evaluate,
         steps_per_iteration=feed.steps_per_iteration,

@@ -136,7 +136,7 @@ def make_offline_trainer(
             base_close()
 
     return Trainer(
-        init=jax.jit(over_seeds(init_one)),
+        init=jax.jit(over_seeds(init_one, map_on_cpu=True)),
         run=run,
         evaluate=evaluate,
         steps_per_iteration=0,
@@ -156,7 +156,7 @@ def make_jax_evaluator(agent: Agent, env, env_params: Any, num_eval_episodes: in
         return evaluate_policy(agent, env, env_params, carry.agent_state, carry.key,
                                num_eval_episodes)
 
-    return jax.jit(over_seeds(evaluate_one))
+    return jax.jit(over_seeds(evaluate_one, map_on_cpu=True))
 
 
 __all__ = ["OfflineCarry", "make_jax_evaluator", "make_offline_trainer"]

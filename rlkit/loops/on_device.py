@@ -208,15 +208,15 @@ def compile_trainer(agent: Agent, env: Environment, env_params: Any, init_one, i
         return evaluate_policy(agent, env, env_params, carry.agent_state, carry.key,
                                num_eval_episodes)
 
-    init = jax.jit(over_seeds(init_one))
+    init = jax.jit(over_seeds(init_one, map_on_cpu=True))
     if mesh is not None:
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
-        init = jax.jit(over_seeds(init_one), out_shardings=sharding)
+        init = jax.jit(over_seeds(init_one, map_on_cpu=True), out_shardings=sharding)
     return Trainer(
         init=init,
         run=_ChunkRun(jax.jit(over_seeds(run_one, num_shared=1), donate_argnums=0), dataset,
                       reported=reported),
-        evaluate=jax.jit(over_seeds(evaluate_one)),
+        evaluate=jax.jit(over_seeds(evaluate_one, map_on_cpu=True)),
         steps_per_iteration=agent.feed.steps_per_iteration,
         iterations_per_chunk=iterations_per_chunk,
         unit=ENV_STEPS,

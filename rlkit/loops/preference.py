@@ -154,7 +154,7 @@ def make_preference_trainer(
         return carry, metrics
 
     device_data, device_eval = jax.device_put(data), jax.device_put(eval_data)
-    init_compiled = jax.jit(over_seeds(init_one, num_shared=1))
+    init_compiled = jax.jit(over_seeds(init_one, num_shared=1, map_on_cpu=True))
     run = BoundRun(jax.jit(over_seeds(run_chunk, num_shared=2), donate_argnums=0),
                    device_data, device_eval)
     headline = headline_metric(agent)
