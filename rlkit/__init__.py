@@ -2,7 +2,6 @@
 
 import os as _os
 
-
 # XLA:CPU's flags are left at XLA's defaults. rlkit up to issue 18 turned the
 # concurrency-optimised scheduler off on jaxlib 0.10 to avoid a hang; the hang's cause is
 # jaxlib's batched LAPACK kernels blocking XLA's intra-op thread pool (they hang with the
