@@ -1,9 +1,10 @@
 """Which part of one-seed PPO does XLA:CPU's concurrency-optimised scheduler speed up?
 
-`import rlkit` turns `--xla_cpu_enable_concurrency_optimized_scheduler` off on jaxlib 0.10.x (with
-it on, seed-vmapped programs deadlocked intermittently), and that costs rlkit's one-seed PPO on
-CartPole about 70% (benchmarks/README.md). This probe times the pieces of that program with the
-scheduler on and off, each setting in its own process (XLA reads its flags once):
+`import rlkit` used to turn `--xla_cpu_enable_concurrency_optimized_scheduler` off on jaxlib 0.10.x
+(with it on, seed-vmapped programs deadlocked intermittently), and that cost rlkit's one-seed PPO
+on CartPole about 70%. Since issue 18 it no longer does: the deadlock was jaxlib's batched LAPACK
+kernels (benchmarks/README.md, "The XLA:CPU hang"). This probe times the pieces of that program
+with the scheduler on and off, each setting in its own process (XLA reads its flags once):
 
 * `rollout`: K iterations of the 128-step rollout of 4 envs (act, auto-reset step), in one scan;
 * `update`: K PPO updates (GAE, 4 epochs x 4 minibatches) on one fixed rollout, in one scan;
