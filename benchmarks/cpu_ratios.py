@@ -182,6 +182,8 @@ def main() -> None:
                     result = {"seconds": result["run_s"], "final_return": result["final_return"],
                               "work": args.ppo_steps}
                 results[pair][side].append(result)
+                if args.json:  # so far, in case the run is stopped; replaced by the summary
+                    args.json.write_text(json.dumps({"partial": True, "results": results}))
                 print(f"round {round_index + 1} {pair:4s} {side:9s} "
                       f"{statistics.median(result['seconds']):8.3f} s "
                       f"(process {time.perf_counter() - start:5.1f} s)", flush=True)
@@ -222,7 +224,8 @@ def main() -> None:
               f"{cell('rlkit', 'final_return', '.1f')}")
     if args.json:
         args.json.write_text(json.dumps({"header": header, "args": {
-            k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=2))
+            k: str(v) for k, v in vars(args).items()}, "summary": summary, "results": results},
+            indent=2))
 
 
 if __name__ == "__main__":
