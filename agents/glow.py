@@ -100,6 +100,15 @@ class Config:
 
     version: str = "exact"
     """"exact" (finite F, tabular W, solved exactly each round) or "neural" (networks, GDA)."""
+    preset: str = "practical"
+    """"practical" (the fields below as set) or "paper": the paper's schedules gamma_t = gamma_0 t,
+    alpha_t = 8 / gamma_t (replaces kappa), per-layer radius beta_t = confidence * gamma_t *
+    log(6 |F| |W| t H / delta) / (t - 1) (replaces beta), t = the round, and HyGLOW's offline
+    schedule (round t: the dataset's first t - 1 episodes, half and half with the online ones)."""
+    confidence: float = 36.0
+    """Paper preset: c in beta_t (36 in the paper)."""
+    delta: float = 0.1
+    """Paper preset: the failure probability in beta_t's logarithm."""
     value_class: str = "auto"
     """Exact F: "auto" (the env's class: combination-lock, deepsea) or a .npy of Q-tables
     [M, S, A] over the env's states."""
@@ -139,6 +148,14 @@ class Config:
     """Neural: discount of the residual's bootstrap (1: the episodic return)."""
     target_update_every: int = 100
     """Neural: Q updates between hard target-network copies."""
+    target_network: bool | None = None
+    """Neural: bootstrap from a target network (FQI style, semi-gradient: the method then needs
+    Bellman completeness, which density ratios are meant to avoid). False: from the Q-network
+    itself, differentiated through max_a' f(x', a'), the paper's objective. None: True under the
+    practical preset, False under the paper one."""
+    refit: bool = False
+    """Neural: re-initialise both networks before each round's fit (the paper runs its offline
+    learner afresh on each round's data); the exact version always refits."""
     offline_fraction: float | None = None
     """Neural HyGLOW: share of each batch from the dataset (None: in proportion to sizes)."""
     epsilon: float = 0.0
@@ -155,6 +172,10 @@ class Config:
     def __post_init__(self):
         require(self.version in ("exact", "neural"), "version",
                 f"must be 'exact' or 'neural', got {self.version!r}.")
+        require(self.preset in ("practical", "paper"), "preset",
+                f"must be 'practical' or 'paper', got {self.preset!r}.")
+        require_number(self.confidence, "confidence", low=0, low_open=True)
+        require_number(self.delta, "delta", low=0, high=1, low_open=True, high_open=True)
         require_number(self.beta, "beta", low=0)
         require_number(self.kappa, "kappa", low=0)
         require_number(self.gamma_0, "gamma_0", low=0, low_open=True)
@@ -245,12 +266,29 @@ def make_exact_agent(config: Config, spec: EnvSpec,
             "entries; the class must be over the env's states.")
     obs_ndim = len(spec.obs_shape)
 
-    def select(stats: dr.TabularStatistics, key: PRNGKey, gamma: Array) -> dr.Selection:
-        kwargs = dict(beta=config.beta, kappa=config.kappa, gamma=gamma,
-                      signed=config.signed_weights)
+    paper = config.preset == "paper"
+    horizon = spec.max_episode_steps
+    if product:
+        log_class = float(np.log(np.asarray(value_class.valid).sum(axis=1)).sum())
+    else:
+        log_class = float(np.log(value_class.shape[0]))
+    # Layers matter only to GLOW's confidence set; HyGLOW minimises the sum over layers.
+    num_layers = horizon if paper and config.optimism else None
+
+    def select(stats: dr.TabularStatistics, key: PRNGKey, gamma: Array, kappa, beta
+               ) -> dr.Selection:
+        kwargs = dict(beta=beta, kappa=kappa, gamma=gamma, signed=config.signed_weights,
+                      num_layers=num_layers)
         if product:
             return dr.select_product(value_class, stats, key, **kwargs)
         return dr.select_enumerated(value_class, stats, key, optimistic=config.optimism, **kwargs)
+
+    def paper_round(data: Transition) -> Array:
+        """t = 1 + online episodes in the data / episodes per round (offline rows excluded)."""
+        valid = data.extras.get("valid", jnp.ones(data.reward.shape, bool)).astype(bool)
+        offline = data.extras.get("offline", jnp.zeros(data.reward.shape, bool))
+        online_starts = (data.extras["first"] & valid & ~offline).sum()
+        return online_starts.astype(jnp.float32) / config.episodes_per_round + 1.0
 
     def init(key: PRNGKey) -> ExactState:
         return ExactState(q_table=jnp.zeros((num_states, spec.num_actions)), key=key)
@@ -259,11 +297,23 @@ def make_exact_agent(config: Config, spec: EnvSpec,
         """Re-solve the round's problem on all of `data` (rows masked by extras["valid"])."""
         del key  # ties are broken by the state's fixed priorities, not the driver's key
         stats = dr.tabular_statistics(data, num_states, spec.num_actions, obs_ndim)
-        gamma = dr.truncation_level(config.gamma_0, stats.num_episodes)
-        chosen = select(stats, state.key, gamma)
+        if paper:
+            round_t = paper_round(data)
+            # log(6 |F| |W| T H / delta) with |W| := |F| (tabular W is infinite; the paper is
+            # silent on its size) and T := t (the horizon of the run is not known in advance).
+            log_term = (np.log(6.0 * horizon / config.delta) + 2.0 * log_class
+                        + jnp.log(round_t))
+            gamma, kappa, beta = dr.paper_schedule(round_t, config.gamma_0, config.confidence,
+                                                   log_term)
+        else:
+            gamma = dr.truncation_level(config.gamma_0, stats.num_episodes)
+            kappa, beta = config.kappa, config.beta
+        chosen = select(stats, state.key, gamma, kappa, beta)
         metrics = {"class_loss": chosen.loss, "feasible": chosen.feasible,
                    "candidates_left": chosen.candidates_left, "truncation": gamma,
                    "data_episodes": stats.num_episodes}
+        if paper:
+            metrics.update(round=round_t, radius=beta, penalty=kappa)
         return (ExactState(q_table=chosen.q_table, key=state.key),
                 {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
 
@@ -279,7 +329,7 @@ def make_exact_agent(config: Config, spec: EnvSpec,
 
     feed = RoundFeed(num_envs=config.episodes_per_round, episode_length=spec.max_episode_steps,
                      updates_per_round=1, batch_size=None, buffer_episodes=config.buffer_episodes,
-                     uses_dataset=config.hybrid)
+                     uses_dataset=config.hybrid, offline_schedule=offline_schedule(config))
     return Agent(init=init, act=act, update=update, policy=policy, feed=feed)
 
 
@@ -334,11 +384,15 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
             raw = jax.nn.softplus(raw)
         return dr.clip_weights(raw, gamma)
 
+    paper = config.preset == "paper"
+    use_target = (not paper) if config.target_network is None else config.target_network
+
     def residuals(q_params: PyTree, target_params: PyTree,
                   batch: Transition) -> tuple[Array, Array]:
         q = q_network.apply(q_params, batch.obs)
         q_taken = batched_index(q, batch.action)
-        next_value = q_network.apply(target_params, batch.next_obs).max(axis=-1)
+        bootstrap = target_params if use_target else q_params  # no target: full gradient
+        next_value = q_network.apply(bootstrap, batch.next_obs).max(axis=-1)
         delta = dr.td_residual(q_taken, batch.reward, config.discount * next_value,
                                batch.terminated)
         return delta, q
@@ -346,13 +400,18 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     def update(state: NeuralState, batch: Transition, key: PRNGKey) -> tuple[NeuralState, Metrics]:
         del key
         rounds = state.update_step // config.updates_per_round + 1
-        gamma = dr.truncation_level(config.gamma_0, rounds)
+        if paper:  # gamma_t = gamma t, alpha_t = 8 / gamma_t
+            gamma = config.gamma_0 * rounds.astype(jnp.float32)
+            kappa = 8.0 / gamma
+        else:
+            gamma = dr.truncation_level(config.gamma_0, rounds)
+            kappa = config.kappa
         delta, _ = residuals(state.q_params, state.target_params, batch)
         delta = jax.lax.stop_gradient(delta)
 
         def weight_loss(weight_params):  # the adversary ascends L: descend -L
             w = weights(weight_params, batch.obs, batch.action, gamma)
-            return -dr.weighted_loss(w, delta, config.kappa)
+            return -dr.weighted_loss(w, delta, kappa)
 
         def weight_step(carry, _):
             weight_params, opt_state = carry
@@ -368,7 +427,7 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
 
         def q_loss(q_params):
             delta, q = residuals(q_params, state.target_params, batch)
-            loss = dr.weighted_loss(w, delta, config.kappa)
+            loss = dr.weighted_loss(w, delta, kappa)
             start_value = (q.max(axis=-1) * first).sum() / jnp.maximum(first.sum(), 1.0)
             if config.optimism:
                 loss = loss - config.optimism_coef * start_value
@@ -402,8 +461,14 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     feed = RoundFeed(num_envs=config.episodes_per_round, episode_length=spec.max_episode_steps,
                      updates_per_round=config.updates_per_round, batch_size=config.batch_size,
                      buffer_episodes=config.buffer_episodes,
-                     offline_fraction=config.offline_fraction, uses_dataset=config.hybrid)
+                     offline_fraction=config.offline_fraction, uses_dataset=config.hybrid,
+                     offline_schedule=offline_schedule(config), refit=config.refit)
     return Agent(init=init, act=act, update=update, policy=policy, feed=feed)
+
+
+def offline_schedule(config: Config) -> str:
+    """The round driver's offline schedule: the paper's for HyGLOW under the paper preset."""
+    return "paper" if config.preset == "paper" and config.hybrid else "all"
 
 
 def make_agent(config: Config, spec: EnvSpec,
