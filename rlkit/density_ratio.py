@@ -145,7 +145,7 @@ class TabularStatistics:
     reward_sums: Array
     next_counts: Array
     starts: Array
-    layers: Array
+    layers: Array | None = None  # None: hand-built statistics without layers
 
     @property
     def num_episodes(self) -> Array:
@@ -341,10 +341,79 @@ def layer_sums(cell_losses: Array, layers: Array, num_layers: int) -> Array:
         ..., layers].add(cell_losses)
 
 
+# --------------------------------------------------------------------------------------------
+# A finite weight class built from the model: occupancy ratios of candidate policies
+# --------------------------------------------------------------------------------------------
+
+RATIO_CAP = 1e6
+"""The value of a ratio d^pi / d_bar where d_bar is 0 and d^pi is not: unbounded (the paper's
+ratios may be), so only truncation keeps the weight finite in the loss."""
+
+
+def occupancy_ratio_class(model, policies: Array, horizon: int | None = None,
+                          signed: bool = False) -> Array:
+    """A restricted, realisable weight class W [N, S, A]: ratios between the occupancies of
+    candidate policies (the paper's mixture class, Eq. 34; its signed version, Eq. 38).
+
+    For every candidate pi_i and every data distribution d_bar among (a) each other candidate's
+    occupancy d^pi_j and (b) the uniform mixture of all candidates' occupancies, the weight
+    w(x, a) = d^pi_i(x, a) / d_bar(x, a), with 0 / 0 = 0 and x / 0 = `RATIO_CAP`. Occupancies are
+    summed over steps, which equals the per-layer ratio on layered MDPs (each state at one step:
+    locks, DeepSea). `signed` adds -w for every w (W closed under negation, our reading of the
+    signed class: the paper's Eq. 38 augments W for HyGLOW's two-sided test).
+
+    Args:
+        model: a `rlkit.planning.TabularModel`.
+        policies: [P, S, A] the candidate policies (e.g. the greedy policies of F), P >= 2.
+        horizon: steps H (default the model's).
+        signed: include the negations.
+
+    Returns:
+        [N, S, A] float32 weights, N = P^2 (times 2 when signed).
+    """
+    from rlkit import planning
+
+    occupancies = jnp.stack([planning.occupancy(model, pi, horizon).state_action.sum(axis=0)
+                             for pi in policies])  # [P, S, A]
+    denominators = jnp.concatenate([occupancies, occupancies.mean(axis=0, keepdims=True)])
+
+    def ratio(numerator, denominator):
+        safe = jnp.where(denominator > 0, denominator, 1.0)
+        return jnp.where(denominator > 0, numerator / safe,
+                         jnp.where(numerator > 0, RATIO_CAP, 0.0))
+
+    count = occupancies.shape[0]
+    weights = [ratio(occupancies[i], denominators[j]) for i in range(count)
+               for j in range(count + 1) if j != i]
+    weights = jnp.stack(weights).astype(jnp.float32)
+    return jnp.concatenate([weights, -weights]) if signed else weights
+
+
+def finite_class_losses(q_table: Array, weights: Array, stats: TabularStatistics,
+                        kappa: float | Array, gamma: Array | float, num_layers: int = 1,
+                        absolute: bool = False) -> Array:
+    """max over a finite weight class of the summed penalised loss, per layer: [num_layers].
+
+    For each w in `weights` [N, S, A] (clipped to [-gamma, gamma]) and layer h,
+    L_h(f, w) = sum over the layer's samples of [w]_gamma delta_f - kappa [w]_gamma^2, or with
+    `absolute` (HyGLOW, Eq. 14) |sum [w]_gamma delta_f| - kappa sum [w]_gamma^2; returns
+    max_w L_h for each h. `num_layers=1` puts every state in one layer (the summed loss).
+    """
+    clipped = clip_weights(weights, gamma)  # [N, S, A]
+    linear = (clipped * residual_sums(q_table, stats)).sum(axis=-1)  # [N, S]
+    quadratic = (jnp.square(clipped) * stats.counts).sum(axis=-1)
+    layers = (jnp.zeros_like(stats.starts, jnp.int32) if num_layers == 1 or stats.layers is None
+              else stats.layers)
+    linear, quadratic = (layer_sums(x, layers, num_layers) for x in (linear, quadratic))
+    if absolute:
+        linear = jnp.abs(linear)
+    return (linear - kappa * quadratic).max(axis=0)
+
+
 def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, optimistic: bool,
                       beta: float | Array, kappa: float | Array, gamma: Array | float,
                       signed: bool = False, num_layers: int | None = None,
-                      absolute: bool = False) -> Selection:
+                      absolute: bool = False, weights: Array | None = None) -> Selection:
     """GLOW's or HyGLOW's choice from an enumerated finite class F = tables [M, S, A].
 
     Optimistic (GLOW): among f with loss <= beta, the one with the highest start value
@@ -353,22 +422,27 @@ def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, 
     learner): the minimum-loss f. Ties are broken at random.
 
     With `num_layers` (the paper preset), the constraint holds per layer (Eq. 4: every step's
-    summed loss <= beta) instead of on the sum over layers; the reported loss is still the sum.
-    `absolute` is accepted for symmetry with the finite-weight selection (tabular W is closed
-    under negation when signed, so |max L| = max L here).
+    summed loss <= beta) instead of on the sum over layers; the reported loss is the sum over
+    layers. W is all tables unless `weights` [N, S, A] gives a finite class
+    (`occupancy_ratio_class`), whose adversary is `finite_class_losses` (`absolute`: HyGLOW's
+    |.| per layer, Eq. 14; for tabular W closed under negation it changes nothing).
     """
-    del absolute
-
-    def cell_losses(q):  # [S]: each state's max-weighted loss
-        value, _ = tabular_adversary(residual_sums(q, stats), stats.counts, kappa, gamma, signed)
-        return value.sum(axis=-1)
-
-    per_state = jax.vmap(cell_losses)(tables)  # [M, S]
-    losses = per_state.sum(axis=-1)
-    if num_layers is None:
-        feasible = losses <= beta
+    if weights is not None:
+        per_layer = jax.vmap(lambda q: finite_class_losses(
+            q, weights, stats, kappa, gamma, num_layers or 1, absolute))(tables)  # [M, H]
     else:
-        feasible = (layer_sums(per_state, stats.layers, num_layers) <= beta).all(axis=-1)
+        def cell_losses(q):  # [S]: each state's max-weighted loss
+            value, _ = tabular_adversary(residual_sums(q, stats), stats.counts, kappa, gamma,
+                                         signed)
+            return value.sum(axis=-1)
+
+        if num_layers is None:  # the summed loss, one "layer"
+            per_layer = jax.vmap(lambda q: max_weighted_loss(q, stats, kappa, gamma, signed))(
+                tables)[:, None]
+        else:
+            per_layer = layer_sums(jax.vmap(cell_losses)(tables), stats.layers, num_layers)
+    losses = per_layer.sum(axis=-1)
+    feasible = (per_layer <= beta).all(axis=-1)
     least = losses <= losses.min() + TIE_TOLERANCE
     if optimistic:
         objective = tables.max(axis=-1) @ start_distribution(stats)  # [M]
@@ -398,7 +472,7 @@ def select_product(value_class: ProductValueClass, stats: TabularStatistics, key
     set, all being tied under optimism, taken by the fixed random priorities (ties broken
     consistently). In each state the candidate of highest priority whose loss exceeds the
     state's minimum by at most the layer's slack (beta - the layer's summed minima) divided by
-    the layer's visited states; on a lock (one state with choices per layer) that is exactly the
+    the layer's visited states that hold a choice; on a lock (one state with choices per layer) that is exactly the
     confidence set, on DeepSea a subset of it. With no feasible f, the minimum-loss one.
     """
     values = value_class.values
@@ -409,7 +483,9 @@ def select_product(value_class: ProductValueClass, stats: TabularStatistics, key
     minimum = state_losses.min(axis=1, keepdims=True)
     if num_layers is not None:
         layer_minimum = layer_sums(minimum[:, 0], stats.layers, num_layers)  # [H]
-        visited = (stats.counts.sum(axis=-1) > 0).astype(jnp.float32)
+        # States that hold a choice and were seen share their layer's slack.
+        visited = ((stats.counts.sum(axis=-1) > 0)
+                   & (value_class.valid.sum(axis=1) > 1)).astype(jnp.float32)
         states_per_layer = layer_sums(visited, stats.layers, num_layers)
         slack = (beta - layer_minimum[stats.layers]) / jnp.maximum(
             states_per_layer[stats.layers], 1.0)
@@ -431,8 +507,9 @@ def select_product(value_class: ProductValueClass, stats: TabularStatistics, key
                      candidates_left=is_best.sum().astype(jnp.float32))
 
 
-__all__ = ["PaperSchedule", "ProductValueClass", "Selection", "TabularStatistics",
-           "check_product_class", "clip_weights", "layer_sums", "max_weighted_loss",
-           "observation_index", "paper_schedule", "refutation_visits", "residual_sums",
-           "select_enumerated", "select_product", "start_distribution", "tabular_adversary",
-           "tabular_statistics", "td_residual", "truncation_level", "weighted_loss"]
+__all__ = ["PaperSchedule", "ProductValueClass", "RATIO_CAP", "Selection", "TabularStatistics",
+           "check_product_class", "clip_weights", "finite_class_losses", "layer_sums",
+           "max_weighted_loss", "observation_index", "occupancy_ratio_class", "paper_schedule",
+           "refutation_visits", "residual_sums", "select_enumerated", "select_product",
+           "start_distribution", "tabular_adversary", "tabular_statistics", "td_residual",
+           "truncation_level", "weighted_loss"]
