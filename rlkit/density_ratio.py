@@ -472,8 +472,9 @@ def select_product(value_class: ProductValueClass, stats: TabularStatistics, key
     set, all being tied under optimism, taken by the fixed random priorities (ties broken
     consistently). In each state the candidate of highest priority whose loss exceeds the
     state's minimum by at most the layer's slack (beta - the layer's summed minima) divided by
-    the layer's visited states that hold a choice; on a lock (one state with choices per layer) that is exactly the
-    confidence set, on DeepSea a subset of it. With no feasible f, the minimum-loss one.
+    the layer's visited states that hold a choice; on a lock (one state with choices per layer)
+    that is exactly the confidence set, on DeepSea a subset of it. With no feasible f, the
+    minimum-loss one.
     """
     values = value_class.values
     per_row = jax.vmap(lambda rows: residual_sums(rows, stats, values), in_axes=1,
