@@ -36,38 +36,75 @@ one padded [M] batch with `extras["valid"]` marking real rows); the neural versi
 `updates_per_round` updates each consume a [batch_size] batch drawn from that union. Then the
 driver rolls `act` out for `episodes_per_round` whole episodes and stores them.
 
-Choices where the paper is not explicit, and what this code does:
+Two presets (`preset`). References are to the ICLR 2024 text (Amortila, Foster, Jiang, Sekhari,
+Xie); "t" is the round everywhere in the paper preset (t = 1 + online episodes / episodes per
+round: round 1 has no data).
 
-* Weight sign (`signed_weights`): W >= 0 (the paper) for GLOW; HyGLOW defaults to signed weights,
-  because without optimism an under-estimating f is otherwise never refuted and data from the
-  optimal policy alone would identify nothing (see `rlkit.density_ratio`).
-* Radius: `beta` bounds the summed (not averaged) loss, i.e. the averaged loss is held below
-  beta / n after n episodes: the theory's log(|F||W|/delta) / t with the log folded into beta.
-  The default 0.25 refutes a deterministic over-estimate of 1 seen once (its loss is 1/2 with
-  kappa = 1/2); raise it for stochastic MDPs.
-* kappa = 1/2 (the spec's likely form; `kappa=0` gives the plain MABO discrepancy).
-* Truncation gamma_t = gamma_0 sqrt(t), t = episodes in the data (exact) or rounds (neural).
-* Optimism for product classes: every f in the lock's or DeepSea's class has the same start
-  value, so optimism cannot separate them and the rule reduces to a minimum-loss f per state.
-  Ties are broken by random priorities drawn once per seed (never by list order), so f_t stays
-  put until the data refute it; re-drawing every round would keep re-guessing layers the data
-  already confirmed (with W >= 0 a success refutes nothing) and measured about twice the
-  episodes on locks. Optimism matters for enumerated classes whose members promise different
-  values.
+Differences, practical (default) -> paper:
+
+* truncation: gamma_0 sqrt(n), n = episodes in the data (exact; offline ones included) or rounds
+  (neural) -> gamma_t = gamma_0 t (Alg. 1 line 3; gamma_0 is the paper's gamma <= 1);
+* penalty on [w]^2: kappa (0.5) -> alpha_t = 8 / gamma_t;
+* GLOW's confidence set: the loss summed over all layers <= beta (0.25) -> per layer (Eq. 4),
+  each step's summed loss <= beta_t K (t-1) with beta_t = c gamma_t log(6|F||W|TH/delta) /
+  (K (t-1)), c = `confidence` (36), delta = `delta` (0.1); no constraint at t = 1;
+* the choice within the set (product classes): a minimum-loss f -> any f of the set, by fixed
+  random priorities (optimism ties every f on locks and DeepSea);
+* HyGLOW's data: the whole dataset from round 1, weighted by row count -> round t: the dataset's
+  first t-1 episodes and the t-1 online ones, half and half (Alg. 2 line 5, Thm F.6);
+* HyGLOW's objective: the summed signed loss -> the sum over layers of max_w |L_h| (Eq. 14),
+  the same number for tabular W closed under negation;
+* neural bootstrap: a target network (semi-gradient FQI) -> none, the gradient flows through
+  max_a' f(x', a') (`target_network`).
+
+Where the paper is silent, and what this code does:
+
+* The size of W in beta_t's logarithm: tabular W is infinite; we take |W| = |F|. T, the number
+  of rounds, is not known in advance; we use the current t (an anytime reading).
+* Weight sign (`signed_weights`): W >= 0 (the paper) for GLOW; HyGLOW defaults to signed weights
+  (the paper's augmented class, Eq. 38), because without optimism an under-estimating f is
+  otherwise never refuted and data from the optimal policy alone would identify nothing.
+* Practical radius: `beta` bounds the summed (not averaged) loss, i.e. the averaged loss is held
+  below beta / n after n episodes, the theory's log(|F||W|/delta) / t shape with the log folded
+  into beta. The default 0.25 refutes a deterministic over-estimate of 1 seen once (its loss is
+  1/2 with kappa = 1/2); raise it for stochastic MDPs.
+* What the paper constants cost (measured through this agent's update; the closed form is
+  `rlkit.density_ratio.refutation_visits`): with c = 36, delta = 0.1, a wrong lock candidate is
+  refuted after 34,581 visits at H = 5 and 51,815 at H = 10 (A = 4); GLOW tries about
+  H (A-1) / 2 of them in turn, so about 2.6e5 and 7.8e5 episodes. The practical constants
+  refute it on its first visit. The per-layer confidence set is exact on locks (one state with
+  choices per layer); with several such states per layer (DeepSea) each takes an equal share
+  of the layer's slack, a subset of the set.
+* Optimism (Alg. 1 line 7) uses the data's empirical start states; before any episode every
+  candidate ties. For product classes every f has the same start value, so optimism cannot
+  separate them. Ties are broken by random priorities drawn once per seed (never by list
+  order), so f_t stays put until the data refute it; re-drawing every round would keep
+  re-guessing layers the data already confirmed (with W >= 0 a success refutes nothing) and
+  measured about twice the episodes on locks.
+* Weight classes: W = all tables (closed form), or a finite class (`rlkit.density_ratio.
+  occupancy_ratio_class`: the ratios between candidate policies' occupancies, Eq. 34), with
+  which truncation binds (with all tables the best response never reaches the clip).
 * If no f satisfies the constraint (a misspecified F) the minimum-loss f is used.
-* Output policy: the last fitted f_t (not the uniform mixture of the analysis).
-* Neural rollouts are greedy (`epsilon` adds uniform actions), and the start state x_1 is
-  recognised from the driver's `first` flag on each row.
-* Neural two time scales: the weight network takes 5 ascent steps at 3e-3 per Q step at 3e-4,
-  with a target network copied every 100 Q steps. With one ascent step at the Q network's rate
-  the lagging weights kept pushing Q past its targets and Q diverged (to 1e6 on DeepSea 20,
-  measured); the faster adversary tracks its best response, which for kappa > 0 and signed
-  weights is the clipped Bellman residual itself.
+* Output: the agent's policy is the last fitted f_t; what the paper outputs, the uniform mixture
+  of pi_1..pi_T, is evaluated exactly by the round driver (`mixture_return`, and
+  `cumulative_regret`), beside `episodes_to_optimal` (a secondary figure of ours).
+* Neural (our design; the paper has no deep-RL version). Its optimism is a Lagrangian
+  relaxation of the paper's constrained argmax: theta descends L(f, w) - lambda max_a f(x_1, a)
+  with a fixed multiplier lambda = `optimism_coef`, instead of maximising f(x_1) over the set
+  {f : max_w L(f, w) <= beta_t}; nothing ties lambda to beta_t, so it is a heuristic. Rollouts
+  are greedy (`epsilon` adds uniform actions), x_1 is recognised from the driver's `first`
+  flag. Two time scales: the weight network takes 5 ascent steps at 3e-3 per Q step at 3e-4,
+  with a target network copied every 100 Q steps (practical preset). With one ascent step at
+  the Q network's rate the lagging weights kept pushing Q past its targets and Q diverged (to
+  1e6 on DeepSea 20, measured); the faster adversary tracks its best response. With
+  `refit=True` the networks restart every round and the neural round counter with them (t = 1).
 
 Metrics: exact: `class_loss` (summed loss of f_t), `feasible`, `candidates_left`, `truncation`,
-`data_episodes`; neural: `q_loss`, `weight_loss` (the adversary's L), `weight_mean`,
-`weight_abs_max`, `truncation`, `td_abs_mean`, `q_mean`, `start_value`, `grad_norm`. The round
-driver adds `policy_return` and `episodes_to_optimal` on envs with an exact model.
+`data_episodes` (weighted episode starts in the data); paper preset also `round`, `radius`,
+`penalty`; neural: `q_loss`, `weight_loss` (the adversary's L), `weight_mean`, `weight_abs_max`,
+`truncation`, `td_abs_mean`, `q_mean`, `start_value`, `grad_norm`. The round driver adds
+`policy_return`, `cumulative_regret`, `mixture_return` and `episodes_to_optimal` on envs with an
+exact model.
 """
 
 from __future__ import annotations

@@ -94,8 +94,12 @@ class RunOptions:
     """Offline agents (bc, cql, iql): run inside H2O's reduction to hybrid RL, alternating
     updates on dataset + online data with rollouts of the policy (--total-steps counts env
     steps)."""
-    h2o_episodes_per_round: int = 4
-    """With --h2o: episodes rolled out per round."""
+    h2o_episodes_per_round: int | None = None
+    """With --h2o: episodes rolled out per round (None: 4, or 1 with --h2o-preset paper)."""
+    h2o_preset: str = "practical"
+    """With --h2o: "practical" (warm starts, the whole dataset in proportion) or "paper" (one
+    episode a round, the dataset's first t - 1 episodes half and half, refit each round:
+    `rlkit.h2o`)."""
     h2o_updates_per_round: int = 100
     """With --h2o: the offline agent's updates per round."""
     deterministic: bool = True
@@ -741,7 +745,8 @@ def make_agent(experiment: Experiment) -> tuple[Any, Any, Any]:
         from rlkit.h2o import make_h2o_agent
 
         agent = make_h2o_agent(agent, spec, episodes_per_round=run.h2o_episodes_per_round,
-                               updates_per_round=run.h2o_updates_per_round)
+                               updates_per_round=run.h2o_updates_per_round,
+                               preset=run.h2o_preset)
     return agent, spec, env
 
 
@@ -793,6 +798,15 @@ def build(experiment: Experiment) -> Built:
                 f"{feed.buffer_episodes} episodes kept, and {experiment.agent}'s exact learner "
                 "refits on all its data each round; lower --total-steps or raise "
                 "--agent.buffer-episodes")
+        if optimal_return is not None:
+            from rlkit.h2o import outside_assumptions
+
+            reasons = outside_assumptions(env.model(env.default_params), optimal_return)
+            if reasons:
+                print(f"note: {experiment.env} has {reasons}: outside the assumptions of "
+                      "Amortila et al. 2024 (rewards in [0, 1], returns at most 1), so "
+                      f"{experiment.agent}'s rounds run without the paper's guarantees",
+                      file=sys.stderr)
         trainer = make_rounds_trainer(
             agent, env, env.default_params, iterations_per_chunk,
             num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
