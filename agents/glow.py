@@ -146,6 +146,9 @@ class Config:
     """Paper preset: c in beta_t (36 in the paper)."""
     delta: float = 0.1
     """Paper preset: the failure probability in beta_t's logarithm."""
+    offline_schedule: str | None = None
+    """HyGLOW's dataset per round: "all" (the whole dataset from round 1), "paper" (round t: its
+    first t - 1 episodes, half and half with the online ones), or None: by the preset."""
     value_class: str = "auto"
     """Exact F: "auto" (the env's class: combination-lock, deepsea) or a .npy of Q-tables
     [M, S, A] over the env's states."""
@@ -213,6 +216,8 @@ class Config:
                 f"must be 'practical' or 'paper', got {self.preset!r}.")
         require_number(self.confidence, "confidence", low=0, low_open=True)
         require_number(self.delta, "delta", low=0, high=1, low_open=True, high_open=True)
+        require(self.offline_schedule in (None, "all", "paper"), "offline_schedule",
+                f"must be 'all', 'paper' or None (by the preset), got {self.offline_schedule!r}.")
         require_number(self.beta, "beta", low=0)
         require_number(self.kappa, "kappa", low=0)
         require_number(self.gamma_0, "gamma_0", low=0, low_open=True)
@@ -505,6 +510,8 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
 
 def offline_schedule(config: Config) -> str:
     """The round driver's offline schedule: the paper's for HyGLOW under the paper preset."""
+    if config.offline_schedule is not None:
+        return config.offline_schedule
     return "paper" if config.preset == "paper" and config.hybrid else "all"
 
 

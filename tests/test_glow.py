@@ -453,6 +453,14 @@ def test_cli_glow_reports_episodes_to_optimal_per_round_and_resumes_exactly(tmp_
     per_seed = summary["per_seed_episodes_to_optimal"]
     assert all(isinstance(n, int) and 1 <= n <= 5 * 4 for n in per_seed), per_seed
     assert summary["final_return"] == pytest.approx(1.0)
+    # The paper's figures: with J* = 1 and one episode a round over T = 150 / 5 = 30 rounds,
+    # regret = sum_t (1 - J(pi_t)) and the mixture's return = 1 - regret / T, seed by seed.
+    assert summary["rounds"] == 30
+    regret, mixture = summary["per_seed_cumulative_regret"], summary["per_seed_mixture_return"]
+    np.testing.assert_allclose(mixture, 1 - np.asarray(regret) / 30, atol=1e-6)
+    assert all(r >= n for r, n in zip(regret, per_seed, strict=True))  # each failed round costs 1
+    assert summary["cumulative_regret"] == pytest.approx(np.mean(regret))
+    assert "secondary" in summary["episodes_to_optimal_note"]
     resumed = tmp_path / "resumed"
     assert _main([*args, "--run-dir", str(resumed), "--stop-after-chunks", "1"]) == 0
     assert _main(["--resume", str(resumed)]) == 0
@@ -472,7 +480,31 @@ def test_cli_runs_an_offline_agent_inside_h2o(lock_dataset_dir, tmp_path):
     assert _main(["bc", "--dataset", str(lock_dataset_dir), "--h2o", "--seeds", "1",
                   "--total-steps", "40", "--num-logs", "2", "--h2o-updates-per-round", "20",
                   "--agent.hidden-sizes", "32", "--run-dir", str(tmp_path / "h2o")]) == 0
-    assert _summary(tmp_path / "h2o")["env_steps"] == 40
+    summary = _summary(tmp_path / "h2o")
+    assert summary["env_steps"] == 40 and summary["h2o"] is True
+    assert {"cumulative_regret", "mixture_return"} <= set(summary)
+
+
+def test_h2o_presets_set_the_rounds_schedule():
+    env = _lock(3, 2, 0)
+    offline = cql.make_agent(cql.Config(), env.spec)
+    practical = make_h2o_agent(offline, env.spec).feed
+    assert (practical.num_envs, practical.offline_schedule, practical.refit) == (4, "all", False)
+    paper = make_h2o_agent(offline, env.spec, preset="paper").feed
+    assert (paper.num_envs, paper.offline_schedule, paper.refit) == (1, "paper", True)
+    with pytest.raises(RlkitError, match="--h2o-preset"):
+        make_h2o_agent(offline, env.spec, preset="fast")
+
+
+def test_outside_the_papers_assumptions_names_the_reason():
+    from rlkit.h2o import outside_assumptions
+
+    lock = toy.combination_lock_model(np.array([0, 1], np.int32), 2)
+    assert outside_assumptions(lock, 1.0) is None
+    deepsea = toy.make_deepsea(toy.DeepSeaConfig(size=4))
+    model = deepsea.model(deepsea.default_params)
+    optimal = float(planning.value_iteration(model).optimal_return)
+    assert "negative rewards" in outside_assumptions(model, optimal)
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -483,6 +515,10 @@ def test_cli_runs_an_offline_agent_inside_h2o(lock_dataset_dir, tmp_path):
      "--env: glow runs in rounds on the device"),
     (["glow", "--env", "combination-lock", "--agent.kappa", "-1"],
      "kappa: must be a finite number in [0, inf)"),
+    (["glow", "--env", "combination-lock", "--agent.preset", "fast"],
+     "preset: must be 'practical' or 'paper'"),
+    (["cql", "--env", "combination-lock", "--h2o", "--h2o-preset", "fast"],
+     "--h2o-preset: must be 'practical' or 'paper'"),
     (["glow", "--env", "combination-lock", "--total-steps", "100000"],
      "--total-steps: 20000 rounds of 1 episodes outgrow the 2000 episodes kept"),
 ])
