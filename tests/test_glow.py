@@ -656,3 +656,34 @@ def test_hyglow_paper_preset_learner_sees_t_minus_1_offline_and_online_episodes(
     # Truncation gamma_t = gamma t and penalty alpha_t = 8 / gamma_t with gamma = 1.
     np.testing.assert_allclose(metrics["truncation"][0], rounds + 1)
     np.testing.assert_allclose(metrics["penalty"][0], 8 / (rounds + 1), rtol=1e-6)
+
+
+def test_truncation_changes_glows_choice_with_the_occupancy_ratio_class_of_a_lock():
+    # Lock H = 2, A = 2, code 00. F = the Q* of the 4 codes plus a "tempting" f that promises 2
+    # for the wrong first action. W = the ratios between the 4 codes' greedy occupancies: at
+    # (0, a1) they take the values {0, 1, 2, RATIO_CAP} (d^pi_1x / d^pi_1x' = 1, / the mixture
+    # = 1 / 0.5 = 2, / d^pi_0x = 1 / 0). One episode takes the wrong first action, so the
+    # tempting f has residual 2 there and kappa = 1/2 gives L = 2u - u^2 / 2 at weight u:
+    #   gamma = 1:   u in {0, 1}          -> L = 1.5 <= beta = 1.75: feasible, and optimism
+    #                                        picks it (start value 2 against 1);
+    #   gamma = 100: u in {0, 1, 2, 100}  -> L = 2 (u = 2) > 1.75: refuted, a code's Q* is chosen.
+    model = toy.combination_lock_model(np.array([0, 0], np.int32), 2)
+    codes = np.asarray(toy.combination_lock_value_class(2, 2).enumerate())
+    tempting = np.asarray(planning.value_iteration(model).q[0]).copy()
+    tempting[0, 1] = 2.0
+    tables = jnp.asarray(np.concatenate([codes, tempting[None]]), jnp.float32)
+    policies = jax.nn.one_hot(jnp.asarray(codes).argmax(-1), 2)
+    weights = dr.occupancy_ratio_class(model, policies)
+    np.testing.assert_array_equal(np.unique(np.asarray(weights)[:, 0, 1]),
+                                  [0.0, 1.0, 2.0, dr.RATIO_CAP])
+    data = _episode(model, [1, 0])
+    data = data.replace(extras={"first": data.extras["first"], "step": jnp.arange(2)})
+    stats = dr.tabular_statistics(data, model.num_states, 2, 1)
+    for gamma, loss, picks_tempting in ((1.0, 1.5, True), (100.0, 2.0, False)):
+        layer_losses = dr.finite_class_losses(tables[-1], weights, stats, 0.5, gamma,
+                                              num_layers=2)
+        np.testing.assert_allclose(layer_losses, [loss, 0.0], rtol=1e-6)
+        chosen = dr.select_enumerated(tables, stats, jax.random.key(0), optimistic=True,
+                                      beta=1.75, kappa=0.5, gamma=gamma, num_layers=2,
+                                      weights=weights)
+        assert np.array_equal(np.asarray(chosen.q_table), tempting) == picks_tempting, gamma
