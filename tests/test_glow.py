@@ -380,6 +380,33 @@ def test_neural_glow_update_clips_weights_grows_truncation_and_is_optimistic():
     assert optimistic > plain + 0.1, (optimistic, plain)
 
 
+def test_neural_paper_preset_grows_truncation_linearly_and_bootstraps_without_a_target():
+    env = _lock(3, 2, 0)
+    model = env.model(env.default_params)
+    batch = _concat(*[_episode(model, [1, 0, 1]) for _ in range(4)])
+    config = glow.Config(version="neural", preset="paper", hidden_sizes=(8,), updates_per_round=2,
+                         batch_size=12, gamma_0=0.5, learning_rate=1e-2)
+    agent = glow.make_agent(config, env.spec)
+    state = agent.init(jax.random.key(0))
+    update = jax.jit(agent.update)
+    for i in range(6):
+        state, metrics = update(state, batch, jax.random.key(i))
+        assert float(metrics["truncation"]) == pytest.approx(0.5 * (i // 2 + 1))  # gamma t
+    # Without a target network the target copy is never read: the Q-network bootstraps from
+    # itself. Replacing the target parameters by garbage changes nothing.
+    garbage = state.replace(target_params=jax.tree.map(lambda x: x + 100.0, state.target_params))
+    a, metrics_a = update(state, batch, jax.random.key(9))
+    b, metrics_b = update(garbage, batch, jax.random.key(9))
+    np.testing.assert_allclose(jax.tree.leaves(a.q_params)[0], jax.tree.leaves(b.q_params)[0])
+    assert float(metrics_a["td_abs_mean"]) == pytest.approx(float(metrics_b["td_abs_mean"]))
+    # With a target network the residuals bootstrap from the shifted copy (2 of 3 rows).
+    with_target = jax.jit(glow.make_agent(dataclasses.replace(config, target_network=True),
+                                          env.spec).update)
+    _, metrics_c = with_target(state, batch, jax.random.key(9))
+    _, metrics_d = with_target(garbage, batch, jax.random.key(9))
+    assert float(metrics_d["td_abs_mean"]) > float(metrics_c["td_abs_mean"]) + 30
+
+
 @pytest.mark.slow  # ~25 s cold; test_cli_runs_an_offline_agent_inside_h2o covers H2O by default
 def test_h2o_runs_cql_as_the_offline_learner():
     config = toy.CombinationLockConfig(horizon=4, num_actions=3, code_seed=1)
