@@ -36,38 +36,75 @@ one padded [M] batch with `extras["valid"]` marking real rows); the neural versi
 `updates_per_round` updates each consume a [batch_size] batch drawn from that union. Then the
 driver rolls `act` out for `episodes_per_round` whole episodes and stores them.
 
-Choices where the paper is not explicit, and what this code does:
+Two presets (`preset`). References are to the ICLR 2024 text (Amortila, Foster, Jiang, Sekhari,
+Xie); "t" is the round everywhere in the paper preset (t = 1 + online episodes / episodes per
+round: round 1 has no data).
 
-* Weight sign (`signed_weights`): W >= 0 (the paper) for GLOW; HyGLOW defaults to signed weights,
-  because without optimism an under-estimating f is otherwise never refuted and data from the
-  optimal policy alone would identify nothing (see `rlkit.density_ratio`).
-* Radius: `beta` bounds the summed (not averaged) loss, i.e. the averaged loss is held below
-  beta / n after n episodes: the theory's log(|F||W|/delta) / t with the log folded into beta.
-  The default 0.25 refutes a deterministic over-estimate of 1 seen once (its loss is 1/2 with
-  kappa = 1/2); raise it for stochastic MDPs.
-* kappa = 1/2 (the spec's likely form; `kappa=0` gives the plain MABO discrepancy).
-* Truncation gamma_t = gamma_0 sqrt(t), t = episodes in the data (exact) or rounds (neural).
-* Optimism for product classes: every f in the lock's or DeepSea's class has the same start
-  value, so optimism cannot separate them and the rule reduces to a minimum-loss f per state.
-  Ties are broken by random priorities drawn once per seed (never by list order), so f_t stays
-  put until the data refute it; re-drawing every round would keep re-guessing layers the data
-  already confirmed (with W >= 0 a success refutes nothing) and measured about twice the
-  episodes on locks. Optimism matters for enumerated classes whose members promise different
-  values.
+Differences, practical (default) -> paper:
+
+* truncation: gamma_0 sqrt(n), n = episodes in the data (exact; offline ones included) or rounds
+  (neural) -> gamma_t = gamma_0 t (Alg. 1 line 3; gamma_0 is the paper's gamma <= 1);
+* penalty on [w]^2: kappa (0.5) -> alpha_t = 8 / gamma_t;
+* GLOW's confidence set: the loss summed over all layers <= beta (0.25) -> per layer (Eq. 4),
+  each step's summed loss <= beta_t K (t-1) with beta_t = c gamma_t log(6|F||W|TH/delta) /
+  (K (t-1)), c = `confidence` (36), delta = `delta` (0.1); no constraint at t = 1;
+* the choice within the set (product classes): a minimum-loss f -> any f of the set, by fixed
+  random priorities (optimism ties every f on locks and DeepSea);
+* HyGLOW's data: the whole dataset from round 1, weighted by row count -> round t: the dataset's
+  first t-1 episodes and the t-1 online ones, half and half (Alg. 2 line 5, Thm F.6);
+* HyGLOW's objective: the summed signed loss -> the sum over layers of max_w |L_h| (Eq. 14),
+  the same number for tabular W closed under negation;
+* neural bootstrap: a target network (semi-gradient FQI) -> none, the gradient flows through
+  max_a' f(x', a') (`target_network`).
+
+Where the paper is silent, and what this code does:
+
+* The size of W in beta_t's logarithm: tabular W is infinite; we take |W| = |F|. T, the number
+  of rounds, is not known in advance; we use the current t (an anytime reading).
+* Weight sign (`signed_weights`): W >= 0 (the paper) for GLOW; HyGLOW defaults to signed weights
+  (the paper's augmented class, Eq. 38), because without optimism an under-estimating f is
+  otherwise never refuted and data from the optimal policy alone would identify nothing.
+* Practical radius: `beta` bounds the summed (not averaged) loss, i.e. the averaged loss is held
+  below beta / n after n episodes, the theory's log(|F||W|/delta) / t shape with the log folded
+  into beta. The default 0.25 refutes a deterministic over-estimate of 1 seen once (its loss is
+  1/2 with kappa = 1/2); raise it for stochastic MDPs.
+* What the paper constants cost (measured through this agent's update; the closed form is
+  `rlkit.density_ratio.refutation_visits`): with c = 36, delta = 0.1, a wrong lock candidate is
+  refuted after 34,581 visits at H = 5 and 51,815 at H = 10 (A = 4); GLOW tries about
+  H (A-1) / 2 of them in turn, so about 2.6e5 and 7.8e5 episodes. The practical constants
+  refute it on its first visit. The per-layer confidence set is exact on locks (one state with
+  choices per layer); with several such states per layer (DeepSea) each takes an equal share
+  of the layer's slack, a subset of the set.
+* Optimism (Alg. 1 line 7) uses the data's empirical start states; before any episode every
+  candidate ties. For product classes every f has the same start value, so optimism cannot
+  separate them. Ties are broken by random priorities drawn once per seed (never by list
+  order), so f_t stays put until the data refute it; re-drawing every round would keep
+  re-guessing layers the data already confirmed (with W >= 0 a success refutes nothing) and
+  measured about twice the episodes on locks.
+* Weight classes: W = all tables (closed form), or a finite class (`rlkit.density_ratio.
+  occupancy_ratio_class`: the ratios between candidate policies' occupancies, Eq. 34), with
+  which truncation binds (with all tables the best response never reaches the clip).
 * If no f satisfies the constraint (a misspecified F) the minimum-loss f is used.
-* Output policy: the last fitted f_t (not the uniform mixture of the analysis).
-* Neural rollouts are greedy (`epsilon` adds uniform actions), and the start state x_1 is
-  recognised from the driver's `first` flag on each row.
-* Neural two time scales: the weight network takes 5 ascent steps at 3e-3 per Q step at 3e-4,
-  with a target network copied every 100 Q steps. With one ascent step at the Q network's rate
-  the lagging weights kept pushing Q past its targets and Q diverged (to 1e6 on DeepSea 20,
-  measured); the faster adversary tracks its best response, which for kappa > 0 and signed
-  weights is the clipped Bellman residual itself.
+* Output: the agent's policy is the last fitted f_t; what the paper outputs, the uniform mixture
+  of pi_1..pi_T, is evaluated exactly by the round driver (`mixture_return`, and
+  `cumulative_regret`), beside `episodes_to_optimal` (a secondary figure of ours).
+* Neural (our design; the paper has no deep-RL version). Its optimism is a Lagrangian
+  relaxation of the paper's constrained argmax: theta descends L(f, w) - lambda max_a f(x_1, a)
+  with a fixed multiplier lambda = `optimism_coef`, instead of maximising f(x_1) over the set
+  {f : max_w L(f, w) <= beta_t}; nothing ties lambda to beta_t, so it is a heuristic. Rollouts
+  are greedy (`epsilon` adds uniform actions), x_1 is recognised from the driver's `first`
+  flag. Two time scales: the weight network takes 5 ascent steps at 3e-3 per Q step at 3e-4,
+  with a target network copied every 100 Q steps (practical preset). With one ascent step at
+  the Q network's rate the lagging weights kept pushing Q past its targets and Q diverged (to
+  1e6 on DeepSea 20, measured); the faster adversary tracks its best response. With
+  `refit=True` the networks restart every round and the neural round counter with them (t = 1).
 
 Metrics: exact: `class_loss` (summed loss of f_t), `feasible`, `candidates_left`, `truncation`,
-`data_episodes`; neural: `q_loss`, `weight_loss` (the adversary's L), `weight_mean`,
-`weight_abs_max`, `truncation`, `td_abs_mean`, `q_mean`, `start_value`, `grad_norm`. The round
-driver adds `policy_return` and `episodes_to_optimal` on envs with an exact model.
+`data_episodes` (weighted episode starts in the data); paper preset also `round`, `radius`,
+`penalty`; neural: `q_loss`, `weight_loss` (the adversary's L), `weight_mean`, `weight_abs_max`,
+`truncation`, `td_abs_mean`, `q_mean`, `start_value`, `grad_norm`. The round driver adds
+`policy_return`, `cumulative_regret`, `mixture_return` and `episodes_to_optimal` on envs with an
+exact model.
 """
 
 from __future__ import annotations
@@ -100,6 +137,18 @@ class Config:
 
     version: str = "exact"
     """"exact" (finite F, tabular W, solved exactly each round) or "neural" (networks, GDA)."""
+    preset: str = "practical"
+    """"practical" (the fields below as set) or "paper": the paper's schedules gamma_t = gamma_0 t,
+    alpha_t = 8 / gamma_t (replaces kappa), per-layer radius beta_t = confidence * gamma_t *
+    log(6 |F| |W| t H / delta) / (t - 1) (replaces beta), t = the round, and HyGLOW's offline
+    schedule (round t: the dataset's first t - 1 episodes, half and half with the online ones)."""
+    confidence: float = 36.0
+    """Paper preset: c in beta_t (36 in the paper)."""
+    delta: float = 0.1
+    """Paper preset: the failure probability in beta_t's logarithm."""
+    offline_schedule: str | None = None
+    """HyGLOW's dataset per round: "all" (the whole dataset from round 1), "paper" (round t: its
+    first t - 1 episodes, half and half with the online ones), or None: by the preset."""
     value_class: str = "auto"
     """Exact F: "auto" (the env's class: combination-lock, deepsea) or a .npy of Q-tables
     [M, S, A] over the env's states."""
@@ -139,6 +188,14 @@ class Config:
     """Neural: discount of the residual's bootstrap (1: the episodic return)."""
     target_update_every: int = 100
     """Neural: Q updates between hard target-network copies."""
+    target_network: bool | None = None
+    """Neural: bootstrap from a target network (FQI style, semi-gradient: the method then needs
+    Bellman completeness, which density ratios are meant to avoid). False: from the Q-network
+    itself, differentiated through max_a' f(x', a'), the paper's objective. None: True under the
+    practical preset, False under the paper one."""
+    refit: bool = False
+    """Neural: re-initialise both networks before each round's fit (the paper runs its offline
+    learner afresh on each round's data); the exact version always refits."""
     offline_fraction: float | None = None
     """Neural HyGLOW: share of each batch from the dataset (None: in proportion to sizes)."""
     epsilon: float = 0.0
@@ -155,6 +212,12 @@ class Config:
     def __post_init__(self):
         require(self.version in ("exact", "neural"), "version",
                 f"must be 'exact' or 'neural', got {self.version!r}.")
+        require(self.preset in ("practical", "paper"), "preset",
+                f"must be 'practical' or 'paper', got {self.preset!r}.")
+        require_number(self.confidence, "confidence", low=0, low_open=True)
+        require_number(self.delta, "delta", low=0, high=1, low_open=True, high_open=True)
+        require(self.offline_schedule in (None, "all", "paper"), "offline_schedule",
+                f"must be 'all', 'paper' or None (by the preset), got {self.offline_schedule!r}.")
         require_number(self.beta, "beta", low=0)
         require_number(self.kappa, "kappa", low=0)
         require_number(self.gamma_0, "gamma_0", low=0, low_open=True)
@@ -245,12 +308,29 @@ def make_exact_agent(config: Config, spec: EnvSpec,
             "entries; the class must be over the env's states.")
     obs_ndim = len(spec.obs_shape)
 
-    def select(stats: dr.TabularStatistics, key: PRNGKey, gamma: Array) -> dr.Selection:
-        kwargs = dict(beta=config.beta, kappa=config.kappa, gamma=gamma,
-                      signed=config.signed_weights)
+    paper = config.preset == "paper"
+    horizon = spec.max_episode_steps
+    if product:
+        log_class = float(np.log(np.asarray(value_class.valid).sum(axis=1)).sum())
+    else:
+        log_class = float(np.log(value_class.shape[0]))
+    # Layers matter only to GLOW's confidence set; HyGLOW minimises the sum over layers.
+    num_layers = horizon if paper and config.optimism else None
+
+    def select(stats: dr.TabularStatistics, key: PRNGKey, gamma: Array, kappa, beta
+               ) -> dr.Selection:
+        kwargs = dict(beta=beta, kappa=kappa, gamma=gamma, signed=config.signed_weights,
+                      num_layers=num_layers)
         if product:
             return dr.select_product(value_class, stats, key, **kwargs)
         return dr.select_enumerated(value_class, stats, key, optimistic=config.optimism, **kwargs)
+
+    def paper_round(data: Transition) -> Array:
+        """t = 1 + online episodes in the data / episodes per round (offline rows excluded)."""
+        valid = data.extras.get("valid", jnp.ones(data.reward.shape, bool)).astype(bool)
+        offline = data.extras.get("offline", jnp.zeros(data.reward.shape, bool))
+        online_starts = (data.extras["first"] & valid & ~offline).sum()
+        return online_starts.astype(jnp.float32) / config.episodes_per_round + 1.0
 
     def init(key: PRNGKey) -> ExactState:
         return ExactState(q_table=jnp.zeros((num_states, spec.num_actions)), key=key)
@@ -259,11 +339,23 @@ def make_exact_agent(config: Config, spec: EnvSpec,
         """Re-solve the round's problem on all of `data` (rows masked by extras["valid"])."""
         del key  # ties are broken by the state's fixed priorities, not the driver's key
         stats = dr.tabular_statistics(data, num_states, spec.num_actions, obs_ndim)
-        gamma = dr.truncation_level(config.gamma_0, stats.num_episodes)
-        chosen = select(stats, state.key, gamma)
+        if paper:
+            round_t = paper_round(data)
+            # log(6 |F| |W| T H / delta) with |W| := |F| (tabular W is infinite; the paper is
+            # silent on its size) and T := t (the horizon of the run is not known in advance).
+            log_term = (np.log(6.0 * horizon / config.delta) + 2.0 * log_class
+                        + jnp.log(round_t))
+            gamma, kappa, beta = dr.paper_schedule(round_t, config.gamma_0, config.confidence,
+                                                   log_term)
+        else:
+            gamma = dr.truncation_level(config.gamma_0, stats.num_episodes)
+            kappa, beta = config.kappa, config.beta
+        chosen = select(stats, state.key, gamma, kappa, beta)
         metrics = {"class_loss": chosen.loss, "feasible": chosen.feasible,
                    "candidates_left": chosen.candidates_left, "truncation": gamma,
                    "data_episodes": stats.num_episodes}
+        if paper:
+            metrics.update(round=round_t, radius=beta, penalty=kappa)
         return (ExactState(q_table=chosen.q_table, key=state.key),
                 {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
 
@@ -279,7 +371,7 @@ def make_exact_agent(config: Config, spec: EnvSpec,
 
     feed = RoundFeed(num_envs=config.episodes_per_round, episode_length=spec.max_episode_steps,
                      updates_per_round=1, batch_size=None, buffer_episodes=config.buffer_episodes,
-                     uses_dataset=config.hybrid)
+                     uses_dataset=config.hybrid, offline_schedule=offline_schedule(config))
     return Agent(init=init, act=act, update=update, policy=policy, feed=feed)
 
 
@@ -334,11 +426,15 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
             raw = jax.nn.softplus(raw)
         return dr.clip_weights(raw, gamma)
 
+    paper = config.preset == "paper"
+    use_target = (not paper) if config.target_network is None else config.target_network
+
     def residuals(q_params: PyTree, target_params: PyTree,
                   batch: Transition) -> tuple[Array, Array]:
         q = q_network.apply(q_params, batch.obs)
         q_taken = batched_index(q, batch.action)
-        next_value = q_network.apply(target_params, batch.next_obs).max(axis=-1)
+        bootstrap = target_params if use_target else q_params  # no target: full gradient
+        next_value = q_network.apply(bootstrap, batch.next_obs).max(axis=-1)
         delta = dr.td_residual(q_taken, batch.reward, config.discount * next_value,
                                batch.terminated)
         return delta, q
@@ -346,13 +442,18 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     def update(state: NeuralState, batch: Transition, key: PRNGKey) -> tuple[NeuralState, Metrics]:
         del key
         rounds = state.update_step // config.updates_per_round + 1
-        gamma = dr.truncation_level(config.gamma_0, rounds)
+        if paper:  # gamma_t = gamma t, alpha_t = 8 / gamma_t
+            gamma = config.gamma_0 * rounds.astype(jnp.float32)
+            kappa = 8.0 / gamma
+        else:
+            gamma = dr.truncation_level(config.gamma_0, rounds)
+            kappa = config.kappa
         delta, _ = residuals(state.q_params, state.target_params, batch)
         delta = jax.lax.stop_gradient(delta)
 
         def weight_loss(weight_params):  # the adversary ascends L: descend -L
             w = weights(weight_params, batch.obs, batch.action, gamma)
-            return -dr.weighted_loss(w, delta, config.kappa)
+            return -dr.weighted_loss(w, delta, kappa)
 
         def weight_step(carry, _):
             weight_params, opt_state = carry
@@ -368,7 +469,7 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
 
         def q_loss(q_params):
             delta, q = residuals(q_params, state.target_params, batch)
-            loss = dr.weighted_loss(w, delta, config.kappa)
+            loss = dr.weighted_loss(w, delta, kappa)
             start_value = (q.max(axis=-1) * first).sum() / jnp.maximum(first.sum(), 1.0)
             if config.optimism:
                 loss = loss - config.optimism_coef * start_value
@@ -402,8 +503,16 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
     feed = RoundFeed(num_envs=config.episodes_per_round, episode_length=spec.max_episode_steps,
                      updates_per_round=config.updates_per_round, batch_size=config.batch_size,
                      buffer_episodes=config.buffer_episodes,
-                     offline_fraction=config.offline_fraction, uses_dataset=config.hybrid)
+                     offline_fraction=config.offline_fraction, uses_dataset=config.hybrid,
+                     offline_schedule=offline_schedule(config), refit=config.refit)
     return Agent(init=init, act=act, update=update, policy=policy, feed=feed)
+
+
+def offline_schedule(config: Config) -> str:
+    """The round driver's offline schedule: the paper's for HyGLOW under the paper preset."""
+    if config.offline_schedule is not None:
+        return config.offline_schedule
+    return "paper" if config.preset == "paper" and config.hybrid else "all"
 
 
 def make_agent(config: Config, spec: EnvSpec,

@@ -54,6 +54,17 @@ def train(agent: str, env: str, env_config, *, run_dir: Path, **kwargs):
     return summary, MetricsLog(run_dir / "metrics.csv").read()
 
 
+def paper_figures(summary: dict) -> dict:
+    """The figures the paper bounds (round-based runs): per-seed cumulative regret and the
+    uniform mixture's return and risk (J* - its return)."""
+    if "per_seed_cumulative_regret" not in summary:
+        return {}
+    mixture = summary["per_seed_mixture_return"]
+    return {"cumulative_regret": summary["per_seed_cumulative_regret"],
+            "mixture_return": mixture,
+            "mixture_risk": [summary["optimal_return"] - x for x in mixture]}
+
+
 def record(results: list, study: str, label: str, horizon: int, summary: dict,
            budget_episodes: int, **extra) -> None:
     per_seed = summary["per_seed_episodes_to_optimal"]
@@ -63,10 +74,12 @@ def record(results: list, study: str, label: str, horizon: int, summary: dict,
            "episodes_to_optimal": per_seed, "episodes_censored": censored,
            "budget_episodes": budget_episodes,
            "final_suboptimality": summary["per_seed_suboptimality"],
-           "wall_seconds": summary["wall_seconds"], **extra}
+           "wall_seconds": summary["wall_seconds"], **paper_figures(summary), **extra}
     results.append(row)
+    regret = (f"; regret {describe(row['cumulative_regret'])}, mixture risk "
+              f"{describe(row['mixture_risk'])}" if "cumulative_regret" in row else "")
     print(f"  {label:13s} H={horizon:2d}: solved {row['solved']}/{row['seeds']}, episodes to "
-          f"optimal {describe(censored)} (budget {budget_episodes}; "
+          f"optimal {describe(censored)}{regret} (budget {budget_episodes}; "
           f"{summary['wall_seconds']:.0f} s)", flush=True)
 
 
@@ -81,17 +94,26 @@ def lock_dataset(env_config, episodes: int, epsilon: float, seed: int, path: Pat
 
 
 def lock_study(args, workdir: Path) -> list[dict]:
+    results: list[dict] = []
+    for preset in args.presets:
+        results += lock_preset_study(args, workdir / preset, preset)
+    return results
+
+
+def lock_preset_study(args, workdir: Path, preset: str) -> list[dict]:
+    """GLOW, HyGLOW and offline-only under one preset (and Hy-Q, DQN under the first)."""
     entry = registry.env_entry("combination-lock")
     results: list[dict] = []
+    glow_label = "glow" if preset == "practical" else f"glow ({preset})"
     for horizon in args.horizons:
         env_config = dataclasses.replace(entry.default_config(), horizon=horizon,
                                          num_actions=args.actions)
         rounds = args.glow_rounds_per_horizon * horizon
         summary, _ = train("glow", "combination-lock", env_config, seeds=args.seeds,
                            total_steps=rounds * horizon, run_dir=workdir / f"glow{horizon}",
-                           num_logs=4)
-        print(f"lock H={horizon} A={args.actions}", flush=True)
-        record(results, "lock", "glow", horizon, summary, rounds)
+                           num_logs=4, preset=preset)
+        print(f"lock H={horizon} A={args.actions}, preset {preset}", flush=True)
+        record(results, "lock", glow_label, horizon, summary, rounds, preset=preset)
         # HyGLOW and offline-only learning on several independent datasets of the same policy:
         # whether a few episodes happen to cover the deep layers is luck, so average over it.
         hybrid, offline, first_path, first_extra = [], [], None, None
@@ -106,20 +128,25 @@ def lock_study(args, workdir: Path) -> list[dict]:
             first_path, first_extra = first_path or path, first_extra or extra
             summary, _ = train("hyglow", "combination-lock", env_config, seeds=args.seeds,
                                total_steps=rounds * horizon, dataset=path, num_logs=4,
-                               run_dir=workdir / f"hyglow{horizon}-{dataset_seed}")
+                               run_dir=workdir / f"hyglow{horizon}-{dataset_seed}",
+                               preset=preset)
             per_seed = summary["per_seed_episodes_to_optimal"]
             hybrid += [rounds if x is None else x for x in per_seed]
-            # Offline only: HyGLOW's learner on the dataset alone (its policy before a rollout).
+            # Offline only: HyGLOW's learner on the whole dataset alone (its policy before a
+            # rollout; under the paper preset with its constants at t = 1).
             _, rows = train("hyglow", "combination-lock", env_config, seeds=args.seeds,
                             total_steps=horizon, dataset=path, num_logs=1,
-                            run_dir=workdir / f"offline{horizon}-{dataset_seed}")
+                            run_dir=workdir / f"offline{horizon}-{dataset_seed}",
+                            preset=preset, offline_schedule="all")
             returns = [float(r["policy_return"]) for r in rows]
             offline += returns
             results.append({"study": "lock", "agent": "hyglow", "horizon": horizon,
+                            "preset": preset,
                             "seeds": args.seeds, "budget_episodes": rounds,
                             "solved": sum(x is not None for x in per_seed),
                             "episodes_to_optimal": per_seed,
                             "episodes_censored": [rounds if x is None else x for x in per_seed],
+                            **paper_figures(summary),
                             "offline_only_return": returns, **extra})
             print(f"  dataset {dataset_seed}: {args.offline_episodes} episodes, {successes} "
                   f"open the lock; HyGLOW episodes to optimal {per_seed}; offline-only return "
@@ -129,6 +156,8 @@ def lock_study(args, workdir: Path) -> list[dict]:
         print(f"  {'offline only':13s} H={horizon:2d}: optimal in "
               f"{sum(abs(x - 1) < 1e-4 for x in offline)}/{len(offline)}, return "
               f"{describe(offline)}", flush=True)
+        if preset != args.presets[0] or args.skip_baselines:
+            continue  # Hy-Q and DQN have no preset: run them once
         neural = dict(learning_rate=1e-3, hidden_sizes=(64, 64), target_update_every=50)
         for label, dataset, budget in (("hyq", first_path, args.hyq_episodes),
                                        ("dqn", None, args.dqn_episodes)):
@@ -183,9 +212,15 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     rows = [r for r in results if r["study"] == "lock" and "episodes_censored" in r]
-    for agent, marker in (("glow", "o"), ("hyglow", "s"), ("hyq", "^"), ("dqn", "v")):
+    def label(r):  # "hyglow (paper)" for HyGLOW's paper-preset rows; GLOW's carry it already
+        preset = r.get("preset", "practical")
+        return r["agent"] if preset == "practical" or "(" in r["agent"] else \
+            f"{r['agent']} ({preset})"
+
+    for agent, marker in (("glow", "o"), ("glow (paper)", "x"), ("hyglow", "s"),
+                          ("hyglow (paper)", "D"), ("hyq", "^"), ("dqn", "v")):
         merged: dict[int, dict] = {}  # HyGLOW has one row per dataset: pool them per H
-        for r in (r for r in rows if r["agent"] == agent):
+        for r in (r for r in rows if label(r) == agent):
             pool = merged.setdefault(r["horizon"], {"horizon": r["horizon"], "solved": 0,
                                                     "seeds": 0, "episodes_censored": []})
             pool["solved"] += r["solved"]
@@ -239,6 +274,11 @@ def main() -> None:
                         "the correct one with probability 0.7)")
     parser.add_argument("--glow-rounds-per-horizon", type=int, default=6,
                         help="exact GLOW / HyGLOW rounds (episodes) per unit of horizon")
+    parser.add_argument("--presets", nargs="+", choices=("practical", "paper"),
+                        default=["practical", "paper"],
+                        help="GLOW / HyGLOW presets to run (agents.glow's module docstring)")
+    parser.add_argument("--skip-baselines", action="store_true",
+                        help="leave out Hy-Q and DQN (the slow neural baselines)")
     parser.add_argument("--hyq-episodes", type=int, default=2000)
     parser.add_argument("--dqn-episodes", type=int, default=5000)
     parser.add_argument("--logs", type=int, default=50,

@@ -112,7 +112,7 @@ def tabular_adversary(residual_sum: Array, count: Array, kappa: float, gamma: Ar
         (value, u_star), both shaped like `residual_sum`. Cells without samples get u* = 0.
     """
     low = -gamma if signed else 0.0
-    if kappa > 0:
+    if not isinstance(kappa, (int, float)) or kappa > 0:  # an array (alpha_t) is positive
         u = jnp.clip(residual_sum / (2.0 * kappa * jnp.maximum(count, 1e-12)), low, gamma)
     else:
         u = jnp.where(residual_sum > 0, gamma, jnp.where(residual_sum < 0, low, 0.0))
@@ -136,12 +136,16 @@ class TabularStatistics:
             (their continuation value is 0).
         starts: [S] episode starts seen in each state (the empirical start distribution,
             unnormalised).
+        layers: [S] int32, the step h at which each state was seen (0 where never seen); on
+            layered MDPs (locks, DeepSea) a state belongs to one step, so per-layer sums of the
+            per-state losses are the paper's per-layer losses.
     """
 
     counts: Array
     reward_sums: Array
     next_counts: Array
     starts: Array
+    layers: Array | None = None  # None: hand-built statistics without layers
 
     @property
     def num_episodes(self) -> Array:
@@ -165,12 +169,14 @@ def tabular_statistics(data: Transition, num_states: int, num_actions: int,
     """Counts of transitions [M, ...] with one-hot observations of `obs_ndim` axes.
 
     `data.extras["first"]` marks episode starts; `data.extras["valid"]` (optional, 0/1) masks
-    rows out (an unfilled buffer).
+    rows out (an unfilled buffer); `data.extras["weight"]` (optional, >= 0) weighs each row
+    instead (the round driver's half-and-half mixture under the paper's offline schedule).
     """
     state = observation_index(data.obs, obs_ndim)
     next_state = jnp.where(data.terminated, num_states,
                            observation_index(data.next_obs, obs_ndim))
-    valid = data.extras.get("valid", jnp.ones(state.shape, jnp.float32)).astype(jnp.float32)
+    valid = data.extras.get("valid", jnp.ones(state.shape, jnp.float32))
+    valid = data.extras.get("weight", valid).astype(jnp.float32)
     action = data.action.astype(jnp.int32)
     counts = jnp.zeros((num_states, num_actions)).at[state, action].add(valid)
     reward_sums = jnp.zeros((num_states, num_actions)).at[state, action].add(valid * data.reward)
@@ -178,8 +184,10 @@ def tabular_statistics(data: Transition, num_states: int, num_actions: int,
         state, action, next_state].add(valid)
     first = data.extras["first"].astype(jnp.float32)
     starts = jnp.zeros((num_states,)).at[state].add(valid * first)
+    step = data.extras.get("step", jnp.zeros(state.shape, jnp.int32)).astype(jnp.int32)
+    layers = jnp.zeros((num_states,), jnp.int32).at[state].max(jnp.where(valid > 0, step, 0))
     return TabularStatistics(counts=counts, reward_sums=reward_sums, next_counts=next_counts,
-                             starts=starts)
+                             starts=starts, layers=layers)
 
 
 def residual_sums(q_table: Array, stats: TabularStatistics, next_values: Array | None = None
@@ -279,23 +287,162 @@ def _random_best(key: PRNGKey, is_best: Array, axis: int = -1) -> Array:
 
 
 def start_distribution(stats: TabularStatistics) -> Array:
-    """[S] the empirical start distribution; uniform over states before any episode."""
-    total = stats.starts.sum()
-    uniform = jnp.full_like(stats.starts, 1.0 / stats.starts.shape[0])
-    return jnp.where(total > 0, stats.starts / jnp.maximum(total, 1e-12), uniform)
+    """[S] the empirical start distribution of the data (Alg. 1 line 7: optimism at the data's
+    start states); all zeros before any episode, so every candidate ties in round 1."""
+    return stats.starts / jnp.maximum(stats.starts.sum(), 1e-12)
+
+
+class PaperSchedule(NamedTuple):
+    """The paper's round-t constants (Amortila et al. 2024, Alg. 1 line 3, Thm 3.1).
+
+    Attributes:
+        gamma: gamma_t = gamma * t, the truncation level.
+        alpha: alpha_t = 8 / gamma_t, the penalty on [w]^2 (the practical preset's kappa).
+        beta: beta_t = c * gamma_t * log_term / (K (t - 1)), the per-layer radius on the
+            averaged loss, here times the layer's K (t - 1) samples (the code's sums are not
+            averaged): c * gamma_t * log_term, and infinite at t = 1 (no data, no constraint).
+    """
+
+    gamma: Array
+    alpha: Array
+    beta: Array
+
+
+def paper_schedule(round_t: Array, gamma: float, confidence: float, log_term: Array
+                   ) -> PaperSchedule:
+    """gamma_t, alpha_t and the (summed) per-layer radius of round `round_t` >= 1.
+
+    Args:
+        round_t: t, the round (1 + online episodes so far / episodes per round).
+        gamma: the paper's gamma (Thm 3.1 sets it to about sqrt(C_cov / (T log(|F||W|/delta)))).
+        confidence: c, 36 in the paper's beta_t.
+        log_term: log(6 |F| |W| T H / delta).
+    """
+    t = jnp.maximum(jnp.asarray(round_t, jnp.float32), 1.0)
+    gamma_t = gamma * t
+    beta = jnp.where(t > 1, confidence * gamma_t * log_term, jnp.inf)
+    return PaperSchedule(gamma=gamma_t, alpha=8.0 / gamma_t, beta=beta)
+
+
+def refutation_visits(confidence: float, log_term: float, excess: float = 1.0) -> float:
+    """Visits n of a cell with residual `excess` each (a wrong lock candidate's over-estimate)
+    after which the paper's per-layer constraint refutes it.
+
+    With alpha_t = 8 / gamma_t the best clipped weight is u* = excess / (2 alpha_t) =
+    excess * gamma_t / 16 <= gamma_t, worth n excess^2 gamma_t / 32 summed over the n visits; the
+    constraint is c gamma_t log_term, so gamma_t cancels and n > 32 c log_term / excess^2.
+    """
+    return 32.0 * confidence * log_term / excess ** 2
+
+
+def layer_sums(cell_losses: Array, layers: Array, num_layers: int) -> Array:
+    """Per-layer sums [..., H] of per-state losses [..., S] (`TabularStatistics.layers`)."""
+    return jnp.zeros((*cell_losses.shape[:-1], num_layers), cell_losses.dtype).at[
+        ..., layers].add(cell_losses)
+
+
+# --------------------------------------------------------------------------------------------
+# A finite weight class built from the model: occupancy ratios of candidate policies
+# --------------------------------------------------------------------------------------------
+
+RATIO_CAP = 1e6
+"""The value of a ratio d^pi / d_bar where d_bar is 0 and d^pi is not: unbounded (the paper's
+ratios may be), so only truncation keeps the weight finite in the loss."""
+
+
+def occupancy_ratio_class(model, policies: Array, horizon: int | None = None,
+                          signed: bool = False) -> Array:
+    """A restricted, realisable weight class W [N, S, A]: ratios between the occupancies of
+    candidate policies (the paper's mixture class, Eq. 34; its signed version, Eq. 38).
+
+    For every candidate pi_i and every data distribution d_bar among (a) each other candidate's
+    occupancy d^pi_j and (b) the uniform mixture of all candidates' occupancies, the weight
+    w(x, a) = d^pi_i(x, a) / d_bar(x, a), with 0 / 0 = 0 and x / 0 = `RATIO_CAP`. Occupancies are
+    summed over steps, which equals the per-layer ratio on layered MDPs (each state at one step:
+    locks, DeepSea). `signed` adds -w for every w (W closed under negation, our reading of the
+    signed class: the paper's Eq. 38 augments W for HyGLOW's two-sided test).
+
+    Args:
+        model: a `rlkit.planning.TabularModel`.
+        policies: [P, S, A] the candidate policies (e.g. the greedy policies of F), P >= 2.
+        horizon: steps H (default the model's).
+        signed: include the negations.
+
+    Returns:
+        [N, S, A] float32 weights, N = P^2 (times 2 when signed).
+    """
+    from rlkit import planning
+
+    occupancies = jnp.stack([planning.occupancy(model, pi, horizon).state_action.sum(axis=0)
+                             for pi in policies])  # [P, S, A]
+    denominators = jnp.concatenate([occupancies, occupancies.mean(axis=0, keepdims=True)])
+
+    def ratio(numerator, denominator):
+        safe = jnp.where(denominator > 0, denominator, 1.0)
+        return jnp.where(denominator > 0, numerator / safe,
+                         jnp.where(numerator > 0, RATIO_CAP, 0.0))
+
+    count = occupancies.shape[0]
+    weights = [ratio(occupancies[i], denominators[j]) for i in range(count)
+               for j in range(count + 1) if j != i]
+    weights = jnp.stack(weights).astype(jnp.float32)
+    return jnp.concatenate([weights, -weights]) if signed else weights
+
+
+def finite_class_losses(q_table: Array, weights: Array, stats: TabularStatistics,
+                        kappa: float | Array, gamma: Array | float, num_layers: int = 1,
+                        absolute: bool = False) -> Array:
+    """max over a finite weight class of the summed penalised loss, per layer: [num_layers].
+
+    For each w in `weights` [N, S, A] (clipped to [-gamma, gamma]) and layer h,
+    L_h(f, w) = sum over the layer's samples of [w]_gamma delta_f - kappa [w]_gamma^2, or with
+    `absolute` (HyGLOW, Eq. 14) |sum [w]_gamma delta_f| - kappa sum [w]_gamma^2; returns
+    max_w L_h for each h. `num_layers=1` puts every state in one layer (the summed loss).
+    """
+    clipped = clip_weights(weights, gamma)  # [N, S, A]
+    linear = (clipped * residual_sums(q_table, stats)).sum(axis=-1)  # [N, S]
+    quadratic = (jnp.square(clipped) * stats.counts).sum(axis=-1)
+    layers = (jnp.zeros_like(stats.starts, jnp.int32) if num_layers == 1 or stats.layers is None
+              else stats.layers)
+    linear, quadratic = (layer_sums(x, layers, num_layers) for x in (linear, quadratic))
+    if absolute:
+        linear = jnp.abs(linear)
+    return (linear - kappa * quadratic).max(axis=0)
 
 
 def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, optimistic: bool,
-                      beta: float, kappa: float, gamma: Array | float,
-                      signed: bool = False) -> Selection:
+                      beta: float | Array, kappa: float | Array, gamma: Array | float,
+                      signed: bool = False, num_layers: int | None = None,
+                      absolute: bool = False, weights: Array | None = None) -> Selection:
     """GLOW's or HyGLOW's choice from an enumerated finite class F = tables [M, S, A].
 
     Optimistic (GLOW): among f with loss <= beta, the one with the highest start value
-    E_{x1 ~ d1} max_a f(x1, a); if none is feasible (F misspecified), the minimum-loss f.
-    Not optimistic (HyGLOW's offline learner): the minimum-loss f. Ties are broken at random.
+    E_{x1 ~ d1} max_a f(x1, a) under the data's start states (all tied before any episode); if
+    none is feasible (F misspecified), the minimum-loss f. Not optimistic (HyGLOW's offline
+    learner): the minimum-loss f. Ties are broken at random.
+
+    With `num_layers` (the paper preset), the constraint holds per layer (Eq. 4: every step's
+    summed loss <= beta) instead of on the sum over layers; the reported loss is the sum over
+    layers. W is all tables unless `weights` [N, S, A] gives a finite class
+    (`occupancy_ratio_class`), whose adversary is `finite_class_losses` (`absolute`: HyGLOW's
+    |.| per layer, Eq. 14; for tabular W closed under negation it changes nothing).
     """
-    losses = jax.vmap(lambda q: max_weighted_loss(q, stats, kappa, gamma, signed))(tables)
-    feasible = losses <= beta
+    if weights is not None:
+        per_layer = jax.vmap(lambda q: finite_class_losses(
+            q, weights, stats, kappa, gamma, num_layers or 1, absolute))(tables)  # [M, H]
+    else:
+        def cell_losses(q):  # [S]: each state's max-weighted loss
+            value, _ = tabular_adversary(residual_sums(q, stats), stats.counts, kappa, gamma,
+                                         signed)
+            return value.sum(axis=-1)
+
+        if num_layers is None:  # the summed loss, one "layer"
+            per_layer = jax.vmap(lambda q: max_weighted_loss(q, stats, kappa, gamma, signed))(
+                tables)[:, None]
+        else:
+            per_layer = layer_sums(jax.vmap(cell_losses)(tables), stats.layers, num_layers)
+    losses = per_layer.sum(axis=-1)
+    feasible = (per_layer <= beta).all(axis=-1)
     least = losses <= losses.min() + TIE_TOLERANCE
     if optimistic:
         objective = tables.max(axis=-1) @ start_distribution(stats)  # [M]
@@ -311,15 +458,23 @@ def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, 
 
 
 def select_product(value_class: ProductValueClass, stats: TabularStatistics, key: PRNGKey, *,
-                   beta: float, kappa: float, gamma: Array | float,
-                   signed: bool = False) -> Selection:
+                   beta: float | Array, kappa: float | Array, gamma: Array | float,
+                   signed: bool = False, num_layers: int | None = None) -> Selection:
     """GLOW's and HyGLOW's choice from a product class, exactly, in O(S K A).
 
     Every f in a product class has the same start value (the states' values are shared), so
-    optimism cannot prefer one f over another and both rules pick a minimum-loss f. The loss is a
-    sum of per-state terms, so that f takes a minimum-loss candidate in every state (at random
-    among ties); it is feasible whenever the confidence set is non-empty, and then it is also an
-    optimistic choice.
+    optimism cannot prefer one f over another. The practical rule (`num_layers=None`) picks a
+    minimum-loss f: the loss is a sum of per-state terms, so that f takes a minimum-loss
+    candidate in every state (at random among ties); it is feasible whenever the confidence set
+    is non-empty, and then it is also an optimistic choice.
+
+    The paper's rule (`num_layers` = H, per-layer radius `beta`, GLOW): any f of the confidence
+    set, all being tied under optimism, taken by the fixed random priorities (ties broken
+    consistently). In each state the candidate of highest priority whose loss exceeds the
+    state's minimum by at most the layer's slack (beta - the layer's summed minima) divided by
+    the layer's visited states that hold a choice; on a lock (one state with choices per layer)
+    that is exactly the confidence set, on DeepSea a subset of it. With no feasible f, the
+    minimum-loss one.
     """
     values = value_class.values
     per_row = jax.vmap(lambda rows: residual_sums(rows, stats, values), in_axes=1,
@@ -327,6 +482,24 @@ def select_product(value_class: ProductValueClass, stats: TabularStatistics, key
     value, _ = tabular_adversary(per_row, stats.counts[:, None, :], kappa, gamma, signed)
     state_losses = jnp.where(value_class.valid, value.sum(axis=-1), jnp.inf)  # [S, K]
     minimum = state_losses.min(axis=1, keepdims=True)
+    if num_layers is not None:
+        layer_minimum = layer_sums(minimum[:, 0], stats.layers, num_layers)  # [H]
+        # States that hold a choice and were seen share their layer's slack.
+        visited = ((stats.counts.sum(axis=-1) > 0)
+                   & (value_class.valid.sum(axis=1) > 1)).astype(jnp.float32)
+        states_per_layer = layer_sums(visited, stats.layers, num_layers)
+        slack = (beta - layer_minimum[stats.layers]) / jnp.maximum(
+            states_per_layer[stats.layers], 1.0)
+        slack = jnp.where(visited > 0, jnp.maximum(slack, 0.0), jnp.inf)  # [S]
+        is_best = value_class.valid & (state_losses <= minimum + slack[:, None]
+                                       + TIE_TOLERANCE)
+        choice = _random_best(key, is_best, axis=1)  # [S]
+        q_table = jnp.take_along_axis(value_class.rows, choice[:, None, None], axis=1)[:, 0]
+        chosen = jnp.take_along_axis(state_losses, choice[:, None], axis=1)[:, 0]
+        feasible = (layer_minimum <= beta).all()
+        return Selection(q_table=q_table, loss=chosen.sum(),
+                         feasible=feasible.astype(jnp.float32),
+                         candidates_left=is_best.sum().astype(jnp.float32))
     is_best = state_losses <= minimum + TIE_TOLERANCE
     choice = _random_best(key, is_best, axis=1)  # [S]
     q_table = jnp.take_along_axis(value_class.rows, choice[:, None, None], axis=1)[:, 0]
@@ -335,7 +508,9 @@ def select_product(value_class: ProductValueClass, stats: TabularStatistics, key
                      candidates_left=is_best.sum().astype(jnp.float32))
 
 
-__all__ = ["ProductValueClass", "Selection", "TabularStatistics", "check_product_class",
-           "clip_weights", "max_weighted_loss", "observation_index", "residual_sums",
-           "select_enumerated", "select_product", "start_distribution", "tabular_adversary",
-           "tabular_statistics", "td_residual", "truncation_level", "weighted_loss"]
+__all__ = ["PaperSchedule", "ProductValueClass", "RATIO_CAP", "Selection", "TabularStatistics",
+           "check_product_class", "clip_weights", "finite_class_losses", "layer_sums",
+           "max_weighted_loss", "observation_index", "occupancy_ratio_class", "paper_schedule",
+           "refutation_visits", "residual_sums", "select_enumerated", "select_product",
+           "start_distribution", "tabular_adversary", "tabular_statistics", "td_residual",
+           "truncation_level", "weighted_loss"]

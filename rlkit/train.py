@@ -94,8 +94,12 @@ class RunOptions:
     """Offline agents (bc, cql, iql): run inside H2O's reduction to hybrid RL, alternating
     updates on dataset + online data with rollouts of the policy (--total-steps counts env
     steps)."""
-    h2o_episodes_per_round: int = 4
-    """With --h2o: episodes rolled out per round."""
+    h2o_episodes_per_round: int | None = None
+    """With --h2o: episodes rolled out per round (None: 4, or 1 with --h2o-preset paper)."""
+    h2o_preset: str = "practical"
+    """With --h2o: "practical" (warm starts, the whole dataset in proportion) or "paper" (one
+    episode a round, the dataset's first t - 1 episodes half and half, refit each round:
+    `rlkit.h2o`)."""
     h2o_updates_per_round: int = 100
     """With --h2o: the offline agent's updates per round."""
     deterministic: bool = True
@@ -741,7 +745,8 @@ def make_agent(experiment: Experiment) -> tuple[Any, Any, Any]:
         from rlkit.h2o import make_h2o_agent
 
         agent = make_h2o_agent(agent, spec, episodes_per_round=run.h2o_episodes_per_round,
-                               updates_per_round=run.h2o_updates_per_round)
+                               updates_per_round=run.h2o_updates_per_round,
+                               preset=run.h2o_preset)
     return agent, spec, env
 
 
@@ -793,6 +798,15 @@ def build(experiment: Experiment) -> Built:
                 f"{feed.buffer_episodes} episodes kept, and {experiment.agent}'s exact learner "
                 "refits on all its data each round; lower --total-steps or raise "
                 "--agent.buffer-episodes")
+        if optimal_return is not None:
+            from rlkit.h2o import outside_assumptions
+
+            reasons = outside_assumptions(env.model(env.default_params), optimal_return)
+            if reasons:
+                print(f"note: {experiment.env} has {reasons}: outside the assumptions of "
+                      "Amortila et al. 2024 (rewards in [0, 1], returns at most 1), so "
+                      f"{experiment.agent}'s rounds run without the paper's guarantees",
+                      file=sys.stderr)
         trainer = make_rounds_trainer(
             agent, env, env.default_params, iterations_per_chunk,
             num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
@@ -921,16 +935,54 @@ def execute(experiment: Experiment, resume: bool = False, overwrite: bool = Fals
             print(built.budget_note, file=sys.stderr)
         prepare_run_dir(experiment, run_dir, resume)
         header = {"agent": experiment.agent, "env": experiment.env}
+        if run.h2o:
+            header["h2o"] = True
+        from rlkit.types import RoundFeed
+
+        # The round driver's carry holds the figures the paper bounds (envs with a model).
+        rounds = isinstance(built.agent.feed, RoundFeed) and built.optimal_return is not None
+        finish = round_figures if rounds else None
         return run_training(
             built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
             run_dir=run_dir, header=header, resume=resume, checkpoint_every=run.checkpoint_every,
             optimal_return=built.optimal_return, show_progress=run.progress,
-            stop_after_chunks=run.stop_after_chunks, summary_extras=built.summary_extras)
+            stop_after_chunks=run.stop_after_chunks, summary_extras=built.summary_extras,
+            finish=finish)
     except KeyboardInterrupt as error:
         error.run_dir = run_dir  # for the CLI's "resume with --resume RUN" line
         raise
     finally:
         built.trainer.close()
+
+
+def round_figures(carry, summary: dict) -> dict:
+    """summary.json's figures of a round-based run (GLOW, HyGLOW, H2O) from its final carry:
+    what Amortila et al. 2024 bound (Alg. 1 line 13, Thm 3.1), per seed and averaged.
+
+    * `cumulative_regret`: sum over rounds of episodes * (J* - J(pi_t)), pi_t the round's policy;
+    * `mixture_return`: (1/T) sum_t J(pi_t), the exact return of the uniform mixture of the T
+      rounds' policies (the paper's output), and `mixture_suboptimality` = J* - it.
+
+    `episodes_to_optimal` stays in the summary as a secondary figure (not one the paper bounds).
+    """
+    import numpy as np
+
+    regret = np.asarray(carry.regret_sum, np.float64)
+    rounds = np.maximum(np.asarray(carry.iteration, np.float64), 1.0)
+    mixture = np.asarray(carry.return_sum, np.float64) / rounds
+    figures = {
+        "cumulative_regret": float(regret.mean()),
+        "per_seed_cumulative_regret": [float(x) for x in regret],
+        "mixture_return": float(mixture.mean()),
+        "per_seed_mixture_return": [float(x) for x in mixture],
+        "mixture_suboptimality": float(summary["optimal_return"] - mixture.mean()),
+        "rounds": int(rounds.max()),
+    }
+    if "episodes_to_optimal" in summary:
+        figures["episodes_to_optimal_note"] = ("secondary: online episodes before the fitted "
+                                               "policy was first optimal, not a figure the "
+                                               "paper bounds")
+    return figures
 
 
 def load_policy(run_dir: str | Path, seed_index: int = 0):
@@ -1011,7 +1063,8 @@ def print_summary(result) -> None:
     unit = s.get("unit", "env_steps")
     budget = (f"{s[unit]:,} {unit.replace('_', ' ')}" + (" (offline)" if unit == "updates" else "")
               if unit != "env_steps" else f"{s['env_steps']:,} env steps")
-    table = Table(title=f"{s['agent']} on {s['env']}: {s['seeds']} seed(s), {budget} each")
+    agent = f"{s['agent']} inside H2O" if s.get("h2o") else s["agent"]
+    table = Table(title=f"{agent} on {s['env']}: {s['seeds']} seed(s), {budget} each")
     table.add_column("metric")
     table.add_column("value", justify="right")
     number = lambda x: "n/a" if x is None else f"{x:.4g}"  # noqa: E731 (JSON null: no value)
@@ -1025,6 +1078,11 @@ def print_summary(result) -> None:
     if "optimal_return" in s:
         table.add_row("optimal return (exact)", number(s["optimal_return"]))
         table.add_row("sub-optimality", number(s["suboptimality"]))
+    if "cumulative_regret" in s:  # round-based runs: the figures the paper bounds
+        table.add_row("cumulative regret (paper's figure)", number(s["cumulative_regret"]))
+        table.add_row("uniform-mixture return (paper's output)", number(s["mixture_return"]))
+        if "episodes_to_optimal" in s:
+            table.add_row("episodes to optimal (secondary)", number(s["episodes_to_optimal"]))
     if s.get("stopped_early"):
         table.add_row("stopped early", f"after chunk {s['last_chunk']}: continue with --resume")
     table.add_row("per seed", ", ".join(number(x) for x in s["per_seed"]))

@@ -303,6 +303,11 @@ class RoundFeed:
         buffer_episodes: online episodes kept (the oldest are overwritten beyond it).
         offline_fraction: share of each batch from the dataset, or None (proportional).
         uses_dataset: whether the agent needs an offline dataset.
+        offline_schedule: "all" (the whole dataset from round 1) or "paper" (round t uses the
+            dataset's first n episodes, n = the online episodes so far, and the two sources
+            weighted half and half: Amortila et al. 2024, Alg. 2 line 5, Alg. 3 line 8).
+        refit: re-initialise the agent (`init` with the seed's first key) before each round's
+            fit, so each round's learner sees only that round's data.
     """
 
     num_envs: int
@@ -312,6 +317,8 @@ class RoundFeed:
     buffer_episodes: int
     offline_fraction: float | None = None
     uses_dataset: bool = False
+    offline_schedule: str = "all"
+    refit: bool = False
 
     @property
     def steps_per_iteration(self) -> int:

@@ -195,11 +195,19 @@ def test_optimism_picks_the_highest_feasible_value():
                                       beta=0.25, kappa=0.5, gamma=1.0)
         np.testing.assert_array_equal(np.asarray(chosen.q_table), q_star)
         assert float(chosen.feasible) == 1.0 and float(chosen.candidates_left) == 2.0
-    # Without the failed episode, the highest promise wins.
-    empty = dr.tabular_statistics(jax.tree.map(lambda x: x[:0], data), model.num_states, 2, 1)
-    chosen = dr.select_enumerated(tables, empty, jax.random.key(0), optimistic=True, beta=0.25,
+    # With an episode that refutes nothing (the right path), the highest promise at the data's
+    # start state wins.
+    good = dr.tabular_statistics(_episode(model, [0, 0]), model.num_states, 2, 1)
+    chosen = dr.select_enumerated(tables, good, jax.random.key(0), optimistic=True, beta=0.25,
                                   kappa=0.5, gamma=1.0)
     np.testing.assert_array_equal(np.asarray(chosen.q_table), tempting)
+    # Round 1, no data: optimism at the data's start states (Alg. 1 line 7) has none, so every
+    # candidate ties (not a uniform guess over states), and the key decides.
+    empty = dr.tabular_statistics(jax.tree.map(lambda x: x[:0], data), model.num_states, 2, 1)
+    picks = {int(np.argmin(np.abs(np.asarray(tables) - np.asarray(dr.select_enumerated(
+        tables, empty, jax.random.key(seed), optimistic=True, beta=0.25, kappa=0.5,
+        gamma=1.0).q_table)).sum(axis=(1, 2)))) for seed in range(40)}
+    assert picks == {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -372,6 +380,33 @@ def test_neural_glow_update_clips_weights_grows_truncation_and_is_optimistic():
     assert optimistic > plain + 0.1, (optimistic, plain)
 
 
+def test_neural_paper_preset_grows_truncation_linearly_and_bootstraps_without_a_target():
+    env = _lock(3, 2, 0)
+    model = env.model(env.default_params)
+    batch = _concat(*[_episode(model, [1, 0, 1]) for _ in range(4)])
+    config = glow.Config(version="neural", preset="paper", hidden_sizes=(8,), updates_per_round=2,
+                         batch_size=12, gamma_0=0.5, learning_rate=1e-2)
+    agent = glow.make_agent(config, env.spec)
+    state = agent.init(jax.random.key(0))
+    update = jax.jit(agent.update)
+    for i in range(6):
+        state, metrics = update(state, batch, jax.random.key(i))
+        assert float(metrics["truncation"]) == pytest.approx(0.5 * (i // 2 + 1))  # gamma t
+    # Without a target network the target copy is never read: the Q-network bootstraps from
+    # itself. Replacing the target parameters by garbage changes nothing.
+    garbage = state.replace(target_params=jax.tree.map(lambda x: x + 100.0, state.target_params))
+    a, metrics_a = update(state, batch, jax.random.key(9))
+    b, metrics_b = update(garbage, batch, jax.random.key(9))
+    np.testing.assert_allclose(jax.tree.leaves(a.q_params)[0], jax.tree.leaves(b.q_params)[0])
+    assert float(metrics_a["td_abs_mean"]) == pytest.approx(float(metrics_b["td_abs_mean"]))
+    # With a target network the residuals bootstrap from the shifted copy (2 of 3 rows).
+    with_target = jax.jit(glow.make_agent(dataclasses.replace(config, target_network=True),
+                                          env.spec).update)
+    _, metrics_c = with_target(state, batch, jax.random.key(9))
+    _, metrics_d = with_target(garbage, batch, jax.random.key(9))
+    assert float(metrics_d["td_abs_mean"]) > float(metrics_c["td_abs_mean"]) + 30
+
+
 @pytest.mark.slow  # ~25 s cold; test_cli_runs_an_offline_agent_inside_h2o covers H2O by default
 def test_h2o_runs_cql_as_the_offline_learner():
     config = toy.CombinationLockConfig(horizon=4, num_actions=3, code_seed=1)
@@ -445,6 +480,14 @@ def test_cli_glow_reports_episodes_to_optimal_per_round_and_resumes_exactly(tmp_
     per_seed = summary["per_seed_episodes_to_optimal"]
     assert all(isinstance(n, int) and 1 <= n <= 5 * 4 for n in per_seed), per_seed
     assert summary["final_return"] == pytest.approx(1.0)
+    # The paper's figures: with J* = 1 and one episode a round over T = 150 / 5 = 30 rounds,
+    # regret = sum_t (1 - J(pi_t)) and the mixture's return = 1 - regret / T, seed by seed.
+    assert summary["rounds"] == 30
+    regret, mixture = summary["per_seed_cumulative_regret"], summary["per_seed_mixture_return"]
+    np.testing.assert_allclose(mixture, 1 - np.asarray(regret) / 30, atol=1e-6)
+    assert all(r >= n for r, n in zip(regret, per_seed, strict=True))  # each failed round costs 1
+    assert summary["cumulative_regret"] == pytest.approx(np.mean(regret))
+    assert "secondary" in summary["episodes_to_optimal_note"]
     resumed = tmp_path / "resumed"
     assert _main([*args, "--run-dir", str(resumed), "--stop-after-chunks", "1"]) == 0
     assert _main(["--resume", str(resumed)]) == 0
@@ -464,7 +507,31 @@ def test_cli_runs_an_offline_agent_inside_h2o(lock_dataset_dir, tmp_path):
     assert _main(["bc", "--dataset", str(lock_dataset_dir), "--h2o", "--seeds", "1",
                   "--total-steps", "40", "--num-logs", "2", "--h2o-updates-per-round", "20",
                   "--agent.hidden-sizes", "32", "--run-dir", str(tmp_path / "h2o")]) == 0
-    assert _summary(tmp_path / "h2o")["env_steps"] == 40
+    summary = _summary(tmp_path / "h2o")
+    assert summary["env_steps"] == 40 and summary["h2o"] is True
+    assert {"cumulative_regret", "mixture_return"} <= set(summary)
+
+
+def test_h2o_presets_set_the_rounds_schedule():
+    env = _lock(3, 2, 0)
+    offline = cql.make_agent(cql.Config(), env.spec)
+    practical = make_h2o_agent(offline, env.spec).feed
+    assert (practical.num_envs, practical.offline_schedule, practical.refit) == (4, "all", False)
+    paper = make_h2o_agent(offline, env.spec, preset="paper").feed
+    assert (paper.num_envs, paper.offline_schedule, paper.refit) == (1, "paper", True)
+    with pytest.raises(RlkitError, match="--h2o-preset"):
+        make_h2o_agent(offline, env.spec, preset="fast")
+
+
+def test_outside_the_papers_assumptions_names_the_reason():
+    from rlkit.h2o import outside_assumptions
+
+    lock = toy.combination_lock_model(np.array([0, 1], np.int32), 2)
+    assert outside_assumptions(lock, 1.0) is None
+    deepsea = toy.make_deepsea(toy.DeepSeaConfig(size=4))
+    model = deepsea.model(deepsea.default_params)
+    optimal = float(planning.value_iteration(model).optimal_return)
+    assert "negative rewards" in outside_assumptions(model, optimal)
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -475,6 +542,10 @@ def test_cli_runs_an_offline_agent_inside_h2o(lock_dataset_dir, tmp_path):
      "--env: glow runs in rounds on the device"),
     (["glow", "--env", "combination-lock", "--agent.kappa", "-1"],
      "kappa: must be a finite number in [0, inf)"),
+    (["glow", "--env", "combination-lock", "--agent.preset", "fast"],
+     "preset: must be 'practical' or 'paper'"),
+    (["cql", "--env", "combination-lock", "--h2o", "--h2o-preset", "fast"],
+     "--h2o-preset: must be 'practical' or 'paper'"),
     (["glow", "--env", "combination-lock", "--total-steps", "100000"],
      "--total-steps: 20000 rounds of 1 episodes outgrow the 2000 episodes kept"),
 ])
@@ -505,3 +576,141 @@ def test_noisy_observation_lock_passes_the_checker_with_its_noise_declared():
 def test_neural_hyglow_opens_a_lock_with_noisy_observations():
     _assert_neural_hyglow_solves(toy.make_combination_lock(NOISY_LOCK), "combination-lock",
                                  NOISY_LOCK, 40, 0.5, (64, 64), 30)
+
+
+# --------------------------------------------------------------------------------------------
+# The paper preset, the restricted weight class (Amortila et al. 2024, Eq. 4, 34, Thm 3.1)
+# --------------------------------------------------------------------------------------------
+
+
+def _stats(counts, residual_free_rewards=None) -> dr.TabularStatistics:
+    """Hand-built statistics of terminal one-step samples: S_f(x, a) = f(x, a) N(x, a) - R."""
+    counts = jnp.asarray(counts, jnp.float32)
+    rewards = jnp.zeros_like(counts) if residual_free_rewards is None else residual_free_rewards
+    num_states = counts.shape[0]
+    next_counts = jnp.zeros((*counts.shape, num_states + 1)).at[..., num_states].set(counts)
+    return dr.TabularStatistics(counts=counts, reward_sums=rewards, next_counts=next_counts,
+                                starts=jnp.zeros(num_states))
+
+
+def test_truncation_changes_the_chosen_f_with_a_restricted_weight_class():
+    # One sample in each of two cells, both ending the episode (residual = f). f_a over-states
+    # the rare cell 0 by 0.5, f_b the common cell 1 by 2. W = {(10, 0), (1, 1)}: a large ratio
+    # on cell 0, a flat one. kappa = 0, so L(f, w) = sum [w]_gamma * f:
+    #   gamma = 100: L(f_a) = max(10 * 0.5, 0.5) = 5, L(f_b) = max(0, 2) = 2 -> f_b;
+    #   gamma = 1:   L(f_a) = max(1 * 0.5, 0.5) = 0.5, L(f_b) = 2           -> f_a.
+    tables = jnp.asarray([[[0.5], [0.0]], [[0.0], [2.0]]])  # [M=2, S=2, A=1]
+    weights = jnp.asarray([[[10.0], [0.0]], [[1.0], [1.0]]])  # [N=2, S=2, A=1]
+    stats = _stats([[1.0], [1.0]])
+    chosen = {}
+    for gamma in (100.0, 1.0):
+        selection = dr.select_enumerated(tables, stats, jax.random.key(0), optimistic=False,
+                                         beta=0.0, kappa=0.0, gamma=gamma, weights=weights)
+        chosen[gamma] = int(np.argmin(np.abs(np.asarray(tables) - selection.q_table)
+                                      .sum(axis=(1, 2))))
+        losses = [float(dr.finite_class_losses(t, weights, stats, 0.0, gamma)[0])
+                  for t in tables]
+        np.testing.assert_allclose(losses, {100.0: [5.0, 2.0], 1.0: [0.5, 2.0]}[gamma])
+    assert chosen == {100.0: 1, 1.0: 0}
+    # With tabular W (every table in [0, gamma]) the same data pick f_a at both levels: the
+    # clip never binds on the best response's decision here, the point of the restricted class.
+    for gamma in (100.0, 1.0):
+        selection = dr.select_enumerated(tables, stats, jax.random.key(0), optimistic=False,
+                                         beta=0.0, kappa=0.5, gamma=gamma)
+        np.testing.assert_allclose(selection.q_table, tables[0])
+
+
+def test_occupancy_ratio_class_holds_the_candidates_ratios_exactly():
+    model = toy.combination_lock_model(np.array([0, 0], np.int32), 2)
+    codes = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    policies = np.zeros((4, model.num_states, 2), np.float32)
+    for i, code in enumerate(codes):  # the greedy policy of code c: c_h on the good path
+        policies[i, :, 0] = 1.0
+        policies[i, [0, 2], :] = 0.0
+        policies[i, 0, code[0]] = policies[i, 2, code[1]] = 1.0
+    weights = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies)))
+    assert weights.shape == (4 * 4, model.num_states, 2)
+    # w_(0,1): d^pi_00 / d^pi_01. pi_00 visits (0, a0) then (2, a0); pi_01 (0, a0) then (2, a1).
+    # Ratios: (0, a0) 1 / 1; (2, a0) 1 / 0 -> the cap; (2, a1) 0 / 1 = 0; elsewhere 0 / 0 = 0.
+    expected = np.zeros((model.num_states, 2), np.float32)
+    expected[0, 0], expected[2, 0] = 1.0, dr.RATIO_CAP
+    np.testing.assert_array_equal(weights[0], expected)
+    signed = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies), signed=True))
+    np.testing.assert_array_equal(signed[16:], -weights)
+
+
+def test_paper_preset_refutes_a_wrong_lock_candidate_after_the_predicted_visits():
+    # A lock with H = 2, A = 2 (code 00). n episodes take the wrong action 1 at step 0. The
+    # candidate "1 is right" over-states Q(0, 1) by 1 per visit; with alpha_t = 8 / gamma_t its
+    # best clipped weight is gamma_t / 16 and its layer loss n gamma_t / 32. The per-layer
+    # radius is c gamma_t (log(6 H / delta) + 2 log |F| + log t), |F| = 4, t = n + 1: refuted
+    # once n / 32 > c (log(120) + 2 log 4 + log(n + 1)).
+    confidence = 0.05
+    model = toy.combination_lock_model(np.array([0, 0], np.int32), 2)
+    env = _lock(2, 2, 0)
+    agent = glow.make_agent(glow.Config(preset="paper", confidence=confidence), env.spec,
+                            env.value_class())
+    state = agent.init(jax.random.key(0))
+
+    def predicted(n):
+        return n / 32 > confidence * (np.log(6 * 2 / 0.1) + 2 * np.log(4) + np.log(n + 1))
+
+    threshold = next(n for n in range(1, 1000) if predicted(n))
+    one = _episode(model, [1, 0])
+    one = one.replace(extras={"first": one.extras["first"], "step": jnp.arange(2)})
+    for n, left in ((threshold - 1, 7.0), (threshold, 6.0)):
+        _, metrics = agent.update(state, _concat(*[one] * n), jax.random.key(1))
+        assert float(metrics["round"]) == n + 1
+        # States 0 (2 candidates, then 1), 1, 3, 4 (one each) and unvisited 2 (both).
+        assert float(metrics["candidates_left"]) == left, (n, metrics)
+    # The closed form the docs quote agrees: threshold - 1 <= 32 c log_term < threshold.
+    log_term = np.log(120) + 2 * np.log(4) + np.log(threshold + 1)
+    assert threshold - 1 <= dr.refutation_visits(confidence, log_term) < threshold
+
+
+def test_hyglow_paper_preset_learner_sees_t_minus_1_offline_and_online_episodes():
+    env = _lock(3, 2, 2)
+    dataset = _optimal_dataset(env, 6)
+    agent = glow.make_agent(glow.HybridConfig(preset="paper"), env.spec, env.value_class())
+    assert agent.feed.offline_schedule == "paper" and agent.feed.num_envs == 1
+    trainer = make_rounds_trainer(agent, env, env.default_params, 8, dataset=dataset)
+    _, metrics = trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    rounds = np.arange(8)
+    np.testing.assert_array_equal(metrics["round"][0], rounds + 1)
+    # The learner's weighted episode count: t - 1 online + t - 1 offline (weight 1: equal
+    # lengths), the offline part capped at the dataset's 6 and then weighted up to match.
+    np.testing.assert_allclose(metrics["data_episodes"][0], 2 * rounds, rtol=1e-6)
+    # Truncation gamma_t = gamma t and penalty alpha_t = 8 / gamma_t with gamma = 1.
+    np.testing.assert_allclose(metrics["truncation"][0], rounds + 1)
+    np.testing.assert_allclose(metrics["penalty"][0], 8 / (rounds + 1), rtol=1e-6)
+
+
+def test_truncation_changes_glows_choice_with_the_occupancy_ratio_class_of_a_lock():
+    # Lock H = 2, A = 2, code 00. F = the Q* of the 4 codes plus a "tempting" f that promises 2
+    # for the wrong first action. W = the ratios between the 4 codes' greedy occupancies: at
+    # (0, a1) they take the values {0, 1, 2, RATIO_CAP} (d^pi_1x / d^pi_1x' = 1, / the mixture
+    # = 1 / 0.5 = 2, / d^pi_0x = 1 / 0). One episode takes the wrong first action, so the
+    # tempting f has residual 2 there and kappa = 1/2 gives L = 2u - u^2 / 2 at weight u:
+    #   gamma = 1:   u in {0, 1}          -> L = 1.5 <= beta = 1.75: feasible, and optimism
+    #                                        picks it (start value 2 against 1);
+    #   gamma = 100: u in {0, 1, 2, 100}  -> L = 2 (u = 2) > 1.75: refuted, a code's Q* is chosen.
+    model = toy.combination_lock_model(np.array([0, 0], np.int32), 2)
+    codes = np.asarray(toy.combination_lock_value_class(2, 2).enumerate())
+    tempting = np.asarray(planning.value_iteration(model).q[0]).copy()
+    tempting[0, 1] = 2.0
+    tables = jnp.asarray(np.concatenate([codes, tempting[None]]), jnp.float32)
+    policies = jax.nn.one_hot(jnp.asarray(codes).argmax(-1), 2)
+    weights = dr.occupancy_ratio_class(model, policies)
+    np.testing.assert_array_equal(np.unique(np.asarray(weights)[:, 0, 1]),
+                                  [0.0, 1.0, 2.0, dr.RATIO_CAP])
+    data = _episode(model, [1, 0])
+    data = data.replace(extras={"first": data.extras["first"], "step": jnp.arange(2)})
+    stats = dr.tabular_statistics(data, model.num_states, 2, 1)
+    for gamma, loss, picks_tempting in ((1.0, 1.5, True), (100.0, 2.0, False)):
+        layer_losses = dr.finite_class_losses(tables[-1], weights, stats, 0.5, gamma,
+                                              num_layers=2)
+        np.testing.assert_allclose(layer_losses, [loss, 0.0], rtol=1e-6)
+        chosen = dr.select_enumerated(tables, stats, jax.random.key(0), optimistic=True,
+                                      beta=1.75, kappa=0.5, gamma=gamma, num_layers=2,
+                                      weights=weights)
+        assert np.array_equal(np.asarray(chosen.q_table), tempting) == picks_tempting, gamma

@@ -360,3 +360,138 @@ def test_round_driver_batches_hold_the_proportional_count_round_by_round():
     # n = 0: 10; 16: 7.5 -> 8 (half to even); 32: 6; 48: 5; 64: 4.29 -> 4.
     np.testing.assert_allclose(metrics["offline_share"][0], [1.0, 0.8, 0.6, 0.5, 0.4],
                                rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# The paper's offline schedule (Amortila et al. 2024, Alg. 2 line 5, Alg. 3 line 8) and the
+# figures the paper bounds (Alg. 1 line 13, Thm 3.1)
+# ------------------------------------------------------------------------------------------
+
+
+def _episode_dataset(num_episodes: int, length: int) -> Transition:
+    """Dataset episodes of `length` rows whose reward is 100 + the episode's index."""
+    size = num_episodes * length
+    obs = jnp.zeros((size, 8), jnp.float32).at[:, 0].set(1.0)
+    index = jnp.arange(size)
+    return Transition(obs=obs, action=jnp.zeros((size,), jnp.int32),
+                      reward=(100 + index // length).astype(jnp.float32),
+                      terminated=jnp.zeros((size,), bool), truncated=index % length == length - 1,
+                      next_obs=obs, extras={})
+
+
+def _round_agent(feed, update, policy=None):
+    return Agent(
+        init=lambda key: jnp.zeros((), jnp.int32),
+        act=lambda state, obs, key, step: (jnp.zeros(obs.shape[:1], jnp.int32), {}),
+        update=update, feed=feed,
+        policy=policy or (lambda state, obs: jnp.full((obs.shape[0], 2), 0.5)))
+
+
+def _run_rounds(agent, rounds: int, dataset=None):
+    from envs.toy import ChainConfig, make_chain
+    from rlkit.loops.rounds import make_rounds_trainer
+
+    env = make_chain(ChainConfig())  # 8 states, 16 steps per episode
+    trainer = make_rounds_trainer(agent, env, env.default_params, rounds, dataset=dataset)
+    _, metrics = trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    return env, jax.tree.map(lambda m: np.asarray(m[0]), metrics)
+
+
+def test_paper_schedule_exact_learner_sees_t_minus_1_offline_and_online_episodes_half_half():
+    from rlkit.types import RoundFeed
+
+    feed = RoundFeed(num_envs=1, episode_length=16, updates_per_round=1, batch_size=None,
+                     buffer_episodes=10, uses_dataset=True, offline_schedule="paper")
+
+    def update(state, data, key):  # what the learner receives, measured from the rows
+        weight = data.extras["weight"]
+        offline = data.extras["offline"]
+        used = weight > 0
+        first = data.extras["first"]
+        return state + 1, {
+            "offline_weight": (weight * offline).sum(),
+            "online_weight": (weight * ~offline).sum(),
+            "offline_episodes": (first & used & offline).sum().astype(jnp.float32),
+            "online_episodes": (first & used & ~offline).sum().astype(jnp.float32),
+            "last_offline_episode": jnp.where(used & offline, data.reward - 100, -1).max(),
+            "offline_steps_ok": jnp.all(jnp.where(offline, data.extras["step"]
+                                                  == (jnp.arange(data.reward.shape[0]) - 160) % 8,
+                                                  True)).astype(jnp.float32),
+        }
+
+    # 5 offline episodes of 8 rows, online episodes of 16 rows: offline rows weigh 16 / 8 = 2.
+    _, metrics = _run_rounds(_round_agent(feed, update), 7, _episode_dataset(5, 8))
+    rounds = np.arange(7)  # round t = r + 1 has seen r = t - 1 online episodes
+    np.testing.assert_array_equal(metrics["online_episodes"], rounds)
+    np.testing.assert_array_equal(metrics["offline_episodes"], np.minimum(rounds, 5))
+    np.testing.assert_array_equal(metrics["last_offline_episode"], np.minimum(rounds, 5) - 1)
+    # Half and half: equal total weight; 2 per offline row while t - 1 <= 5, then 96 / 40.
+    np.testing.assert_allclose(metrics["online_weight"], 16 * rounds)
+    np.testing.assert_allclose(metrics["offline_weight"], 16 * rounds, rtol=1e-6)
+    np.testing.assert_array_equal(metrics["offline_steps_ok"], 1.0)
+
+
+def test_paper_schedule_batches_are_half_offline_from_the_first_episodes_only():
+    from rlkit.types import RoundFeed
+
+    feed = RoundFeed(num_envs=1, episode_length=16, updates_per_round=4, batch_size=11,
+                     buffer_episodes=10, uses_dataset=True, offline_schedule="paper")
+
+    def update(state, batch, key):  # online rows of the chain pay 0, offline ones 100 + e
+        offline = batch.reward >= 100
+        return state + 1, {"offline_rows": offline.sum().astype(jnp.float32),
+                           "first_rows_offline": jnp.all(offline[:5]).astype(jnp.float32),
+                           "last_offline_episode": jnp.where(offline, batch.reward - 100,
+                                                             -1).max()}
+
+    _, metrics = _run_rounds(_round_agent(feed, update), 5, _episode_dataset(8, 16))
+    # Round 1 has no data: no fit (NaN). Round t: 11 // 2 = 5 rows from episodes < t - 1.
+    assert np.isnan(metrics["offline_rows"][0])
+    np.testing.assert_array_equal(metrics["offline_rows"][1:], 5.0)
+    np.testing.assert_array_equal(metrics["first_rows_offline"][1:], 1.0)
+    assert np.all(metrics["last_offline_episode"][1:] <= np.arange(1, 5) - 1)
+    assert metrics["last_offline_episode"][4] >= 1  # draws reach past the first episode
+
+
+@pytest.mark.parametrize("refit, expected", [(False, [2, 5, 8, 11]), (True, [2, 2, 2, 2])])
+def test_refit_reinitialises_the_learner_every_round(refit, expected):
+    from rlkit.types import RoundFeed
+
+    feed = RoundFeed(num_envs=1, episode_length=16, updates_per_round=3, batch_size=4,
+                     buffer_episodes=10, uses_dataset=True, refit=refit)
+
+    def update(state, batch, key):  # the state counts the updates since the last init
+        return state + 1, {"updates_so_far": (state + 1).astype(jnp.float32)}
+
+    _, metrics = _run_rounds(_round_agent(feed, update), 4, _episode_dataset(2, 16))
+    # A round's metric is the mean over its 3 updates: (k+1 + k+2 + k+3) / 3 = k + 2, with k
+    # the updates before the round (3 r without refitting, 0 with).
+    np.testing.assert_allclose(metrics["updates_so_far"], expected)
+
+
+def test_cumulative_regret_and_mixture_return_are_exact_and_logged_at_the_chunks_end():
+    from rlkit import planning
+    from rlkit.types import RoundFeed
+
+    feed = RoundFeed(num_envs=2, episode_length=16, updates_per_round=1, batch_size=None,
+                     buffer_episodes=20)
+    left, right = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+
+    def policy(state, obs):  # rounds 1 and 2 go left, rounds 3..5 right
+        return jnp.broadcast_to(jnp.where(state >= 3, right, left), (obs.shape[0], 2))
+
+    agent = _round_agent(feed, lambda state, data, key: (state + 1, {}), policy)
+    env, metrics = _run_rounds(agent, 5)
+    model = env.model(env.default_params)
+    optimal = float(planning.value_iteration(model).optimal_return)
+    returns = {name: float(planning.expected_return(
+        model, jnp.broadcast_to(row, (model.rewards.shape[0], 2)), horizon=16))
+        for name, row in (("left", left), ("right", right))}
+    assert returns["right"] > returns["left"]  # the two policies differ, so the test can fail
+    per_round = [returns["left"]] * 2 + [returns["right"]] * 3
+    np.testing.assert_allclose(metrics["policy_return"], per_round, rtol=1e-5)
+    assert np.all(np.isnan(metrics["cumulative_regret"][:4]))
+    assert np.all(np.isnan(metrics["mixture_return"][:4]))
+    np.testing.assert_allclose(metrics["cumulative_regret"][4],
+                               2 * sum(optimal - j for j in per_round), rtol=1e-5)
+    np.testing.assert_allclose(metrics["mixture_return"][4], np.mean(per_round), rtol=1e-5)
