@@ -208,7 +208,8 @@ class State:
         obs_moments: running moments of the observations ([*obs_shape]).
         return_filter: [N] float32, the running discounted intrinsic return per stream.
         return_moments: running moments (scalar) of `return_filter`'s values.
-        visit_count: [S] float32 rows trained on per argmax(obs) (`count_states`), else [0].
+        visit_count: [S] float32 rows trained on per argmax(obs) (`count_states`), else None
+            (orbax cannot store an empty array).
         update_step: int32 scalar, predictor updates so far.
     """
 
@@ -218,7 +219,7 @@ class State:
     obs_moments: RunningMoments
     return_filter: Array
     return_moments: RunningMoments
-    visit_count: Array
+    visit_count: Array | None
     update_step: Array
 
 
@@ -314,7 +315,7 @@ def make_transform(config: Config, obs_shape: Sequence[int], *,
             obs_moments=init_moments(obs_shape),
             return_filter=jnp.zeros((num_streams,), jnp.float32),
             return_moments=init_moments(()),
-            visit_count=jnp.zeros((num_counted,), jnp.float32),
+            visit_count=jnp.zeros((num_counted,), jnp.float32) if num_counted else None,
             update_step=jnp.zeros((), jnp.int32),
         )
 
@@ -412,7 +413,8 @@ def per_state(transform: Transform, state: State, observations: Array) -> tuple[
     f, mu, _ = transform.predict(state, observations)
     bonus = jnp.mean(jnp.square(f - mu), axis=-1)
     index = jnp.argmax(observations.reshape(observations.shape[0], -1), axis=-1)
-    count = state.visit_count[index] if state.visit_count.size else jnp.zeros_like(bonus)
+    count = (jnp.zeros_like(bonus) if state.visit_count is None
+             else state.visit_count[index])
     return bonus, count
 
 
