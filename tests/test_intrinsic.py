@@ -189,3 +189,136 @@ def test_visit_counts_count_trained_rows_of_one_hot_states():
 def test_bad_transform_config_names_the_field(field, value, message):
     with pytest.raises(RlkitError, match=message.replace("(", r"\(").replace(")", r"\)")):
         intrinsic.Config(**{field: value})
+
+
+# --------------------------------------------------------------------------------------------
+# The agents' intrinsic option
+# --------------------------------------------------------------------------------------------
+
+
+def _deepsea(size: int = 4):
+    from envs.toy import DeepSeaConfig, make_deepsea
+
+    return make_deepsea(DeepSeaConfig(size=size))
+
+
+def _agents(spec, kind: str):
+    from agents import dqn, ppo
+
+    return {
+        "ppo": ppo.make_agent(ppo.Config(num_envs=2, rollout_length=8, total_steps=64,
+                                         num_minibatches=2, update_epochs=1, intrinsic=kind,
+                                         intrinsic_count_states=True), spec),
+        "dqn": dqn.make_agent(dqn.Config(num_envs=2, batch_size=8, learning_starts=8,
+                                         buffer_size=32, intrinsic=kind,
+                                         intrinsic_count_states=True), spec),
+    }
+
+
+@pytest.mark.slow  # compiles two training programs: minutes on a loaded 2-core machine
+def test_ppo_and_dqn_with_rdd_train_vmapped_on_device():
+    """Both agents carry the transform in their state through the on-device driver (2 seeds):
+    the bonus is reported, the predictor and visit counts move, the target does not."""
+    from rlkit.loops.on_device import make_on_device_trainer
+
+    env = _deepsea()
+    for name, agent in _agents(env.spec, "rdd").items():
+        trainer = make_on_device_trainer(agent, env, env.default_params, iterations_per_chunk=8)
+        carry = trainer.init(jax.random.split(jax.random.key(0), 2))
+        before = jax.tree.map(np.asarray, carry.agent_state.intrinsic)
+        carry, metrics = trainer.run(carry)
+        after = carry.agent_state.intrinsic
+        bonus = np.asarray(metrics["intrinsic_bonus_mean"])  # [seeds, iterations]
+        assert bonus.shape == (2, 8), name
+        assert np.all(np.isfinite(bonus[:, -1])) and np.all(bonus[:, -1] > 0), name
+        assert float(np.asarray(after.visit_count).sum()) > 0, name
+        for a, b in zip(jax.tree.leaves(before.target_params),
+                        jax.tree.leaves(after.target_params), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(jax.tree.leaves(before.predictor_params)[0],
+                                  jax.tree.leaves(after.predictor_params)[0]), name
+
+
+@pytest.mark.slow
+def test_ppo_and_dqn_with_rnd_train_on_the_host_driver():
+    import envs
+    from rlkit.loops.host import make_host_trainer
+
+    def make_env(num_envs, seed):
+        return envs.make_host_env("gym:CartPole-v1", None, num_envs, seed)
+
+    for name, agent in _agents(make_env(1, 0).spec, "rnd").items():
+        trainer = make_host_trainer(agent, make_env, num_seeds=1, seed=0,
+                                    iterations_per_chunk=8, num_eval_episodes=1)
+        carry = trainer.init(jax.random.split(jax.random.key(0), 1))
+        carry, metrics = trainer.run(carry)
+        trainer.close()
+        assert np.isfinite(np.asarray(metrics["predictor_loss"])[:, -1]).all(), name
+        assert int(carry.agent_state.intrinsic.update_step[0]) > 0, name
+
+
+def test_intrinsic_state_survives_a_checkpoint_bit_for_bit(tmp_path):
+    """The transform's state (predictor, frozen target, Adam, running statistics, counts) is
+    part of each agent's state, so the run's checkpoint stores and restores it exactly."""
+    from rlkit.checkpoint import Checkpointer
+
+    env = _deepsea()
+    for name, agent in _agents(env.spec, "rdd").items():
+        state = agent.init(jax.random.key(0))
+        transform_state = state.intrinsic
+        assert isinstance(transform_state, intrinsic.State), name
+        # Move the running statistics off their initial values first.
+        transform_state = transform_state.replace(
+            obs_moments=intrinsic.update_moments(transform_state.obs_moments,
+                                                 jax.random.normal(jax.random.key(1), (5, 4, 4))))
+        state = state.replace(intrinsic=transform_state)
+        checkpointer = Checkpointer(tmp_path / name)
+        checkpointer.save(1, {"agent_state": state})
+        checkpointer.close()
+        restored = Checkpointer(tmp_path / name).restore(1, {"agent_state": state})
+        leaves = jax.tree.leaves(state.intrinsic)
+        restored_leaves = jax.tree.leaves(restored["agent_state"].intrinsic)
+        assert len(leaves) == len(restored_leaves) > 10
+        for a, b in zip(leaves, restored_leaves, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow  # six CLI runs
+def test_intrinsic_state_is_checkpointed_and_resumes_exactly(tmp_path):
+    """PPO+RDD and DQN+RDD interrupted after one chunk and resumed: the same metrics.csv as
+    uninterrupted runs (the transform's state, with its running statistics, is in the
+    checkpoint)."""
+    from rlkit.train import main
+
+    for agent, extra in (("ppo", ["--agent.num-envs", "4", "--agent.rollout-length", "16"]),
+                         ("dqn", ["--agent.learning-starts", "128", "--agent.num-envs", "4"])):
+        def train(name, *more, agent=agent, extra=extra):
+            run_dir = tmp_path / f"{agent}-{name}"
+            assert main([agent, "--env", "deepsea", "--env-config.size", "4", "--total-steps",
+                         "512", "--seeds", "2", "--num-logs", "2", "--no-progress",
+                         "--run-dir", str(run_dir), "--agent.intrinsic", "rdd", *extra,
+                         *more]) == 0
+            return run_dir
+
+        full = train("full")
+        interrupted = train("cut", "--stop-after-chunks", "1")
+        assert main([agent, "--resume", str(interrupted), "--no-progress"]) == 0
+        text = (full / "metrics.csv").read_text()
+        assert "intrinsic_bonus_mean" in text.splitlines()[0]
+        assert (interrupted / "metrics.csv").read_text() == text, agent
+
+
+@pytest.mark.parametrize("agent, args, needle", [
+    ("ppo", ["--agent.intrinsic", "icm"], "--agent.intrinsic: must be 'none', 'rnd' or 'rdd'"),
+    ("dqn", ["--agent.intrinsic", "rdd", "--agent.intrinsic-sigma", "0"],
+     "--agent.intrinsic-sigma: must be a finite number in (0, inf), got 0"),
+    ("ppo", ["--agent.intrinsic-coef", "-1"], "--agent.intrinsic-coef: must be a finite number"),
+    ("ppo", ["--agent.extrinsic-coef", "-0.5"], "--agent.extrinsic-coef"),
+    ("dqn", ["--agent.intrinsic-coef", "-1"], "--agent.intrinsic-coef"),
+])
+def test_bad_intrinsic_flags_give_one_line_naming_the_flag(agent, args, needle, capsys):
+    from rlkit.train import main
+
+    assert main([agent, "--env", "chain", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
