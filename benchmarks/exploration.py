@@ -51,10 +51,12 @@ from offline_hybrid import train as train_summary  # noqa: E402
 from rlkit import registry  # noqa: E402
 from rlkit.runner import MetricsLog  # noqa: E402
 
-# PPO on DeepSea: many short rollouts, a constant step size and no entropy bonus, so that the
-# (near-tabular) policy can commit to the path its advantages point at. Shared by all PPO runs.
+# PPO on tabular envs: many short rollouts, a constant step size and a small entropy bonus, so
+# that the (near-tabular) policy can commit to the path its advantages point at; with an
+# intrinsic reward, the intrinsic advantage weighs twice the extrinsic one. Shared by all PPO runs
+# (the two coefficients only act when an intrinsic reward is on).
 PPO_DEEPSEA = dict(num_envs=16, rollout_length=32, learning_rate=1e-3, anneal_lr=False,
-                   ent_coef=0.0)
+                   ent_coef=0.003, intrinsic_coef=2.0, extrinsic_coef=1.0)
 DQN_DEEPSEA = dict(num_envs=8, learning_starts=1000, epsilon_decay_steps=20_000,
                    learning_rate=1e-3, target_update_every=50)
 METHODS = {

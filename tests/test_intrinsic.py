@@ -322,3 +322,31 @@ def test_bad_intrinsic_flags_give_one_line_naming_the_flag(agent, args, needle, 
     assert main([agent, "--env", "chain", *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
+
+
+@pytest.mark.parametrize("obs_shape, obs_dtype", [((4, 4), "float32"), ((10, 10, 4), "uint8")])
+def test_intrinsic_agents_keep_state_shapes_and_dtypes(obs_shape, obs_dtype):
+    """`update` with RDD keeps every state leaf's shape and dtype, and every metric is a scalar
+    (traced by `jax.eval_shape`, never compiled)."""
+    from rlkit.types import EnvSpec, Transition
+
+    spec = EnvSpec("test", obs_shape, obs_dtype, 3, 10)
+    for name, agent in _agents(spec, "rdd").items():
+        state = jax.eval_shape(agent.init, jax.random.key(0))
+        feed = agent.feed
+        lead = (feed.rollout_length, feed.num_envs) if name == "ppo" else (feed.batch_size,)
+        obs = jax.ShapeDtypeStruct((*lead, *obs_shape), obs_dtype)
+        flat = jax.ShapeDtypeStruct((int(np.prod(lead)), *obs_shape), obs_dtype)
+        _, extras = jax.eval_shape(agent.act, state, flat, jax.random.key(1), jnp.int32(0))
+        extras = {k: jax.ShapeDtypeStruct(lead, v.dtype) for k, v in extras.items()}
+        batch = Transition(obs=obs, action=jax.ShapeDtypeStruct(lead, jnp.int32),
+                           reward=jax.ShapeDtypeStruct(lead, jnp.float32),
+                           terminated=jax.ShapeDtypeStruct(lead, bool),
+                           truncated=jax.ShapeDtypeStruct(lead, bool), next_obs=obs,
+                           extras=extras)
+        new_state, metrics = jax.eval_shape(agent.update, state, batch, jax.random.key(2))
+        assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == jax.tree.map(
+            lambda x: (x.shape, x.dtype), state), name
+        assert {"intrinsic_reward_mean", "intrinsic_bonus_mean", "predictor_loss"} <= set(metrics)
+        for metric, value in metrics.items():
+            assert value.shape == () and value.dtype == jnp.float32, (name, metric)
