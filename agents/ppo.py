@@ -33,7 +33,11 @@ its discounted return; the predictor takes one step per minibatch on an
 `intrinsic_update_proportion` share of the minibatch's next observations. The transform's state
 lives in `State.intrinsic`, so checkpoints carry it. Its observation statistics are updated with
 every rollout before the rollout's bonus is read, so the first rollout (taken by the initial,
-near-uniform policy) initialises them, as RND's random-agent steps do.
+near-uniform policy) initialises them, as RND's random-agent steps do. Readings where RND's
+and RDD's papers are silent: V_int after the rollout's last step is V_int(next_obs of that step),
+the true next observation (not the reset one); each value loss is weighted by `vf_coef` (RND:
+0.5 * (V_ext loss + V_int loss), the same at the default 0.5); `intrinsic_coef` and
+`extrinsic_coef` do not act without an intrinsic reward, so plain PPO is unchanged.
 
 Metrics (float32 scalars, means over the iteration's minibatch steps): `loss`, `policy_loss`,
 `value_loss`, `entropy`, `approx_kl` (k3 estimator), `clip_fraction`, and `value_mean` (mean
