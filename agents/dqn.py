@@ -71,6 +71,17 @@ Metrics returned by `update` (float32 scalars):
 * `td_abs_mean`: mean |Q(s, a) - y|.
 * `grad_norm`: global gradient norm before clipping.
 * Hy-Q adds `offline_fraction` (the driver's), the share of the batch drawn from the dataset.
+* With an intrinsic reward: `intrinsic_reward_mean` (the normalised bonus added to the batch's
+  rewards, before `intrinsic_coef`), `intrinsic_bonus_mean` (raw) and `predictor_loss`.
+
+Intrinsic rewards (`intrinsic = "rnd"` or `"rdd"`, `rlkit.intrinsic`): each sampled batch's
+reward becomes `r + intrinsic_coef * b(next_obs) / std`, the bonus read at sampling time with the
+current predictor (so it decays as the predictor learns, however old the row), `std` the running
+std of the bonus itself (a replay batch is no stream, so the transform's return discount is 0);
+then the predictor takes one step on an `intrinsic_update_proportion` share of the batch. The
+batch's observations update the transform's running statistics before its bonus is read (the
+first batches come from the epsilon = 1 warm-up: random-agent steps, as RND initialises them).
+The transform's state lives in `State.intrinsic`, so checkpoints carry it.
 
 The exploration rate is not a metric: it is the schedule above at the row's `env_steps`. With
 `prioritised`, `update` also returns `metrics[PRIORITIES]` ([B] |TD error|), which the driver
@@ -87,6 +98,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from rlkit import intrinsic as intrinsic_rewards
 from rlkit.errors import (
     RlkitError,
     check_optimiser_fields,
@@ -175,6 +187,28 @@ class Config:
     """MLP activation: "relu" or "tanh"."""
     cnn: str = "nature"
     """Torso for image observations: "nature" (Mnih et al. 2015) or "impala" (procgen)."""
+    intrinsic: str = "none"
+    """Intrinsic reward added to each batch's rewards: none, rnd or rdd (rlkit.intrinsic)."""
+    intrinsic_coef: float = 1.0
+    """Weight of the normalised intrinsic reward (>= 0)."""
+    intrinsic_output_dim: int = 64
+    """Output dimension k of the intrinsic predictor and target."""
+    intrinsic_hidden_sizes: tuple[int, ...] = (64, 64)
+    """ReLU MLP widths of the intrinsic predictor and target."""
+    intrinsic_learning_rate: float = 3e-4
+    """Adam step size of the intrinsic predictor."""
+    intrinsic_sigma: float = 1.0
+    """RDD: standard deviation of the target distribution (> 0)."""
+    intrinsic_sigma_network: bool = False
+    """RDD: per-state sigma from a frozen random network instead of the fixed sigma."""
+    intrinsic_mean_scale: float = 1.0
+    """RDD/RND: RMS magnitude of the target mean (the RDD paper's "mean")."""
+    intrinsic_readout: str = "mean"
+    """RDD: bonus against the target "mean" or a fresh "sample"."""
+    intrinsic_update_proportion: float = 0.25
+    """Share of each batch the predictor trains on, in (0, 1]."""
+    intrinsic_count_states: bool = False
+    """Count visits per one-hot state in the transform's state (tabular envs, for plots)."""
 
     def __post_init__(self):
         check_optimiser_fields(self, learning_rate_hint="try 2.5e-4.")
@@ -192,6 +226,7 @@ class Config:
         require_int_at_least(self.offline_fraction_steps, "offline_fraction_steps", 0)
         require_number(self.priority_alpha, "priority_alpha", low=0)
         require_number(self.priority_epsilon, "priority_epsilon", low=0, low_open=True)
+        intrinsic_rewards.check_fields(self, prefix="intrinsic_")
         require(self.batch_size <= self.buffer_size, "batch_size",
                 f"{self.batch_size} exceeds buffer_size {self.buffer_size}; lower batch_size or "
                 "raise buffer_size.")
@@ -257,12 +292,14 @@ class State:
             so a driver may donate the state).
         opt_state: optax state of the online parameters.
         update_step: int32 scalar, updates done so far (drives the target-network period).
+        intrinsic: the intrinsic reward transform's `rlkit.intrinsic.State` (None without one).
     """
 
     params: PyTree
     target_params: PyTree
     opt_state: optax.OptState
     update_step: Array
+    intrinsic: PyTree = None
 
 
 class QNetwork(TorsoHead):
@@ -311,6 +348,10 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
                        num_actions)
     optimizer = clipped_adam(config.learning_rate, config.max_grad_norm)
     epsilon = epsilon_schedule(config)
+    transform = None
+    if config.intrinsic != "none":
+        transform = intrinsic_rewards.make_transform(
+            intrinsic_rewards.config_from_agent(config, return_gamma=0.0), spec.obs_shape)
 
     def init(key: PRNGKey) -> State:
         params = network.init(key, jnp.zeros((1, *spec.obs_shape), spec.obs_dtype))
@@ -320,7 +361,20 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
             target_params=jax.tree.map(jnp.copy, params),
             opt_state=optimizer.init(params),
             update_step=jnp.zeros((), jnp.int32),
+            # fold_in: the network's key stays the one plain DQN uses.
+            intrinsic=None if transform is None else transform.init(
+                jax.random.fold_in(key, 1), config.batch_size),
         )
+
+    def add_bonus(transform_state, batch: Transition, key: PRNGKey):
+        """(transform state, batch with r + intrinsic_coef * normalised bonus, metrics)."""
+        transform_state = transform.observe(transform_state, batch.next_obs)
+        raw = transform.bonus(transform_state, batch.next_obs, key)  # [B]
+        transform_state, reward_int = transform.normalise_reward(transform_state, raw[None])
+        reward_int = reward_int[0]  # [B]
+        batch = batch.replace(reward=batch.reward + config.intrinsic_coef * reward_int)
+        return transform_state, batch, {"intrinsic_reward_mean": reward_int.mean(),
+                                        "intrinsic_bonus_mean": raw.mean()}
 
     def act(state: State, obs: Array, key: PRNGKey, step: Array) -> tuple[Array, dict]:
         """Epsilon-greedy actions [N] int32 for obs [N, *obs_shape]; extras is empty."""
@@ -344,16 +398,24 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         return td.loss, (metrics, jnp.abs(td.td_error))
 
     def update(state: State, batch: Transition, key: PRNGKey) -> tuple[State, Metrics]:
-        """One gradient step on a batch with leaves [B, ...]; `key` is unused (deterministic)."""
-        del key
+        """One gradient step on a batch with leaves [B, ...]; `key` is used by the intrinsic
+        reward only (plain DQN is deterministic)."""
+        transform_state, intrinsic_metrics = None, {}
+        if transform is not None:
+            bonus_key, predictor_key = jax.random.split(key)
+            transform_state, batch, intrinsic_metrics = add_bonus(state.intrinsic, batch,
+                                                                  bonus_key)
+            transform_state, predictor_metrics = transform.update(
+                transform_state, batch.next_obs, predictor_key)
+            intrinsic_metrics.update(predictor_metrics)
         params, opt_state, loss, (metrics, td_abs), grad_norm = gradient_step(
             optimizer, loss_fn, state.params, state.opt_state, state.target_params, batch)
         update_step = state.update_step + 1
         target_params = target_network_update(params, state.target_params, update_step,
                                               config.tau, config.target_update_every)
         state = State(params=params, target_params=target_params, opt_state=opt_state,
-                      update_step=update_step)
-        metrics = {"loss": loss, **metrics, "grad_norm": grad_norm}
+                      update_step=update_step, intrinsic=transform_state)
+        metrics = {"loss": loss, **metrics, "grad_norm": grad_norm, **intrinsic_metrics}
         metrics = {name: value.astype(jnp.float32) for name, value in metrics.items()}
         if config.prioritised:
             metrics[PRIORITIES] = td_abs  # [B], popped by the driver (new priorities)

@@ -24,9 +24,26 @@ driver `rlkit.loops.host` for gymnasium / procgen). Each driver iteration rolls 
 (`update_epochs` passes of `num_minibatches` minibatches). Reading the agent takes this file,
 `rlkit.ops` and that driver; the torsos come from `rlkit.nets`.
 
+Intrinsic rewards (`intrinsic = "rnd"` or `"rdd"`, `rlkit.intrinsic`), the RND recipe (Burda et
+al. 2019, Section 2.3-2.4; DRND's PPO code, yk7333/DRND): the critic gets a second value head
+for the intrinsic return, which is non-episodic (its GAE ignores `terminated` and `truncated`,
+discount `intrinsic_gamma`); the policy's advantage is `extrinsic_coef * A_ext + intrinsic_coef *
+A_int`; the bonus of each step is that of its next observation, divided by the running std of
+its discounted return; the predictor takes one step per minibatch on an
+`intrinsic_update_proportion` share of the minibatch's next observations. The transform's state
+lives in `State.intrinsic`, so checkpoints carry it. Its observation statistics are updated with
+every rollout before the rollout's bonus is read, so the first rollout (taken by the initial,
+near-uniform policy) initialises them, as RND's random-agent steps do. Readings where RND's
+and RDD's papers are silent: V_int after the rollout's last step is V_int(next_obs of that step),
+the true next observation (not the reset one); each value loss is weighted by `vf_coef` (RND:
+0.5 * (V_ext loss + V_int loss), the same at the default 0.5); `intrinsic_coef` and
+`extrinsic_coef` do not act without an intrinsic reward, so plain PPO is unchanged.
+
 Metrics (float32 scalars, means over the iteration's minibatch steps): `loss`, `policy_loss`,
 `value_loss`, `entropy`, `approx_kl` (k3 estimator), `clip_fraction`, and `value_mean` (mean
-V(obs) of the rollout).
+V(obs) of the rollout). With an intrinsic reward also: `intrinsic_reward_mean` (the normalised
+bonus the advantages use), `intrinsic_bonus_mean` (the raw bonus), `predictor_loss`,
+`value_int_loss` and `value_int_mean`.
 """
 
 from __future__ import annotations
@@ -40,10 +57,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from rlkit import intrinsic as intrinsic_rewards
 from rlkit.errors import check_network_fields, require, require_int_at_least, require_number
 from rlkit.nets import make_torso
 from rlkit.ops import batched_index, generalized_advantage_estimation, next_state_values
-from rlkit.types import Agent, EnvSpec, OnPolicyFeed, Transition
+from rlkit.types import Agent, EnvSpec, OnPolicyFeed, PyTree, Transition
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,32 @@ class Config:
     """MLP activation: tanh or relu."""
     cnn: str = "impala"
     """Torso for image observations: impala or nature."""
+    intrinsic: str = "none"
+    """Intrinsic reward: none, rnd or rdd (rlkit.intrinsic)."""
+    intrinsic_coef: float = 1.0
+    """Weight of the intrinsic advantage (>= 0)."""
+    extrinsic_coef: float = 2.0
+    """Weight of the extrinsic advantage when an intrinsic reward is on (>= 0; RND's 2)."""
+    intrinsic_gamma: float = 0.99
+    """Discount of the (non-episodic) intrinsic return."""
+    intrinsic_output_dim: int = 64
+    """Output dimension k of the intrinsic predictor and target."""
+    intrinsic_hidden_sizes: tuple[int, ...] = (64, 64)
+    """ReLU MLP widths of the intrinsic predictor and target."""
+    intrinsic_learning_rate: float = 3e-4
+    """Adam step size of the intrinsic predictor."""
+    intrinsic_sigma: float = 1.0
+    """RDD: standard deviation of the target distribution (> 0)."""
+    intrinsic_sigma_network: bool = False
+    """RDD: per-state sigma from a frozen random network instead of the fixed sigma."""
+    intrinsic_mean_scale: float = 1.0
+    """RDD/RND: RMS magnitude of the target mean (the RDD paper's "mean")."""
+    intrinsic_readout: str = "mean"
+    """RDD: bonus against the target "mean" or a fresh "sample"."""
+    intrinsic_update_proportion: float = 0.25
+    """Share of each minibatch the predictor trains on, in (0, 1]."""
+    intrinsic_count_states: bool = False
+    """Count visits per one-hot state in the transform's state (tabular envs, for plots)."""
 
     def __post_init__(self):
         for name in ("num_envs", "rollout_length", "total_steps", "update_epochs",
@@ -98,6 +142,9 @@ class Config:
         require_number(self.vf_coef, "vf_coef", low=0)
         require_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True)
         check_network_fields(self)
+        intrinsic_rewards.check_fields(self, prefix="intrinsic_")
+        require_number(self.extrinsic_coef, "extrinsic_coef", low=0)
+        require_number(self.intrinsic_gamma, "intrinsic_gamma", low=0, high=1, high_open=True)
         require(self.batch_size % self.num_minibatches == 0, "num_minibatches",
                 f"{self.num_minibatches} must divide num_envs * rollout_length "
                 f"= {self.batch_size}; pick a divisor of {self.batch_size}")
@@ -121,23 +168,27 @@ class Config:
 
 @struct.dataclass
 class State:
-    """PPO's training state; `step` counts gradient steps (int32)."""
+    """PPO's training state; `step` counts gradient steps (int32); `intrinsic` is the intrinsic
+    reward transform's `rlkit.intrinsic.State` (None without one)."""
 
     params: dict
     opt_state: optax.OptState
     step: jax.Array
+    intrinsic: PyTree = None
 
 
 class ActorCritic(nn.Module):
-    """Policy logits and a state value: separate MLPs, or one shared CNN torso for images."""
+    """Policy logits and a state value: separate MLPs, or one shared CNN torso for images. With
+    `intrinsic_head`, a third output: the intrinsic value [B] from the critic's features."""
 
     spec: EnvSpec
     hidden_sizes: Sequence[int]
     activation: str
     cnn: str
+    intrinsic_head: bool = False
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:  # [B, ...] -> [B, A], [B]
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, ...]:  # [B, ...] -> [B, A], [B]
         def torso():
             return make_torso(self.spec, self.cnn, self.hidden_sizes, self.activation)
 
@@ -147,12 +198,22 @@ class ActorCritic(nn.Module):
             actor_features
         )
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(critic_features)
+        if self.intrinsic_head:  # a module added last: the other parameters keep their names
+            value_int = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(critic_features)
+            return logits, value[:, 0], value_int[:, 0]
         return logits, value[:, 0]
 
 
 def make_agent(config: Config, spec: EnvSpec) -> Agent:
     """Build PPO's pure functions for an environment with `spec`."""
-    network = ActorCritic(spec, config.hidden_sizes, config.activation, config.cnn)
+    use_intrinsic = config.intrinsic != "none"
+    network = ActorCritic(spec, config.hidden_sizes, config.activation, config.cnn,
+                          intrinsic_head=use_intrinsic)
+    transform = None
+    if use_intrinsic:
+        transform = intrinsic_rewards.make_transform(
+            intrinsic_rewards.config_from_agent(config, return_gamma=config.intrinsic_gamma),
+            spec.obs_shape)
     updates_per_iteration = config.update_epochs * config.num_minibatches
     if config.anneal_lr:
         schedule = optax.linear_schedule(
@@ -167,31 +228,41 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
     def init(key: jax.Array) -> State:
         dummy_obs = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
         params = network.init(key, dummy_obs)
-        return State(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        state = State(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        if use_intrinsic:  # fold_in: the network's key stays the one plain PPO uses
+            state = state.replace(
+                intrinsic=transform.init(jax.random.fold_in(key, 1), config.num_envs))
+        return state
 
     def act(state: State, obs: jax.Array, key: jax.Array, step: jax.Array):
-        """Actions [N] sampled from pi, with extras log_prob [N] and value [N]; step unused."""
+        """Actions [N] sampled from pi, with extras log_prob [N] and value [N] (and value_int
+        [N] with an intrinsic reward); step unused."""
         del step
-        logits, value = network.apply(state.params, obs)
+        logits, value, *value_int = network.apply(state.params, obs)
         action = jax.random.categorical(key, logits).astype(jnp.int32)
         log_prob = batched_index(jax.nn.log_softmax(logits), action)
-        return action, {"log_prob": log_prob, "value": value}
+        extras = {"log_prob": log_prob, "value": value}
+        if use_intrinsic:
+            extras["value_int"] = value_int[0]
+        return action, extras
 
     def policy(state: State, obs: jax.Array) -> jax.Array:
-        logits, _ = network.apply(state.params, obs)
+        logits = network.apply(state.params, obs)[0]
         return jax.nn.softmax(logits)
 
-    def loss_fn(params, minibatch):
-        transition, advantage, target = minibatch
-        logits, value = network.apply(params, transition.obs)
-        log_probs = jax.nn.log_softmax(logits)
-        log_prob = batched_index(log_probs, transition.action)
-        old_value = transition.extras["value"]
+    def clipped_value_loss(value, old_value, target):
         value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
         value_loss = jnp.square(value - target)
         if config.clip_value_loss:
             value_loss = jnp.maximum(value_loss, jnp.square(value_clipped - target))
-        value_loss = 0.5 * value_loss.mean()
+        return 0.5 * value_loss.mean()
+
+    def loss_fn(params, minibatch):
+        transition, advantage, target, *target_int = minibatch
+        logits, value, *value_int = network.apply(params, transition.obs)
+        log_probs = jax.nn.log_softmax(logits)
+        log_prob = batched_index(log_probs, transition.action)
+        value_loss = clipped_value_loss(value, transition.extras["value"], target)
 
         log_ratio = log_prob - transition.extras["log_prob"]
         ratio = jnp.exp(log_ratio)
@@ -211,7 +282,28 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
             "approx_kl": ((ratio - 1) - log_ratio).mean(),
             "clip_fraction": (jnp.abs(ratio - 1) > config.clip_eps).mean(),
         }
+        if use_intrinsic:  # RND: 0.5 * (V_ext loss + V_int loss), here each weighted by vf_coef
+            value_int_loss = clipped_value_loss(value_int[0], transition.extras["value_int"],
+                                                target_int[0])
+            total = total + config.vf_coef * value_int_loss
+            metrics["loss"] = total
+            metrics["value_int_loss"] = value_int_loss
         return total, metrics
+
+    def intrinsic_advantages(state: State, batch: Transition, key: jax.Array):
+        """(transform state, A_int [T, N], V_int targets [T, N], metrics) of a rollout."""
+        flat_next_obs = batch.next_obs.reshape((config.batch_size, *spec.obs_shape))
+        transform_state = transform.observe(state.intrinsic, flat_next_obs)
+        raw = transform.bonus(transform_state, flat_next_obs, key)
+        raw = raw.reshape(config.rollout_length, config.num_envs)  # [T, N]
+        transform_state, reward_int = transform.normalise_reward(transform_state, raw)
+        last_value_int = network.apply(state.params, batch.next_obs[-1])[2]  # [N]
+        advantage_int, target_int = intrinsic_rewards.non_episodic_gae(
+            reward_int, batch.extras["value_int"], last_value_int, config.intrinsic_gamma,
+            config.gae_lambda)
+        metrics = {"intrinsic_reward_mean": reward_int.mean(), "intrinsic_bonus_mean": raw.mean(),
+                   "value_int_mean": batch.extras["value_int"].mean()}
+        return transform_state, advantage_int, target_int, metrics
 
     def update(state: State, batch: Transition, key: jax.Array):
         """One PPO iteration on a rollout with leaves [rollout_length, num_envs, ...]."""
@@ -231,33 +323,54 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
             config.gamma,
             config.gae_lambda,
         )
+        transform_state, intrinsic_metrics, extra = None, {}, ()
+        if use_intrinsic:
+            key, bonus_key, predictor_key = jax.random.split(key, 3)
+            transform_state, advantage_int, target_int, intrinsic_metrics = (
+                intrinsic_advantages(state, batch, bonus_key))
+            advantage = config.extrinsic_coef * advantage + config.intrinsic_coef * advantage_int
+            extra = (target_int,)
         flat = jax.tree.map(
-            lambda x: x.reshape((config.batch_size, *x.shape[2:])), (batch, advantage, target)
+            lambda x: x.reshape((config.batch_size, *x.shape[2:])), (batch, advantage, target,
+                                                                     *extra)
         )
-        # next_obs is not needed by the loss: drop it so minibatch gathers move less memory.
-        flat = (flat[0].replace(next_obs=jnp.zeros((config.batch_size,))), *flat[1:])
+        if not use_intrinsic:
+            # next_obs is not needed by the loss: drop it so minibatch gathers move less memory.
+            flat = (flat[0].replace(next_obs=jnp.zeros((config.batch_size,))), *flat[1:])
 
         def epoch(carry, epoch_key):
-            params, opt_state = carry
-            order = jax.random.permutation(epoch_key, config.batch_size)
+            params, opt_state, transform_state = carry
+            order_key, predictor_keys = epoch_key, None
+            if use_intrinsic:
+                order_key, predictor_key = jax.random.split(epoch_key)
+                predictor_keys = jax.random.split(predictor_key, config.num_minibatches)
+            order = jax.random.permutation(order_key, config.batch_size)
             minibatches = jax.tree.map(
                 lambda x: x[order].reshape((config.num_minibatches, -1, *x.shape[1:])), flat
             )
 
-            def minibatch_step(carry, minibatch):
-                params, opt_state = carry
+            def minibatch_step(carry, inputs):
+                params, opt_state, transform_state = carry
+                minibatch, predictor_key = inputs
                 grads, metrics = jax.grad(loss_fn, has_aux=True)(params, minibatch)
                 updates, opt_state = optimizer.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), metrics
+                if use_intrinsic:
+                    transform_state, predictor_metrics = transform.update(
+                        transform_state, minibatch[0].next_obs, predictor_key)
+                    metrics = {**metrics, **predictor_metrics}
+                return (optax.apply_updates(params, updates), opt_state, transform_state), metrics
 
-            return jax.lax.scan(minibatch_step, (params, opt_state), minibatches)
+            return jax.lax.scan(minibatch_step, (params, opt_state, transform_state),
+                                (minibatches, predictor_keys))
 
-        (params, opt_state), metrics = jax.lax.scan(
-            epoch, (state.params, state.opt_state), jax.random.split(key, config.update_epochs)
+        (params, opt_state, transform_state), metrics = jax.lax.scan(
+            epoch, (state.params, state.opt_state, transform_state),
+            jax.random.split(key, config.update_epochs)
         )
-        new_state = State(params, opt_state, state.step + updates_per_iteration)
+        new_state = State(params, opt_state, state.step + updates_per_iteration, transform_state)
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["value_mean"] = batch.extras["value"].mean()
+        metrics.update(intrinsic_metrics)
         return new_state, metrics
 
     feed = OnPolicyFeed(num_envs=config.num_envs, rollout_length=config.rollout_length)

@@ -1,0 +1,308 @@
+"""Exploration with intrinsic rewards (issue 15): PPO, PPO+RND, PPO+RDD, DQN and DQN+RDD.
+
+Studies (`--study`, several allowed):
+
+* `deepsea`: DeepSea of sizes `--sizes` (deterministic, randomised action mapping, bsuite's move
+  cost). Per method and seed: training episodes before the first success (the first logging
+  chunk whose summed episode return is positive: a failed episode returns at most 0, so this is
+  an upper bound at chunk resolution), episodes before the agent's policy is exactly optimal
+  (`rlkit.planning`, exact), and the final policy's exact return. A seed *solves* DeepSea when
+  its final policy's exact return is at least 90% of J* (PPO's policy is stochastic, so "exactly
+  optimal" is rarely reached by it, while DQN's greedy policy can be).
+* `riverswim`: RiverSwim (exact model): the same figures, the bar being J*.
+* `minatar`: a larger state, `gymnax:Breakout-MinAtar` ([10, 10, 4] grids): final Monte-Carlo
+  return of PPO and PPO+RDD at a fixed budget.
+* `pseudo-count`: bonus against visit count on a tabular env. A uniform random walk in DeepSea
+  (size `--count-size`) produces one-hot observations whose visit counts span orders of
+  magnitude; the transform (`rlkit.intrinsic`, RDD and RND, default networks, Adam) trains on
+  them batch by batch. Then each state's mean-readout bonus is plotted against its visit count
+  n on log-log axes with the sigma^2 / n line, and the slope of a least-squares fit of
+  log(bonus) on log(n) is reported (states with n >= `--count-min`).
+* `speed`: env steps per second of PPO and PPO+RDD on DeepSea 20, side by side in one process,
+  repeats interleaved (PPO, PPO+RDD, PPO, ...); compile time excluded (the run summary's own
+  `steps_per_second`).
+
+Every training run goes through `python -m rlkit.train`'s own code path (seeds vmapped on the
+device). Means with 95% bootstrap CIs (`rlkit.stats`).
+
+    uv run python benchmarks/exploration.py --study deepsea --sizes 20 --seeds 8 \\
+        --json benchmarks/results/exploration_deepsea.json
+    uv run python benchmarks/exploration.py --study pseudo-count speed \\
+        --plot benchmarks/results/exploration_bonus_vs_count.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from offline_hybrid import describe, write_results  # noqa: E402
+from offline_hybrid import train as train_summary  # noqa: E402
+
+from rlkit import registry  # noqa: E402
+from rlkit.runner import MetricsLog  # noqa: E402
+
+# PPO on tabular envs: many short rollouts, a constant step size and a small entropy bonus, so
+# that the (near-tabular) policy can commit to the path its advantages point at; with an
+# intrinsic reward, the intrinsic advantage weighs twice the extrinsic one. Shared by all PPO runs
+# (the two coefficients only act when an intrinsic reward is on).
+PPO_DEEPSEA = dict(num_envs=16, rollout_length=32, learning_rate=1e-3, anneal_lr=False,
+                   ent_coef=0.003, intrinsic_coef=2.0, extrinsic_coef=1.0)
+DQN_DEEPSEA = dict(num_envs=8, learning_starts=1000, epsilon_decay_steps=20_000,
+                   learning_rate=1e-3, target_update_every=50)
+METHODS = {
+    "ppo": ("ppo", {"intrinsic": "none"}),
+    "ppo+rnd": ("ppo", {"intrinsic": "rnd"}),
+    "ppo+rdd": ("ppo", {"intrinsic": "rdd"}),
+    "dqn": ("dqn", {"intrinsic": "none"}),
+    "dqn+rdd": ("dqn", {"intrinsic": "rdd"}),
+}
+
+
+def train(method: str, env: str, env_config, overrides: dict, *, seeds: int, total_steps: int,
+          run_dir: Path, num_logs: int):
+    agent, options = METHODS[method]
+    summary = train_summary(agent, env, env_config, seeds=seeds, total_steps=total_steps,
+                            run_dir=run_dir, num_logs=num_logs, **options, **overrides)
+    return summary, MetricsLog(run_dir / "metrics.csv").read()
+
+
+def first_success(rows: list[dict], seeds: int) -> list[int | None]:
+    """Per seed, the training episodes finished by the end of the first chunk whose summed
+    episode return is positive (None if none is)."""
+    result = []
+    for seed in range(seeds):
+        episodes, found = 0, None
+        for row in sorted((r for r in rows if int(r["seed"]) == seed),
+                          key=lambda r: int(r["chunk"])):
+            count = int(float(row["episodes"]))
+            episodes += count
+            if count and float(row["episode_return"]) * count > 0:
+                found = episodes
+                break
+        result.append(found)
+    return result
+
+
+def tabular_study(args, workdir: Path, env: str, env_config, label: str, budget: int,
+                  methods: list[str]) -> list[dict]:
+    """Every method on one tabular env: first success, episodes to optimal, final return."""
+    results = []
+    for method in methods:
+        agent = METHODS[method][0]
+        overrides = dict(PPO_DEEPSEA if agent == "ppo" else DQN_DEEPSEA)
+        run_dir = workdir / f"{label}-{method}"
+        start = time.time()
+        summary, rows = train(method, env, env_config, overrides, seeds=args.seeds,
+                              total_steps=budget, run_dir=run_dir, num_logs=args.logs)
+        optimal = summary["optimal_return"]
+        final = summary["per_seed"]
+        solved = [x >= 0.9 * optimal for x in final]
+        budget_episodes = int(sum(float(r["episodes"]) for r in rows) / args.seeds)
+        success = first_success(rows, args.seeds)
+        to_optimal = summary.get("per_seed_episodes_to_optimal", [None] * args.seeds)
+        row = {"study": label, "method": method, "seeds": args.seeds, "env_steps": budget,
+               "budget_episodes": budget_episodes, "optimal_return": optimal,
+               "final_return": final, "solved": int(sum(solved)),
+               "episodes_to_first_success": success, "episodes_to_optimal": to_optimal,
+               "steps_per_second": summary.get("steps_per_second"),
+               "wall_seconds": time.time() - start}
+        results.append(row)
+        censored = [budget_episodes if x is None else x for x in success]
+        print(f"  {label:10s} {method:8s}: solved {row['solved']}/{args.seeds}, final return "
+              f"{describe(final)} (J* {optimal:.3f}), episodes to first success "
+              f"{describe(censored)} ({sum(x is not None for x in success)} found), to optimal "
+              f"{sum(x is not None for x in to_optimal)}/{args.seeds} "
+              f"({row['wall_seconds']:.0f} s)", flush=True)
+    return results
+
+
+def deepsea_study(args, workdir: Path) -> list[dict]:
+    entry = registry.env_entry("deepsea")
+    results = []
+    for size in args.sizes:
+        config = dataclasses.replace(entry.default_config(), size=size)
+        budget = args.deepsea_episodes * size
+        print(f"DeepSea {size} ({args.deepsea_episodes} episodes per seed)", flush=True)
+        results += tabular_study(args, workdir, "deepsea", config, f"deepsea{size}", budget,
+                                 args.methods)
+    return results
+
+
+def riverswim_study(args, workdir: Path) -> list[dict]:
+    entry = registry.env_entry("riverswim")
+    config = entry.default_config()
+    print(f"RiverSwim ({args.riverswim_steps} env steps per seed)", flush=True)
+    return tabular_study(args, workdir, "riverswim", config, "riverswim", args.riverswim_steps,
+                         args.methods)
+
+
+def minatar_study(args, workdir: Path) -> list[dict]:
+    env = "breakout-minatar"
+    entry = registry.env_entry(env)
+    results = []
+    print(f"Breakout-MinAtar ({args.minatar_steps} env steps per seed)", flush=True)
+    for method in ("ppo", "ppo+rdd"):
+        start = time.time()
+        summary, _ = train(method, env, entry.default_config(),
+                           dict(num_envs=64, rollout_length=32, learning_rate=5e-4,
+                                hidden_sizes=(256, 256), intrinsic_coef=0.5),
+                           seeds=args.seeds, total_steps=args.minatar_steps,
+                           run_dir=workdir / f"minatar-{method}", num_logs=4)
+        row = {"study": "minatar", "method": method, "seeds": args.seeds,
+               "env_steps": args.minatar_steps, "final_return": summary["per_seed"],
+               "steps_per_second": summary.get("steps_per_second"),
+               "wall_seconds": time.time() - start}
+        results.append(row)
+        print(f"  {method:8s}: final return {describe(row['final_return'])} "
+              f"({row['wall_seconds']:.0f} s)", flush=True)
+    return results
+
+
+def pseudo_count_study(args, plot: Path | None) -> list[dict]:
+    """Bonus against visit count on DeepSea visited by a uniform random walk."""
+    import jax
+    import jax.numpy as jnp
+
+    from rlkit import intrinsic
+    from rlkit.loops.on_device import run_episodes
+
+    env = registry.make_env("deepsea", dataclasses.replace(
+        registry.env_entry("deepsea").default_config(), size=args.count_size))
+    model = env.model(env.default_params)
+    states = model.observations[:-1]  # [S, N, N] one-hot cells (the terminal one is all zeros)
+    results, curves = [], {}
+    for kind in ("rdd", "rnd"):
+        config = intrinsic.Config(kind=kind, update_proportion=1.0, count_states=True,
+                                  learning_rate=args.count_learning_rate)
+        transform = intrinsic.make_transform(config, env.spec.obs_shape)
+
+        def run(key, states, transform=transform):
+            init_key, key = jax.random.split(key)
+            state = transform.init(init_key, 1)
+
+            def batch(state, key):
+                walk_key, update_key = jax.random.split(key)
+                rows = run_episodes(env, env.default_params, lambda obs, s, t: jnp.zeros(
+                    (obs.shape[0], 2)), walk_key, args.count_episodes_per_batch)
+                obs = rows.obs[:, 1:].reshape(-1, *env.spec.obs_shape)  # next observations
+                state = transform.observe(state, obs)
+                return transform.update(state, obs, update_key)[0], None
+
+            state, _ = jax.lax.scan(batch, state, jax.random.split(key, args.count_batches))
+            return intrinsic.per_state(transform, state, states)
+
+        bonus, count = jax.jit(run)(jax.random.key(args.count_seed), states)
+        bonus, count = np.asarray(bonus), np.asarray(count)
+        keep = count >= args.count_min
+        slope, intercept = np.polyfit(np.log(count[keep]), np.log(bonus[keep]), 1)
+        results.append({"study": "pseudo-count", "method": kind, "size": args.count_size,
+                        "states_fitted": int(keep.sum()), "slope": float(slope),
+                        "intercept": float(intercept), "count_range": [
+                            float(count[keep].min()), float(count[keep].max())],
+                        "bonus": bonus.tolist(), "count": count.tolist()})
+        curves[kind] = (count[keep], bonus[keep], slope)
+        print(f"  {kind}: log-log slope of bonus on visit count {slope:+.3f} over "
+              f"{int(keep.sum())} states (n from {count[keep].min():.0f} to "
+              f"{count[keep].max():.0f})", flush=True)
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for kind, marker in (("rdd", "o"), ("rnd", "x")):
+            count, bonus, slope = curves[kind]
+            ax.loglog(count, bonus, marker, ms=3, alpha=0.6,
+                      label=f"{kind.upper()} (fitted slope {slope:+.2f})")
+        n = np.geomspace(args.count_min, max(c.max() for c, _, _ in curves.values()), 50)
+        ax.loglog(n, 1.0 / n, "k--", label=r"$\sigma^2 / n$ ($\sigma = 1$)")
+        ax.set_xlabel("visit count n (rows the predictor trained on)")
+        ax.set_ylabel("bonus (1/k) ||f(s) - mu(s)||^2")
+        ax.set_title(f"DeepSea {args.count_size}, uniform random walk")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot, dpi=120)
+        print(f"  plot: {plot}")
+    return results
+
+
+def speed_study(args, workdir: Path) -> list[dict]:
+    """PPO and PPO+RDD env steps per second, repeats interleaved in one process."""
+    entry = registry.env_entry("deepsea")
+    config = dataclasses.replace(entry.default_config(), size=20)
+    rates: dict[str, list[float]] = {"ppo": [], "ppo+rdd": []}
+    for repeat in range(args.speed_repeats):
+        for method in rates:
+            summary, _ = train(method, "deepsea", config, dict(PPO_DEEPSEA), seeds=args.seeds,
+                               total_steps=args.speed_steps,
+                               run_dir=workdir / f"speed-{method}-{repeat}", num_logs=2)
+            rates[method].append(summary["steps_per_second"])
+    ratios = [b / a for a, b in zip(rates["ppo"], rates["ppo+rdd"], strict=True)]
+    print(f"  env steps/s PPO {describe(rates['ppo'])}, PPO+RDD {describe(rates['ppo+rdd'])}; "
+          f"ratio per repeat {[round(r, 2) for r in ratios]}", flush=True)
+    return [{"study": "speed", "seeds": args.seeds, "env_steps": args.speed_steps,
+             "steps_per_second": rates, "ratio_rdd_over_ppo": ratios}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", nargs="+", default=["deepsea"],
+                        choices=("deepsea", "riverswim", "minatar", "pseudo-count", "speed"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30])
+    parser.add_argument("--deepsea-episodes", type=int, default=8192,
+                        help="training episodes per seed on DeepSea (env steps = this x size)")
+    parser.add_argument("--riverswim-steps", type=int, default=100_000)
+    parser.add_argument("--minatar-steps", type=int, default=1_000_000)
+    parser.add_argument("--logs", type=int, default=20,
+                        help="chunks per run: the resolution of the episode counts")
+    parser.add_argument("--count-size", type=int, default=20)
+    parser.add_argument("--count-batches", type=int, default=4000,
+                        help="predictor steps of the pseudo-count study")
+    parser.add_argument("--count-episodes-per-batch", type=int, default=4)
+    parser.add_argument("--count-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--count-min", type=float, default=4)
+    parser.add_argument("--count-seed", type=int, default=0)
+    parser.add_argument("--speed-repeats", type=int, default=3)
+    parser.add_argument("--speed-steps", type=int, default=163_840)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="bonus against visit count (pseudo-count study)")
+    args = parser.parse_args()
+    start = time.time()
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for study in args.study:
+            if study == "deepsea":
+                results += deepsea_study(args, workdir)
+            elif study == "riverswim":
+                results += riverswim_study(args, workdir)
+            elif study == "minatar":
+                results += minatar_study(args, workdir)
+            elif study == "pseudo-count":
+                print(f"Bonus against visit count (DeepSea {args.count_size})", flush=True)
+                results += pseudo_count_study(args, args.plot)
+            else:
+                print("Throughput, PPO against PPO+RDD (DeepSea 20)", flush=True)
+                results += speed_study(args, workdir)
+    if args.json is not None:
+        write_results(args.json, args, time.time() - start, results)
+        print(f"results: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
