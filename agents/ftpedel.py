@@ -33,9 +33,10 @@ Every choice the spec marks [R] (reconstructed) or [D] (design), and what this c
 * Exploration policies [D]: the whole class (not only the active set), with covariances
   Lambda_h(pi') = E^{pi'}[phi phi^T] estimated from the same least squares as phi_{pi,h}
   (clipped to the PSD cone); PEDEL's own data-collection oracle is not reproduced.
-* Design solver [D]: Frank-Wolfe over lambda on the simplex (smoothed max, line search on the
-  exact max over a fixed grid of steps, `frank_wolfe_iterations`), inside a doubling then
-  bisection search over the integer T. Budgets are integers; T = 0 when the offline data suffice.
+* Design solver [D]: pairwise Frank-Wolfe over lambda on the simplex, on the max smoothed by a
+  log-sum-exp whose temperature falls in stages (`frank_wolfe`, `frank_wolfe_iterations`),
+  inside a doubling then bisection search over the integer T. Budgets are integers; T = 0 when
+  the offline data suffice (checked without a solve).
 * Confidence factor beta_l [R] (`preset`, `beta_scale`): beta_l = beta_scale * log(2 |Pi_l| H
   l (l + 1) / delta). "theory" sets beta_scale = 16 H^2: a union bound over policies, steps and
   epochs, with an estimation error at most eps_l / (4 H) per step so that the summed error of
@@ -95,6 +96,9 @@ class Config:
     """Sphere grid: at most this many policies (a seeded draw from the product over steps)."""
     frank_wolfe_iterations: int = 200
     """Frank-Wolfe iterations per design solve."""
+    budget_precision: float = 1 / 256
+    """The budget search stops when T is known within this relative precision (rounding T up:
+    the returned T is feasible and at most this much above the smallest feasible one)."""
     max_online_episodes: int = 2_000_000
     """Online budget; the run stops not verified when a design needs more. 0: offline-only."""
     max_epochs: int = 30
@@ -114,6 +118,7 @@ class Config:
         require_one_of(self.preset, "preset", ("theory", "practical"))
         if self.beta_scale is not None:
             require_number(self.beta_scale, "beta_scale", low=0, low_open=True)
+        require_number(self.budget_precision, "budget_precision", low=0, high=1)
         if self.lambda_reg is not None:
             require_number(self.lambda_reg, "lambda_reg", low=0, low_open=True)
         require_one_of(self.design_target, "design_target", ("visitation",))
@@ -237,12 +242,17 @@ def design_value(weights: Array, budget: Array, covariances: Array, base: Array,
 
 def frank_wolfe(budget: Array, covariances: Array, base: Array, targets: Array, mask: Array,
                 iterations: int = 200) -> tuple[Array, Array]:
-    """min over lambda in the simplex of `design_value`, by Frank-Wolfe (the objective is convex
-    in lambda: a max of matrix-fractional functions of an affine matrix).
+    """min over lambda in the simplex of `design_value`, by pairwise Frank-Wolfe.
 
-    The max is smoothed for the gradient (softmax weights with temperature falling as 1/t,
-    relative to the current value), each step's length is chosen on the exact objective from a
-    fixed grid (including 0, so the value never rises); see the module docstring [D].
+    The objective is convex in lambda (a max of matrix-fractional functions of an affine
+    matrix) but not smooth, and plain Frank-Wolfe on the max stalls (measured: 6% above the
+    optimum after 3000 iterations on a 3-policy design). So the max is smoothed,
+    mu log sum_n exp(g_n / mu), with mu falling in four stages (1e-2 .. 1e-5 of the value at
+    the uniform design; the smoothing bias is at most mu log N), and each iteration moves mass
+    from the worst vertex in the support to the best one (pairwise FW, Lacoste-Julien and Jaggi
+    2015, which does not zig-zag), with the step chosen on the smoothed objective from a
+    geometric grid of 31 lengths (including 0, so it never rises). Within 1e-3 of SLSQP and of a
+    brute-force simplex grid in tests/test_ftpedel.py.
 
     Args:
         budget: [] T.
@@ -253,29 +263,35 @@ def frank_wolfe(budget: Array, covariances: Array, base: Array, targets: Array, 
         iterations: Frank-Wolfe iterations (static).
 
     Returns:
-        (lambda [K], value []).
+        (lambda [K], value [] = `design_value` at lambda).
     """
     num = covariances.shape[0]
-    steps = jnp.concatenate([jnp.zeros(1), 2.0 ** -jnp.arange(12.0), jnp.ones(1)])
+    fractions = jnp.concatenate([jnp.zeros(1), 2.0 ** -jnp.arange(0.0, 30.0)])
+    temperatures = jnp.array([1e-2, 1e-3, 1e-4, 1e-5])
 
-    def value(weights):
-        return design_value(weights, budget, covariances, base, targets, mask)
-
-    def body(t, weights):
+    def norms_of(weights):
         matrix = budget * jnp.einsum("k,kde->de", weights, covariances) + base
         solved = jnp.linalg.solve(matrix, targets.T).T  # [N, d], A^-1 t_n
-        norms = jnp.where(mask, jnp.sum(solved * targets, -1), -jnp.inf)
-        top = jnp.max(norms)
-        temperature = jnp.maximum(top, 1e-30) / (t + 1.0)
-        soft = jax.nn.softmax((norms - top) / temperature)  # [N]
+        return jnp.where(mask, jnp.sum(solved * targets, -1), -jnp.inf), solved
+
+    uniform = jnp.full((num,), 1.0 / num)
+    scale = jnp.maximum(jnp.max(norms_of(uniform)[0]), 1e-30)
+
+    def body(t, weights):
+        mu = scale * temperatures[jnp.minimum(4 * t // iterations, 3)]
+        norms, solved = norms_of(weights)
+        soft = jax.nn.softmax(norms / mu)  # [N]
         # d/d lambda_k of t^T A^-1 t = -T (A^-1 t)^T C_k (A^-1 t).
         gradient = -budget * jnp.einsum("n,nd,kde,ne->k", soft, solved, covariances, solved)
-        vertex = jax.nn.one_hot(jnp.argmin(gradient), num, dtype=weights.dtype)
-        candidates = (1 - steps)[:, None] * weights + steps[:, None] * vertex  # [G, K]
-        return candidates[jnp.argmin(jax.vmap(value)(candidates))]
+        toward = jnp.argmin(gradient)
+        away = jnp.argmax(jnp.where(weights > 0, gradient, -jnp.inf))
+        direction = jax.nn.one_hot(toward, num) - jax.nn.one_hot(away, num)
+        candidates = jnp.clip(weights + (fractions * weights[away])[:, None] * direction, 0, 1)
+        smoothed = jax.vmap(lambda w: mu * jax.nn.logsumexp(norms_of(w)[0] / mu))(candidates)
+        return candidates[jnp.argmin(smoothed)]
 
-    weights = jax.lax.fori_loop(0, iterations, body, jnp.full((num,), 1.0 / num))
-    return weights, value(weights)
+    weights = jax.lax.fori_loop(0, iterations, body, uniform)
+    return weights, design_value(weights, budget, covariances, base, targets, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,11 +395,14 @@ def beta(config: Config, num_active: int, horizon: int, epoch: int) -> float:
 
 def budget_search(solve: Callable, covariances: np.ndarray, base: np.ndarray,
                   targets: np.ndarray, mask: np.ndarray, threshold: float,
-                  limit: int) -> tuple[int | None, np.ndarray]:
+                  limit: int, precision: float = 0.0) -> tuple[int | None, np.ndarray]:
     """The smallest integer T <= limit whose design value is <= threshold, and its lambda.
 
-    T = 0 is checked without a solve (lambda is then irrelevant). Returns (None, lambda) when
-    even T = limit does not suffice.
+    T = 0 is checked without a solve (lambda is then irrelevant); then T doubles from 1 until
+    feasible and bisection narrows [low, high] until high - low <= max(1, precision * high),
+    returning high (feasible). Stopping early keeps the result monotone in the smallest feasible
+    T (a larger one is separated from a smaller one by the first probe between them), so more
+    offline data never raise it. Returns (None, lambda) when even T = limit does not suffice.
     """
     num = len(covariances)
     uniform = np.full(num, 1.0 / num)
@@ -402,7 +421,7 @@ def budget_search(solve: Callable, covariances: np.ndarray, base: np.ndarray,
             return None, weights
         low, high = high, min(2 * high, limit)
         ok, weights = feasible(high)
-    while high - low > 1:
+    while high - low > max(1, precision * high):
         middle = (low + high) // 2
         ok, middle_weights = feasible(middle)
         if ok:
@@ -453,7 +472,7 @@ def run(config: Config, weights: np.ndarray, first_features: np.ndarray,
             budget, design = budget_search(
                 pieces.solve, covariance.astype(np.float32), base.astype(np.float32),
                 mean.astype(np.float32), active, threshold,
-                config.max_online_episodes - result.online_episodes)
+                config.max_online_episodes - result.online_episodes, config.budget_precision)
             if budget is None:
                 left = config.max_online_episodes - result.online_episodes
                 result.budgets[-1].append(None)
