@@ -244,17 +244,23 @@ def parse(argv: list[str]):
     module = registry.identification_agent_module(agent)
     env_name = option_value(argv, "--env") or "linear-hard-state"
     dataset = option_value(argv, "--dataset")
-    if dataset is not None and option_value(argv, "--env") is None:
+    env_defaults = None
+    if dataset is not None:
         from rlkit.data.dataset import load_dataset
 
-        env_name = load_dataset(dataset, mmap=True, verify=False).info.env_id
+        info = load_dataset(dataset, mmap=True, verify=False).info
+        if option_value(argv, "--env") is None:
+            env_name = info.env_id
+        if env_name == info.env_id:  # the env's parameters default to the dataset's
+            env_defaults = {k: v for k, v in info.env_params.items() if k != "start"}
     entry = envs.get_env_entry(env_name)
     config_class = module.FineTuneConfig if agent == "ftpedel" else module.Config
     env_config_class = entry.config_class()
     fields = [("agent", config_class, dataclasses.field(default_factory=config_class)),
               ("env", str, dataclasses.field(default=env_name)),
-              ("env_config", env_config_class,
-               dataclasses.field(default_factory=entry.default_config)),
+              ("env_config", env_config_class, dataclasses.field(
+                  default_factory=entry.default_config if env_defaults is None
+                  else lambda: env_config_class(**env_defaults))),
               ("run", RunOptions, dataclasses.field(default_factory=RunOptions))]
     args_class = dataclasses.make_dataclass("Args", fields, frozen=True)
     args_class.__doc__ = f"{agent}: verifiable policy identification in a linear MDP."
