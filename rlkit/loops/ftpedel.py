@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import sys
 import time
@@ -53,13 +54,33 @@ class RunOptions:
         require(0 <= self.seed < 2**32, "--seed", f"must be in [0, 2**32), got {self.seed}")
 
 
+@functools.cache
+def _compiled_solver(module: Any):
+    """`module.frank_wolfe` compiled once per process (shapes and iterations permitting), so
+    runs one after the other (seeds, benchmarks, notebooks) share its compilations."""
+    return jax.jit(module.frank_wolfe, static_argnames=("iterations",))
+
+
+@jax.jit
+def _class_statistics(mdp: Any, weights: jax.Array):
+    from rlkit import planning
+
+    policies = planning.greedy_linear_policies(mdp.features, weights)
+    visitation, returns = planning.linear_class_statistics(mdp, policies)
+    return visitation, returns, planning.linear_value_iteration(mdp).optimal_return
+
+
 def make_pieces(module: Any, env: Any, config: Any, weights: np.ndarray):
     """The compiled design solver and rollouts for `module.run` (`agents.ftpedel.Pieces`)."""
     params = env.default_params
     horizon, num_actions = env.spec.max_episode_steps, env.spec.num_actions
     chunk = config.rollout_chunk
-    solve = jax.jit(lambda budget, covariances, base, targets, mask: module.frank_wolfe(
-        budget, covariances, base, targets, mask, config.frank_wolfe_iterations))
+    design_solver = _compiled_solver(module)
+
+    def solve(budget, covariances, base, targets, mask):
+        return design_solver(budget, covariances, base, targets, mask,
+                             iterations=config.frank_wolfe_iterations)
+
     policy_weights = jnp.asarray(weights)
 
     @jax.jit
@@ -132,15 +153,7 @@ def offline_rows(module: Any, path: str, env_name: str, env: Any, env_config: An
 def exact_oracle(module: Any, mdp: Any, weights: np.ndarray):
     """The class's exact visitations, covariances and theta (`agents.ftpedel.Oracle`) and
     returns [N], J*."""
-    from rlkit import planning
-
-    @jax.jit
-    def compute(mdp, weights):
-        policies = planning.greedy_linear_policies(mdp.features, weights)
-        visitation, returns = planning.linear_class_statistics(mdp, policies)
-        return visitation, returns, planning.linear_value_iteration(mdp).optimal_return
-
-    visitation, returns, optimal = compute(mdp, jnp.asarray(weights))
+    visitation, returns, optimal = _class_statistics(mdp, jnp.asarray(weights))
     oracle = module.Oracle(np.asarray(visitation.mean, np.float64),
                            np.asarray(visitation.covariance, np.float64),
                            np.asarray(mdp.theta, np.float64))
