@@ -24,9 +24,12 @@ Every choice the spec marks [R] (reconstructed) or [D] (design), and what this c
 
 * Policy class [R] (`policy_class`, `sphere_points`, `max_policies`): greedy linear policies
   pi_h(s) = argmax_a <phi(s, a), w_h>, w_h on a grid of the unit sphere (d = 2: `sphere_points`
-  equally spaced angles; d >= 3: a Fibonacci-like grid of that many points, built from a fixed
-  seed), one w per step, the class being the product over steps (truncated to `max_policies`
-  by a seeded draw when larger), or the weights [N, H, d] of a .npy file.
+  equally spaced angles; d >= 3: the +-axes, then normalised Gaussian draws from a fixed seed),
+  one w per step, the class being the product over steps (a seeded draw of `max_policies` of
+  them when larger), or the weights [N, H, d] of a .npy file.
+* Elimination and stop [R]: keep pi with V_hat(pi) >= max V_hat - 2 eps_l; stop verified when
+  one policy is left or eps_l <= epsilon / 4 (then every survivor is 4 eps_l <= epsilon good
+  when the estimates are eps_l / 2 accurate); eps_l = 2^-l from l = 1.
 * Design target [R] (`design_target`): "visitation", the spec's loop, targets phi_{pi,h} itself
   for every active pi. (The difference form phi_{pi,h} - phi_{pi*,h} of PEDEL's bound is not
   implemented: it needs pi*, which the learner does not know.)
@@ -49,6 +52,11 @@ Every choice the spec marks [R] (reconstructed) or [D] (design), and what this c
 * Oracle mode [D] (`oracle`): exact phi_{pi,h}, covariances and theta_h (from the env's
   `rlkit.planning.LinearMDP`) replace the estimates, and no episode is rolled out (budgets are
   still computed and counted): for the soundness test of elimination.
+
+What it measures (benchmarks/README.md): on the spec's hard-state instance FTPedel's online
+episodes are flat in p, but so are PEDEL's, because phi_pi^T E^pi[phi phi^T]^-1 phi_pi <= 1 for
+every policy bounds the design's budget independently of how rarely a state is visited; the
+offline data save roughly the share of the hard state's direction in each step's design.
 
 Observations are those of `envs.linear_mdp`: [one_hot(h, H + 1), phi(s, 0), ..., phi(s, A - 1)].
 This is not a gradient-trained agent: it exposes pure pieces (`frank_wolfe`, `design_value`,
