@@ -33,7 +33,8 @@ Every choice the spec marks [R] (reconstructed) or [D] (design), and what this c
 * Design target [R] (`design_target`): "visitation", the spec's loop, targets phi_{pi,h} itself
   for every active pi. (The difference form phi_{pi,h} - phi_{pi*,h} of PEDEL's bound is not
   implemented: it needs pi*, which the learner does not know.)
-* Exploration policies [D]: the whole class (not only the active set), with covariances
+* Exploration policies [D] (`exploration`): the whole class (or only the active set), with
+  covariances
   Lambda_h(pi') = E^{pi'}[phi phi^T] estimated from the same least squares as phi_{pi,h}
   (clipped to the PSD cone); PEDEL's own data-collection oracle is not reproduced.
 * Design solver [D]: pairwise Frank-Wolfe over lambda on the simplex, on the max smoothed by a
@@ -46,8 +47,9 @@ Every choice the spec marks [R] (reconstructed) or [D] (design), and what this c
   every value stays below eps_l / 2 and elimination at 2 eps_l keeps pi* and only 4 eps_l-good
   policies. The papers' exact constants are not available. "practical" sets beta_scale = 1.
 * Ridge lambda_reg [R] (`lambda_reg`): 1 / d by default.
-* Data reuse [D]: each epoch collects fresh online data (PEDEL's epochs are independent);
-  offline rows enter every epoch, through their covariance and their regression targets.
+* Data reuse [D] (`reuse_online_data`): by default each epoch's regressions use its own
+  online data (PEDEL's epochs are independent); offline rows enter every epoch, through their
+  covariance and their regression targets.
 * The step-0 visitation phi_{pi,0} is computed from the (deterministic) first observation.
 * Oracle mode [D] (`oracle`): exact phi_{pi,h}, covariances and theta_h (from the env's
   `rlkit.planning.LinearMDP`) replace the estimates, and no episode is rolled out (budgets are
@@ -107,6 +109,10 @@ class Config:
     budget_precision: float = 1 / 256
     """The budget search stops when T is known within this relative precision (rounding T up:
     the returned T is feasible and at most this much above the smallest feasible one)."""
+    exploration: str = "class"
+    """Exploration policies of the design: "class" (every policy) or "active" (Pi_l only)."""
+    reuse_online_data: bool = False
+    """Keep the online data of earlier epochs in the regressions (False: fresh each epoch)."""
     max_online_episodes: int = 2_000_000
     """Online budget; the run stops not verified when a design needs more. 0: offline-only."""
     max_epochs: int = 30
@@ -130,6 +136,7 @@ class Config:
         if self.lambda_reg is not None:
             require_number(self.lambda_reg, "lambda_reg", low=0, low_open=True)
         require_one_of(self.design_target, "design_target", ("visitation",))
+        require_one_of(self.exploration, "exploration", ("class", "active"))
         for name in ("sphere_points", "max_policies", "frank_wolfe_iterations", "max_epochs",
                      "rollout_chunk"):
             require_int_at_least(getattr(self, name), name, 1)
@@ -249,7 +256,7 @@ def design_value(weights: Array, budget: Array, covariances: Array, base: Array,
 
 
 def frank_wolfe(budget: Array, covariances: Array, base: Array, targets: Array, mask: Array,
-                iterations: int = 200) -> tuple[Array, Array]:
+                allowed: Array | None = None, iterations: int = 200) -> tuple[Array, Array]:
     """min over lambda in the simplex of `design_value`, by pairwise Frank-Wolfe.
 
     The objective is convex in lambda (a max of matrix-fractional functions of an affine
@@ -268,6 +275,7 @@ def frank_wolfe(budget: Array, covariances: Array, base: Array, targets: Array, 
         base: [d, d].
         targets: [N, d].
         mask: [N] bool.
+        allowed: [K] bool, the exploration policies lambda may use (None: all).
         iterations: Frank-Wolfe iterations (static).
 
     Returns:
@@ -282,7 +290,8 @@ def frank_wolfe(budget: Array, covariances: Array, base: Array, targets: Array, 
         solved = jnp.linalg.solve(matrix, targets.T).T  # [N, d], A^-1 t_n
         return jnp.where(mask, jnp.sum(solved * targets, -1), -jnp.inf), solved
 
-    uniform = jnp.full((num,), 1.0 / num)
+    allowed = jnp.ones((num,), bool) if allowed is None else allowed
+    uniform = allowed / jnp.sum(allowed)
     scale = jnp.maximum(jnp.max(norms_of(uniform)[0]), 1e-30)
 
     def body(t, weights):
@@ -291,7 +300,7 @@ def frank_wolfe(budget: Array, covariances: Array, base: Array, targets: Array, 
         soft = jax.nn.softmax(norms / mu)  # [N]
         # d/d lambda_k of t^T A^-1 t = -T (A^-1 t)^T C_k (A^-1 t).
         gradient = -budget * jnp.einsum("n,nd,kde,ne->k", soft, solved, covariances, solved)
-        toward = jnp.argmin(gradient)
+        toward = jnp.argmin(jnp.where(allowed, gradient, jnp.inf))
         away = jnp.argmax(jnp.where(weights > 0, gradient, -jnp.inf))
         direction = jax.nn.one_hot(toward, num) - jax.nn.one_hot(away, num)
         candidates = jnp.clip(weights + (fractions * weights[away])[:, None] * direction, 0, 1)
@@ -358,8 +367,8 @@ class Pieces(NamedTuple):
     """What the driver hands `run`: compiled design solver and the rollouts.
 
     Attributes:
-        solve: `(budget, covariances [K, d, d], base [d, d], targets [N, d], mask [N]) ->
-            (lambda [K], value [])`, `frank_wolfe` compiled.
+        solve: `(budget, covariances [K, d, d], base [d, d], targets [N, d], mask [N],
+            allowed [K] or None) -> (lambda [K], value [])`, `frank_wolfe` compiled.
         collect: `(key, policy_index [T] int) -> list[StepData]` of H steps: T online episodes,
             episode i following policy policy_index[i].
     """
@@ -403,7 +412,8 @@ def beta(config: Config, num_active: int, horizon: int, epoch: int) -> float:
 
 def budget_search(solve: Callable, covariances: np.ndarray, base: np.ndarray,
                   targets: np.ndarray, mask: np.ndarray, threshold: float,
-                  limit: int, precision: float = 0.0) -> tuple[int | None, np.ndarray]:
+                  limit: int, precision: float = 0.0,
+                  allowed: np.ndarray | None = None) -> tuple[int | None, np.ndarray]:
     """The smallest integer T <= limit whose design value is <= threshold, and its lambda.
 
     T = 0 is checked without a solve (lambda is then irrelevant); then T doubles from 1 until
@@ -413,13 +423,14 @@ def budget_search(solve: Callable, covariances: np.ndarray, base: np.ndarray,
     offline data never raise it. Returns (None, lambda) when even T = limit does not suffice.
     """
     num = len(covariances)
-    uniform = np.full(num, 1.0 / num)
+    allowed = np.ones(num, bool) if allowed is None else allowed
+    uniform = allowed / allowed.sum()
     inverse = np.linalg.inv(base)
     if np.max(np.where(mask, np.einsum("nd,de,ne->n", targets, inverse, targets), 0)) <= threshold:
         return 0, uniform
 
     def feasible(budget):
-        weights, value = solve(np.float32(budget), covariances, base, targets, mask)
+        weights, value = solve(np.float32(budget), covariances, base, targets, mask, allowed)
         return float(value) <= threshold, np.asarray(weights)
 
     low, high = 0, 1  # value(low) > threshold
@@ -463,6 +474,7 @@ def run(config: Config, weights: np.ndarray, first_features: np.ndarray,
     result = Result()
     values = np.zeros(num_policies)
     offline_cov = [d.phi.T @ d.phi for d in offline]
+    online = [empty_step_data(first_features.shape[0], dim) for _ in range(horizon)]
     for epoch in range(1, config.max_epochs + 1):
         eps_l = 2.0**-epoch
         beta_l = beta(config, int(active.sum()), horizon, epoch)
@@ -480,7 +492,8 @@ def run(config: Config, weights: np.ndarray, first_features: np.ndarray,
             budget, design = budget_search(
                 pieces.solve, covariance.astype(np.float32), base.astype(np.float32),
                 mean.astype(np.float32), active, threshold,
-                config.max_online_episodes - result.online_episodes, config.budget_precision)
+                config.max_online_episodes - result.online_episodes, config.budget_precision,
+                active if config.exploration == "active" else None)
             if budget is None:
                 left = config.max_online_episodes - result.online_episodes
                 result.budgets[-1].append(None)
@@ -494,12 +507,14 @@ def run(config: Config, weights: np.ndarray, first_features: np.ndarray,
                 values += mean @ oracle.theta[h]
                 continue
             mean_h = mean
-            data = offline[h]
+            if not config.reuse_online_data:
+                online[h] = empty_step_data(first_features.shape[0], dim)
             if budget > 0:
                 seed = np.asarray(jax.random.key_data(step_key)).astype(np.uint64)
                 design = np.clip(design, 0, None) / np.clip(design, 0, None).sum()
                 index = np.random.default_rng(seed).choice(num_policies, budget, p=design)
-                data = concat(data, pieces.collect(step_key, index)[h])
+                online[h] = concat(online[h], pieces.collect(step_key, index)[h])
+            data = concat(offline[h], online[h])
             # theta_h, and phi_{pi,h+1} with its covariance from the step-h transitions.
             theta, mean, covariance = _least_squares(data, mean, weights, h, reg)
             values += mean_h @ theta

@@ -133,7 +133,7 @@ def test_oracle_elimination_is_sound():
     best = returns.max()
     oracle_result = ftpedel.run(
         config, weights, np.asarray(env.default_params.linear.features)[0], _empty(2, 3, 3),
-        ftpedel.Pieces(jax.jit(lambda *a: ftpedel.frank_wolfe(*a, 50)), None),
+        ftpedel.Pieces(jax.jit(lambda *a: ftpedel.frank_wolfe(*a, iterations=50)), None),
         jax.random.key(0), oracle)
     assert len(oracle_result.survivors) >= 3 and len(oracle_result.survivors[-1]) < len(weights)
     assert oracle_result.verified and returns[oracle_result.policy] >= best - config.epsilon
@@ -195,6 +195,11 @@ def test_frank_wolfe_matches_brute_force_and_scipy(seed):
     assert float(value) <= brute + 1e-3
     assert abs(float(value) - reference) <= 1e-3
     assert reference <= brute + 1e-9
+    # exploration="active": lambda stays on the allowed policies, at a value no better.
+    restricted, restricted_value = jax.jit(lambda *a: ftpedel.frank_wolfe(*a, iterations=400))(
+        jnp.float32(budget), jnp.asarray(covariances, jnp.float32), jnp.asarray(base, jnp.float32),
+        jnp.asarray(targets, jnp.float32), jnp.ones(4, bool), jnp.array([True, True, False]))
+    assert float(restricted[2]) == 0.0 and float(restricted_value) >= float(value) - 1e-6
 
 
 def test_policy_class_file_of_the_wrong_shape_is_refused(tmp_path):

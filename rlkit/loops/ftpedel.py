@@ -77,8 +77,8 @@ def make_pieces(module: Any, env: Any, config: Any, weights: np.ndarray):
     chunk = config.rollout_chunk
     design_solver = _compiled_solver(module)
 
-    def solve(budget, covariances, base, targets, mask):
-        return design_solver(budget, covariances, base, targets, mask,
+    def solve(budget, covariances, base, targets, mask, allowed=None):
+        return design_solver(budget, covariances, base, targets, mask, allowed,
                              iterations=config.frank_wolfe_iterations)
 
     policy_weights = jnp.asarray(weights)
