@@ -28,3 +28,12 @@ PREFERENCE_AGENTS: dict[str, tuple[str, str]] = {
     "dpo": ("agents.dpo", "Direct Preference Optimisation (Rafailov et al. 2023; not Discovered "
             "Policy Optimisation), sigmoid or IPO loss"),
 }
+
+# Verifiable policy identification in linear MDPs: not gradient agents (no init/act/update
+# contract), run by `rlkit.loops.ftpedel` through `python -m rlkit.train pedel|ftpedel`.
+IDENTIFICATION_AGENTS: dict[str, tuple[str, str]] = {
+    "pedel": ("agents.ftpedel", "PEDEL: verifiable epsilon-optimal policy identification in "
+              "linear MDPs by online experiment design (Wagenmaker & Jamieson 2022)"),
+    "ftpedel": ("agents.ftpedel:FineTuneConfig", "FTPedel: PEDEL with an offline dataset's "
+                "covariance in the design (Wagenmaker & Pacchiano 2023); needs --dataset"),
+}

@@ -98,6 +98,14 @@ ENVS: dict[str, EnvEntry] = {
                           "grid world with a goal cell and optional slip (exact model)"),
     "tabular": EnvEntry("jax", "envs.tabular", "Config", "make",
                         "random tabular MDP built from arrays (exact model)"),
+    "linear-hard-state": EnvEntry("jax", "envs.linear_mdp", "HardStateConfig", "make_hard_state",
+                                  "linear MDP, d=2, H=2, a hard state reached with probability p "
+                                  "(FTPedel spec 2.3; exact model)"),
+    "linear-random": EnvEntry("jax", "envs.linear_mdp", "RandomConfig", "make_random",
+                              "random linear MDP, low-rank random tabular MDP (exact model)"),
+    "linear-tabular": EnvEntry("jax", "envs.linear_mdp", "TabularConfig", "make_tabular",
+                               "random tabular MDP as a linear MDP, one-hot features (exact "
+                               "model)"),
     # gymnax.
     "cartpole": _gymnax("CartPole-v1", "gymnax CartPole-v1"),
     "acrobot": _gymnax("Acrobot-v1", "gymnax Acrobot-v1"),

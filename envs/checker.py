@@ -193,6 +193,66 @@ def model_problems(model: Any, spec: EnvSpec | None = None) -> list[str]:
     return problems
 
 
+def linear_mdp_problems(mdp: Any) -> list[str]:
+    """Everything wrong with a concrete `rlkit.planning.LinearMDP`.
+
+    Checks shapes ([S, A, d] features, [H, d, S] mu, [H, d] theta, [S] initial), finiteness,
+    ||phi(s, a)|| <= 1, and that P_h(. | s, a) = <phi(s, a), mu_h(.)> is a probability
+    distribution for every action in every state reachable at step h < H - 1 (from `initial`;
+    the last step's mu is unused).
+
+    Returns:
+        A list of problems in words (empty when the model is fine).
+    """
+    from rlkit.planning import LinearMDP
+
+    if not isinstance(mdp, LinearMDP):
+        return [f"expected an rlkit.planning.LinearMDP, got {type(mdp).__name__}"]
+    features, mu = np.asarray(mdp.features, np.float64), np.asarray(mdp.mu, np.float64)
+    theta, initial = np.asarray(mdp.theta, np.float64), np.asarray(mdp.initial, np.float64)
+    if features.ndim != 3:
+        return [f"features must have shape [S, A, d], got {features.shape}"]
+    num_states, _, dim = features.shape
+    if theta.ndim != 2 or theta.shape[1] != dim:
+        return [f"theta must have shape [H, d] with d = {dim}, got {theta.shape}"]
+    horizon = theta.shape[0]
+    problems = []
+    if mu.shape != (horizon, dim, num_states):
+        problems.append(f"mu must have shape [H, d, S] = {(horizon, dim, num_states)}, "
+                        f"got {mu.shape}")
+    if initial.shape != (num_states,):
+        problems.append(f"initial must have shape [S] = ({num_states},), got {initial.shape}")
+    elif np.any(initial < 0) or abs(initial.sum() - 1.0) > _PROBABILITY_TOLERANCE:
+        problems.append(f"initial must be a probability vector, it sums to {initial.sum():.6f}")
+    if not all(np.all(np.isfinite(x)) for x in (features, mu, theta)):
+        return [*problems, "features, mu or theta has non-finite entries"]
+    norms = np.linalg.norm(features, axis=-1)
+    if norms.max() > 1.0 + _PROBABILITY_TOLERANCE:
+        s, a = np.unravel_index(np.argmax(norms), norms.shape)
+        problems.append(f"features must have norm <= 1: ||phi({s}, {a})|| = {norms[s, a]:.4f}")
+    if mu.shape == (horizon, dim, num_states) and initial.shape == (num_states,) and horizon > 1:
+        transitions = np.einsum("sad,hdt->hsat", features, mu[:-1])  # [H - 1, S, A, S]
+        # Only states reachable at step h need distributions there (s0's features in the
+        # hard-state instance, for one, are no distribution at step 1, where s0 never is).
+        reachable = np.zeros((horizon - 1, num_states), bool)
+        reachable[0] = initial > 0
+        for h in range(horizon - 2):
+            reachable[h + 1] = (transitions[h][reachable[h]] > _PROBABILITY_TOLERANCE).any((0, 1))
+        if np.any((transitions < -_PROBABILITY_TOLERANCE) & reachable[:, :, None, None]):
+            h, s, a, t = np.argwhere((transitions < -_PROBABILITY_TOLERANCE)
+                                     & reachable[:, :, None, None])[0]
+            problems.append(f"transitions must be non-negative: <phi({s}, {a}), mu_{h}({t})> = "
+                            f"{transitions[h, s, a, t]:.4f}")
+        sums = transitions.sum(-1)
+        bad = np.argwhere((np.abs(sums - 1.0) > _PROBABILITY_TOLERANCE) & reachable[:, :, None])
+        if len(bad):
+            h, s, a = bad[0]
+            problems.append(f"transitions must sum to 1 over next states: {len(bad)} (h, s, a) "
+                            f"do not, e.g. sum_s' <phi({s}, {a}), mu_{h}(s')> = "
+                            f"{sums[h, s, a]:.6f}")
+    return problems
+
+
 # --------------------------------------------------------------------------------------------
 # Functional environments
 # --------------------------------------------------------------------------------------------

@@ -424,3 +424,136 @@ def policy_table(
             f"expected [S, A] = {(model.num_states, model.num_actions)}"
         )
     return probs
+
+
+# --------------------------------------------------------------------------------------------
+# Linear MDPs (finite horizon, time-inhomogeneous; Jin et al. 2020's setting)
+# --------------------------------------------------------------------------------------------
+
+
+class LinearMDP(NamedTuple):
+    """The exact model of a finite-state linear MDP with horizon H = `theta.shape[0]`.
+
+    P_h(s' | s, a) = <phi(s, a), mu_h(s')> and r_h(s, a) = <phi(s, a), theta_h> (Jin, Yang, Wang
+    and Jordan 2020, "Provably efficient RL with linear function approximation", Assumption A).
+    Steps are 0-based here: h = 0 is the first action. The last step's `mu[H - 1]` is never used
+    (the episode ends after H actions). `envs.linear_mdp` builds these and their environments.
+
+    Attributes:
+        features: [S, A, d] phi(s, a), ||phi|| <= 1.
+        mu: [H, d, S] the measures mu_h(s') (column s' is mu_h(s')).
+        theta: [H, d] reward parameters.
+        initial: [S] distribution of s_0.
+    """
+
+    features: Array
+    mu: Array
+    theta: Array
+    initial: Array
+
+
+class FeatureVisitation(NamedTuple):
+    """Per-step feature statistics of policies (leading axes [N] when vmapped over a class).
+
+    Attributes:
+        mean: [H, d] phi_{pi,h} = E^pi[phi(s_h, a_h)].
+        covariance: [H, d, d] E^pi[phi(s_h, a_h) phi(s_h, a_h)^T] (uncentred).
+        state: [H, S] P^pi(s_h = s).
+    """
+
+    mean: Array
+    covariance: Array
+    state: Array
+
+
+def linear_transitions(mdp: LinearMDP) -> Array:
+    """[H, S, A, S] P_h(s' | s, a) = <phi(s, a), mu_h(s')>."""
+    return jnp.einsum("sad,hdt->hsat", mdp.features, mdp.mu)
+
+
+def linear_rewards(mdp: LinearMDP) -> Array:
+    """[H, S, A] r_h(s, a) = <phi(s, a), theta_h>."""
+    return jnp.einsum("sad,hd->hsa", mdp.features, mdp.theta)
+
+
+def linear_value_iteration(mdp: LinearMDP) -> OptimalSolution:
+    """Optimal values of a linear MDP by backward induction over its H steps.
+
+    Returns:
+        `OptimalSolution` with q [H, S, A], v [H, S], policy [H, S, A] (one-hot, ties to the
+        lowest action) and optimal_return [] = sum_s initial(s) V*_0(s).
+    """
+    transitions, rewards = linear_transitions(mdp), linear_rewards(mdp)
+    # P_{H-1} leads out of the episode: its continuation value is zero whatever mu says.
+    transitions = transitions.at[-1].set(0.0)
+
+    def backward(v_next, inputs):
+        transitions_h, rewards_h = inputs
+        q = rewards_h + transitions_h @ v_next  # [S, A]
+        v = q.max(axis=-1)
+        return v, (q, v)
+
+    v_end = jnp.zeros(mdp.features.shape[0], rewards.dtype)
+    _, (q, v) = jax.lax.scan(backward, v_end, (transitions, rewards), reverse=True)
+    return OptimalSolution(q, v, greedy_policy(q), mdp.initial @ v[0])
+
+
+def linear_visitation(mdp: LinearMDP, policy: Array) -> FeatureVisitation:
+    """Feature visitations and expected feature covariances of one policy, per step.
+
+    V^pi = sum_h <phi_{pi,h}, theta_h> (the identity PEDEL's estimator rests on; Wagenmaker and
+    Jamieson 2022, Section 3). Vmap over a policy class: `jax.vmap(linear_visitation,
+    (None, 0))(mdp, policies)` gives leading axes [N].
+
+    Args:
+        mdp: the linear MDP.
+        policy: [H, S, A] pi_h(a | s), rows summing to one.
+
+    Returns:
+        `FeatureVisitation` with mean [H, d], covariance [H, d, d], state [H, S].
+    """
+    transitions = linear_transitions(mdp)
+
+    def forward(state_h, inputs):
+        transitions_h, policy_h = inputs
+        state_action = state_h[:, None] * policy_h  # [S, A]
+        mean = jnp.einsum("sa,sad->d", state_action, mdp.features)
+        covariance = jnp.einsum("sa,sad,sae->de", state_action, mdp.features, mdp.features)
+        state_next = jnp.einsum("sa,sat->t", state_action, transitions_h)
+        return state_next, (mean, covariance, state_h)
+
+    _, (mean, covariance, state) = jax.lax.scan(forward, mdp.initial, (transitions, policy))
+    return FeatureVisitation(mean, covariance, state)
+
+
+def linear_policy_return(mdp: LinearMDP, policy: Array) -> Array:
+    """J(pi) = sum_h <phi_{pi,h}, theta_h> of a [H, S, A] policy; a scalar."""
+    return jnp.sum(linear_visitation(mdp, policy).mean * mdp.theta)
+
+
+def linear_class_statistics(mdp: LinearMDP, policies: Array) -> tuple[FeatureVisitation, Array]:
+    """Visitations and returns of a whole policy class at once (vmapped).
+
+    Args:
+        mdp: the linear MDP.
+        policies: [N, H, S, A].
+
+    Returns:
+        (`FeatureVisitation` with leading axis [N], returns [N]).
+    """
+    visitation = jax.vmap(linear_visitation, (None, 0))(mdp, policies)
+    return visitation, jnp.einsum("nhd,hd->n", visitation.mean, mdp.theta)
+
+
+def greedy_linear_policies(features: Array, weights: Array) -> Array:
+    """Greedy linear policies pi_h(s) = argmax_a <phi(s, a), w_h> as one-hot tables.
+
+    Args:
+        features: [S, A, d].
+        weights: [N, H, d], one weight vector per policy and step.
+
+    Returns:
+        [N, H, S, A] one-hot (ties go to the lowest action).
+    """
+    scores = jnp.einsum("sad,nhd->nhsa", features, weights)
+    return greedy_policy(scores)

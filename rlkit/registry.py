@@ -56,6 +56,22 @@ def preference_agent_module(name: str) -> ModuleType:
     return importlib.import_module(PREFERENCE_AGENTS[name][0])
 
 
+def identification_agent_names() -> dict[str, str]:
+    """Policy-identification agent name -> description (`agents.IDENTIFICATION_AGENTS`)."""
+    from agents import IDENTIFICATION_AGENTS
+
+    return {name: description for name, (_, description) in IDENTIFICATION_AGENTS.items()}
+
+
+def identification_agent_module(name: str) -> ModuleType:
+    """The module of pedel / ftpedel (`agents.ftpedel`), or a clear error."""
+    from agents import IDENTIFICATION_AGENTS
+
+    if name not in IDENTIFICATION_AGENTS:
+        raise unknown_name("identification agent", name, list(IDENTIFICATION_AGENTS))
+    return importlib.import_module(IDENTIFICATION_AGENTS[name][0].partition(":")[0])
+
+
 def text_task_names() -> dict[str, str]:
     """Text task name -> one-line description (`envs.text_tasks.TASKS`)."""
     return dict(text_tasks().TASKS)

@@ -319,6 +319,10 @@ def top_level_help() -> str:
     lines += ["", "Language-model agents (python -m rlkit.train AGENT --task TASK "
               "[--model DIR] [--dataset pairs.jsonl]; see rlkit.train_preference):"]
     lines += [f"  {name:24s} {text}" for name, text in registry.preference_agent_names().items()]
+    lines += ["", "Policy identification in linear MDPs (python -m rlkit.train AGENT --env "
+              "linear-hard-state [--dataset DIR]; see rlkit.loops.ftpedel):"]
+    lines += [f"  {name:24s} {text}"
+              for name, text in registry.identification_agent_names().items()]
     lines += ["", "Text tasks (--task):"]
     lines += [f"  {name:24s} {text}" for name, text in registry.text_task_names().items()]
     lines += ["", "Example: python -m rlkit.train ppo --env cartpole --seeds 4"]
@@ -1127,6 +1131,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv[0] in registry.preference_agent_names():
         return train_preference.main(argv)
+    if argv[0] in registry.identification_agent_names():
+        from rlkit.loops import ftpedel
+
+        return ftpedel.main(argv)
     lm_agent = train_preference.saved_agent(argv)  # --resume / --config of a language-model run
     if lm_agent is not None:
         return train_preference.main([lm_agent, *argv])
