@@ -67,7 +67,7 @@ from rlkit.loops.common import (
     nan_metrics_like,
 )
 from rlkit.loops.on_device import Carry, compile_trainer
-from rlkit.types import Agent, Environment, RoundFeed, Transition
+from rlkit.types import Agent, Environment, PyTree, RoundFeed, Transition
 
 
 @struct.dataclass
@@ -80,7 +80,11 @@ class RoundCarry(Carry):
     episodes_to_optimal: jax.Array = None  # float32, NaN until the fitted policy is first optimal
     regret_sum: jax.Array = None  # float32, sum over rounds of num_envs * (J* - J(pi_t))
     return_sum: jax.Array = None  # float32, sum over rounds of J(pi_t)
-    init_key: jax.Array = None  # the key of agent.init (RoundFeed.refit re-initialises with it)
+    # The agent's state as `init` made it, kept when RoundFeed.refit restarts the learner each
+    # round (None otherwise). Kept rather than re-made inside the round: an init under the seed
+    # vmap batches flax's orthogonal-init QR, and jaxlib's batched CPU LAPACK kernels can wedge
+    # XLA's intra-op pool (benchmarks/README.md, "The XLA:CPU hang"); init runs seed by seed.
+    initial_agent_state: PyTree = None
 
 
 def with_episode_starts(dataset: Transition) -> Transition:
@@ -156,8 +160,9 @@ def make_rounds_trainer(
     def init_one(key: jax.Array) -> RoundCarry:
         agent_key, env_key, key = jax.random.split(key, 3)
         obs, env_state = vmapped_reset(jax.random.split(env_key, num_envs), env_params)
+        agent_state = agent.init(agent_key)
         return RoundCarry(
-            agent_state=agent.init(agent_key), env_state=env_state, obs=obs, key=key,
+            agent_state=agent_state, env_state=env_state, obs=obs, key=key,
             episode_return=jnp.zeros((num_envs,), jnp.float32),
             episode_length=jnp.zeros((num_envs,), jnp.int32),
             iteration=jnp.zeros((), jnp.int32),
@@ -167,7 +172,7 @@ def make_rounds_trainer(
             episodes_to_optimal=jnp.full((), jnp.nan, jnp.float32),
             regret_sum=jnp.zeros((), jnp.float32),
             return_sum=jnp.zeros((), jnp.float32),
-            init_key=agent_key,
+            initial_agent_state=agent_state if feed.refit else None,
         )
 
     def offline_selection(online_episodes):
@@ -263,7 +268,7 @@ def make_rounds_trainer(
 
     def round_iteration(carry: RoundCarry, dataset):
         key, fit_key, rollout_key = jax.random.split(carry.key, 3)
-        agent_state = agent.init(carry.init_key) if feed.refit else carry.agent_state
+        agent_state = carry.initial_agent_state if feed.refit else carry.agent_state
         agent_state, metrics = fit(agent_state, carry.buffer, dataset, carry.episodes, fit_key)
         carry = carry.replace(agent_state=agent_state)
         metrics = dict(metrics)
