@@ -127,3 +127,47 @@ def test_config_names_the_bad_field(overrides, field):
     with pytest.raises(RlkitError, match=field) as error:
         hypo.Config(**overrides)
     assert "\n" not in str(error.value)
+
+
+# The command line ----------------------------------------------------------------------------
+
+TINY = ["--task", "sort", "--task-config.num-digits", "3", "--eval-prompts", "16",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    from rlkit.train import main
+
+    run_dir = tmp_path_factory.mktemp("sft") / "run"
+    assert main(["sft", *TINY, "--agent.num-layers", "1", "--agent.width", "16",
+                 "--agent.num-heads", "2", "--agent.mlp-width", "32", "--max-length", "16",
+                 "--demonstrations", "64", "--total-steps", "2", "--run-dir",
+                 str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.mark.slow  # two CLI runs, each compiling a model: ~4 min on the shared 2-core machine
+def test_cli_hypo_run_writes_the_figures_and_bad_input_is_one_line(sft_run, tmp_path, capsys):
+    import json
+
+    from rlkit.train import main
+
+    run_dir, dataset = tmp_path / "hypo", tmp_path / "pairs.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": r.prompt, "chosen": r.chosen,
+                                           "rejected": r.rejected}) + "\n" for r in RECORDS))
+    assert main(["hypo", *TINY, "--model", str(sft_run), "--dataset", str(dataset),
+                 "--total-steps", "2", "--agent.k", "2", "--agent.batch-size", "4",
+                 "--run-dir", str(run_dir)]) == 0, capsys.readouterr().err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["labels_used"] == 3 and np.isfinite(summary["reverse_kl"])
+    assert 0.0 <= summary["true_reward"] <= 1.0
+    capsys.readouterr()
+    cases = [(["--agent.lam", "-1"], "--agent.lam: must be a finite number in [0, inf)"),
+             (["--agent.k", "1"], "--agent.k: must be an int >= 2, got 1.")]
+    for extra, needle in cases:
+        assert main(["hypo", *TINY, "--model", str(sft_run), *extra]) == 2, extra
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], lines
+    assert main(["hypo", *TINY]) == 2
+    assert "--model: hypo fine-tunes a model" in capsys.readouterr().err
