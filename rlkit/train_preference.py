@@ -1,6 +1,6 @@
-"""`python -m rlkit.train sft|reward-model|dpo --task TASK [--model DIR] [--dataset pairs.jsonl]
-[--seeds N] [--total-steps N] [--run-dir DIR [--overwrite]] [--agent.FIELD VALUE ...]
-[--task-config.FIELD VALUE ...]`, or `... --resume RUN_DIR`
+"""`python -m rlkit.train sft|reward-model|dpo|hypo --task TASK [--model DIR]
+[--dataset pairs.jsonl] [--seeds N] [--total-steps N] [--run-dir DIR [--overwrite]]
+[--agent.FIELD VALUE ...] [--task-config.FIELD VALUE ...]`, or `... --resume RUN_DIR`
 
 Language-model training on a text task with an exact true reward (`envs.text_tasks`):
 
@@ -11,6 +11,8 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
 * `dpo`: Direct Preference Optimisation of `--model` (the reference policy too) on preference
   pairs: `--dataset pairs.jsonl`, or, without it, `--pairs` pairs sampled from the model and
   labelled by Bradley-Terry on the true reward (written to RUN_DIR/pairs.jsonl).
+* `hypo`: HyPO (`agents.hypo`), DPO's pairs as for `dpo` plus lambda times the reverse KL of
+  `--agent.k` fresh samples per prompt drawn inside every update.
 
 `--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
 tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed

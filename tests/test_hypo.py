@@ -140,6 +140,25 @@ def test_hypo_step_on_a_language_model_reports_the_kl_of_its_samples():
     assert float(metrics["grad_norm"]) > 0
 
 
+def test_update_traces_once_and_keeps_shapes_and_dtypes():
+    agent = hypo.make_agent(hypo.Config(lam=0.1, k=2), SPEC)
+    state = jax.jit(agent.init)(jax.random.key(0))
+    batch = jax.tree.map(jnp.asarray, driver.tokenize_pairs(TOKENIZER, RECORDS, P, N))
+    traces = []
+
+    def update(state, key):
+        traces.append(1)
+        return agent.update(state, batch, key)
+
+    compiled = jax.jit(update)
+    first, _ = compiled(state, jax.random.key(1))
+    second, _ = compiled(first, jax.random.key(2))
+    assert len(traces) == 1
+    for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(second), strict=True):
+        assert before.shape == after.shape and before.dtype == after.dtype
+    assert second.update_step.dtype == jnp.int32 and int(second.update_step) == 2
+
+
 @pytest.mark.parametrize("overrides, field", [
     ({"lam": -0.1}, "lam"), ({"k": 1}, "k"), ({"beta": 0.0}, "beta"),
     ({"temperature": 0.0}, "temperature"),
