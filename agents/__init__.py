@@ -27,6 +27,8 @@ PREFERENCE_AGENTS: dict[str, tuple[str, str]] = {
     "reward-model": ("agents.reward_model", "Bradley-Terry reward model on preference pairs"),
     "dpo": ("agents.dpo", "Direct Preference Optimisation (Rafailov et al. 2023; not Discovered "
             "Policy Optimisation), sigmoid or IPO loss"),
+    "hypo": ("agents.hypo", "HyPO: DPO on offline pairs plus lambda times the reverse KL of "
+             "fresh samples, RLOO gradient (Song et al. 2024)"),
 }
 
 # Verifiable policy identification in linear MDPs: not gradient agents (no init/act/update

@@ -1,6 +1,6 @@
-"""`python -m rlkit.train sft|reward-model|dpo --task TASK [--model DIR] [--dataset pairs.jsonl]
-[--seeds N] [--total-steps N] [--run-dir DIR [--overwrite]] [--agent.FIELD VALUE ...]
-[--task-config.FIELD VALUE ...]`, or `... --resume RUN_DIR`
+"""`python -m rlkit.train sft|reward-model|dpo|hypo --task TASK [--model DIR]
+[--dataset pairs.jsonl] [--seeds N] [--total-steps N] [--run-dir DIR [--overwrite]]
+[--agent.FIELD VALUE ...] [--task-config.FIELD VALUE ...]`, or `... --resume RUN_DIR`
 
 Language-model training on a text task with an exact true reward (`envs.text_tasks`):
 
@@ -11,6 +11,8 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
 * `dpo`: Direct Preference Optimisation of `--model` (the reference policy too) on preference
   pairs: `--dataset pairs.jsonl`, or, without it, `--pairs` pairs sampled from the model and
   labelled by Bradley-Terry on the true reward (written to RUN_DIR/pairs.jsonl).
+* `hypo`: HyPO (`agents.hypo`), DPO's pairs as for `dpo` plus lambda times the reverse KL of
+  `--agent.k` fresh samples per prompt drawn inside every update.
 
 `--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
 tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed
@@ -39,7 +41,7 @@ import yaml
 
 from rlkit.errors import RlkitError, require, tyro_cli
 
-AGENTS = ("sft", "reward-model", "dpo")
+AGENTS = ("sft", "reward-model", "dpo", "hypo")
 
 
 @dataclass(frozen=True)
@@ -359,8 +361,8 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     text_tasks = _tasks()
     run, name = experiment.run, experiment.agent
     module = agent_module(name)
-    require(name != "dpo" or run.model is not None, "--model",
-            "dpo fine-tunes a model and keeps it as the reference policy; pass --model DIR "
+    require(name not in ("dpo", "hypo") or run.model is not None, "--model",
+            f"{name} fine-tunes a model and keeps it as the reference policy; pass --model DIR "
             "(e.g. the directory of an sft run)")
     require(name != "sft" or run.dataset is None, "--dataset",
             "sft learns from the task's demonstrations; drop --dataset (it is for "
@@ -428,7 +430,8 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     width = prompt_tokens + completion_tokens
     return BuiltRun(trainer=trainer, agent=agent, spec=spec, num_chunks=budget.num_chunks,
                     budget_note=budget.note, labels_used=0 if name == "sft" else rows,
-                    tokens_per_update=agent.feed.batch_size * width * (1 if name == "sft" else 2),
+                    tokens_per_update=agent.feed.batch_size * width * (
+                        1 if name == "sft" else 2 + getattr(experiment.agent_config, "k", 0)),
                     pairs=sampled, tokenizer=tokenizer, held_out_pairs=held_out)
 
 
@@ -521,6 +524,9 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
 PANELS = {"sft": [("true_reward", "true reward"), ("loss", "loss (next-token)")],
           "dpo": [("true_reward", "true reward"), ("reverse_kl", "reverse KL to the reference "
                                                    "(nats)"), ("loss", "loss")],
+          "hypo": [("true_reward", "true reward"), ("reverse_kl", "reverse KL to the reference "
+                                                    "(nats)"), ("kl_estimate", "KL of the fresh "
+                                                                "samples (nats)")],
           "reward-model": [("eval_preference_accuracy", "held-out preference accuracy"),
                            ("loss", "loss (Bradley-Terry)")]}
 """curves.png's panels per agent: (metrics.csv column, title), against updates."""

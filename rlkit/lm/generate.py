@@ -229,7 +229,7 @@ def generate_without_cache(model: Transformer, params: PyTree, prompt_tokens: Ar
 
 
 def sample_completions(model: Transformer, params: PyTree, prompts: Sequences, key: PRNGKey,
-                       spec: TextSpec) -> tuple[Generation, Sequences]:
+                       spec: TextSpec, temperature: float = 1.0) -> tuple[Generation, Sequences]:
     """Completions sampled at temperature 1 (the policy itself), with the full sequences.
 
     What SFT's and DPO's `act` return and score: the policy's own samples, of which the
@@ -240,6 +240,8 @@ def sample_completions(model: Transformer, params: PyTree, prompts: Sequences, k
         prompts: left-padded prompts, [B, P] each field (`loss_mask` unused).
         key: the sampling key.
         spec: the task's layout (`completion_tokens` N new tokens, `eos_id`, `pad_id`).
+        temperature: the sampling temperature (1: the policy itself; iterative DPO also
+            samples at 0.7).
 
     Returns:
         (generation, sequences): the `Generation` ([B, N] tokens, mask, log-probs) and the
@@ -247,7 +249,7 @@ def sample_completions(model: Transformer, params: PyTree, prompts: Sequences, k
         tokens up to and including EOS.
     """
     generation = generate(model, params, prompts.tokens, prompts.attention_mask, key,
-                          max_new_tokens=spec.completion_tokens, temperature=1.0, top_k=0,
+                          max_new_tokens=spec.completion_tokens, temperature=temperature, top_k=0,
                           top_p=1.0, eos_id=spec.eos_id, pad_id=spec.pad_id)
     sequences = Sequences(
         tokens=jnp.concatenate([prompts.tokens, generation.tokens], axis=1),

@@ -188,6 +188,44 @@ def sample_completions(agent: Agent, agent_state: PyTree, prompts: Sequences, ke
     return np.asarray(tokens), np.asarray(extras["completion_mask"])
 
 
+# Preference bandits ------------------------------------------------------------------------
+
+
+def make_bandit_pair_run(agent: Agent, num_updates: int, batch_size: int) -> Callable:
+    """One seed's training of a tabular agent on a fixed set of bandit pairs (offline DPO, HyPO).
+
+    Args:
+        agent: a tabular agent (`agents.hypo.make_tabular_agent`) whose `update` takes
+            `envs.preference_bandits.PreferencePairs` batches.
+        num_updates: gradient updates.
+        batch_size: pairs per update, drawn with replacement.
+
+    Returns:
+        `run(key, pairs) -> (state, metrics)`: pairs [M, ...] (this seed's dataset), the final
+        agent state and the updates' metrics stacked [num_updates]. Pure: vmap it over seeds and
+        compile it with `run_over_seeds`.
+    """
+
+    def run(key: Array, pairs) -> tuple[PyTree, dict]:
+        init_key, key = jax.random.split(key)
+        size = pairs.prompt_ids.shape[0]
+
+        def body(state, step_key):
+            batch_key, update_key = jax.random.split(step_key)
+            rows = jax.random.randint(batch_key, (batch_size,), 0, size)  # with replacement
+            return agent.update(state, jax.tree.map(lambda x: x[rows], pairs), update_key)
+
+        return jax.lax.scan(body, agent.init(init_key), jax.random.split(key, num_updates))
+
+    return run
+
+
+def run_over_seeds(run: Callable, *args):
+    """`run` compiled once and vmapped over the leading (seed) axis of every argument: the
+    bandit tasks' jit boundary."""
+    return jax.jit(jax.vmap(run))(*args)
+
+
 # Text -> arrays ----------------------------------------------------------------------------
 
 
@@ -310,7 +348,8 @@ def tokenize_pairs(tokenizer, records: Sequence[PreferenceRecord], prompt_tokens
 
 __all__ = [
     "GENERATION_METRICS", "PreferenceCarry", "REWARD_MODEL_METRICS", "encode_completion",
-    "encode_prompt", "headline_metric", "make_preference_trainer", "record_lines",
+    "encode_prompt", "headline_metric", "make_bandit_pair_run", "make_preference_trainer",
+    "record_lines", "run_over_seeds",
     "sample_completions", "text_lengths", "tokenize_demonstrations", "tokenize_pairs",
     "tokenize_prompts",
 ]
