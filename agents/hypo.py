@@ -50,21 +50,27 @@ samples, an unbiased estimate of the reverse KL) and `grad_norm`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from envs.preference_bandits import PreferenceBandit, tabular_log_probs
-from envs.preference_bandits import PreferencePairs as BanditPairs
 from rlkit.errors import check_optimiser_fields, require_int_at_least, require_number
 from rlkit.lm.generate import sample_completions
 from rlkit.lm.transformer import Transformer, positions_from_mask
-from rlkit.ops import clipped_adam, dpo_loss, gradient_step, sequence_log_probs
+from rlkit.ops import (
+    clipped_adam,
+    dpo_loss,
+    gradient_step,
+    sequence_log_probs,
+    tabular_log_probs,
+)
 from rlkit.types import (
     Agent,
     Array,
+    BanditPairs,
     Metrics,
     PreferenceFeed,
     PreferencePairs,
@@ -265,7 +271,7 @@ def make_agent(config: Config, spec: TextSpec, initial_params: PyTree | None = N
                                      generates=True))
 
 
-def make_tabular_agent(config: Config, bandit: PreferenceBandit) -> Agent:
+def make_tabular_agent(config: Config, bandit: Any) -> Agent:
     """HyPO on a tabular preference bandit: the policy is a logits table [X, L, V] initialised
     at the bandit's reference, trained with `hypo_loss` on bandit pairs.
 

@@ -40,12 +40,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from envs.preference_bandits import PreferenceBandit, tabular_log_probs
-from envs.preference_bandits import PreferencePairs as BanditPairs
 from rlkit.errors import (
     check_optimiser_fields,
     require,
@@ -53,8 +52,8 @@ from rlkit.errors import (
     require_number,
     require_one_of,
 )
-from rlkit.ops import clipped_adam, dpo_loss, gradient_step
-from rlkit.types import Array, PRNGKey
+from rlkit.ops import clipped_adam, dpo_loss, gradient_step, tabular_log_probs
+from rlkit.types import Array, BanditPairs, PRNGKey
 
 PAIR_RULES = ("max_min", "max_random", "max_max", "random", "max_min_p")
 
@@ -160,7 +159,7 @@ def select_pair(rewards: Array, lengths: Array, identical: Array, key: PRNGKey, 
     return chosen.astype(jnp.int32), rejected.astype(jnp.int32), valid
 
 
-def make_tabular_run(config: Config, bandit: PreferenceBandit,
+def make_tabular_run(config: Config, bandit: Any,
                      score_fn: Callable[[Array, Array], Array] | None = None,
                      length_fn: Callable[[Array, Array], Array] | None = None) -> Callable:
     """The whole iterative loop on a tabular bandit, as one pure function of a key.

@@ -60,7 +60,6 @@ Nothing here jits: the drivers (or the tests) own the jit boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,40 +67,12 @@ import numpy as np
 from flax import struct
 
 from rlkit.errors import require, require_int_at_least, require_number, require_one_of
-from rlkit.ops import dpo_loss
-from rlkit.types import Array, PRNGKey
+from rlkit.ops import dpo_loss, tabular_log_probs  # noqa: F401 (re-exported for the bandits' users)
+from rlkit.types import Array, BanditPairs, PRNGKey
 
-
-class PreferencePairs(NamedTuple):
-    """A batch of labelled preference pairs of token ids.
-
-    Attributes:
-        prompt_ids: [N, 1] int32 prompt tokens.
-        chosen_ids: [N, L] int32 responses labelled as preferred.
-        rejected_ids: [N, L] int32 responses labelled as dispreferred.
-    """
-
-    prompt_ids: Array
-    chosen_ids: Array
-    rejected_ids: Array
-
-
-def tabular_log_probs(policy_logits: Array, prompt_ids: Array, response_ids: Array) -> Array:
-    """log pi(y | x) of responses under a factorised tabular policy.
-
-    Args:
-        policy_logits: [X, L, V] logits, position t of a response to prompt x drawn from
-            softmax(policy_logits[x, t]).
-        prompt_ids: [B, 1] int prompt tokens in [0, X).
-        response_ids: [B, L] int response tokens in [0, V).
-
-    Returns:
-        [B] float32 sum_t log softmax(policy_logits[x, t])[y_t].
-    """
-    log_probs = jax.nn.log_softmax(policy_logits.astype(jnp.float32), axis=-1)  # [X, L, V]
-    per_prompt = log_probs[prompt_ids[:, 0]]  # [B, L, V]
-    picked = jnp.take_along_axis(per_prompt, response_ids[..., None].astype(jnp.int32), axis=-1)
-    return picked[..., 0].sum(axis=-1)  # [B]
+# The pair batch and the log-probabilities live in rlkit (agents read them; agents never import
+# envs); the names are kept here for the bandits' users.
+PreferencePairs = BanditPairs
 
 
 def _kl_per_position(logits_p: Array, logits_q: Array) -> Array:

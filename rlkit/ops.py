@@ -484,3 +484,21 @@ def bradley_terry_loss(chosen_rewards: Array, rejected_rewards: Array) -> Array:
     chex.assert_equal_shape([chosen_rewards, rejected_rewards])
     margin = (chosen_rewards - rejected_rewards).astype(jnp.float32)  # [B]
     return -jax.nn.log_sigmoid(margin)
+
+
+def tabular_log_probs(policy_logits: Array, prompt_ids: Array, response_ids: Array) -> Array:
+    """log pi(y | x) of responses under a factorised tabular policy.
+
+    Args:
+        policy_logits: [X, L, V] logits, position t of a response to prompt x drawn from
+            softmax(policy_logits[x, t]).
+        prompt_ids: [B, 1] int prompt tokens in [0, X).
+        response_ids: [B, L] int response tokens in [0, V).
+
+    Returns:
+        [B] float32 sum_t log softmax(policy_logits[x, t])[y_t].
+    """
+    log_probs = jax.nn.log_softmax(policy_logits.astype(jnp.float32), axis=-1)  # [X, L, V]
+    per_prompt = log_probs[prompt_ids[:, 0]]  # [B, L, V]
+    picked = jnp.take_along_axis(per_prompt, response_ids[..., None].astype(jnp.int32), axis=-1)
+    return picked[..., 0].sum(axis=-1)  # [B]

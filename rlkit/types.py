@@ -422,3 +422,18 @@ class Agent(NamedTuple):
     update: Callable[[PyTree, Transition, PRNGKey], tuple[PyTree, Metrics]]
     policy: Callable[[PyTree, Array], Array]
     feed: Feed
+
+
+class BanditPairs(NamedTuple):
+    """A batch of labelled preference pairs of a tabular preference bandit
+    (`envs.preference_bandits`, which also names it `PreferencePairs`).
+
+    Attributes:
+        prompt_ids: [N, 1] int32 prompt tokens.
+        chosen_ids: [N, L] int32 responses labelled as preferred.
+        rejected_ids: [N, L] int32 responses labelled as dispreferred.
+    """
+
+    prompt_ids: Array
+    chosen_ids: Array
+    rejected_ids: Array

@@ -250,7 +250,6 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> list[f
 
 def parse(argv: list[str]):
     """(agent, agent config, env name, env config, run options) from the command line."""
-    import envs
     from rlkit.train import option_value
 
     agent = argv[0]
@@ -266,7 +265,7 @@ def parse(argv: list[str]):
             env_name = info.env_id
         if env_name == info.env_id:  # the env's parameters default to the dataset's
             env_defaults = {k: v for k, v in info.env_params.items() if k != "start"}
-    entry = envs.get_env_entry(env_name)
+    entry = registry.env_entry(env_name)
     config_class = module.FineTuneConfig if agent == "ftpedel" else module.Config
     env_config_class = entry.config_class()
     fields = [("agent", config_class, dataclasses.field(default_factory=config_class)),
