@@ -233,13 +233,14 @@ def describe_os_error(error: OSError) -> str:
             "choose a writable directory")
 
 
-def run_guarded(run: Callable[[], Any]) -> tuple[Any, int | None]:
+def run_guarded(run: Callable[[], Any], resumable: bool = True) -> tuple[Any, int | None]:
     """Run a CLI's work (`run()`: parse, then train) with SIGTERM handled like Ctrl-C.
 
     Every failure becomes one line on stderr and an exit status instead of a traceback: bad
     input (`RlkitError`) 2, a refused write (`OSError`) `FAILED`, Ctrl-C `INTERRUPTED`, SIGTERM
     `TERMINATED` (naming the run directory to `--resume` when the interruption carries
-    `run_dir`), and tyro's own exit (`--help`) its code.
+    `run_dir`), and tyro's own exit (`--help`) its code. A CLI whose runs keep no checkpoint
+    (`resumable=False`: pedel, ftpedel) says so instead of pointing to `--resume`.
 
     Returns:
         (result, None) when `run` returned, or (None, the exit status) when it failed.
@@ -261,8 +262,14 @@ def run_guarded(run: Callable[[], Any]) -> tuple[Any, int | None]:
         return None, FAILED
     except KeyboardInterrupt as error:
         where = getattr(error, "run_dir", None)
-        print(f"interrupted: resume with python -m rlkit.train --resume {where or 'RUN_DIR'} "
-              "(the last checkpoint is kept)", file=sys.stderr)
+        if not resumable:
+            print("interrupted: this command keeps no checkpoint; run it again", file=sys.stderr)
+        elif where is None:
+            print("interrupted before a run directory held a checkpoint; run the command again",
+                  file=sys.stderr)
+        else:
+            print(f"interrupted: resume with python -m rlkit.train --resume {where} "
+                  "(the last checkpoint is kept)", file=sys.stderr)
         return None, interrupted_status(error)
     finally:
         if threading.current_thread() is threading.main_thread():

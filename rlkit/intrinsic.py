@@ -59,6 +59,7 @@ Readings chosen where the paper is not explicit (each a `Config` field):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -127,6 +128,11 @@ def check_fields(config: Any, prefix: str = "") -> None:
     if prefix:
         require_one_of(config.intrinsic, "intrinsic", AGENT_CHOICES)
         require_number(config.intrinsic_coef, "intrinsic_coef", low=0)
+        if config.intrinsic == "none":  # the transform's fields would be read by nothing
+            for field in dataclasses.fields(config):
+                if field.name.startswith(prefix) and getattr(config, field.name) != field.default:
+                    require(False, field.name, "has no effect with intrinsic none; add "
+                            "--agent.intrinsic rnd or rdd, or drop it")
     else:
         require_one_of(config.kind, "kind", KINDS)
     require_int_at_least(get("output_dim"), prefix + "output_dim", 1)

@@ -124,6 +124,13 @@ class RunOptions:
                 f"must be at least 1, got {self.checkpoint_every}")
         require(self.eval_episodes >= 1, "--eval-episodes",
                 f"must be at least 1, got {self.eval_episodes}")
+        if not self.h2o:  # H2O's options would be read by nothing
+            for flag, value, default in (
+                    ("--h2o-preset", self.h2o_preset, "practical"),
+                    ("--h2o-episodes-per-round", self.h2o_episodes_per_round, None),
+                    ("--h2o-updates-per-round", self.h2o_updates_per_round, 100)):
+                require(value == default, flag, f"has no effect without --h2o; add --h2o to "
+                        f"run the offline agent inside H2O, or drop {flag}")
 
 
 @dataclass(frozen=True)

@@ -546,6 +546,10 @@ def test_outside_the_papers_assumptions_names_the_reason():
      "preset: must be 'practical' or 'paper'"),
     (["cql", "--env", "combination-lock", "--h2o", "--h2o-preset", "fast"],
      "--h2o-preset: must be 'practical' or 'paper'"),
+    (["cql", "--env", "combination-lock", "--h2o-preset", "paper"],
+     "--h2o-preset: has no effect without --h2o"),
+    (["cql", "--env", "combination-lock", "--h2o-updates-per-round", "5"],
+     "--h2o-updates-per-round: has no effect without --h2o"),
     (["glow", "--env", "combination-lock", "--total-steps", "100000"],
      "--total-steps: 20000 rounds of 1 episodes outgrow the 2000 episodes kept"),
 ])

@@ -315,6 +315,10 @@ def test_intrinsic_state_is_checkpointed_and_resumes_exactly(tmp_path):
     ("ppo", ["--agent.intrinsic-coef", "-1"], "--agent.intrinsic-coef: must be a finite number"),
     ("ppo", ["--agent.extrinsic-coef", "-0.5"], "--agent.extrinsic-coef"),
     ("dqn", ["--agent.intrinsic-coef", "-1"], "--agent.intrinsic-coef"),
+    ("dqn", ["--agent.intrinsic-coef", "0.5"],
+     "--agent.intrinsic-coef: has no effect with intrinsic none"),
+    ("ppo", ["--agent.intrinsic-sigma", "2"],
+     "--agent.intrinsic-sigma: has no effect with intrinsic none"),
 ])
 def test_bad_intrinsic_flags_give_one_line_naming_the_flag(agent, args, needle, capsys):
     from rlkit.train import main

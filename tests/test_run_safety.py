@@ -215,6 +215,25 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capfd):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main put the handler back
 
 
+@pytest.mark.parametrize("run_dir, resumable, message", [
+    ("runs/x", True, "interrupted: resume with python -m rlkit.train --resume runs/x"),
+    (None, True, "interrupted before a run directory held a checkpoint; run the command again"),
+    ("runs/x", False, "interrupted: this command keeps no checkpoint; run it again"),
+])
+def test_an_interruption_names_what_can_be_resumed(run_dir, resumable, message, capsys):
+    from rlkit.errors import INTERRUPTED, run_guarded
+
+    def interrupted():
+        error = KeyboardInterrupt()
+        if run_dir is not None:
+            error.run_dir = run_dir
+        raise error
+
+    assert run_guarded(interrupted, resumable=resumable) == (None, INTERRUPTED)
+    assert capsys.readouterr().err.strip().splitlines() == [message
+        + (" (the last checkpoint is kept)" if run_dir and resumable else "")]
+
+
 def test_divergence_stops_with_one_line_and_valid_json(tmp_path, capfd):
     run_dir = tmp_path / "nan"
     code = main([*TINY, "--run-dir", str(run_dir), "--agent.learning-rate", "1e30",

@@ -298,7 +298,7 @@ def main(argv: list[str]) -> int:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary, run_dir
 
-    result, status = run_guarded(go)
+    result, status = run_guarded(go, resumable=False)
     if status is not None:
         return status
     summary, run_dir = result
