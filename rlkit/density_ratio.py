@@ -413,7 +413,8 @@ def finite_class_losses(q_table: Array, weights: Array, stats: TabularStatistics
 def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, optimistic: bool,
                       beta: float | Array, kappa: float | Array, gamma: Array | float,
                       signed: bool = False, num_layers: int | None = None,
-                      absolute: bool = False, weights: Array | None = None) -> Selection:
+                      absolute: bool = False, weights: Array | None = None,
+                      summed_constraint: bool = False) -> Selection:
     """GLOW's or HyGLOW's choice from an enumerated finite class F = tables [M, S, A].
 
     Optimistic (GLOW): among f with loss <= beta, the one with the highest start value
@@ -426,6 +427,8 @@ def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, 
     layers. W is all tables unless `weights` [N, S, A] gives a finite class
     (`occupancy_ratio_class`), whose adversary is `finite_class_losses` (`absolute`: HyGLOW's
     |.| per layer, Eq. 14; for tabular W closed under negation it changes nothing).
+    `summed_constraint` holds the sum over layers below beta instead (the practical radius with
+    a per-layer adversary: W = W_1 x ... x W_H, one w per layer as in the paper).
     """
     if weights is not None:
         per_layer = jax.vmap(lambda q: finite_class_losses(
@@ -442,7 +445,7 @@ def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, 
         else:
             per_layer = layer_sums(jax.vmap(cell_losses)(tables), stats.layers, num_layers)
     losses = per_layer.sum(axis=-1)
-    feasible = (per_layer <= beta).all(axis=-1)
+    feasible = (losses <= beta) if summed_constraint else (per_layer <= beta).all(axis=-1)
     least = losses <= losses.min() + TIE_TOLERANCE
     if optimistic:
         objective = tables.max(axis=-1) @ start_distribution(stats)  # [M]
