@@ -81,9 +81,23 @@ Where the paper is silent, and what this code does:
   order), so f_t stays put until the data refute it; re-drawing every round would keep
   re-guessing layers the data already confirmed (with W >= 0 a success refutes nothing) and
   measured about twice the episodes on locks.
-* Weight classes: W = all tables (closed form), or a finite class (`rlkit.density_ratio.
-  occupancy_ratio_class`: the ratios between candidate policies' occupancies, Eq. 34), with
-  which truncation binds (with all tables the best response never reaches the clip).
+* Weight classes (`weight_class`, exact version): W = all tables (closed form, the default), or
+  a finite class built from the env's exact model, "occupancy-ratios": for the distinct greedy
+  policies pi_i of F, the ratios d^pi_i / d^pi_j (j = i included: 1 on pi_i's support, the
+  best response to pi_i's own data) and d^pi_i / (the uniform mixture of all),
+  summed over steps (`rlkit.density_ratio.occupancy_ratio_class`; our finite reading of the
+  mixture class, Eq. 34, whose denominators are mixtures of the rounds' policies), or
+  "signed-occupancy-ratios" (with their negations, Eq. 38; `signed_weights` then plays no part).
+  With a finite W truncation binds (with all tables the best response rarely reaches the clip).
+  F is enumerated (a product class has A^H members: a small lock only; a class whose
+  |F| |W| S A exceeds `MAX_FINITE_CLASS_WORK` is refused) and the adversary takes one w per
+  layer (W = W_1 x ... x W_H, as the paper's w = (w_h)): one w for all layers pays the penalty
+  of every layer it weights, and on a lock then refuted no wrong code (measured: GLOW stayed at
+  return 0). W also holds w = 0 (without it a layer's max can be negative and, summed, offset
+  a refuted layer: measured, 2 of 4 seeds stuck at return 0 on a lock with H = 3, A = 2).
+  The practical radius bounds the sum of the layers' maxima, the paper's each layer;
+  |W| in beta_t's logarithm is the class's size; under the paper preset HyGLOW minimises the
+  sum over layers of max_w |L_h| (Eq. 14).
 * If no f satisfies the constraint (a misspecified F) the minimum-loss f is used.
 * Output: the agent's policy is the last fitted f_t; what the paper outputs, the uniform mixture
   of pi_1..pi_T, is evaluated exactly by the round driver (`mixture_return`, and
@@ -330,7 +344,8 @@ def load_weight_class(config: Config, spec: EnvSpec, value_class: dr.ProductValu
     W is `rlkit.density_ratio.occupancy_ratio_class` over the distinct greedy policies of F
     (Amortila et al. 2024, Eq. 34; Eq. 38 signed), built from the env's exact `model`; the
     selection then scores the enumerated F against it (`select_enumerated(weights=...)`), so a
-    product class is enumerated. Identical weight tables are kept once.
+    product class is enumerated. The zero weight is added (each layer's loss is then >= 0, as
+    with tables) and identical weight tables are kept once.
 
     Returns:
         None, or (tables [M, S, A] the enumerated F, weights [N, S, A]).
@@ -364,13 +379,16 @@ def load_weight_class(config: Config, spec: EnvSpec, value_class: dr.ProductValu
             f"every f in F has the same greedy policy, so {name!r} (ratios between their "
             "occupancies) is empty; use --agent.weight-class tables.")
     signed = name == "signed-occupancy-ratios"
-    work = num_tables * len(policies) ** 2 * (2 if signed else 1) * num_states * num_actions
+    most = len(policies) * (len(policies) + 1) * (2 if signed else 1) + 1  # + the zero weight
+    work = num_tables * most * num_states * num_actions
     require(work <= MAX_FINITE_CLASS_WORK, "weight_class",
             f"{name!r} would score {num_tables} tables against up to "
-            f"{len(policies) ** 2 * (1 + signed)} weights ({work:.3g} cells a round, limit "
+            f"{most} weights ({work:.3g} cells a round, limit "
             f"{MAX_FINITE_CLASS_WORK:.0e}); use a smaller env or --agent.weight-class tables.")
-    weights = np.unique(np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies),
-                                                            signed=signed)), axis=0)
+    ratios = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies), signed=signed))
+    # w = 0 joins the class: each layer's max is then >= 0, so a layer the data refute cannot be
+    # offset by another layer's negative loss in the practical (summed) radius.
+    weights = np.unique(np.concatenate([np.zeros_like(ratios[:1]), ratios]), axis=0)
     return jnp.asarray(tables, jnp.float32), jnp.asarray(weights)
 
 

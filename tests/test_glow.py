@@ -629,14 +629,17 @@ def test_occupancy_ratio_class_holds_the_candidates_ratios_exactly():
         policies[i, [0, 2], :] = 0.0
         policies[i, 0, code[0]] = policies[i, 2, code[1]] = 1.0
     weights = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies)))
-    assert weights.shape == (4 * 4, model.num_states, 2)
+    assert weights.shape == (4 * 5, model.num_states, 2)
     # w_(0,1): d^pi_00 / d^pi_01. pi_00 visits (0, a0) then (2, a0); pi_01 (0, a0) then (2, a1).
     # Ratios: (0, a0) 1 / 1; (2, a0) 1 / 0 -> the cap; (2, a1) 0 / 1 = 0; elsewhere 0 / 0 = 0.
     expected = np.zeros((model.num_states, 2), np.float32)
     expected[0, 0], expected[2, 0] = 1.0, dr.RATIO_CAP
+    np.testing.assert_array_equal(weights[1], expected)
+    # w_(0,0): d^pi_00 / d^pi_00, 1 on pi_00's support (0, a0), (2, a0) and 0 elsewhere.
+    expected[2, 0] = 1.0
     np.testing.assert_array_equal(weights[0], expected)
     signed = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies), signed=True))
-    np.testing.assert_array_equal(signed[16:], -weights)
+    np.testing.assert_array_equal(signed[20:], -weights)
 
 
 def test_paper_preset_refutes_a_wrong_lock_candidate_after_the_predicted_visits():
