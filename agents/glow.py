@@ -81,9 +81,23 @@ Where the paper is silent, and what this code does:
   order), so f_t stays put until the data refute it; re-drawing every round would keep
   re-guessing layers the data already confirmed (with W >= 0 a success refutes nothing) and
   measured about twice the episodes on locks.
-* Weight classes: W = all tables (closed form), or a finite class (`rlkit.density_ratio.
-  occupancy_ratio_class`: the ratios between candidate policies' occupancies, Eq. 34), with
-  which truncation binds (with all tables the best response never reaches the clip).
+* Weight classes (`weight_class`, exact version): W = all tables (closed form, the default), or
+  a finite class built from the env's exact model, "occupancy-ratios": for the distinct greedy
+  policies pi_i of F, the ratios d^pi_i / d^pi_j (j = i included: 1 on pi_i's support, the
+  best response to pi_i's own data) and d^pi_i / (the uniform mixture of all),
+  summed over steps (`rlkit.density_ratio.occupancy_ratio_class`; our finite reading of the
+  mixture class, Eq. 34, whose denominators are mixtures of the rounds' policies), or
+  "signed-occupancy-ratios" (with their negations, Eq. 38; `signed_weights` then plays no part).
+  With a finite W truncation binds (with all tables the best response rarely reaches the clip).
+  F is enumerated (a product class has A^H members: a small lock only; a class whose
+  |F| |W| S A exceeds `MAX_FINITE_CLASS_WORK` is refused) and the adversary takes one w per
+  layer (W = W_1 x ... x W_H, as the paper's w = (w_h)): one w for all layers pays the penalty
+  of every layer it weights, and on a lock then refuted no wrong code (measured: GLOW stayed at
+  return 0). W also holds w = 0 (without it a layer's max can be negative and, summed, offset
+  a refuted layer: measured, 2 of 4 seeds stuck at return 0 on a lock with H = 3, A = 2).
+  The practical radius bounds the sum of the layers' maxima, the paper's each layer;
+  |W| in beta_t's logarithm is the class's size; under the paper preset HyGLOW minimises the
+  sum over layers of max_w |L_h| (Eq. 14).
 * If no f satisfies the constraint (a misspecified F) the minimum-loss f is used.
 * Output: the agent's policy is the last fitted f_t; what the paper outputs, the uniform mixture
   of pi_1..pi_T, is evaluated exactly by the round driver (`mixture_return`, and
@@ -128,7 +142,23 @@ from rlkit.errors import (
 )
 from rlkit.nets import TorsoHead, make_torso
 from rlkit.ops import batched_index, clipped_adam, epsilon_greedy, gradient_step
-from rlkit.types import Agent, Array, EnvSpec, Metrics, PRNGKey, PyTree, RoundFeed, Transition
+from rlkit.types import (
+    Agent,
+    Array,
+    EnvSpec,
+    Metrics,
+    PRNGKey,
+    PyTree,
+    RoundFeed,
+    TabularModel,
+    Transition,
+)
+
+WEIGHT_CLASSES = ("tables", "occupancy-ratios", "signed-occupancy-ratios")
+"""The exact version's weight classes W (`Config.weight_class`)."""
+
+MAX_FINITE_CLASS_WORK = 2e8
+"""Cap on |F| * |W| * S * A, the finite weight class's work per round (cells scored)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +182,12 @@ class Config:
     value_class: str = "auto"
     """Exact F: "auto" (the env's class: combination-lock, deepsea) or a .npy of Q-tables
     [M, S, A] over the env's states."""
+    weight_class: str = "tables"
+    """Exact W: "tables" (all tables (x, a) -> [0, gamma], or [-gamma, gamma] with
+    signed_weights; closed-form adversary), "occupancy-ratios" (the ratios between the
+    occupancies of F's greedy policies, built from the env's model: the paper's mixture class,
+    Eq. 34) or "signed-occupancy-ratios" (those and their negations, Eq. 38). The finite classes
+    enumerate F (a small env only) and ignore signed_weights."""
     beta: float = 0.25
     """Confidence radius on the summed weighted loss (GLOW's constraint)."""
     kappa: float = 0.5
@@ -216,6 +252,11 @@ class Config:
                 f"must be 'practical' or 'paper', got {self.preset!r}.")
         require_number(self.confidence, "confidence", low=0, low_open=True)
         require_number(self.delta, "delta", low=0, high=1, low_open=True, high_open=True)
+        require(self.weight_class in WEIGHT_CLASSES, "weight_class",
+                f"must be one of {', '.join(WEIGHT_CLASSES)}, got {self.weight_class!r}.")
+        require(self.weight_class == "tables" or self.version == "exact", "weight_class",
+                f"{self.weight_class!r} is a finite class of the exact version; use "
+                "--agent.version exact or --agent.weight-class tables.")
         require(self.offline_schedule in (None, "all", "paper"), "offline_schedule",
                 f"must be 'all', 'paper' or None (by the preset), got {self.offline_schedule!r}.")
         require_number(self.beta, "beta", low=0)
@@ -296,10 +337,69 @@ def load_value_class(config: Config, spec: EnvSpec,
     return jnp.asarray(tables, jnp.float32)
 
 
+def load_weight_class(config: Config, spec: EnvSpec, value_class: dr.ProductValueClass | Array,
+                      model: TabularModel | None) -> tuple[Array, Array] | None:
+    """The exact version's finite W (`config.weight_class`), or None for all tables.
+
+    W is `rlkit.density_ratio.occupancy_ratio_class` over the distinct greedy policies of F
+    (Amortila et al. 2024, Eq. 34; Eq. 38 signed), built from the env's exact `model`; the
+    selection then scores the enumerated F against it (`select_enumerated(weights=...)`), so a
+    product class is enumerated. The zero weight is added (each layer's loss is then >= 0, as
+    with tables) and identical weight tables are kept once.
+
+    Returns:
+        None, or (tables [M, S, A] the enumerated F, weights [N, S, A]).
+
+    Raises:
+        RlkitError: the env has no exact model, F has a single greedy policy, or the work per
+            round |F| |W| S A exceeds `MAX_FINITE_CLASS_WORK`.
+    """
+    if config.weight_class == "tables":
+        return None
+    name = config.weight_class
+    require(model is not None, "weight_class",
+            f"{name!r} is built from the env's exact model and env {spec.name!r} has none; use "
+            "--agent.weight-class tables.")
+    if isinstance(value_class, dr.ProductValueClass):
+        size = int(np.prod(np.asarray(value_class.valid).sum(axis=1), dtype=np.float64))
+        cells = value_class.rows.shape[0] * spec.num_actions
+        require(size * cells <= MAX_FINITE_CLASS_WORK, "weight_class",
+                f"{name!r} enumerates F, and env {spec.name!r}'s class has {size:.3g} members; "
+                "use a smaller env (e.g. --env-config.horizon 3) or --agent.weight-class tables.")
+        tables = value_class.enumerate()
+    else:
+        tables = value_class
+    num_tables, num_states, num_actions = tables.shape
+    require(model.num_states == num_states, "value_class",
+            f"covers {num_states} states but the env's model has {model.num_states}; "
+            f"{name!r} needs F over the model's states.")
+    greedy = np.asarray(tables).argmax(axis=-1)  # [M, S]
+    policies = np.unique(np.eye(num_actions, dtype=np.float32)[greedy], axis=0)  # [P, S, A]
+    require(len(policies) >= 2, "weight_class",
+            f"every f in F has the same greedy policy, so {name!r} (ratios between their "
+            "occupancies) is empty; use --agent.weight-class tables.")
+    signed = name == "signed-occupancy-ratios"
+    most = len(policies) * (len(policies) + 1) * (2 if signed else 1) + 1  # + the zero weight
+    work = num_tables * most * num_states * num_actions
+    require(work <= MAX_FINITE_CLASS_WORK, "weight_class",
+            f"{name!r} would score {num_tables} tables against up to "
+            f"{most} weights ({work:.3g} cells a round, limit "
+            f"{MAX_FINITE_CLASS_WORK:.0e}); use a smaller env or --agent.weight-class tables.")
+    ratios = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies), signed=signed))
+    # w = 0 joins the class: each layer's max is then >= 0, so a layer the data refute cannot be
+    # offset by another layer's negative loss in the practical (summed) radius.
+    weights = np.unique(np.concatenate([np.zeros_like(ratios[:1]), ratios]), axis=0)
+    return jnp.asarray(tables, jnp.float32), jnp.asarray(weights)
+
+
 def make_exact_agent(config: Config, spec: EnvSpec,
-                     value_class: dr.ProductValueClass | None = None) -> Agent:
+                     value_class: dr.ProductValueClass | None = None,
+                     model: TabularModel | None = None) -> Agent:
     """The exact GLOW / HyGLOW learner on a tabular env with one-hot observations."""
     value_class = load_value_class(config, spec, value_class)
+    finite = load_weight_class(config, spec, value_class, model)
+    if finite is not None:  # W finite: select from the enumerated F
+        value_class, weights = finite
     product = isinstance(value_class, dr.ProductValueClass)
     num_states = value_class.rows.shape[0] if product else value_class.shape[1]
     obs_size = int(np.prod(spec.obs_shape))
@@ -314,8 +414,14 @@ def make_exact_agent(config: Config, spec: EnvSpec,
         log_class = float(np.log(np.asarray(value_class.valid).sum(axis=1)).sum())
     else:
         log_class = float(np.log(value_class.shape[0]))
-    # Layers matter only to GLOW's confidence set; HyGLOW minimises the sum over layers.
-    num_layers = horizon if paper and config.optimism else None
+    # |W| in beta_t's logarithm: a finite class's size; tabular W is infinite, |W| := |F|.
+    log_weights = log_class if finite is None else float(np.log(weights.shape[0]))
+    # Layers matter only to GLOW's confidence set; HyGLOW minimises the sum over layers, for a
+    # finite W under the paper preset the sum of the per-layer max_w |L_h| (Eq. 14).
+    # A finite W is a product over layers (one w_h per layer, as in the paper; a single w for
+    # all layers pays the penalty of every layer it weights, and on a lock then refutes nothing).
+    absolute = finite is not None and paper and not config.optimism
+    num_layers = horizon if finite is not None or (paper and config.optimism) else None
 
     def select(stats: dr.TabularStatistics, key: PRNGKey, gamma: Array, kappa, beta
                ) -> dr.Selection:
@@ -323,6 +429,8 @@ def make_exact_agent(config: Config, spec: EnvSpec,
                       num_layers=num_layers)
         if product:
             return dr.select_product(value_class, stats, key, **kwargs)
+        if finite is not None:
+            kwargs.update(weights=weights, absolute=absolute, summed_constraint=not paper)
         return dr.select_enumerated(value_class, stats, key, optimistic=config.optimism, **kwargs)
 
     def paper_round(data: Transition) -> Array:
@@ -341,9 +449,9 @@ def make_exact_agent(config: Config, spec: EnvSpec,
         stats = dr.tabular_statistics(data, num_states, spec.num_actions, obs_ndim)
         if paper:
             round_t = paper_round(data)
-            # log(6 |F| |W| T H / delta) with |W| := |F| (tabular W is infinite; the paper is
+            # log(6 |F| |W| T H / delta) (tabular W is infinite: |W| := |F|, the paper is
             # silent on its size) and T := t (the horizon of the run is not known in advance).
-            log_term = (np.log(6.0 * horizon / config.delta) + 2.0 * log_class
+            log_term = (np.log(6.0 * horizon / config.delta) + log_class + log_weights
                         + jnp.log(round_t))
             gamma, kappa, beta = dr.paper_schedule(round_t, config.gamma_0, config.confidence,
                                                    log_term)
@@ -516,7 +624,8 @@ def offline_schedule(config: Config) -> str:
 
 
 def make_agent(config: Config, spec: EnvSpec,
-               value_class: dr.ProductValueClass | None = None) -> Agent:
+               value_class: dr.ProductValueClass | None = None,
+               model: TabularModel | None = None) -> Agent:
     """Build GLOW (or HyGLOW, for a `HybridConfig` or `hybrid=True`) for an environment.
 
     Args:
@@ -524,14 +633,17 @@ def make_agent(config: Config, spec: EnvSpec,
         spec: the environment's spec (exact version: a tabular env with one-hot observations).
         value_class: the env's finite class F (`env.value_class()`), used by the exact version
             with `value_class="auto"`; the neural version ignores it.
+        model: the env's exact model (`env.model(params)`), from which the exact version builds
+            a finite weight class (`weight_class` other than "tables"); else unused.
 
     Returns:
         The `Agent`, fed by a `RoundFeed` (run it with `rlkit.loops.rounds`).
     """
     if config.version == "exact":
-        return make_exact_agent(config, spec, value_class)
+        return make_exact_agent(config, spec, value_class, model)
     return make_neural_agent(config, spec)
 
 
-__all__ = ["Config", "ExactState", "HybridConfig", "NeuralState", "load_value_class",
+__all__ = ["Config", "ExactState", "HybridConfig", "MAX_FINITE_CLASS_WORK", "NeuralState",
+           "WEIGHT_CLASSES", "load_value_class", "load_weight_class",
            "make_agent", "make_exact_agent", "make_neural_agent"]

@@ -355,8 +355,9 @@ def occupancy_ratio_class(model, policies: Array, horizon: int | None = None,
     """A restricted, realisable weight class W [N, S, A]: ratios between the occupancies of
     candidate policies (the paper's mixture class, Eq. 34; its signed version, Eq. 38).
 
-    For every candidate pi_i and every data distribution d_bar among (a) each other candidate's
-    occupancy d^pi_j and (b) the uniform mixture of all candidates' occupancies, the weight
+    For every candidate pi_i and every data distribution d_bar among (a) each candidate's
+    occupancy d^pi_j, pi_i's own included (w = 1 on its support: the data of pi_i alone, a
+    mixture of one round) and (b) the uniform mixture of all candidates' occupancies, the weight
     w(x, a) = d^pi_i(x, a) / d_bar(x, a), with 0 / 0 = 0 and x / 0 = `RATIO_CAP`. Occupancies are
     summed over steps, which equals the per-layer ratio on layered MDPs (each state at one step:
     locks, DeepSea). `signed` adds -w for every w (W closed under negation, our reading of the
@@ -369,7 +370,7 @@ def occupancy_ratio_class(model, policies: Array, horizon: int | None = None,
         signed: include the negations.
 
     Returns:
-        [N, S, A] float32 weights, N = P^2 (times 2 when signed).
+        [N, S, A] float32 weights, N = P (P + 1) (times 2 when signed).
     """
     from rlkit import planning
 
@@ -384,7 +385,7 @@ def occupancy_ratio_class(model, policies: Array, horizon: int | None = None,
 
     count = occupancies.shape[0]
     weights = [ratio(occupancies[i], denominators[j]) for i in range(count)
-               for j in range(count + 1) if j != i]
+               for j in range(count + 1)]
     weights = jnp.stack(weights).astype(jnp.float32)
     return jnp.concatenate([weights, -weights]) if signed else weights
 
@@ -413,7 +414,8 @@ def finite_class_losses(q_table: Array, weights: Array, stats: TabularStatistics
 def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, optimistic: bool,
                       beta: float | Array, kappa: float | Array, gamma: Array | float,
                       signed: bool = False, num_layers: int | None = None,
-                      absolute: bool = False, weights: Array | None = None) -> Selection:
+                      absolute: bool = False, weights: Array | None = None,
+                      summed_constraint: bool = False) -> Selection:
     """GLOW's or HyGLOW's choice from an enumerated finite class F = tables [M, S, A].
 
     Optimistic (GLOW): among f with loss <= beta, the one with the highest start value
@@ -426,6 +428,8 @@ def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, 
     layers. W is all tables unless `weights` [N, S, A] gives a finite class
     (`occupancy_ratio_class`), whose adversary is `finite_class_losses` (`absolute`: HyGLOW's
     |.| per layer, Eq. 14; for tabular W closed under negation it changes nothing).
+    `summed_constraint` holds the sum over layers below beta instead (the practical radius with
+    a per-layer adversary: W = W_1 x ... x W_H, one w per layer as in the paper).
     """
     if weights is not None:
         per_layer = jax.vmap(lambda q: finite_class_losses(
@@ -442,7 +446,7 @@ def select_enumerated(tables: Array, stats: TabularStatistics, key: PRNGKey, *, 
         else:
             per_layer = layer_sums(jax.vmap(cell_losses)(tables), stats.layers, num_layers)
     losses = per_layer.sum(axis=-1)
-    feasible = (per_layer <= beta).all(axis=-1)
+    feasible = (losses <= beta) if summed_constraint else (per_layer <= beta).all(axis=-1)
     least = losses <= losses.min() + TIE_TOLERANCE
     if optimistic:
         objective = tables.max(axis=-1) @ start_distribution(stats)  # [M]

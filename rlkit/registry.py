@@ -116,7 +116,9 @@ def make_agent(name: str, config: Any, spec: Any, env: Any = None):
 
     An agent whose `make_agent` has a `value_class` parameter (GLOW, HyGLOW) gets the env's
     finite value class from the env's own hook (`rlkit.types.Environment.value_class`, built from
-    the env's config), or None when the env has none (host envs, or `env=None`).
+    the env's config), or None when the env has none (host envs, or `env=None`); one with a
+    `model` parameter also gets the env's exact model at its default params (`env.model`), or
+    None.
 
     Args:
         name: agent name (see `agent_names`).
@@ -131,7 +133,11 @@ def make_agent(name: str, config: Any, spec: Any, env: Any = None):
     if "value_class" not in inspect.signature(module.make_agent).parameters:
         return module.make_agent(config, spec)
     hook = getattr(env, "value_class", None)
-    return module.make_agent(config, spec, value_class=hook() if hook is not None else None)
+    kwargs = {"value_class": hook() if hook is not None else None}
+    if "model" in inspect.signature(module.make_agent).parameters:
+        model = getattr(env, "model", None)
+        kwargs["model"] = model(env.default_params) if model is not None else None
+    return module.make_agent(config, spec, **kwargs)
 
 
 def check_env(env, name: str) -> None:

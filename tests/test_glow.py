@@ -633,14 +633,17 @@ def test_occupancy_ratio_class_holds_the_candidates_ratios_exactly():
         policies[i, [0, 2], :] = 0.0
         policies[i, 0, code[0]] = policies[i, 2, code[1]] = 1.0
     weights = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies)))
-    assert weights.shape == (4 * 4, model.num_states, 2)
+    assert weights.shape == (4 * 5, model.num_states, 2)
     # w_(0,1): d^pi_00 / d^pi_01. pi_00 visits (0, a0) then (2, a0); pi_01 (0, a0) then (2, a1).
     # Ratios: (0, a0) 1 / 1; (2, a0) 1 / 0 -> the cap; (2, a1) 0 / 1 = 0; elsewhere 0 / 0 = 0.
     expected = np.zeros((model.num_states, 2), np.float32)
     expected[0, 0], expected[2, 0] = 1.0, dr.RATIO_CAP
+    np.testing.assert_array_equal(weights[1], expected)
+    # w_(0,0): d^pi_00 / d^pi_00, 1 on pi_00's support (0, a0), (2, a0) and 0 elsewhere.
+    expected[2, 0] = 1.0
     np.testing.assert_array_equal(weights[0], expected)
     signed = np.asarray(dr.occupancy_ratio_class(model, jnp.asarray(policies), signed=True))
-    np.testing.assert_array_equal(signed[16:], -weights)
+    np.testing.assert_array_equal(signed[20:], -weights)
 
 
 def test_paper_preset_refutes_a_wrong_lock_candidate_after_the_predicted_visits():
@@ -718,3 +721,83 @@ def test_truncation_changes_glows_choice_with_the_occupancy_ratio_class_of_a_loc
                                       beta=1.75, kappa=0.5, gamma=gamma, num_layers=2,
                                       weights=weights)
         assert np.array_equal(np.asarray(chosen.q_table), tempting) == picks_tempting, gamma
+
+
+def _tempting_class(tmp_path, promise: float):
+    """F = the Q* of the 4 codes of a lock (H = 2, A = 2, code 00) plus a Q* of code 00 that
+    promises `promise` for the wrong first action, as a .npy file; its model; one episode that
+    takes that wrong action (residual `promise` at (0, a1), then 0 on the dead path)."""
+    model = toy.combination_lock_model(np.array([0, 0], np.int32), 2)
+    codes = np.asarray(toy.combination_lock_value_class(2, 2).enumerate())
+    tempting = np.asarray(planning.value_iteration(model).q[0]).copy()
+    tempting[0, 1] = promise
+    path = tmp_path / "f.npy"
+    np.save(path, np.concatenate([codes, tempting[None]]).astype(np.float32))
+    data = _episode(model, [1, 0])
+    data = data.replace(extras={"first": data.extras["first"], "step": jnp.arange(2)})
+    return model, str(path), tempting, data
+
+
+def test_glow_selects_through_the_occupancy_ratio_class_from_its_config(tmp_path):
+    # The tempting f over-states Q(0, a1) by 3. W = the ratios between the codes' greedy
+    # occupancies (the tempting f's greedy policy is code 10's, kept once) takes the values
+    # {0, 1, 2, RATIO_CAP} at (0, a1); gamma = gamma_0 sqrt(1) = 100, kappa = 1/2:
+    #   tables: u* = 3 / (2 kappa) = 3, L = 9 - 4.5 = 4.5 > beta = 4.25: refuted, a code chosen;
+    #   ratios: u in {0, 1, 2, 100} -> L = max(0, 2.5, 6 - 2 = 4, < 0) = 4 <= 4.25: feasible,
+    #           and optimism picks it (start value 3 against 1).
+    model, path, tempting, data = _tempting_class(tmp_path, 3.0)
+    spec = _lock(2, 2, 0).spec
+    chosen = {}
+    for weight_class in ("tables", "occupancy-ratios"):
+        config = glow.Config(value_class=path, weight_class=weight_class, gamma_0=100.0,
+                             beta=4.25)
+        agent = glow.make_agent(config, spec, None, model)
+        state, metrics = agent.update(agent.init(jax.random.key(0)), data, jax.random.key(1))
+        chosen[weight_class] = (np.array_equal(np.asarray(state.q_table), tempting),
+                                float(metrics["class_loss"]))
+    assert chosen == {"tables": (False, 0.0), "occupancy-ratios": (True, 4.0)}
+
+
+def test_truncation_changes_glows_choice_through_its_weight_class_config(tmp_path):
+    # Over-statement 2, beta = 1.75 (the finite class's case in the test above, through the
+    # agent): gamma_0 = 1 clips W to {0, 1} at (0, a1), L = 2 - 1/2 = 1.5: the tempting f is
+    # feasible and chosen, 5 candidates left; gamma_0 = 100 lets u = 2 in, L = 4 - 2 = 2 > 1.75:
+    # refuted, 4 left (the codes 1x over-state by 1 only: L = max(0.5, 0) <= 1.75).
+    model, path, tempting, data = _tempting_class(tmp_path, 2.0)
+    spec = _lock(2, 2, 0).spec
+    for gamma_0, picks_tempting, left in ((1.0, True, 5.0), (100.0, False, 4.0)):
+        config = glow.Config(value_class=path, weight_class="occupancy-ratios", gamma_0=gamma_0,
+                             beta=1.75)
+        agent = glow.make_agent(config, spec, None, model)
+        state, metrics = agent.update(agent.init(jax.random.key(0)), data, jax.random.key(1))
+        assert np.array_equal(np.asarray(state.q_table), tempting) == picks_tempting, gamma_0
+        assert float(metrics["candidates_left"]) == left, gamma_0
+
+
+def test_weight_class_reaches_glow_through_the_registry_and_rejects_bad_input():
+    from rlkit import registry
+
+    env = _lock(2, 2, 0)
+    config = glow.Config(weight_class="signed-occupancy-ratios")
+    agent = registry.make_agent("glow", config, env.spec, env)  # the env's model handed over
+    # The lock's 4 codes, enumerated; the data refute the codes that start with the wrong
+    # action (loss 1 - 1/2 at u = 1 > beta = 0.25), leaving 2.
+    # The correct first action leads to state 2 (step 1, on the good path).
+    right = int(np.flatnonzero(np.asarray(env.default_params.model.transitions)[0, :, 2])[0])
+    wrong = 1 - right
+    data = _episode(env.default_params.model, [wrong, 0])
+    data = data.replace(extras={"first": data.extras["first"], "step": jnp.arange(2)})
+    _, metrics = agent.update(agent.init(jax.random.key(0)), data, jax.random.key(1))
+    assert float(metrics["candidates_left"]) == 2.0, metrics
+    with pytest.raises(RlkitError, match="weight_class: must be one of"):
+        glow.Config(weight_class="ratios")
+    with pytest.raises(RlkitError, match="weight_class: .*exact version"):
+        glow.Config(version="neural", weight_class="occupancy-ratios")
+    with pytest.raises(RlkitError, match="weight_class: .*has none"):
+        glow.make_agent(config, env.spec, env.value_class(), None)
+    big = _lock(12, 4, 0)  # 4^12 codes
+    with pytest.raises(RlkitError, match="weight_class: .*enumerates F"):
+        registry.make_agent("glow", config, big.spec, big)
+    too_many_ratios = _lock(8, 4, 0)  # 4^8 codes: 2^33 ratios
+    with pytest.raises(RlkitError, match="weight_class: .*would score"):
+        registry.make_agent("glow", config, too_many_ratios.spec, too_many_ratios)
