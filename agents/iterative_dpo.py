@@ -54,7 +54,7 @@ from rlkit.errors import (
     require_one_of,
 )
 from rlkit.ops import clipped_adam, dpo_loss, gradient_step
-from rlkit.types import Array, PRNGKey
+from rlkit.types import Agent, Array, PRNGKey, PyTree, TextSpec
 
 PAIR_RULES = ("max_min", "max_random", "max_max", "random", "max_min_p")
 
@@ -266,4 +266,38 @@ def make_tabular_run(config: Config, bandit: PreferenceBandit,
     return run
 
 
-__all__ = ["Config", "PAIR_RULES", "make_tabular_run", "select_pair"]
+def select_pairs(config: Config) -> Callable[[Array, Array, Array, PRNGKey],
+                                            tuple[Array, Array, Array]]:
+    """`select_pair` under `config`'s rule, vmapped over prompts.
+
+    Returns:
+        `pairs(rewards [n, K], lengths [n, K], identical [n, K, K], key) -> (chosen [n],
+        rejected [n], valid [n])`, as `select_pair` per prompt with independent keys.
+    """
+    require_one_of(config.pair_rule, "pair_rule", PAIR_RULES)
+
+    def pairs(rewards: Array, lengths: Array, identical: Array, key: PRNGKey):
+        keys = jax.random.split(key, rewards.shape[0])
+        return jax.vmap(lambda r, n, same, k: select_pair(
+            r, n, same, k, config.pair_rule, config.length_penalty))(
+            rewards, lengths, identical, keys)
+
+    return pairs
+
+
+def make_text_agent(config: Config, spec: TextSpec, sft_params: PyTree) -> Agent:
+    """The DPO learner of each iteration on a language model: `agents.dpo.make_agent` with
+    `config`'s beta, label smoothing and optimiser, starting from (and referenced to) the SFT
+    model; `rlkit.loops.preference.run_iterative_dpo` warm-starts it from each iterate and sets
+    the reference `config.reference` names."""
+    from agents import dpo
+
+    return dpo.make_agent(dpo.Config(
+        beta=config.beta, label_smoothing=config.label_smoothing,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        batch_size=config.batch_size, total_steps=config.total_steps,
+        max_grad_norm=config.max_grad_norm), spec, sft_params)
+
+
+__all__ = ["Config", "PAIR_RULES", "make_tabular_run", "make_text_agent", "select_pair",
+           "select_pairs"]
