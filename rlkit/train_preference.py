@@ -1,4 +1,4 @@
-"""`python -m rlkit.train sft|reward-model|dpo|hypo --task TASK [--model DIR]
+"""`python -m rlkit.train sft|reward-model|dpo|hypo|iterative-dpo --task TASK [--model DIR]
 [--dataset pairs.jsonl] [--seeds N] [--total-steps N] [--run-dir DIR [--overwrite]]
 [--agent.FIELD VALUE ...] [--task-config.FIELD VALUE ...]`, or `... --resume RUN_DIR`
 
@@ -13,6 +13,16 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
   labelled by Bradley-Terry on the true reward (written to RUN_DIR/pairs.jsonl).
 * `hypo`: HyPO (`agents.hypo`), DPO's pairs as for `dpo` plus lambda times the reverse KL of
   `--agent.k` fresh samples per prompt drawn inside every update.
+* `iterative-dpo`: online iterative DPO (`agents.iterative_dpo`) of `--model`: T iterations
+  of sampling K completions per prompt from the current policy, labelling them with
+  `--reward-model DIR` (a reward-model run; its tokenizer must be the policy's) or, without it,
+  the task's exact reward (an oracle labeller), pairing and DPO warm-started from the previous
+  policy (`rlkit.loops.preference.run_iterative_dpo`). Prompts are drawn from the task, or
+  from the prompts of `--dataset pairs.jsonl`. Not resumable; the updates are
+  `--agent.iterations` x `--agent.steps-per-iteration` (no `--total-steps`). It writes
+  metrics.csv (one row per seed and iteration), model/ (seed 0's) and summary.json with
+  `true_reward`, `reverse_kl` (to the SFT model), `win_rate`, `labels_used`,
+  `responses_scored` and `labeller`.
 
 `--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
 tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed
@@ -22,7 +32,8 @@ than the model's vocab_size). The run directory is
 the one every rlkit run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/;
 `--resume` is exact), plus `model/` (reward-model's is a one-label sequence classifier).
 summary.json adds `true_reward`, `reverse_kl` (mean over seeds of the last evaluation),
-`initial_true_reward`, `preference_accuracy`, `labels_used`, `tokens_per_second` and, for
+`initial_true_reward`, `win_rate` (dpo, hypo: against the reference policy under the exact
+reward), `preference_accuracy`, `labels_used`, `tokens_per_second` and, for
 reward-model, `held_out_pairs` (exactly --eval-prompts). Bad input is one line naming
 the flag, file or line and the fix (exit 2).
 """

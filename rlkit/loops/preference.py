@@ -14,6 +14,9 @@ same compiled program:
   where `act` also returns the reference policy's log-probabilities (DPO), the reverse
   KL(pi || pi_ref) is estimated by the mean over samples of log pi(y | x) - log pi_ref(y | x)
   (`reverse_kl`; unbiased, since y ~ pi). `completion_length` is the mean generated length.
+  Those agents also get `win_rate`: one completion of the reference policy per prompt (its
+  own key), and the share of prompts where the policy's completion has the higher exact
+  reward, ties counted 1/2 (0.5 for the initial model in expectation; NaN for SFT).
 * reward models: `eval_preference_accuracy`, the share of held-out pairs it orders as labelled.
 
 Those figures are metrics of the chunk's last iteration (NaN on the others, so metrics.csv gets
@@ -42,7 +45,7 @@ from rlkit.errors import RlkitError, require
 from rlkit.loops.common import UPDATES, BoundRun, Trainer, over_seeds
 from rlkit.types import Agent, Array, PreferencePairs, PyTree, Sequences
 
-GENERATION_METRICS = ("true_reward", "reverse_kl", "completion_length")
+GENERATION_METRICS = ("true_reward", "reverse_kl", "completion_length", "win_rate")
 REWARD_MODEL_METRICS = ("eval_preference_accuracy",)
 
 
@@ -120,10 +123,19 @@ def make_preference_trainer(
         if "reference_log_probs" in extras:
             log_ratio = extras["log_probs"] - extras["reference_log_probs"]  # [E]
             reverse_kl = log_ratio.mean()
+            # One completion of the reference policy per prompt, on a key of its own.
+            reference_tokens, reference_extras = agent.act(
+                agent_state.replace(params=agent_state.reference_params), eval_data,
+                jax.random.fold_in(key, 1), jnp.int32(0))
+            reference_rewards = reward_fn(eval_data.tokens, reference_tokens,
+                                          reference_extras["completion_mask"])  # [E]
+            win_rate = ((rewards > reference_rewards)
+                        + 0.5 * (rewards == reference_rewards)).mean(dtype=jnp.float32)
         else:  # no reference policy (SFT)
-            reverse_kl = jnp.float32(jnp.nan)
+            reverse_kl = win_rate = jnp.float32(jnp.nan)
         return {"true_reward": rewards.mean(), "reverse_kl": reverse_kl.astype(jnp.float32),
-                "completion_length": mask.sum(-1).mean(dtype=jnp.float32)}
+                "completion_length": mask.sum(-1).mean(dtype=jnp.float32),
+                "win_rate": win_rate}
 
     def init_one(key: Array, eval_data) -> PreferenceCarry:
         agent_key, eval_key, key = jax.random.split(key, 3)
