@@ -31,6 +31,16 @@ Readings chosen where the paper or code is not explicit (iterative_dpo.md tags t
 * Fresh prompts each iteration: `prompts_per_iteration` prompts drawn uniformly (the paper
   draws a new prompt set per iteration).
 
+On a language model (`make_text_agent`, `select_pairs`, driven by
+`rlkit.loops.preference.run_iterative_dpo`; CLI `python -m rlkit.train iterative-dpo --task
+sort --model SFT_RUN [--reward-model RM_RUN]`): the K completions are sampled with the KV cache,
+K/G at each of the G temperatures; scored by a Bradley-Terry reward model or the task's exact
+reward (the oracle labeller, the default); identical means the same completion tokens; the
+DPO learner is `agents.dpo` (its loss, `rlkit.ops.dpo_loss`), warm-started from the previous
+iterate with a fresh optimiser state; lengths for "max_min_p" are the decoded completions'
+characters. The reported reverse KL and win rate are against the SFT model pi_0 whichever
+`reference` is trained against.
+
 `make_tabular_run` runs the whole loop on a tabular preference bandit (`envs.preference_bandits`)
 as one pure function of a key (vmap it over seeds; `rlkit.loops.preference.run_over_seeds`
 compiles it), reporting the exact true reward and reverse KL after every iteration.
