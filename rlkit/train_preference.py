@@ -781,7 +781,8 @@ def print_summary(result) -> None:
             value = s[name]
             parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
     print("; ".join(parts))
-    print(f"run directory: {result.run_dir}  (metrics.csv, summary.json, curves.png)")
+    files = "model/" if s["agent"] == "iterative-dpo" else "curves.png"
+    print(f"run directory: {result.run_dir}  (metrics.csv, summary.json, {files})")
 
 
 def main(argv: list[str]) -> int:
