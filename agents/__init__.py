@@ -29,6 +29,8 @@ PREFERENCE_AGENTS: dict[str, tuple[str, str]] = {
             "Policy Optimisation), sigmoid or IPO loss"),
     "hypo": ("agents.hypo", "HyPO: DPO on offline pairs plus lambda times the reverse KL of "
              "fresh samples, RLOO gradient (Song et al. 2024)"),
+    "iterative-dpo": ("agents.iterative_dpo", "online iterative DPO: sample K completions, "
+                      "label best vs worst, DPO, T times (Dong et al. 2024)"),
 }
 
 # Verifiable policy identification in linear MDPs: not gradient agents (no init/act/update

@@ -31,6 +31,16 @@ Readings chosen where the paper or code is not explicit (iterative_dpo.md tags t
 * Fresh prompts each iteration: `prompts_per_iteration` prompts drawn uniformly (the paper
   draws a new prompt set per iteration).
 
+On a language model (`make_text_agent`, `select_pairs`, driven by
+`rlkit.loops.preference.run_iterative_dpo`; CLI `python -m rlkit.train iterative-dpo --task
+sort --model SFT_RUN [--reward-model RM_RUN]`): the K completions are sampled with the KV cache,
+K/G at each of the G temperatures; scored by a Bradley-Terry reward model or the task's exact
+reward (the oracle labeller, the default); identical means the same completion tokens; the
+DPO learner is `agents.dpo` (its loss, `rlkit.ops.dpo_loss`), warm-started from the previous
+iterate with a fresh optimiser state; lengths for "max_min_p" are the decoded completions'
+characters. The reported reverse KL and win rate are against the SFT model pi_0 whichever
+`reference` is trained against.
+
 `make_tabular_run` runs the whole loop on a tabular preference bandit (`envs.preference_bandits`)
 as one pure function of a key (vmap it over seeds; `rlkit.loops.preference.run_over_seeds`
 compiles it), reporting the exact true reward and reverse KL after every iteration.
@@ -53,7 +63,7 @@ from rlkit.errors import (
     require_one_of,
 )
 from rlkit.ops import clipped_adam, dpo_loss, gradient_step, tabular_log_probs
-from rlkit.types import Array, BanditPairs, PRNGKey
+from rlkit.types import Agent, Array, BanditPairs, PRNGKey, PyTree, TextSpec
 
 PAIR_RULES = ("max_min", "max_random", "max_max", "random", "max_min_p")
 
@@ -265,4 +275,38 @@ def make_tabular_run(config: Config, bandit: Any,
     return run
 
 
-__all__ = ["Config", "PAIR_RULES", "make_tabular_run", "select_pair"]
+def select_pairs(config: Config) -> Callable[[Array, Array, Array, PRNGKey],
+                                            tuple[Array, Array, Array]]:
+    """`select_pair` under `config`'s rule, vmapped over prompts.
+
+    Returns:
+        `pairs(rewards [n, K], lengths [n, K], identical [n, K, K], key) -> (chosen [n],
+        rejected [n], valid [n])`, as `select_pair` per prompt with independent keys.
+    """
+    require_one_of(config.pair_rule, "pair_rule", PAIR_RULES)
+
+    def pairs(rewards: Array, lengths: Array, identical: Array, key: PRNGKey):
+        keys = jax.random.split(key, rewards.shape[0])
+        return jax.vmap(lambda r, n, same, k: select_pair(
+            r, n, same, k, config.pair_rule, config.length_penalty))(
+            rewards, lengths, identical, keys)
+
+    return pairs
+
+
+def make_text_agent(config: Config, spec: TextSpec, sft_params: PyTree) -> Agent:
+    """The DPO learner of each iteration on a language model: `agents.dpo.make_agent` with
+    `config`'s beta, label smoothing and optimiser, starting from (and referenced to) the SFT
+    model; `rlkit.loops.preference.run_iterative_dpo` warm-starts it from each iterate and sets
+    the reference `config.reference` names."""
+    from agents import dpo
+
+    return dpo.make_agent(dpo.Config(
+        beta=config.beta, label_smoothing=config.label_smoothing,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        batch_size=config.batch_size, total_steps=config.total_steps,
+        max_grad_norm=config.max_grad_norm), spec, sft_params)
+
+
+__all__ = ["Config", "PAIR_RULES", "make_tabular_run", "make_text_agent", "select_pair",
+           "select_pairs"]

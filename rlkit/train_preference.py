@@ -1,4 +1,4 @@
-"""`python -m rlkit.train sft|reward-model|dpo|hypo --task TASK [--model DIR]
+"""`python -m rlkit.train sft|reward-model|dpo|hypo|iterative-dpo --task TASK [--model DIR]
 [--dataset pairs.jsonl] [--seeds N] [--total-steps N] [--run-dir DIR [--overwrite]]
 [--agent.FIELD VALUE ...] [--task-config.FIELD VALUE ...]`, or `... --resume RUN_DIR`
 
@@ -13,6 +13,16 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
   labelled by Bradley-Terry on the true reward (written to RUN_DIR/pairs.jsonl).
 * `hypo`: HyPO (`agents.hypo`), DPO's pairs as for `dpo` plus lambda times the reverse KL of
   `--agent.k` fresh samples per prompt drawn inside every update.
+* `iterative-dpo`: online iterative DPO (`agents.iterative_dpo`) of `--model`: T iterations
+  of sampling K completions per prompt from the current policy, labelling them with
+  `--reward-model DIR` (a reward-model run; its tokenizer must be the policy's) or, without it,
+  the task's exact reward (an oracle labeller), pairing and DPO warm-started from the previous
+  policy (`rlkit.loops.preference.run_iterative_dpo`). Prompts are drawn from the task, or
+  from the prompts of `--dataset pairs.jsonl`. Not resumable; the updates are
+  `--agent.iterations` x `--agent.steps-per-iteration` (no `--total-steps`). It writes
+  metrics.csv (one row per seed and iteration), model/ (seed 0's) and summary.json with
+  `true_reward`, `reverse_kl` (to the SFT model), `win_rate`, `labels_used`,
+  `responses_scored` and `labeller`.
 
 `--model DIR` is a local model directory: a Hugging Face one (config.json + *.safetensors +
 tokenizer.json), or the directory of an SFT or DPO run (its `model/`, the final model of seed
@@ -22,7 +32,8 @@ than the model's vocab_size). The run directory is
 the one every rlkit run has (config.yaml, metrics.csv, summary.json, curves.png, checkpoints/;
 `--resume` is exact), plus `model/` (reward-model's is a one-label sequence classifier).
 summary.json adds `true_reward`, `reverse_kl` (mean over seeds of the last evaluation),
-`initial_true_reward`, `preference_accuracy`, `labels_used`, `tokens_per_second` and, for
+`initial_true_reward`, `win_rate` (dpo, hypo: against the reference policy under the exact
+reward), `preference_accuracy`, `labels_used`, `tokens_per_second` and, for
 reward-model, `held_out_pairs` (exactly --eval-prompts). Bad input is one line naming
 the flag, file or line and the fix (exit 2).
 """
@@ -41,7 +52,7 @@ import yaml
 
 from rlkit.errors import RlkitError, require, tyro_cli
 
-AGENTS = ("sft", "reward-model", "dpo", "hypo")
+AGENTS = ("sft", "reward-model", "dpo", "hypo", "iterative-dpo")
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class PreferenceRunOptions:
     dataset: str | None = None
     """Preference JSON Lines (prompt, chosen, rejected) for reward-model and dpo; without it,
     pairs are sampled from --model and labelled by the task's true reward."""
+    reward_model: str | None = None
+    """iterative-dpo: a reward-model run's directory (or its model/) that labels the samples;
+    without it, the task's exact reward labels them (an oracle labeller)."""
     pairs: int = 2048
     """Prompts (one pair each) sampled from --model when no --dataset is given."""
     demonstrations: int = 4096
@@ -225,6 +239,16 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
         raise _renamed(error, [(module.Config, _flag_namer("--agent.")),
                                (text_tasks.Config, _flag_namer("--task-config."))]) from None
     run, agent_config = args.run, args.agent
+    require(name == "iterative-dpo" or run.reward_model is None, "--reward-model",
+            f"labels iterative-dpo's samples; {name} does not use it (drop the flag)")
+    if name == "iterative-dpo":
+        require(run.total_steps is None, "--total-steps",
+                "iterative-dpo's updates are --agent.iterations x --agent.steps-per-iteration; "
+                "set those instead")
+        experiment = PreferenceExperiment(name, run, agent_config, args.task_config)
+        require(first.resume is None, "--resume", "iterative-dpo runs are not resumable; "
+                "start a new run")
+        return experiment, False, args.overwrite
     if run.total_steps is not None:
         agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
     run = dataclasses.replace(run, total_steps=agent_config.total_steps)
@@ -488,6 +512,8 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     from rlkit.train import check_run_dir, prepare_run_dir
 
     run_dir = check_run_dir(experiment, resume, overwrite)
+    if experiment.agent == "iterative-dpo":
+        return _execute_iterative(experiment, run_dir)
     built = build(experiment, run_dir)
     if built.budget_note is not None:
         print(built.budget_note, file=sys.stderr)
@@ -519,6 +545,169 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
         raise
     _plot(experiment, result.carry, run_dir)
     return result
+
+
+# Online iterative DPO ------------------------------------------------------------------------
+
+
+def same_tokenizer(first, second) -> str | None:
+    """None when two tokenizers encode alike (both the byte tokenizer, or `tokenizers` files
+    with the same serialisation and special ids), else a few words saying how they differ."""
+    if type(first) is not type(second):
+        return f"{type(first).__name__} against {type(second).__name__}"
+    specials = ("vocab_size", "pad_id", "bos_id", "eos_id")
+    for name in specials:
+        if getattr(first, name) != getattr(second, name):
+            return f"{name} {getattr(first, name)} against {getattr(second, name)}"
+    if hasattr(first, "tokenizer") and first.tokenizer.to_str() != second.tokenizer.to_str():
+        return "different tokenizer.json vocabularies or rules"
+    return None
+
+
+def load_reward_model(path: str, tokenizer):
+    """`(model_config, params)` of the Bradley-Terry reward model in `path` (a reward-model
+    run's directory or its model/), checked against the policy's tokenizer.
+
+    Raises:
+        RlkitError: naming --reward-model: no such model, not a reward model, or a tokenizer
+            that differs from the policy's.
+    """
+    from rlkit.lm.checkpoint import load_pretrained
+    from rlkit.lm.tokenizer import load_tokenizer, model_directory
+
+    require(Path(path).is_dir(), "--reward-model",
+            f"{path} is not a directory; pass the directory of a reward-model run")
+    directory = model_directory(path)
+    require((directory / "config.json").is_file(), "--reward-model",
+            f"{directory} has no config.json; pass the directory of a python -m rlkit.train "
+            "reward-model run")
+    try:
+        model_config, params = load_pretrained(directory, reward_model=True)
+        reward_tokenizer = load_tokenizer(directory)
+    except RlkitError as error:
+        raise RlkitError(f"--reward-model: {error}") from None
+    difference = same_tokenizer(reward_tokenizer, tokenizer)
+    require(difference is None, "--reward-model",
+            f"{directory}'s tokenizer differs from the policy's ({difference}); train the "
+            "reward model from the policy's model (python -m rlkit.train reward-model --model "
+            "SFT_RUN)")
+    return model_config, params
+
+
+def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
+    """Run online iterative DPO (`agents.iterative_dpo`, `rlkit.loops.preference.
+    run_iterative_dpo`) for each seed in turn; write metrics.csv (one row per seed and
+    iteration), model/ (seed 0's final policy) and summary.json."""
+    import jax
+    import jax.numpy as jnp
+
+    from agents import iterative_dpo
+    from rlkit.data.preferences import load_preferences
+    from rlkit.io import write_text
+    from rlkit.lm.transformer import TransformerRewardModel, positions_from_mask
+    from rlkit.loops import preference as driver
+    from rlkit.runner import RunResult, json_safe, write_json_atomic
+    from rlkit.train import prepare_run_dir
+    from rlkit.types import TextSpec
+
+    run, config = experiment.run, experiment.agent_config
+    require(run.model is not None, "--model",
+            "iterative-dpo fine-tunes a model and samples from it; pass --model DIR (e.g. the "
+            "directory of an sft run)")
+    model_config, sft_params, tokenizer = load_model(run.model)
+    task = _tasks().make_text_task(run.task, experiment.task_config, tokenizer)
+    prompt_tokens, completion_tokens = task.prompt_tokens, task.completion_tokens
+    prompt_pool = None
+    if run.dataset is not None:  # the prompts to sample from: the file's
+        records = load_preferences(run.dataset)
+        prompt_pool = [r.prompt for r in records]
+        lengths = driver.text_lengths(tokenizer, [(r.prompt, r.chosen) for r in records],
+                                      model_config.max_length, source=run.dataset,
+                                      lines=driver.record_lines(run.dataset))
+        prompt_tokens = max(prompt_tokens, lengths[0])
+    require(prompt_tokens + completion_tokens <= model_config.max_length, "--model",
+            f"the task's prompts and completions need {prompt_tokens + completion_tokens} "
+            f"tokens, more than the model's context of {model_config.max_length}")
+    spec = TextSpec(model_config, prompt_tokens, completion_tokens, tokenizer.pad_id,
+                    tokenizer.eos_id)
+    if run.reward_model is None:
+        labeller = "exact reward (oracle)"
+
+        def score_fn(full, completions, mask):
+            return task.reward_tokens(full.tokens[:, :prompt_tokens], completions, mask)
+    else:
+        reward_config, reward_params = load_reward_model(run.reward_model, tokenizer)
+        require(prompt_tokens + completion_tokens <= reward_config.max_length,
+                "--reward-model", f"its context of {reward_config.max_length} tokens is "
+                f"shorter than the task's {prompt_tokens + completion_tokens}")
+        labeller = f"reward model {run.reward_model}"
+        reward_network = TransformerRewardModel(reward_config)
+
+        def score_fn(full, completions, mask):
+            attention = full.attention_mask
+            return reward_network.apply(reward_params, full.tokens,
+                                        positions_from_mask(attention), attention)
+
+    def length_fn(completions, mask):  # characters of the decoded completions
+        return np.array([len(tokenizer.decode([int(i) for i in row[keep & (row != spec.eos_id)]]))
+                         for row, keep in zip(completions, mask, strict=True)], np.float32)
+
+    prepare_run_dir(experiment, run_dir, False)
+    eval_rng = np.random.default_rng([run.seed, 1])
+    eval_prompts = driver.tokenize_prompts(tokenizer, task.sample_prompts(
+        eval_rng, run.eval_prompts), prompt_tokens)
+    agent = iterative_dpo.make_text_agent(config, spec, sft_params)
+    rows, finals, final_params = [], [], None
+    for seed in range(run.seeds):
+        rng = np.random.default_rng([run.seed, 2, seed])
+
+        def draw_prompts(iteration: int, rng=rng):
+            if prompt_pool is None:
+                texts = task.sample_prompts(rng, config.prompts_per_iteration)
+            else:
+                texts = [prompt_pool[i] for i in rng.integers(
+                    0, len(prompt_pool), config.prompts_per_iteration)]
+            return driver.tokenize_prompts(tokenizer, texts, prompt_tokens)
+
+        def report(iteration: int, figures: dict, seed=seed) -> None:
+            rows.append({"seed": seed, "iteration": iteration + 1,
+                         "updates": (iteration + 1) * config.steps_per_iteration, **figures})
+            if run.progress:
+                print(f"seed {seed} iteration {iteration + 1}/{config.iterations}: "
+                      f"true_reward {figures['true_reward']:.4g}, win_rate "
+                      f"{figures['win_rate']:.3g}, labels_used {figures['labels_used']}",
+                      file=sys.stderr)
+
+        params, history = driver.run_iterative_dpo(
+            agent, config, spec, sft_params, draw_prompts, score_fn,
+            iterative_dpo.select_pairs(config), task.reward_tokens, eval_prompts,
+            jax.random.key(np.uint32(run.seed) + np.uint32(seed)),
+            length_fn=length_fn if config.pair_rule == "max_min_p" else None,
+            on_iteration=report)
+        finals.append(history[-1])
+        if seed == 0:
+            final_params = params
+    columns = list(rows[0])
+    write_text(run_dir / "metrics.csv", "\n".join(
+        [",".join(columns)] + [",".join(str(row[c]) for c in columns) for row in rows]) + "\n")
+    save_model(run_dir / "model", model_config, jax.tree.map(jnp.asarray, final_params),
+               tokenizer)
+
+    def mean(name: str) -> float:
+        return float(np.mean([f[name] for f in finals]))
+
+    summary = {"agent": experiment.agent, "env": run.task, "task": run.task,
+               "seeds": run.seeds, "iterations": config.iterations,
+               "updates": config.total_steps, "labeller": labeller,
+               **{name: mean(name) for name in ("true_reward", "reverse_kl", "win_rate",
+                                                "completion_length")},
+               "labels_used": int(round(mean("labels_used"))),
+               "responses_scored": finals[0]["responses_scored"],
+               **{f"per_seed_{name}": [f[name] for f in finals]
+                  for name in ("true_reward", "reverse_kl", "win_rate", "labels_used")}}
+    summary = json_safe(summary)
+    write_json_atomic(run_dir / "summary.json", summary)
+    return RunResult(summary=summary, run_dir=run_dir)
 
 
 PANELS = {"sft": [("true_reward", "true reward"), ("loss", "loss (next-token)")],
@@ -583,13 +772,17 @@ def print_summary(result) -> None:
     """A few lines at the end of a run."""
     s = result.summary
     parts = [f"{s['agent']} on {s['task']}: {s['seeds']} seed(s), {s['updates']:,} updates"]
-    for name in ("initial_true_reward", "true_reward", "reverse_kl", "eval_preference_accuracy",
+    if s["agent"] == "iterative-dpo":
+        parts.append(f"labeller {s['labeller']}")
+    for name in ("initial_true_reward", "true_reward", "reverse_kl", "win_rate",
+                 "eval_preference_accuracy",
                  "preference_accuracy", "labels_used", "held_out_pairs", "tokens_per_second"):
         if s.get(name) is not None:
             value = s[name]
             parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
     print("; ".join(parts))
-    print(f"run directory: {result.run_dir}  (metrics.csv, summary.json, curves.png)")
+    files = "model/" if s["agent"] == "iterative-dpo" else "curves.png"
+    print(f"run directory: {result.run_dir}  (metrics.csv, summary.json, {files})")
 
 
 def main(argv: list[str]) -> int:

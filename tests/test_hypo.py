@@ -201,7 +201,7 @@ def test_cli_hypo_run_writes_the_figures_and_bad_input_is_one_line(sft_run, tmp_
                  "--run-dir", str(run_dir)]) == 0, capsys.readouterr().err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["labels_used"] == 3 and np.isfinite(summary["reverse_kl"])
-    assert 0.0 <= summary["true_reward"] <= 1.0
+    assert 0.0 <= summary["true_reward"] <= 1.0 and 0.0 <= summary["win_rate"] <= 1.0
     capsys.readouterr()
     cases = [(["--agent.lam", "-1"], "--agent.lam: must be a finite number in [0, inf)"),
              (["--agent.k", "1"], "--agent.k: must be an int >= 2, got 1.")]

@@ -43,6 +43,7 @@ def test_sft_writes_a_run_directory_and_a_model(sft_run):
     assert summary["labels_used"] == 0
     assert 0.0 <= summary["true_reward"] <= 1.0
     assert summary["reverse_kl"] is None  # SFT has no reference policy
+    assert summary["win_rate"] is None
     assert summary["tokens_per_second"] > 0
     rows = MetricsLog(sft_run / "metrics.csv").read()
     assert [int(r["updates"]) for r in rows] == [2, 4]
@@ -78,6 +79,7 @@ def test_dpo_from_an_sft_run_and_its_exact_resume(sft_run, tmp_path, monkeypatch
     summary = json.loads((whole / "summary.json").read_text())
     for name in ("true_reward", "reverse_kl", "preference_accuracy", "initial_true_reward"):
         assert summary[name] is not None and np.isfinite(summary[name]), name
+    assert 0.0 <= summary["win_rate"] <= 1.0  # against the reference (the SFT model)
     assert summary["labels_used"] == len((whole / "pairs.jsonl").read_text().splitlines())
     assert summary["per_seed_initial_reverse_kl"] == [0.0, 0.0]  # pi = pi_ref at the start
     rows = MetricsLog(whole / "metrics.csv").read()

@@ -14,6 +14,9 @@ same compiled program:
   where `act` also returns the reference policy's log-probabilities (DPO), the reverse
   KL(pi || pi_ref) is estimated by the mean over samples of log pi(y | x) - log pi_ref(y | x)
   (`reverse_kl`; unbiased, since y ~ pi). `completion_length` is the mean generated length.
+  Those agents also get `win_rate`: one completion of the reference policy per prompt (its
+  own key), and the share of prompts where the policy's completion has the higher exact
+  reward, ties counted 1/2 (0.5 for the initial model in expectation; NaN for SFT).
 * reward models: `eval_preference_accuracy`, the share of held-out pairs it orders as labelled.
 
 Those figures are metrics of the chunk's last iteration (NaN on the others, so metrics.csv gets
@@ -42,7 +45,7 @@ from rlkit.errors import RlkitError, require
 from rlkit.loops.common import UPDATES, BoundRun, Trainer, over_seeds
 from rlkit.types import Agent, Array, PreferencePairs, PyTree, Sequences
 
-GENERATION_METRICS = ("true_reward", "reverse_kl", "completion_length")
+GENERATION_METRICS = ("true_reward", "reverse_kl", "completion_length", "win_rate")
 REWARD_MODEL_METRICS = ("eval_preference_accuracy",)
 
 
@@ -120,10 +123,19 @@ def make_preference_trainer(
         if "reference_log_probs" in extras:
             log_ratio = extras["log_probs"] - extras["reference_log_probs"]  # [E]
             reverse_kl = log_ratio.mean()
+            # One completion of the reference policy per prompt, on a key of its own.
+            reference_tokens, reference_extras = agent.act(
+                agent_state.replace(params=agent_state.reference_params), eval_data,
+                jax.random.fold_in(key, 1), jnp.int32(0))
+            reference_rewards = reward_fn(eval_data.tokens, reference_tokens,
+                                          reference_extras["completion_mask"])  # [E]
+            win_rate = ((rewards > reference_rewards)
+                        + 0.5 * (rewards == reference_rewards)).mean(dtype=jnp.float32)
         else:  # no reference policy (SFT)
-            reverse_kl = jnp.float32(jnp.nan)
+            reverse_kl = win_rate = jnp.float32(jnp.nan)
         return {"true_reward": rewards.mean(), "reverse_kl": reverse_kl.astype(jnp.float32),
-                "completion_length": mask.sum(-1).mean(dtype=jnp.float32)}
+                "completion_length": mask.sum(-1).mean(dtype=jnp.float32),
+                "win_rate": win_rate}
 
     def init_one(key: Array, eval_data) -> PreferenceCarry:
         agent_key, eval_key, key = jax.random.split(key, 3)
@@ -224,6 +236,155 @@ def run_over_seeds(run: Callable, *args):
     """`run` compiled once and vmapped over the leading (seed) axis of every argument: the
     bandit tasks' jit boundary."""
     return jax.jit(jax.vmap(run))(*args)
+
+
+# Online iterative DPO on language models --------------------------------------------------
+
+
+def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
+                      draw_prompts: Callable[[int], Sequences],
+                      score_fn: Callable[[Sequences, Array, Array], Array],
+                      pair_fn: Callable, reward_fn: Callable[[Array, Array, Array], Array],
+                      eval_prompts: Sequences, key: Array,
+                      length_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                      on_iteration: Callable[[int, dict], None] | None = None
+                      ) -> tuple[PyTree, list[dict]]:
+    """Online iterative DPO of a language model (`agents.iterative_dpo`), one seed.
+
+    For t = 1..T (`config.iterations`): sample `config.num_samples` (K) completions for each of
+    `config.prompts_per_iteration` (n) prompts from the current policy with the KV cache, K/G of
+    them at each of the G `config.temperatures`; score them; keep one pair per prompt
+    (`pair_fn`, dropping ties and identical completions); then `config.steps_per_iteration`
+    DPO updates (`agent.update`) warm-started from the previous policy with a fresh optimiser
+    state, on batches drawn with replacement from every pair so far (`config.data == "all"`)
+    or this iteration's (`"current"`), against the SFT model (`config.reference == "sft"`) or
+    the previous iterate (`"previous"`). Every phase is compiled once (generation per
+    temperature, scoring with pairing, the update scan, evaluation): the pair buffer has the
+    fixed capacity T * n and a count.
+
+    Args:
+        agent: a DPO agent (`agents.dpo.make_agent(..., initial_params=sft_params)`) whose
+            state has `params` and `reference_params`.
+        config: `agents.iterative_dpo.Config`.
+        spec: the `TextSpec` (prompt length P, completion length N).
+        sft_params: pi_0's parameters (the start, and the "sft" reference).
+        draw_prompts: `iteration -> Sequences [n, P]` (left-padded), the iteration's prompts.
+        score_fn: `(full sequences [M, P + N], completion_tokens [M, N], completion_mask
+            [M, N]) -> [M]` float rewards (a reward model or the task's exact reward).
+        pair_fn: `(rewards [n, K], lengths [n, K], identical [n, K, K], key) -> (chosen [n],
+            rejected [n], valid [n])` (`agents.iterative_dpo.select_pairs`).
+        reward_fn: the task's exact reward, `(prompt_tokens, completion_tokens,
+            completion_mask) -> [E]`, for the evaluation.
+        eval_prompts: `Sequences` [E, P] evaluated after every iteration.
+        key: PRNG key.
+        length_fn: `(completion_tokens [M, N], completion_mask [M, N]) -> [M]` lengths (host,
+            numpy; characters for text) for the "max_min_p" rule; None: tokens generated.
+        on_iteration: called with (t, that iteration's figures) after each iteration.
+
+    Returns:
+        (the final parameters, one dict per iteration): `true_reward` (mean exact reward of one
+        completion per evaluation prompt at temperature 1), `reverse_kl` (mean of log pi -
+        log pi_0 over those samples, nats: the reverse KL to the SFT model), `win_rate` (share
+        of evaluation prompts whose policy completion beats pi_0's under the exact reward, ties
+        counted 1/2), `completion_length`, `labels_used` (pairs kept so far), `pairs_kept`
+        (this iteration's), `responses_scored` (so far), `loss` (mean DPO loss of the
+        iteration's updates; NaN when it kept no pair and did not train).
+    """
+    from rlkit.lm.generate import sample_completions as generate_completions
+    from rlkit.lm.transformer import Transformer
+
+    network = Transformer(spec.model)
+    num_prompts, num_samples = config.prompts_per_iteration, config.num_samples
+    per_temperature = num_samples // len(config.temperatures)
+    capacity = config.iterations * num_prompts
+    width = spec.prompt_tokens + spec.completion_tokens
+
+    generate = jax.jit(lambda params, prompts, key, temperature: generate_completions(
+        network, params, prompts, key, spec, temperature), static_argnums=3)
+
+    @jax.jit
+    def score_and_pair(full: Sequences, completions, mask, lengths, key):
+        rewards = score_fn(full, completions, mask).reshape(num_prompts, num_samples)  # [n, K]
+        grouped = completions.reshape(num_prompts, num_samples, -1)  # [n, K, N]
+        identical = (grouped[:, :, None] == grouped[:, None, :]).all(-1)  # [n, K, K]
+        return pair_fn(rewards, lengths.reshape(num_prompts, num_samples), identical, key)
+
+    @jax.jit
+    def train(state, buffer: PreferencePairs, low, count, key):
+        def body(state, step_key):
+            batch_key, update_key = jax.random.split(step_key)
+            rows = jax.random.randint(batch_key, (agent.feed.batch_size,), low, count)
+            return agent.update(state, jax.tree.map(lambda x: x[rows], buffer), update_key)
+
+        state, metrics = jax.lax.scan(body, state, jax.random.split(
+            key, config.steps_per_iteration))
+        return state, metrics["loss"].mean()
+
+    @jax.jit
+    def evaluate(state, key):
+        policy_key, reference_key = jax.random.split(key)
+        tokens, extras = agent.act(state.replace(reference_params=sft_params), eval_prompts,
+                                   policy_key, jnp.int32(0))  # [E, N]
+        reference_tokens, reference_extras = agent.act(
+            state.replace(params=sft_params), eval_prompts, reference_key, jnp.int32(0))
+        mask, reference_mask = extras["completion_mask"], reference_extras["completion_mask"]
+        reward = reward_fn(eval_prompts.tokens, tokens, mask)  # [E]
+        reference_reward = reward_fn(eval_prompts.tokens, reference_tokens, reference_mask)
+        win = (reward > reference_reward) + 0.5 * (reward == reference_reward)
+        return {"true_reward": reward.mean(),
+                "reverse_kl": (extras["log_probs"] - extras["reference_log_probs"]).mean(),
+                "win_rate": win.mean(dtype=jnp.float32),
+                "completion_length": mask.sum(-1).mean(dtype=jnp.float32)}
+
+    init_key, key = jax.random.split(key)
+    blank = agent.init(init_key)  # pi_0 and a fresh optimiser state
+    empty = np.full((capacity, width), spec.pad_id, np.int32)
+    buffer = PreferencePairs(*(Sequences(empty.copy(), np.zeros(empty.shape, bool),
+                                         np.zeros(empty.shape, bool)) for _ in range(2)))
+    params, count, history = blank.params, 0, []
+    for iteration in range(config.iterations):
+        key, sample_key, pair_key, train_key, eval_key = jax.random.split(key, 5)
+        prompts = draw_prompts(iteration)  # [n, P]
+        repeated = jax.tree.map(lambda x: np.repeat(np.asarray(x), per_temperature, axis=0),
+                                prompts)  # [n K/G, P]
+        groups = [generate(params, repeated, jax.random.fold_in(sample_key, g), float(t))
+                  for g, t in enumerate(config.temperatures)]
+
+        def merge(*leaves):  # G x [n K/G, ...] -> [n K, ...], row p * K + i
+            stacked = [np.asarray(x).reshape(num_prompts, per_temperature, *x.shape[1:])
+                       for x in leaves]
+            return np.concatenate(stacked, axis=1).reshape(num_samples * num_prompts,
+                                                           *leaves[0].shape[1:])
+
+        completions = merge(*(g.tokens for g, _ in groups))  # [nK, N]
+        mask = merge(*(g.mask for g, _ in groups))  # [nK, N]
+        full = jax.tree.map(merge, *(f for _, f in groups))  # [nK, P + N]
+        lengths = (mask.sum(-1) if length_fn is None else length_fn(completions, mask))
+        chosen, rejected, valid = (np.asarray(x) for x in score_and_pair(
+            full, completions, mask, np.asarray(lengths, np.float32), pair_key))
+        rows = np.flatnonzero(valid)  # prompts that gave a pair
+        kept = len(rows)
+        for target, index in ((buffer.chosen, chosen), (buffer.rejected, rejected)):
+            flat = rows * num_samples + index[rows]  # [kept] rows of full
+            picked = jax.tree.map(lambda x, flat=flat: np.asarray(x)[flat], full)
+            for name in ("tokens", "attention_mask", "loss_mask"):
+                getattr(target, name)[count:count + kept] = getattr(picked, name)
+        low = count if config.data == "current" else 0
+        count += kept
+        state = blank.replace(params=params, reference_params=(
+            sft_params if config.reference == "sft" else jax.tree.map(jnp.copy, params)))
+        loss = float("nan")
+        if count > low:  # no pair, no update
+            state, loss = train(state, buffer, jnp.int32(low), jnp.int32(count), train_key)
+            params = state.params
+        figures = {name: float(value) for name, value in evaluate(state, eval_key).items()}
+        figures.update(labels_used=count, pairs_kept=kept,
+                       responses_scored=(iteration + 1) * num_prompts * num_samples,
+                       loss=float(loss))
+        history.append(figures)
+        if on_iteration is not None:
+            on_iteration(iteration, figures)
+    return params, history
 
 
 # Text -> arrays ----------------------------------------------------------------------------
@@ -349,7 +510,7 @@ def tokenize_pairs(tokenizer, records: Sequence[PreferenceRecord], prompt_tokens
 __all__ = [
     "GENERATION_METRICS", "PreferenceCarry", "REWARD_MODEL_METRICS", "encode_completion",
     "encode_prompt", "headline_metric", "make_bandit_pair_run", "make_preference_trainer",
-    "record_lines", "run_over_seeds",
+    "record_lines", "run_iterative_dpo", "run_over_seeds",
     "sample_completions", "text_lengths", "tokenize_demonstrations", "tokenize_pairs",
     "tokenize_prompts",
 ]
