@@ -324,16 +324,23 @@ def load_value_class(config: Config, spec: EnvSpec,
         dr.check_product_class(value_class)
         return value_class
     path = Path(config.value_class)
+    num_states, num_actions = int(np.prod(spec.obs_shape)), spec.num_actions
+    expected = (f"[M, S, A] = [M, {num_states}, {num_actions}] for env {spec.name!r} (M Q-tables "
+                "over its states and actions)")
+    require(path.exists(), "value_class",
+            f"{path}: no such file; pass 'auto' or a .npy of Q-tables {expected}.")
     require(path.is_file() and path.suffix == ".npy", "value_class",
-            f"{path} is not a .npy file; pass 'auto' or a .npy of Q-tables [M, S, A].")
+            f"{path} is not a .npy file; pass 'auto' or a .npy of Q-tables {expected}.")
     try:
         tables = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise RlkitError(f"value_class: {path} is not a readable .npy file ({error}).") from None
-    require(tables.ndim == 3 and tables.shape[2] == spec.num_actions
+    except (ValueError, OSError, EOFError):
+        raise RlkitError(f"value_class: {path} is not a .npy array file (save the Q-tables with "
+                         f"numpy.save); expected {expected}.") from None
+    require(isinstance(tables, np.ndarray) and tables.ndim == 3
+            and tables.shape[1] >= num_states and tables.shape[2] == num_actions
             and np.issubdtype(tables.dtype, np.floating) and np.isfinite(tables).all(),
             "value_class", f"{path} holds {tables.dtype} {tables.shape}; expected finite floats "
-            f"[M, S, {spec.num_actions}] (M Q-tables over the env's S states).")
+            f"{expected}.")
     return jnp.asarray(tables, jnp.float32)
 
 

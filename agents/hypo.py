@@ -1,6 +1,7 @@
-"""HyPO, Hybrid Preference Optimisation (Song, Swamy, Singh, Bagnell and Sun 2024, "The
-Importance of Online Data: Understanding Preference Fine-tuning via Coverage", NeurIPS 2024,
-arXiv 2406.01462; hypo.md section 4).
+"""HyPO, Hybrid Preference Optimisation: DPO on offline pairs plus an online reverse-KL penalty.
+
+Song, Swamy, Singh, Bagnell and Sun 2024, "The Importance of Online Data: Understanding Preference
+Fine-tuning via Coverage", NeurIPS 2024, arXiv 2406.01462; hypo.md section 4.
 
 Idea: offline contrastive methods (DPO) need global coverage of the responses any policy could
 produce, and they cannot control the reverse KL(pi || pi_ref), because they never sample from pi:

@@ -35,9 +35,19 @@ def _to_storable(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
+def _key_impl(x):
+    """The PRNG implementation of a key array, or of a key's shape (`jax.ShapeDtypeStruct`, as
+    `jax.eval_shape` gives), which `jax.random.key_impl` itself refuses."""
+    if not isinstance(x, jax.ShapeDtypeStruct):
+        return jax.random.key_impl(x)
+    found = []
+    jax.eval_shape(lambda k: found.append(jax.random.key_impl(k)), x)
+    return found[0]
+
+
 def _from_storable(stored: PyTree, like: PyTree) -> PyTree:
     return jax.tree.map(
-        lambda s, x: jax.random.wrap_key_data(s, impl=jax.random.key_impl(x)) if _is_key(x) else s,
+        lambda s, x: jax.random.wrap_key_data(s, impl=_key_impl(x)) if _is_key(x) else s,
         stored, like,
     )
 

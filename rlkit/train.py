@@ -412,7 +412,7 @@ def _agent_arguments(name: str, default) -> type:
     default = _as_config(default, cli_type) if cli_type is not type(default) else default
     Args = dataclasses.make_dataclass(name, [("agent", cli_type, field(default=default))],
                                       frozen=True)
-    Args.__doc__ = module.__doc__.strip().splitlines()[0]
+    Args.__doc__ = " ".join(module.__doc__.strip().split("\n\n")[0].split())  # whole 1st paragraph
     return Args
 
 

@@ -65,7 +65,7 @@ class PreferenceRunOptions:
     """Local model directory to start from (Hugging Face, rlkit, or an SFT/DPO run's
     directory); sft trains a byte-level model from scratch without it."""
     dataset: str | None = None
-    """Preference JSON Lines (prompt, chosen, rejected) for reward-model and dpo; without it,
+    """Preference JSON Lines (prompt, chosen, rejected) for reward-model, dpo and hypo; without it,
     pairs are sampled from --model and labelled by the task's true reward."""
     reward_model: str | None = None
     """iterative-dpo: a reward-model run's directory (or its model/) that labels the samples;
@@ -232,7 +232,7 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
         ("overwrite", Annotated[bool, text("Replace the run already in --run-dir.")],
          field(default=False)),
     ], frozen=True)
-    Root.__doc__ = module.__doc__.strip().splitlines()[0]
+    Root.__doc__ = " ".join(module.__doc__.strip().split("\n\n")[0].split())  # whole 1st paragraph
     try:  # a config's own checks name its fields: say which flag set them
         args = tyro_cli(Root, argv[1:], f"python -m rlkit.train {name}")
     except RlkitError as error:
@@ -390,7 +390,7 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
             "(e.g. the directory of an sft run)")
     require(name != "sft" or run.dataset is None, "--dataset",
             "sft learns from the task's demonstrations; drop --dataset (it is for "
-            "reward-model and dpo)")
+            "reward-model, dpo and hypo)")
     if run.model is None:
         tokenizer, params = ByteTokenizer(), None
         # SFT's shape fields; a reward model from scratch has the default small shape.

@@ -493,3 +493,24 @@ def test_an_out_below_a_file_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --out: {tmp_path / 'file'} is a file, so {out} cannot be a directory inside "
         "it; choose another path"]
+
+
+def test_a_policy_whose_state_holds_typed_keys_loads_and_collects(tmp_path, capsys):
+    """GLOW's agent state holds typed PRNG keys: the partial restore must re-wrap them from
+    their shapes (it once failed: "unexpected PRNG key type ShapeDtypeStruct")."""
+    import jax
+
+    from rlkit.train import load_policy
+    from rlkit.train import main as train
+
+    run_dir = tmp_path / "glow"
+    assert train(["glow", "--env", "combination-lock", "--total-steps", "100", "--run-dir",
+                  str(run_dir), "--no-progress"]) == 0
+    _, _, agent_state = load_policy(run_dir, 0)
+    keys = [x for x in jax.tree.leaves(agent_state)
+            if jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key)]
+    assert keys, "GLOW's state no longer holds typed keys: this test checks nothing"
+    out = tmp_path / "glow-data"
+    assert main(["--policy", str(run_dir), "--epsilon", "0.3", "--episodes", "4", "--out",
+                 str(out), "--no-progress"]) == 0
+    assert load_dataset(out, verify=True).transitions.obs.shape[0] > 0

@@ -286,6 +286,34 @@ def test_exact_glow_with_an_enumerated_class_file(tmp_path):
     assert not np.isnan(needed).any() and np.all(needed <= horizon * num_actions)
 
 
+
+def test_a_bad_value_class_file_is_one_clear_line(tmp_path):
+    from rlkit.types import EnvSpec
+
+    spec = EnvSpec("combination-lock", (4,), "float32", 2, 3)
+    expected = "[M, S, A] = [M, 4, 2] for env 'combination-lock'"
+
+    def error(path) -> str:
+        with pytest.raises(RlkitError) as caught:
+            glow.load_value_class(glow.Config(value_class=str(path)), spec)
+        return str(caught.value)
+
+    message = error(tmp_path / "missing.npy")
+    assert message.startswith("value_class:") and "no such file" in message
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    text = tmp_path / "text.npy"
+    text.write_text("not an array")
+    for path in (pickled, text):
+        message = error(path)
+        assert "is not a .npy array file" in message and expected in message
+        assert "allow_pickle" not in message
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((2, 4, 3), np.float32))
+    message = error(wrong)
+    assert "(2, 4, 3)" in message and expected in message
+
+
 def _optimal_dataset(env, episodes: int) -> Transition:
     model = env.model(env.default_params)
     policy = np.asarray(planning.value_iteration(model).q[0]).argmax(-1)

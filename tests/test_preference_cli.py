@@ -264,3 +264,18 @@ def test_dpo_raises_the_true_reward_over_sft_on_at_least_4_of_5_seeds(tmp_path):
     print(json.dumps({"sft_true_reward": sft, "dpo_true_reward": tuned, "reverse_kl": kl}))
     assert sum(after > before for before, after in zip(sft, tuned, strict=True)) >= 4
     assert all(np.isfinite(kl)) and min(kl) > 0
+
+
+def test_hypo_help_describes_it_whole_and_its_dataset(capsys):
+    """The description is the docstring's whole first paragraph (it was cut at the first line
+    break, mid-quotation), and --dataset names hypo among its users."""
+    from rlkit.train_preference import parse
+
+    with pytest.raises(SystemExit):
+        parse(["hypo", "--help"])
+    out = capsys.readouterr().out
+    description = out.split("\n\n")[1].strip()
+    assert description.endswith(".") and description.count('"') % 2 == 0, description
+    assert "HyPO" in description
+    flat = " ".join(out.replace("│", " ").split())
+    assert "for reward-model, dpo and hypo" in flat
