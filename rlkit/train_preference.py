@@ -601,7 +601,6 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
     import jax
     import jax.numpy as jnp
 
-    from agents import iterative_dpo
     from rlkit.data.preferences import load_preferences
     from rlkit.io import write_text
     from rlkit.lm.transformer import TransformerRewardModel, positions_from_mask
@@ -610,6 +609,7 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
     from rlkit.train import prepare_run_dir
     from rlkit.types import TextSpec
 
+    iterative_dpo = agent_module("iterative-dpo")
     run, config = experiment.run, experiment.agent_config
     require(run.model is not None, "--model",
             "iterative-dpo fine-tunes a model and samples from it; pass --model DIR (e.g. the "
