@@ -51,7 +51,7 @@ from rlkit.errors import (
     require_number,
     require_one_of,
 )
-from rlkit.lm.generate import sample_completions
+from rlkit.lm.generate import policy_functions
 from rlkit.lm.transformer import Transformer, positions_from_mask
 from rlkit.ops import clipped_adam, dpo_loss, gradient_step, sequence_log_probs
 from rlkit.types import (
@@ -187,21 +187,7 @@ def make_agent(config: Config, spec: TextSpec, initial_params: PyTree | None = N
         metrics = {"loss": loss, **aux, "grad_norm": grad_norm}
         return state, {name: value.astype(jnp.float32) for name, value in metrics.items()}
 
-    def act(state: State, prompts: Sequences, key: PRNGKey, step: Array) -> tuple[Array, dict]:
-        """Completions [B, N] sampled from pi at temperature 1 (`step` unused)."""
-        del step
-        generation, full = sample_completions(network, state.params, prompts, key, spec)
-        return generation.tokens, {
-            "completion_mask": generation.mask,
-            "log_probs": log_probs(state.params, full),
-            "reference_log_probs": log_probs(state.reference_params, full),
-        }
-
-    def policy(state: State, prompts: Sequences) -> Array:
-        """Next-token probabilities after each left-padded prompt [B, V]."""
-        mask = prompts.attention_mask
-        logits = network.apply(state.params, prompts.tokens, positions_from_mask(mask), mask)
-        return jax.nn.softmax(logits[:, -1])
+    act, policy = policy_functions(network, spec, log_probs)
 
     return Agent(init=init, act=act, update=update, policy=policy,
                  feed=PreferenceFeed(batch_size=config.batch_size, data="pairs",

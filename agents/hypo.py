@@ -59,7 +59,7 @@ import optax
 from flax import struct
 
 from rlkit.errors import check_optimiser_fields, require_int_at_least, require_number
-from rlkit.lm.generate import sample_completions
+from rlkit.lm.generate import policy_functions, sample_completions
 from rlkit.lm.transformer import Transformer, positions_from_mask
 from rlkit.ops import (
     clipped_adam,
@@ -251,21 +251,7 @@ def make_agent(config: Config, spec: TextSpec, initial_params: PyTree | None = N
         fresh = jax.tree.map(jax.lax.stop_gradient, fresh)
         return _step(optimizer, loss_fn, state, state.reference_params, batch, fresh)
 
-    def act(state: State, prompts: Sequences, key: PRNGKey, step: Array) -> tuple[Array, dict]:
-        """Completions [B, N] sampled from pi at temperature 1 (`step` unused)."""
-        del step
-        generation, full = sample_completions(network, state.params, prompts, key, spec)
-        return generation.tokens, {
-            "completion_mask": generation.mask,
-            "log_probs": log_probs(state.params, full),
-            "reference_log_probs": log_probs(state.reference_params, full),
-        }
-
-    def policy(state: State, prompts: Sequences) -> Array:
-        """Next-token probabilities after each left-padded prompt [B, V]."""
-        mask = prompts.attention_mask
-        logits = network.apply(state.params, prompts.tokens, positions_from_mask(mask), mask)
-        return jax.nn.softmax(logits[:, -1])
+    act, policy = policy_functions(network, spec, log_probs)
 
     return Agent(init=init, act=act, update=update, policy=policy,
                  feed=PreferenceFeed(batch_size=config.batch_size, data="pairs",

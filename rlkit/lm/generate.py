@@ -257,3 +257,32 @@ def sample_completions(model: Transformer, params: PyTree, prompts: Sequences, k
         loss_mask=jnp.concatenate([jnp.zeros_like(prompts.attention_mask), generation.mask],
                                   axis=1))  # [B, P + N]
     return generation, sequences
+
+
+def policy_functions(model: Transformer, spec: TextSpec, log_probs):
+    """`act` and `policy` of an agent that fine-tunes `model` against a reference policy (DPO,
+    HyPO): the agent's state has `params` and `reference_params`, and `log_probs(params,
+    sequences) -> [B]` is its sequence log-probability.
+
+    Returns:
+        `act(state, prompts, key, step) -> (completions [B, N], {completion_mask [B, N],
+        log_probs [B], reference_log_probs [B]})`, sampled at temperature 1 (`step` unused),
+        and `policy(state, prompts) -> [B, V]` next-token probabilities after each left-padded
+        prompt.
+    """
+
+    def act(state, prompts: Sequences, key: PRNGKey, step: Array) -> tuple[Array, dict]:
+        del step
+        generation, full = sample_completions(model, state.params, prompts, key, spec)
+        return generation.tokens, {
+            "completion_mask": generation.mask,
+            "log_probs": log_probs(state.params, full),
+            "reference_log_probs": log_probs(state.reference_params, full),
+        }
+
+    def policy(state, prompts: Sequences) -> Array:
+        mask = prompts.attention_mask
+        logits = model.apply(state.params, prompts.tokens, positions_from_mask(mask), mask)
+        return jax.nn.softmax(logits[:, -1])
+
+    return act, policy
