@@ -464,7 +464,7 @@ def test_config_errors_name_the_field(tmp_path):
         glow.make_agent(glow.Config(), spec)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 4)))
-    with pytest.raises(RlkitError, match=r"\[M, S, 2\]"):
+    with pytest.raises(RlkitError, match=r"\[M, S, A\] = \[M, 8, 2\]"):
         glow.make_agent(glow.Config(value_class=str(bad)), spec)
     assert dataclasses.replace(glow.HybridConfig(), version="neural").hybrid
 
