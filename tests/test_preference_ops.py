@@ -234,3 +234,13 @@ def test_position_zero_is_never_counted_and_the_gradient_reaches_only_predicting
     used = np.abs(np.asarray(grad)).sum(-1) > 0
     np.testing.assert_array_equal(used, [[True, True, False, False], [False, True, False, False]])
     np.testing.assert_allclose(grad[1, 1], [0.4, -0.2, -0.2], rtol=1e-5)
+
+
+def test_win_rate_counts_wins_and_half_ties_by_hand():
+    from rlkit.loops.preference import win_rate_against
+
+    rewards = jnp.array([1.0, 0.0, 0.5, 0.2])
+    reference = jnp.array([0.0, 1.0, 0.5, 0.1])  # win, loss, tie, win: (1 + 0 + 0.5 + 1) / 4
+    assert float(win_rate_against(rewards, reference)) == 0.625
+    assert float(win_rate_against(reference, rewards)) == 0.375  # the other side's share
+    assert float(win_rate_against(rewards, rewards)) == 0.5

@@ -74,6 +74,21 @@ def headline_metric(agent: Agent) -> str:
     return "true_reward" if agent.feed.generates else "eval_preference_accuracy"
 
 
+def win_rate_against(rewards: Array, reference_rewards: Array) -> Array:
+    """The share of prompts where the policy's completion has the higher reward than the
+    reference policy's, ties counted 1/2 (AlpacaEval's convention).
+
+    Args:
+        rewards: [E] exact rewards of one policy completion per prompt.
+        reference_rewards: [E] the same for the reference policy's completion.
+
+    Returns:
+        A float32 scalar in [0, 1].
+    """
+    return ((rewards > reference_rewards)
+            + 0.5 * (rewards == reference_rewards)).mean(dtype=jnp.float32)
+
+
 def make_preference_trainer(
     agent: Agent,
     data: Sequences | PreferencePairs,
@@ -129,8 +144,7 @@ def make_preference_trainer(
                 jax.random.fold_in(key, 1), jnp.int32(0))
             reference_rewards = reward_fn(eval_data.tokens, reference_tokens,
                                           reference_extras["completion_mask"])  # [E]
-            win_rate = ((rewards > reference_rewards)
-                        + 0.5 * (rewards == reference_rewards)).mean(dtype=jnp.float32)
+            win_rate = win_rate_against(rewards, reference_rewards)
         else:  # no reference policy (SFT)
             reverse_kl = win_rate = jnp.float32(jnp.nan)
         return {"true_reward": rewards.mean(), "reverse_kl": reverse_kl.astype(jnp.float32),
@@ -330,10 +344,9 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
         mask, reference_mask = extras["completion_mask"], reference_extras["completion_mask"]
         reward = reward_fn(eval_prompts.tokens, tokens, mask)  # [E]
         reference_reward = reward_fn(eval_prompts.tokens, reference_tokens, reference_mask)
-        win = (reward > reference_reward) + 0.5 * (reward == reference_reward)
         return {"true_reward": reward.mean(),
                 "reverse_kl": (extras["log_probs"] - extras["reference_log_probs"]).mean(),
-                "win_rate": win.mean(dtype=jnp.float32),
+                "win_rate": win_rate_against(reward, reference_reward),
                 "completion_length": mask.sum(-1).mean(dtype=jnp.float32)}
 
     init_key, key = jax.random.split(key)
@@ -510,7 +523,7 @@ def tokenize_pairs(tokenizer, records: Sequence[PreferenceRecord], prompt_tokens
 __all__ = [
     "GENERATION_METRICS", "PreferenceCarry", "REWARD_MODEL_METRICS", "encode_completion",
     "encode_prompt", "headline_metric", "make_bandit_pair_run", "make_preference_trainer",
-    "record_lines", "run_iterative_dpo", "run_over_seeds",
+    "record_lines", "run_iterative_dpo", "run_over_seeds", "win_rate_against",
     "sample_completions", "text_lengths", "tokenize_demonstrations", "tokenize_pairs",
     "tokenize_prompts",
 ]
