@@ -412,8 +412,14 @@ def _agent_arguments(name: str, default) -> type:
     default = _as_config(default, cli_type) if cli_type is not type(default) else default
     Args = dataclasses.make_dataclass(name, [("agent", cli_type, field(default=default))],
                                       frozen=True)
-    Args.__doc__ = " ".join(module.__doc__.strip().split("\n\n")[0].split())  # whole 1st paragraph
+    Args.__doc__ = help_description(module)
     return Args
+
+
+def help_description(module) -> str:
+    """An agent module's `--help` description: its docstring's whole first paragraph on one
+    line (its first line alone can stop mid-sentence)."""
+    return " ".join(module.__doc__.strip().split("\n\n")[0].split())
 
 
 def _renamed(error: RlkitError, namers: list[tuple[type | tuple[type, ...], Callable]]

@@ -190,7 +190,7 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
     """
     import tyro
 
-    from rlkit.train import _check_resume_edits, _flag_namer, _renamed
+    from rlkit.train import _check_resume_edits, _flag_namer, _renamed, help_description
 
     text_tasks = _tasks()
     name = argv[0]
@@ -232,7 +232,7 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
         ("overwrite", Annotated[bool, text("Replace the run already in --run-dir.")],
          field(default=False)),
     ], frozen=True)
-    Root.__doc__ = " ".join(module.__doc__.strip().split("\n\n")[0].split())  # whole 1st paragraph
+    Root.__doc__ = help_description(module)
     try:  # a config's own checks name its fields: say which flag set them
         args = tyro_cli(Root, argv[1:], f"python -m rlkit.train {name}")
     except RlkitError as error:
@@ -366,6 +366,22 @@ class BuiltRun:
     held_out_pairs: int | None = None  # reward-model: the pairs evaluated, not trained on
 
 
+def _text_spec(model_config, tokenizer, prompt_tokens: int, completion_tokens: int):
+    """The `TextSpec` of `model_config` with prompts of `prompt_tokens` and completions of
+    `completion_tokens` tokens.
+
+    Raises:
+        RlkitError: naming --model, when the two lengths do not fit in the model's context.
+    """
+    from rlkit.types import TextSpec
+
+    require(prompt_tokens + completion_tokens <= model_config.max_length, "--model",
+            f"the task's prompts and completions need {prompt_tokens + completion_tokens} "
+            f"tokens, more than the model's context of {model_config.max_length}")
+    return TextSpec(model_config, prompt_tokens, completion_tokens, tokenizer.pad_id,
+                    tokenizer.eos_id)
+
+
 def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     """Tokenizer, model, task, data, agent and driver of `experiment`.
 
@@ -380,7 +396,6 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
     from rlkit.lm.transformer import TransformerConfig
     from rlkit.loops import preference as driver
     from rlkit.train import plan_budget
-    from rlkit.types import TextSpec
 
     text_tasks = _tasks()
     run, name = experiment.run, experiment.agent
@@ -426,11 +441,7 @@ def build(experiment: PreferenceExperiment, run_dir: Path) -> BuiltRun:
                                   lines=lines, fields=fields)
     prompt_tokens = max(prompt_tokens, lengths[0])
     completion_tokens = max(completion_tokens, lengths[1])
-    require(prompt_tokens + completion_tokens <= model_config.max_length, "--model",
-            f"the task's prompts and completions need {prompt_tokens + completion_tokens} "
-            f"tokens, more than the model's context of {model_config.max_length}")
-    spec = TextSpec(model_config, prompt_tokens, completion_tokens, tokenizer.pad_id,
-                    tokenizer.eos_id)
+    spec = _text_spec(model_config, tokenizer, prompt_tokens, completion_tokens)
     agent = module.make_agent(experiment.agent_config, spec, params)
     if name == "sft":
         data = driver.tokenize_demonstrations(tokenizer, items, prompt_tokens, completion_tokens)
@@ -465,12 +476,10 @@ def _sample_pairs(experiment, task, tokenizer, model_config, params, rng) -> lis
     import jax
 
     from rlkit.loops import preference as driver
-    from rlkit.types import TextSpec
 
     text_tasks, sft = _tasks(), agent_module("sft")
     run = experiment.run
-    spec = TextSpec(model_config, task.prompt_tokens, task.completion_tokens, tokenizer.pad_id,
-                    tokenizer.eos_id)
+    spec = _text_spec(model_config, tokenizer, task.prompt_tokens, task.completion_tokens)
     sampler = sft.make_agent(sft.Config(), spec, params)
     state = sampler.init(jax.random.key(0))
     key = jax.random.key(run.seed)
@@ -602,12 +611,10 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
     import jax.numpy as jnp
 
     from rlkit.data.preferences import load_preferences
-    from rlkit.io import write_text
     from rlkit.lm.transformer import TransformerRewardModel, positions_from_mask
     from rlkit.loops import preference as driver
-    from rlkit.runner import RunResult, json_safe, write_json_atomic
+    from rlkit.runner import MetricsLog, RunResult, json_safe, write_json_atomic
     from rlkit.train import prepare_run_dir
-    from rlkit.types import TextSpec
 
     iterative_dpo = agent_module("iterative-dpo")
     run, config = experiment.run, experiment.agent_config
@@ -625,11 +632,7 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
                                       model_config.max_length, source=run.dataset,
                                       lines=driver.record_lines(run.dataset))
         prompt_tokens = max(prompt_tokens, lengths[0])
-    require(prompt_tokens + completion_tokens <= model_config.max_length, "--model",
-            f"the task's prompts and completions need {prompt_tokens + completion_tokens} "
-            f"tokens, more than the model's context of {model_config.max_length}")
-    spec = TextSpec(model_config, prompt_tokens, completion_tokens, tokenizer.pad_id,
-                    tokenizer.eos_id)
+    spec = _text_spec(model_config, tokenizer, prompt_tokens, completion_tokens)
     if run.reward_model is None:
         labeller = "exact reward (oracle)"
 
@@ -657,7 +660,7 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
     eval_prompts = driver.tokenize_prompts(tokenizer, task.sample_prompts(
         eval_rng, run.eval_prompts), prompt_tokens)
     agent = iterative_dpo.make_text_agent(config, spec, sft_params)
-    rows, finals, final_params = [], [], None
+    metrics, finals, final_params = MetricsLog(run_dir / "metrics.csv"), [], None
     for seed in range(run.seeds):
         rng = np.random.default_rng([run.seed, 2, seed])
 
@@ -670,8 +673,9 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
             return driver.tokenize_prompts(tokenizer, texts, prompt_tokens)
 
         def report(iteration: int, figures: dict, seed=seed) -> None:
-            rows.append({"seed": seed, "iteration": iteration + 1,
-                         "updates": (iteration + 1) * config.steps_per_iteration, **figures})
+            metrics.append([{"seed": seed, "iteration": iteration + 1,
+                             "updates": (iteration + 1) * config.steps_per_iteration,
+                             **figures}])  # on disk at once: a crash keeps what was done
             if run.progress:
                 print(f"seed {seed} iteration {iteration + 1}/{config.iterations}: "
                       f"true_reward {figures['true_reward']:.4g}, win_rate "
@@ -687,9 +691,6 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
         finals.append(history[-1])
         if seed == 0:
             final_params = params
-    columns = list(rows[0])
-    write_text(run_dir / "metrics.csv", "\n".join(
-        [",".join(columns)] + [",".join(str(row[c]) for c in columns) for row in rows]) + "\n")
     save_model(run_dir / "model", model_config, jax.tree.map(jnp.asarray, final_params),
                tokenizer)
 

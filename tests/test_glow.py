@@ -286,7 +286,6 @@ def test_exact_glow_with_an_enumerated_class_file(tmp_path):
     assert not np.isnan(needed).any() and np.all(needed <= horizon * num_actions)
 
 
-
 def test_a_bad_value_class_file_is_one_clear_line(tmp_path):
     from rlkit.types import EnvSpec
 
