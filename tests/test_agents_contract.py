@@ -223,7 +223,8 @@ def test_optimiser_fields_are_checked_with_one_message_each(agent_name):
         (dict(max_grad_norm=0.0), "max_grad_norm: must be a finite number in (0, inf), got 0.0; "
                                   "None disables clipping."),
         (dict(activation="gelu"), "activation: must be 'relu' or 'tanh', got 'gelu'."),
-        (dict(cnn="resnet"), "cnn: must be 'nature' or 'impala', got 'resnet'."),
+        (dict(cnn="resnet"),
+         "cnn: must be 'nature', 'impala' or 'impala-small', got 'resnet'."),
     ]
     for overrides, message in cases:
         with pytest.raises(RlkitError) as error:
