@@ -253,21 +253,43 @@ class CompileTimer:
     (Ahead-of-time compilation, `run.lower(carry).compile()`, would time it directly, but calling
     such executables deadlocks intermittently on jaxlib 0.10.2's CPU backend; see
     benchmarks/README.md.)
+
+    Listeners cannot always be removed: `jax.monitoring.unregister_event_duration_listener`
+    exists in jax 0.10 but not in 0.7.1 (the procgen environment), whose
+    private `jax._src.monitoring._unregister_event_duration_listener_by_callback` does the same.
+    Where neither exists the listener stays registered but inert (`active` False after the
+    block), so a finished timer never counts another run's compilation.
     """
 
     def __init__(self):
         self.seconds = 0.0
+        self.active = False
 
     def _on_duration(self, event: str, duration: float, **_) -> None:
-        if event.startswith("/jax/core/compile/"):
+        if self.active and event.startswith("/jax/core/compile/"):
             self.seconds += duration
 
     def __enter__(self) -> CompileTimer:
+        self.active = True
         jax.monitoring.register_event_duration_secs_listener(self._on_duration)
         return self
 
     def __exit__(self, *exc) -> None:
-        jax.monitoring.unregister_event_duration_listener(self._on_duration)
+        self.active = False
+        remove = listener_remover()
+        if remove is not None:
+            remove(self._on_duration)
+
+
+def listener_remover() -> Callable[[Callable], None] | None:
+    """The function that unregisters an event-duration listener in this jax: the public one
+    (jax 0.10), the private one (jax 0.7), or None where there is neither."""
+    remove = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+    if remove is None:
+        from jax._src import monitoring
+
+        remove = getattr(monitoring, "_unregister_event_duration_listener_by_callback", None)
+    return remove
 
 
 @dataclass
