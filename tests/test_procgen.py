@@ -145,3 +145,99 @@ def test_bad_actions_and_order_are_rejected():
         with pytest.raises(RlkitError, match="actions"):
             env.step(bad)
     env.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The level-split protocol (Mediratta et al. 2024; rlkit.procgen)
+# --------------------------------------------------------------------------------------------
+
+
+def _uniform(agent_state, obs):
+    import jax.numpy as jnp
+
+    return jnp.full((obs.shape[0], 15), 1.0 / 15)
+
+
+def _procgen_env(config, num_envs, seed):
+    return procgen_adapter.make(config, num_envs, seed)
+
+
+@pytest.mark.parametrize("protocol", ["fixed", "after-train"])
+def test_every_evaluated_episode_is_played_in_its_split(protocol):
+    import jax
+
+    from rlkit import procgen as protocol_module
+    from rlkit.loops.common import over_seeds
+    from rlkit.loops.host import run_host_episodes
+
+    config = procgen_adapter.Config(game="starpilot", num_levels=10)
+    splits = protocol_module.level_splits(10, 0, protocol)
+    configs = protocol_module.eval_configs(config, protocol)
+    policy = jax.jit(over_seeds(_uniform))
+    for name in protocol_module.SPLITS:
+        env = _procgen_env(configs[name], 2 * 6, 0)
+        returns, level_seeds = run_host_episodes(policy, np.zeros(2), env, env.spec, 2, 123,
+                                                 np.random.default_rng(0))
+        env.close()
+        assert returns.shape == level_seeds.shape == (2, 6)
+        assert splits[name].contains(level_seeds).all(), (name, level_seeds)
+    assert splits["test"].start_level == (250 if protocol == "fixed" else 60)
+
+
+def test_split_evaluator_reports_six_figures_and_refuses_levels_outside_a_split():
+    from types import SimpleNamespace
+
+    from rlkit.loops.host import make_level_split_evaluator
+
+    config = procgen_adapter.Config(game="starpilot", num_levels=10)
+    spec = _make(num_envs=1, game="starpilot").spec
+    carry = SimpleNamespace(agent_state=np.zeros(2), iteration=np.zeros(2, np.int32))
+    evaluate, close = make_level_split_evaluator(_uniform, _procgen_env, config, spec, 2, 0, 3)
+    figures = evaluate(carry)
+    close()
+    names = [f"{split}_return" for split in ("train", "validation", "test")]
+    assert list(figures) == [*names, *(n.replace("_return", "_normalized_return") for n in names),
+                             "eval_return"]
+    for name in names:
+        assert figures[name].shape == (2,)
+        # starpilot: R_min 2.5, R_max 64.
+        np.testing.assert_allclose(figures[name.replace("_return", "_normalized_return")],
+                                   (figures[name] - 2.5) / 61.5, rtol=1e-6)
+    np.testing.assert_array_equal(figures["eval_return"], figures["test_return"])
+
+    # An env that ignores start_level / num_levels (always the training levels) is caught.
+    def wrong_levels(_, num_envs, seed):
+        return _procgen_env(config, num_envs, seed)
+
+    evaluate, close = make_level_split_evaluator(_uniform, wrong_levels, config, spec, 2, 0, 3)
+    with pytest.raises(RlkitError, match=r"validation evaluation: played level\(s\) .* outside "
+                                         r"its levels 200-249"):
+        evaluate(carry)
+    close()
+
+
+def test_a_tiny_ppo_run_logs_the_split_returns(tmp_path):
+    import csv
+    import json
+
+    from rlkit.train import main
+
+    run_dir = tmp_path / "run"
+    assert main(["ppo", "--env", "procgen:starpilot", "--total-steps", "32", "--num-logs", "1",
+                 "--agent.num-envs", "2", "--agent.rollout-length", "16",
+                 "--agent.num-minibatches", "1", "--agent.update-epochs", "1",
+                 "--agent.cnn", "nature", "--split-episodes", "4", "--no-progress",
+                 "--run-dir", str(run_dir)]) == 0
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    names = [f"{split}_{kind}" for kind in ("return", "normalized_return")
+             for split in ("train", "validation", "test")]
+    header = list(rows[0])
+    assert header[header.index("eval_return") + 1:][:6] == names
+    for name in names:
+        assert np.isfinite(float(rows[0][name])) and name in summary
+        assert summary[f"per_seed_{name}"] == [summary[name]]
+    assert rows[0]["eval_return"] == rows[0]["test_return"]
+    assert summary["final_return"] == summary["test_return"]
+    normalized = (summary["train_return"] - 2.5) / 61.5
+    assert summary["train_normalized_return"] == pytest.approx(normalized, rel=1e-6)

@@ -78,3 +78,25 @@ def test_eval_configs_keep_the_game_and_set_the_levels():
     default = procgen.eval_configs(ProcgenConfig())
     assert [(c.start_level, c.num_levels) for c in default.values()] == [(0, 200), (200, 50),
                                                                         (250, 0)]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--env", "procgen:starpilot", "--eval-episodes", "8"],
+     "--eval-episodes: procgen:starpilot is evaluated on its train, validation and test levels; "
+     "pass --split-episodes 8"),
+    (["--env", "procgen:starpilot", "--env-config.num-levels", "500"],
+     "overlap the fixed validation and test levels"),
+    (["--env", "procgen:starpilot", "--split-protocol", "paper"],
+     "--split-protocol: unknown protocol 'paper'"),
+    (["--env", "chain", "--split-episodes", "4"],
+     "--split-episodes: has no effect on chain: level splits exist for procgen games only"),
+    (["--env", "chain", "--split-protocol", "after-train"], "--split-protocol: has no effect"),
+])
+def test_split_flags_are_checked_in_one_line_before_anything_is_built(args, needle, tmp_path,
+                                                                      capfd):
+    from rlkit.train import main
+
+    code = main(["ppo", *args, "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    err = capfd.readouterr().err.strip()
+    assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
