@@ -524,6 +524,7 @@ def run_training(
     header: dict[str, Any],
     resume: bool = False,
     checkpoint_every: int = 1,
+    keep_checkpoints: int | None = 2,
     optimal_return: float | None = None,
     show_progress: bool = True,
     summary_extras: dict[str, Any] | None = None,
@@ -541,6 +542,7 @@ def run_training(
         header: agent / env names and anything else summary.json should start with.
         resume: continue from the newest checkpoint in run_dir; a finished run is left as it is.
         checkpoint_every: save every this many chunks (and always after the last).
+        keep_checkpoints: keep the newest this many checkpoints (None: every one).
         optimal_return: the exact optimal return, where the env has a model.
         show_progress: draw a rich progress bar.
         summary_extras: more fields for summary.json.
@@ -560,7 +562,7 @@ def run_training(
 
     start_wall = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpointer = Checkpointer(run_dir / "checkpoints")
+    checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=keep_checkpoints)
     units_per_chunk = trainer.iterations_per_chunk * trainer.units_per_iteration
     # The bar shows from the start (compiling init, restoring), not after the first chunk.
     progress = Progress(total=num_chunks * units_per_chunk, enabled=show_progress,

@@ -75,6 +75,9 @@ class RunOptions:
     the nearest count that divides the budget, said at the start when it differs."""
     checkpoint_every: int = 1
     """Save a checkpoint every this many chunks (and always after the last)."""
+    keep_checkpoints: int = 2
+    """Keep the newest this many checkpoints; 0 keeps every one (needed by python -m
+    rlkit.collect --policy suboptimal, which replays them all, and useful for --policy mixed)."""
     eval_episodes: int | None = None
     """Evaluation episodes per seed, for environments without an exact model (default 16).
     Not for procgen, which is evaluated on its level splits: see --split-episodes."""
@@ -132,6 +135,8 @@ class RunOptions:
                 "drop it to run to the end")
         require(self.checkpoint_every >= 1, "--checkpoint-every",
                 f"must be at least 1, got {self.checkpoint_every}")
+        require(self.keep_checkpoints >= 0, "--keep-checkpoints",
+                f"must be at least 0 (0: keep every checkpoint), got {self.keep_checkpoints}")
         require(self.eval_episodes is None or self.eval_episodes >= 1, "--eval-episodes",
                 f"must be at least 1, got {self.eval_episodes}")
         require(self.split_episodes >= 1, "--split-episodes",
@@ -418,7 +423,7 @@ class Parsed(NamedTuple):
 
 # Run options a resumed run may change: they alter neither shapes nor the chunk schedule.
 RESUMABLE_EDITS = ("run_dir", "stop_after_chunks", "progress", "checkpoint_every",
-                   "deterministic", "shard_seeds")
+                   "keep_checkpoints", "deterministic", "shard_seeds")
 
 
 def _flag_of(path: str) -> str:
@@ -1035,6 +1040,7 @@ def execute(experiment: Experiment, resume: bool = False, overwrite: bool = Fals
         return run_training(
             built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
             run_dir=run_dir, header=header, resume=resume, checkpoint_every=run.checkpoint_every,
+            keep_checkpoints=run.keep_checkpoints or None,
             optimal_return=built.optimal_return, show_progress=run.progress,
             stop_after_chunks=run.stop_after_chunks, summary_extras=built.summary_extras,
             finish=finish)
@@ -1075,10 +1081,11 @@ def round_figures(carry, summary: dict) -> dict:
     return figures
 
 
-def load_policy(run_dir: str | Path, seed_index: int = 0):
+def load_policy(run_dir: str | Path, seed_index: int = 0, step: int | None = None):
     """The trained agent of a run directory: `(experiment, agent, agent_state)` of one seed.
 
-    Restores only the agents' states from the newest readable checkpoint of `run_dir` (an
+    Restores only the agents' states from checkpoint `step` (None: the newest readable
+    checkpoint) of `run_dir` (an
     orbax partial restore into the shapes `agent.init` has, found by tracing it without
     compiling): no trainer is built, no replay buffer is read. Then takes seed `seed_index`'s
     agent state (unbatched), ready for `agent.policy(agent_state, obs)`.
@@ -1111,9 +1118,15 @@ def load_policy(run_dir: str | Path, seed_index: int = 0):
     try:
         require(checkpointer.latest_step() is not None, str(run_dir),
                 "has no checkpoint yet; train it (or --resume it) until one is saved")
-        _, agent_states, skipped = checkpointer.restore_newest_readable(like, part="agent_state")
-        for line in skipped:
-            print(f"warning: {line}; using an older checkpoint", file=sys.stderr)
+        if step is None:
+            _, agent_states, skipped = checkpointer.restore_newest_readable(
+                like, part="agent_state")
+            for line in skipped:
+                print(f"warning: {line}; using an older checkpoint", file=sys.stderr)
+        else:
+            require(step in checkpointer.all_steps(), str(run_dir),
+                    f"keeps no checkpoint {step} (kept: {checkpointer.all_steps()})")
+            agent_states = checkpointer.restore(step, like, part="agent_state")
     finally:
         checkpointer.close()
     require(seed_index not in non_finite_seeds(agent_states), str(run_dir),
