@@ -216,28 +216,125 @@ def test_split_evaluator_reports_six_figures_and_refuses_levels_outside_a_split(
     close()
 
 
-def test_a_tiny_ppo_run_logs_the_split_returns(tmp_path):
-    import csv
-    import json
-
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    """A tiny PPO run on starpilot (nature CNN, 3 chunks of 32 env steps) keeping every
+    checkpoint, evaluated on 4 episodes per level split."""
     from rlkit.train import main
 
-    run_dir = tmp_path / "run"
-    assert main(["ppo", "--env", "procgen:starpilot", "--total-steps", "32", "--num-logs", "1",
+    run_dir = tmp_path_factory.mktemp("procgen") / "ppo"
+    assert main(["ppo", "--env", "procgen:starpilot", "--total-steps", "96", "--num-logs", "3",
                  "--agent.num-envs", "2", "--agent.rollout-length", "16",
                  "--agent.num-minibatches", "1", "--agent.update-epochs", "1",
-                 "--agent.cnn", "nature", "--split-episodes", "4", "--no-progress",
-                 "--run-dir", str(run_dir)]) == 0
-    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    summary = json.loads((run_dir / "summary.json").read_text())
+                 "--agent.cnn", "nature", "--split-episodes", "4", "--keep-checkpoints", "0",
+                 "--no-progress", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def _rows(run_dir):
+    import csv
+
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+def test_a_tiny_ppo_run_logs_the_split_returns(ppo_run):
+    import json
+
+    rows = _rows(ppo_run)
+    summary = json.loads((ppo_run / "summary.json").read_text())
     names = [f"{split}_{kind}" for kind in ("return", "normalized_return")
              for split in ("train", "validation", "test")]
     header = list(rows[0])
     assert header[header.index("eval_return") + 1:][:6] == names
     for name in names:
-        assert np.isfinite(float(rows[0][name])) and name in summary
+        assert all(np.isfinite(float(row[name])) for row in rows) and name in summary
         assert summary[f"per_seed_{name}"] == [summary[name]]
-    assert rows[0]["eval_return"] == rows[0]["test_return"]
+        assert summary[name] == pytest.approx(float(rows[-1][name]))
+    assert all(row["eval_return"] == row["test_return"] for row in rows)
     assert summary["final_return"] == summary["test_return"]
-    normalized = (summary["train_return"] - 2.5) / 61.5
+    normalized = (summary["train_return"] - 2.5) / 61.5  # starpilot: R_min 2.5, R_max 64
     assert summary["train_normalized_return"] == pytest.approx(normalized, rel=1e-6)
+    assert sorted(p.name for p in (ppo_run / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "0", "1", "2"]  # --keep-checkpoints 0 kept every one
+
+
+def _episodes_share_one_level(dataset):
+    ends = np.flatnonzero(dataset.transitions.terminated | dataset.transitions.truncated)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    for start, end in zip(starts, ends + 1, strict=True):
+        assert len(set(dataset.level_seed[start:end].tolist())) == 1
+    return len(ends)
+
+
+def test_collected_procgen_datasets_record_their_levels(tmp_path):
+    from rlkit.collect import main
+    from rlkit.data.dataset import load_dataset
+
+    base = ["--env", "procgen:starpilot", "--policy", "random", "--no-progress"]
+    assert main([*base, "--transitions", "150", "--env-config.num-levels", "10",
+                 "--out", str(tmp_path / "ten")]) == 0
+    dataset = load_dataset(tmp_path / "ten")
+    assert len(dataset.transitions.action) == len(dataset.level_seed) == 150
+    assert ((dataset.level_seed >= 0) & (dataset.level_seed < 10)).all()
+    assert _episodes_share_one_level(dataset) >= 2
+    # A single-level dataset (the paper's level 40).
+    assert main([*base, "--episodes", "3", "--env-config.num-levels", "1",
+                 "--env-config.start-level", "40", "--out", str(tmp_path / "one")]) == 0
+    dataset = load_dataset(tmp_path / "one")
+    assert dataset.num_episodes == 3 and (dataset.level_seed == 40).all()
+
+
+def test_mixed_and_suboptimal_datasets_replay_the_runs_checkpoints(ppo_run, tmp_path):
+    from rlkit.collect import collect
+
+    returns = {int(row["chunk"]): float(row["eval_return"]) for row in _rows(ppo_run)}
+    target = 0.75 * returns[2]
+    nearest = min(returns, key=lambda step: abs(returns[step] - target))
+    mixed = collect(None, None, "mixed", None, seed=0, checkpoint=ppo_run, transitions=40)
+    assert mixed.info.extra["checkpoint"] == nearest
+    assert mixed.info.extra["target_return"] == pytest.approx(target)
+    assert len(mixed.transitions.action) == 40 and mixed.level_seed is not None
+
+    replay = collect(None, None, "suboptimal", None, seed=0, checkpoint=ppo_run,
+                     transitions=31)
+    assert replay.info.extra["checkpoints"] == [0, 1, 2]
+    assert len(replay.transitions.action) == 31  # 11 + 10 + 10 rows, in checkpoint order
+    ended = replay.transitions.terminated | replay.transitions.truncated
+    assert ended[10] and ended[20] and ended[30]
+    _episodes_share_one_level(replay)
+
+
+def test_suboptimal_needs_a_run_that_kept_every_checkpoint(ppo_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from rlkit.collect import collect
+
+    copy = tmp_path / "run"
+    shutil.copytree(ppo_run, copy)
+    for path in (copy / "config.yaml", copy / "checkpoints" / "config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        config["run"]["keep_checkpoints"] = 2
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(RlkitError, match="kept only its newest 2 checkpoints.*keep-checkpoints 0"):
+        collect(None, None, "suboptimal", None, seed=0, checkpoint=copy, transitions=10)
+
+
+def test_an_offline_agent_on_procgen_is_evaluated_on_the_splits(tmp_path):
+    import json
+
+    from rlkit.collect import main as collect_main
+    from rlkit.train import main
+
+    data = tmp_path / "data"
+    assert collect_main(["--env", "procgen:starpilot", "--policy", "random", "--no-progress",
+                         "--transitions", "64", "--out", str(data)]) == 0
+    run_dir = tmp_path / "bc"
+    assert main(["bc", "--dataset", str(data), "--total-steps", "2", "--num-logs", "1",
+                 "--agent.batch-size", "8", "--split-episodes", "2", "--no-progress",
+                 "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for split in ("train", "validation", "test"):
+        assert np.isfinite(summary[f"{split}_return"])
+        assert np.isfinite(summary[f"{split}_normalized_return"])
