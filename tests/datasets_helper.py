@@ -2,8 +2,9 @@
 
 `rollout` runs a policy table (typically `rlkit.planning.value_iteration(model).policy`, mixed
 with uniform random actions) in the JAX environment itself and records `Transition`s exactly as
-a collector would; `save_toy_dataset` writes optimal and random episodes with `save_dataset`.
-Not a test module: imported by tests/test_hybrid.py and tests/test_offline.py.
+a collector would; `save_toy_dataset` writes optimal and random episodes with `save_dataset`,
+`save_rollouts` any list of rollouts. Not a test module: imported by tests/test_hybrid.py,
+tests/test_offline.py and tests/test_bcq.py.
 """
 
 from __future__ import annotations
@@ -91,21 +92,25 @@ def save_toy_dataset(path: Path, env_name: str, env_config, *, optimal_episodes:
     """
     env = envs.make_env(env_name, env_config)
     table = optimal_table(env)
-    parts, returns = [], []
+    parts = []
     if optimal_episodes:
-        rows, episode_returns = rollout(env, table, optimal_episodes, epsilon, seed)
-        parts.append(rows)
-        returns.append(episode_returns)
+        parts.append(rollout(env, table, optimal_episodes, epsilon, seed))
     if random_episodes:
-        rows, episode_returns = rollout(env, table, random_episodes, 1.0, seed + 1)
-        parts.append(rows)
-        returns.append(episode_returns)
-    returns = np.concatenate(returns)
+        parts.append(rollout(env, table, random_episodes, 1.0, seed + 1))
+    return save_rollouts(path, env_name, env_config, parts,
+                         f"{optimal_episodes} optimal (epsilon={epsilon}) + {random_episodes} "
+                         "random episodes")
+
+
+def save_rollouts(path: Path, env_name: str, env_config,
+                  parts: list[tuple[Transition, np.ndarray]], behaviour_policy: str) -> Path:
+    """Save `rollout` results (transitions, episode returns) of a toy env as one dataset whose
+    metadata names the env and its config, as `rlkit.collect` would."""
+    env = envs.make_env(env_name, env_config)
+    returns = np.concatenate([episode_returns for _, episode_returns in parts])
     info = DatasetInfo(
         env_id=env_name, env_params=dataclasses.asdict(env_config),
         obs_shape=env.spec.obs_shape, obs_dtype=env.spec.obs_dtype,
-        num_actions=env.spec.num_actions,
-        behaviour_policy=f"{optimal_episodes} optimal (epsilon={epsilon}) + {random_episodes} "
-                         "random episodes",
+        num_actions=env.spec.num_actions, behaviour_policy=behaviour_policy,
         behaviour_return=float(returns.mean()), behaviour_return_std=float(returns.std()))
-    return save_dataset(path, concatenate(*parts), info)
+    return save_dataset(path, concatenate(*[rows for rows, _ in parts]), info)
