@@ -10,6 +10,7 @@ tests/test_offline.py and tests/test_bcq.py.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -45,13 +46,31 @@ def rollout(env: Environment, table: jax.Array, num_episodes: int, epsilon: floa
         (transitions with numpy leaves [N, ...], episode returns [num_episodes]); only the steps
         before each episode ended are kept.
     """
+    horizon = env.spec.max_episode_steps
+    if table.ndim == 2:
+        table = jnp.broadcast_to(table, (horizon, *table.shape))
+    rows, kept = _episodes(env)(jnp.asarray(table), jnp.float32(epsilon),
+                                jax.random.split(jax.random.key(seed), num_episodes))
+    rows, kept = jax.tree.map(np.asarray, rows), np.asarray(kept)  # [E, H, ...], [E, H]
+    returns = (rows.reward * kept).sum(axis=1)
+    return jax.tree.map(lambda leaf: leaf[kept], rows), returns
+
+
+_EPISODES: dict[int, tuple[Environment, Callable]] = {}
+
+
+def _episodes(env: Environment) -> Callable:
+    """`(table [H, S, A], epsilon, keys [E]) -> (rows [E, H], kept [E, H])` for `env`, jitted
+    once per env object (table and epsilon are arguments, so rollouts of several policies of
+    one env and one episode count share a compile)."""
+    cached = _EPISODES.get(id(env))
+    if cached is not None and cached[0] is env:
+        return cached[1]
     params = env.default_params
     horizon = env.spec.max_episode_steps
     num_actions = env.spec.num_actions
-    if table.ndim == 2:
-        table = jnp.broadcast_to(table, (horizon, *table.shape))
 
-    def episode(key):
+    def episode(table, epsilon, key):
         reset_key, run_key = jax.random.split(key)
         obs, state = env.reset(reset_key, params)
 
@@ -73,10 +92,9 @@ def rollout(env: Environment, table: jax.Array, num_episodes: int, epsilon: floa
                                        jax.random.split(run_key, horizon))
         return rows, kept
 
-    rows, kept = jax.jit(jax.vmap(episode))(jax.random.split(jax.random.key(seed), num_episodes))
-    rows, kept = jax.tree.map(np.asarray, rows), np.asarray(kept)  # [E, H, ...], [E, H]
-    returns = (rows.reward * kept).sum(axis=1)
-    return jax.tree.map(lambda leaf: leaf[kept], rows), returns
+    episodes = jax.jit(jax.vmap(episode, in_axes=(None, None, 0)))
+    _EPISODES[id(env)] = (env, episodes)
+    return episodes
 
 
 def concatenate(*parts: Transition) -> Transition:
