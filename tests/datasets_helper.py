@@ -3,8 +3,8 @@
 `rollout` runs a policy table (typically `rlkit.planning.value_iteration(model).policy`, mixed
 with uniform random actions) in the JAX environment itself and records `Transition`s exactly as
 a collector would; `save_toy_dataset` writes optimal and random episodes with `save_dataset`,
-`save_rollouts` any list of rollouts. Not a test module: imported by tests/test_hybrid.py,
-tests/test_offline.py and tests/test_bcq.py.
+`save_rollouts` any list of rollouts. Not a test module: imported by tests/test_offline.py and
+tests/test_bcq.py.
 """
 
 from __future__ import annotations
