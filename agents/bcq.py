@@ -100,7 +100,8 @@ class Config:
     """Action a is allowed where G(a|s) / max_a' G(a'|s) > this, in [0, 1): 0 is Q-learning on
     the data, near 1 behaviour cloning (the paper uses 0.3)."""
     logit_penalty: float = 1e-2
-    """Weight of the paper's penalty on G's squared logits (mean over batch and actions)."""
+    """Weight of the penalty on G's squared logits (mean over batch and actions) in the authors'
+    code."""
     target_update_every: int = 1000
     """Updates between target-network updates."""
     tau: float = 0.5
