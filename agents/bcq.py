@@ -41,9 +41,9 @@ Readings chosen, deviations, and why:
   study's (facebookresearch/gen_dgrl); `logit_penalty` sets its weight (0 removes it).
 * Defaults are the procgen generalisation study's final BCQ row (Mediratta et al. 2024, spec
   6.3): lr 5e-4, batch 512, threshold 0.5, target update every 1000 updates with tau 0.5,
-  evaluation epsilon 0.001. The study's reference code ignores tau unless Polyak averaging is
-  switched on and then copies the online network every 1000 updates; `tau = 1` gives that hard
-  copy. The paper itself uses threshold 0.3 and a hard copy every 8000 updates on Atari.
+  evaluation epsilon 0.001. The study's reference code uses tau only with Polyak averaging
+  switched on; by default it copies the online network every 1000 updates, which `tau = 1`
+  gives. The paper itself uses threshold 0.3 and a hard copy every 8000 updates on Atari.
 * Acting and the reported policy: epsilon-greedy over the allowed actions with `eval_epsilon`
   (the uniform action is drawn over all actions, as in the paper's code); `eval_epsilon = 0`
   gives the plain constrained greedy policy.
@@ -100,7 +100,8 @@ class Config:
     """Action a is allowed where G(a|s) / max_a' G(a'|s) > this, in [0, 1): 0 is Q-learning on
     the data, near 1 behaviour cloning (the paper uses 0.3)."""
     logit_penalty: float = 1e-2
-    """Weight of the paper's penalty on G's squared logits (mean over batch and actions)."""
+    """Weight of the penalty on G's squared logits (mean over batch and actions) in the authors'
+    code."""
     target_update_every: int = 1000
     """Updates between target-network updates."""
     tau: float = 0.5
