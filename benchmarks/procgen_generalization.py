@@ -95,8 +95,8 @@ CONFIGS = {
 # The spec's final hyper-parameters (6.3) for what the configurations do not set.
 _OFFLINE_FLAGS = {
     "bc": ["--agent.learning-rate", "5e-4"],
-    "bcq": ["--agent.learning-rate", "5e-4", "--agent.threshold", "0.5"],
-    "cql": ["--agent.learning-rate", "5e-4", "--agent.alpha", "4.0"],
+    "bcq": ["--agent.learning-rate", "5e-4", "--agent.bcq-threshold", "0.5"],
+    "cql": ["--agent.learning-rate", "5e-4", "--agent.cql-alpha", "4.0"],
     "iql": ["--agent.learning-rate", "5e-4", "--agent.expectile", "0.8",
             "--agent.temperature", "3.0"],
     "dt": ["--agent.learning-rate", "5e-4"],
