@@ -660,6 +660,11 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | T
     plan = None
     if policy in CHECKPOINT_POLICIES:
         plan = checkpoint_plan(checkpoint, policy, target_fraction)
+        amount, amount_flag = ((episodes, "--episodes") if episodes is not None
+                               else (transitions, "--transitions"))
+        require(amount >= len(plan.steps), amount_flag,
+                f"{amount} is fewer than the {len(plan.steps)} checkpoints replayed, one share "
+                f"each; pass at least {len(plan.steps)}")
         behaviours = [_behaviour(policy, expert, flag, epsilon, env_name, env_config, env, spec,
                                  experiment, step=step) for step in plan.steps]
     else:
