@@ -1,9 +1,13 @@
-"""`python -m rlkit.collect --env ENV --policy {random, optimal, RUN_DIR, mixture} --episodes N
---out DIR [--checkpoint RUN_DIR|optimal] [--epsilon E] [--seed S] [--num-envs N] [--overwrite]
-[--no-progress] [--env-config.FIELD VALUE ...]`
+"""`python -m rlkit.collect --env ENV --policy {random, optimal, RUN_DIR, mixture, mixed,
+suboptimal} {--episodes N | --transitions N} --out DIR [--checkpoint RUN_DIR|optimal]
+[--target-fraction F] [--epsilon E] [--seed S] [--num-envs N] [--overwrite] [--no-progress]
+[--env-config.FIELD VALUE ...]`, or `python -m rlkit.collect import-gen-dgrl DIR --game GAME
+--out DIR [--transitions N]` (the paper's procgen datasets: `rlkit.data.gen_dgrl`)
 
-Rolls out a behaviour policy for N whole episodes and writes them as an offline dataset
-(`rlkit.data.dataset`, written atomically), with the behaviour policy's quality in the metadata.
+Rolls out a behaviour policy for N whole episodes (or exactly N transitions: whole episodes,
+then the cut one marked truncated) and writes them as an offline dataset (`rlkit.data.dataset`,
+written atomically), with the behaviour policy's quality in the metadata. Procgen datasets also
+record each transition's level (`level_seed.npy`).
 
 Behaviour policies (--policy):
 
@@ -15,6 +19,11 @@ Behaviour policies (--policy):
             are sampled from `agent.policy` (one-hot for value-based agents, so greedy).
   mixture   each step, a uniform random action with probability --epsilon, else the action of
             the expert given by --checkpoint (a RUN_DIR, or `optimal`).
+  mixed     the kept checkpoint of the run --checkpoint RUN_DIR whose logged eval_return is
+            nearest --target-fraction (default 0.75) x the final checkpoint's (Mediratta et al.
+            2024's mixed expert-suboptimal data; gen_dgrl's `_pick_checkpoint_from_pool`).
+  suboptimal  every checkpoint of --checkpoint RUN_DIR in order, an equal share each: a replay
+            of its training (the run needs --keep-checkpoints 0).
 
 --epsilon mixes uniform actions into optimal and RUN_DIR policies too (default 0). Without --env
 the run's environment and env config are used; with both, they must name the same env.
@@ -651,6 +660,11 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | T
     plan = None
     if policy in CHECKPOINT_POLICIES:
         plan = checkpoint_plan(checkpoint, policy, target_fraction)
+        amount, amount_flag = ((episodes, "--episodes") if episodes is not None
+                               else (transitions, "--transitions"))
+        require(amount >= len(plan.steps), amount_flag,
+                f"{amount} is fewer than the {len(plan.steps)} checkpoints replayed, one share "
+                f"each; pass at least {len(plan.steps)}")
         behaviours = [_behaviour(policy, expert, flag, epsilon, env_name, env_config, env, spec,
                                  experiment, step=step) for step in plan.steps]
     else:

@@ -379,7 +379,7 @@ def evaluated_figures(trainer: Trainer, carry: Any) -> tuple[np.ndarray, dict[st
     if not isinstance(figures, dict):
         return np.asarray(jax.device_get(figures), np.float64), {}
     # In the evaluator's order (jax.device_get of a dict would sort the names).
-    more = {name: np.asarray(jax.device_get(values), np.float64)
+    more = {name: np.array(jax.device_get(values), np.float64)  # copies: NaN-ed on divergence
             for name, values in figures.items() if name != "eval_return"}
     return np.asarray(jax.device_get(figures["eval_return"]), np.float64), more
 

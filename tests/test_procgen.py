@@ -319,6 +319,8 @@ def test_suboptimal_needs_a_run_that_kept_every_checkpoint(ppo_run, tmp_path):
         path.write_text(yaml.safe_dump(config, sort_keys=False))
     with pytest.raises(RlkitError, match="kept only its newest 2 checkpoints.*keep-checkpoints 0"):
         collect(None, None, "suboptimal", None, seed=0, checkpoint=copy, transitions=10)
+    with pytest.raises(RlkitError, match="--episodes: 2 is fewer than the 3 checkpoints"):
+        collect(None, None, "suboptimal", 2, seed=0, checkpoint=ppo_run)
 
 
 def test_an_offline_agent_on_procgen_is_evaluated_on_the_splits(tmp_path):

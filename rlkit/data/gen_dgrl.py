@@ -219,12 +219,12 @@ def import_gen_dgrl(directory: str | Path, game: str, num_levels: int = 200,
 class ImportOptions:
     """Import a gen_dgrl procgen dataset (one .npz file per episode) into rlkit's format."""
 
-    directory: Annotated[str, tyro.conf.Positional]
+    directory: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="DIR")]
     """The folder holding the episode files (searched recursively)."""
     out: str
     """Dataset directory to write (must not exist unless --overwrite)."""
-    game: str = "coinrun"
-    """The procgen game the episodes were played in."""
+    game: str
+    """The procgen game the episodes were played in (the files do not say), e.g. coinrun."""
     num_levels: int = 200
     """Training levels the data came from (the paper: 200); level seeds must lie in them."""
     start_level: int = 0
