@@ -3,7 +3,7 @@
 [--env-config.FIELD VALUE ...]`, or `python -m rlkit.train --resume RUN_DIR`
 
 Trains an agent on an environment, several seeds side by side, and writes a run directory
-(see `rlkit.runner`). Offline agents (bc, cql, iql) learn from `--dataset` alone and use the
+(see `rlkit.runner`). Offline agents (bc, cql, iql, dt) learn from `--dataset` alone and use the
 environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow)
 mix the dataset into their online batches, and `--h2o` runs an offline agent inside H2O's rounds.
 With `--dataset`, `--env` and the env's parameters default to the dataset's own.
@@ -65,7 +65,7 @@ class RunOptions:
     total_steps: int | None = None
     """Budget per seed, in the unit of the agent's driver: env steps for online and hybrid
     agents (ppo, dqn, hyq; glow, hyglow and --h2o count the env steps of their rounds),
-    gradient updates for offline agents (bc, cql, iql). Default: the agent's own total_steps,
+    gradient updates for offline agents (bc, cql, iql, dt). Default: the agent's own total_steps,
     else 100000. A budget that is not a whole number of chunks is cut to one, said at the
     start."""
     run_dir: str | None = None
@@ -91,7 +91,7 @@ class RunOptions:
     """Offline agents: keep the dataset memory-mapped on disk and stream batches to the device
     (for image datasets larger than device memory) instead of loading it whole."""
     h2o: bool = False
-    """Offline agents (bc, cql, iql): run inside H2O's reduction to hybrid RL, alternating
+    """Offline agents (bc, cql, iql; not dt): run inside H2O's reduction to hybrid RL, alternating
     updates on dataset + online data with rollouts of the policy (--total-steps counts env
     steps)."""
     h2o_episodes_per_round: int | None = None
@@ -629,7 +629,7 @@ def load_run_dataset(experiment: Experiment, spec, feed):
                             ("--stream-dataset", run.stream_dataset)):
             require(not given, flag,
                     f"{experiment.agent} learns online only and uses no dataset; drop {flag} or "
-                    "use an offline agent (bc, cql, iql) or a hybrid one (hyq, hyglow)")
+                    "use an offline agent (bc, cql, iql, dt) or a hybrid one (hyq, hyglow)")
         return None
     require(run.dataset is not None, "--dataset",
             f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
@@ -1063,7 +1063,7 @@ def _offline_trainer(experiment: Experiment, agent, dataset, spec, iterations_pe
         evaluate, close = make_host_evaluator(
             agent.policy, lambda num_envs, seed: registry.make_host_env(
                 experiment.env, experiment.env_config, num_envs, seed),
-            spec, run.seeds, run.seed, run.eval_episodes)
+            spec, run.seeds, run.seed, run.eval_episodes, history=agent.history)
     else:
         env = registry.make_env(experiment.env, experiment.env_config)
         evaluate = make_jax_evaluator(agent, env, env.default_params, run.eval_episodes)

@@ -39,7 +39,14 @@ from rlkit.loops.common import (
     over_seeds,
     replay_learn,
 )
-from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, Transition
+from rlkit.types import (
+    Agent,
+    HistoryPolicy,
+    HostEnvironment,
+    OnPolicyFeed,
+    PyTree,
+    Transition,
+)
 
 
 def reset_seed(seed: int, stream: int, count: int) -> int:
@@ -217,7 +224,8 @@ def make_host_policy(policy_fn: Callable) -> Callable:
 
 
 def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], HostEnvironment],
-                        spec, num_seeds: int, seed: int, num_eval_episodes: int):
+                        spec, num_seeds: int, seed: int, num_eval_episodes: int,
+                        history: HistoryPolicy | None = None):
     """Evaluate each seed's policy on CPU-stepped environments.
 
     Args:
@@ -227,12 +235,24 @@ def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], Host
         num_seeds: seeds side by side (the agent states carry a leading [S] axis).
         seed: base seed of the evaluation environments.
         num_eval_episodes: episodes per seed, one per environment, run in parallel.
+        history: the agent's `HistoryPolicy` (DT), or None: given, it is evaluated instead of
+            `policy_fn`, its memory (one episode per environment) kept on the device between
+            steps and told each action and reward.
 
     Returns:
         (evaluate, close): `evaluate(carry) -> [S]` mean returns (the carry needs
         `agent_state` and `iteration`), `close()` releases the environments.
     """
-    policy = jax.jit(over_seeds(policy_fn))
+    if history is None:
+        markov = jax.jit(over_seeds(policy_fn))
+
+        def policy(agent_state, memory, obs):
+            return markov(agent_state, obs), memory
+    else:
+        policy = jax.jit(over_seeds(history.policy))
+        observe = jax.jit(over_seeds(history.observe))
+        init_memory = jax.jit(over_seeds(lambda agent_state: history.init(agent_state,
+                                                                          num_eval_episodes)))
     eval_env: dict[str, HostEnvironment] = {}
 
     def evaluate(carry) -> np.ndarray:
@@ -245,13 +265,19 @@ def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], Host
         total = np.zeros((num_seeds * num_eval_episodes,))
         done = np.zeros_like(total, dtype=bool)
         rng = np.random.default_rng((seed, 2, iteration))  # the policy's sampling, per run seed
+        memory = None if history is None else init_memory(carry.agent_state)
         for _ in range(spec.max_episode_steps):
-            probs = np.asarray(policy(carry.agent_state,
-                                      obs.reshape(num_seeds, num_eval_episodes, *spec.obs_shape)))
-            probs = probs.reshape(-1, spec.num_actions).astype(np.float64)
+            probs, memory = policy(carry.agent_state, memory,
+                                   obs.reshape(num_seeds, num_eval_episodes, *spec.obs_shape))
+            probs = np.asarray(probs).reshape(-1, spec.num_actions).astype(np.float64)
             probs /= probs.sum(axis=1, keepdims=True)
             action = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
-            step = eval_envs.step(action.astype(np.int32))
+            action = action.astype(np.int32)
+            step = eval_envs.step(action)
+            if history is not None:
+                memory = observe(memory, action.reshape(num_seeds, num_eval_episodes),
+                                 step.reward.astype(np.float32).reshape(num_seeds,
+                                                                        num_eval_episodes))
             total += np.where(done, 0.0, step.reward)
             done |= step.terminated | step.truncated
             obs = step.obs
