@@ -143,21 +143,22 @@ def test_history_appends_steps_and_subtracts_rewards():
     env = envs.make_env("chain", CHAIN)
     agent = dt.make_agent(dt.Config(context_length=3, embed_dim=8, num_layers=1,
                                     hidden_sizes=(8,), target_return=5.0), env.spec)
-    state = agent.init(jax.random.key(0))
+    state = jax.jit(agent.init)(jax.random.key(0))  # jitted: op by op takes 20 s on 2 cores
     history = agent.history
-    memory = history.init(state, 2)
+    memory = jax.jit(history.init, static_argnums=1)(state, 2)
     assert not memory.mask.any()
     obs = jnp.eye(4)[:2]
-    probs, memory = history.policy(state, memory, obs)
-    memory = history.observe(memory, jnp.array([1, 0]), jnp.array([0.0, 1.0]))
-    _, memory = history.policy(state, memory, obs + 1)
+    policy = jax.jit(history.policy)
+    probs, memory = policy(state, memory, obs)
+    memory = jax.jit(history.observe)(memory, jnp.array([1, 0]), jnp.array([0.0, 1.0]))
+    _, memory = policy(state, memory, obs + 1)
     np.testing.assert_array_equal(memory.mask, [[0, 1, 1], [0, 1, 1]])
     np.testing.assert_array_equal(memory.return_to_go, [[0, 5, 5], [0, 5, 4]])
     np.testing.assert_array_equal(memory.timestep, [[0, 0, 1], [0, 0, 1]])
     np.testing.assert_array_equal(memory.action, [[0, 1, 0], [0, 0, 0]])
     np.testing.assert_array_equal(memory.obs[:, 1], obs)
     # The first-step policy is the history policy with an empty history.
-    np.testing.assert_allclose(agent.policy(state, obs), probs, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(agent.policy)(state, obs), probs, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------
