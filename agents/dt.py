@@ -212,6 +212,17 @@ class DecisionTransformer(nn.Module):
     @nn.compact
     def __call__(self, return_to_go: Array, obs: Array, action: Array, timestep: Array,
                  mask: Array) -> Array:
+        """
+        Args:
+            return_to_go: [B, K] float32 R_hat of each step.
+            obs: [B, K, *obs_shape].
+            action: [B, K] int32 (the action at step k is seen only by later steps' tokens).
+            timestep: [B, K] int32 step within the episode.
+            mask: [B, K] bool, True at real steps (padding keys get zero attention).
+
+        Returns:
+            [B, K] x A float32 logits of a_k, read at each state token s_k.
+        """
         batch, length = mask.shape
         width = self.config.width
         features = self.torso(obs.reshape(batch * length, *obs.shape[2:]))
