@@ -22,11 +22,11 @@ import pytest
 import envs
 from agents import dt
 from envs.toy import ChainConfig
-from rlkit.data import DatasetError, DatasetInfo, batch_stream, save_dataset
+from rlkit.data import DatasetError, DatasetInfo, batch_stream, load_dataset, save_dataset
 from rlkit.data.sequences import episode_index, gather_windows, window_rows
 from rlkit.errors import RlkitError
 from rlkit.loops.host import make_host_evaluator
-from rlkit.loops.offline import OfflineCarry, make_jax_evaluator
+from rlkit.loops.offline import OfflineCarry, make_jax_evaluator, make_offline_trainer
 from rlkit.train import load_policy, main
 from rlkit.types import HostEnvironment, HostStep, Transition
 
@@ -182,8 +182,8 @@ def _chain_episode(actions: list[int]) -> Transition:
 
 
 @pytest.fixture(scope="module")
-def chain_run(tmp_path_factory) -> Path:
-    """DT trained through the CLI on 10 optimal and 10 delayed chain episodes, asked for 5."""
+def chain_dataset(tmp_path_factory) -> Path:
+    """10 optimal and 10 delayed chain episodes, alternating."""
     episodes = [_chain_episode(OPTIMAL if i % 2 else DELAYED) for i in range(20)]
     data = jax.tree.map(lambda *leaves: np.concatenate(leaves), *episodes)
     spec = envs.make_env("chain", CHAIN).spec
@@ -191,9 +191,14 @@ def chain_run(tmp_path_factory) -> Path:
                        obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype,
                        num_actions=spec.num_actions, behaviour_policy="optimal + delayed",
                        behaviour_return=3.5)
-    dataset = save_dataset(tmp_path_factory.mktemp("data") / "chain", data, info)
+    return save_dataset(tmp_path_factory.mktemp("data") / "chain", data, info)
+
+
+@pytest.fixture(scope="module")
+def chain_run(chain_dataset, tmp_path_factory) -> Path:
+    """DT trained through the CLI on the chain dataset, asked for 5."""
     run_dir = tmp_path_factory.mktemp("dt") / "run"
-    code = main(["dt", "--dataset", str(dataset), "--run-dir", str(run_dir), "--no-progress",
+    code = main(["dt", "--dataset", str(chain_dataset), "--run-dir", str(run_dir), "--no-progress",
                  "--seeds", "1", "--num-logs", "1", "--total-steps", "150",
                  "--agent.target-return", "5", *TINY])
     assert code == 0
@@ -210,6 +215,20 @@ def test_asking_for_the_optimal_return_gets_it_exactly(chain_run):
     assert summary["optimal_return"] == 5.0  # rlkit.planning's J*
     assert summary["final_return"] == pytest.approx(5.0)
     assert summary["updates"] == 150 and summary["dataset"]["episodes"] == 20
+
+
+def test_the_offline_driver_streams_windows_to_dt(chain_dataset):
+    dataset = load_dataset(chain_dataset, mmap=True)
+    config = dt.Config(batch_size=16, context_length=4, embed_dim=16, num_layers=1,
+                       hidden_sizes=(16,))
+    agent = dt.make_agent(config, envs.make_env("chain", CHAIN).spec)
+    trainer = make_offline_trainer(agent, dataset.transitions, 3, evaluate=lambda carry: None,
+                                   stream=True)
+    carry, metrics = trainer.run(trainer.init(jax.random.split(jax.random.key(0), 1)))
+    trainer.close()
+    np.testing.assert_array_equal(np.asarray(metrics["max_return"]), [[5.0] * 3])
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    assert int(np.asarray(carry.iteration)[0]) == 3
 
 
 class HostChain(HostEnvironment):
