@@ -13,6 +13,8 @@ AGENTS: dict[str, tuple[str, str]] = {
             "needs --dataset)"),
     "iql": ("agents.iql", "implicit Q-learning, discrete (Kostrikov et al. 2022; offline, "
             "needs --dataset)"),
+    "bcq": ("agents.bcq", "discrete batch-constrained Q-learning (Fujimoto et al. 2019; offline, "
+            "needs --dataset)"),
     "dt": ("agents.dt", "decision transformer: return-conditioned sequence model (Chen et al. "
            "2021; offline, needs --dataset)"),
     "glow": ("agents.glow", "GLOW: optimism over a confidence set of clipped density-ratio "

@@ -56,7 +56,7 @@ class Config:
     activation: str = "relu"
     """MLP activation: "relu" or "tanh"."""
     cnn: str = "nature"
-    """Torso for image observations: "nature" or "impala"."""
+    """Torso for image observations: "nature", "impala" or "impala-small" (rlkit.nets)."""
 
     def __post_init__(self):
         check_optimiser_fields(self, learning_rate_hint="try 3e-4.")

@@ -186,7 +186,8 @@ class Config:
     activation: str = "relu"
     """MLP activation: "relu" or "tanh"."""
     cnn: str = "nature"
-    """Torso for image observations: "nature" (Mnih et al. 2015) or "impala" (procgen)."""
+    """Torso for image observations: "nature" (Mnih et al. 2015), "impala" (procgen) or
+    "impala-small" (rlkit.nets)."""
     intrinsic: str = "none"
     """Intrinsic reward added to each batch's rewards: none, rnd or rdd (rlkit.intrinsic)."""
     intrinsic_coef: float = 1.0

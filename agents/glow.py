@@ -243,7 +243,7 @@ class Config:
     activation: str = "relu"
     """Neural: MLP activation, "relu" or "tanh"."""
     cnn: str = "nature"
-    """Neural: torso for image observations, "nature" or "impala"."""
+    """Neural: torso for image observations, "nature", "impala" or "impala-small" (rlkit.nets)."""
 
     def __post_init__(self):
         require(self.version in ("exact", "neural"), "version",

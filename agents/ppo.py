@@ -101,7 +101,7 @@ class Config:
     activation: str = "tanh"
     """MLP activation: tanh or relu."""
     cnn: str = "impala"
-    """Torso for image observations: impala or nature."""
+    """Torso for image observations: "impala", "impala-small" or "nature" (rlkit.nets)."""
     intrinsic: str = "none"
     """Intrinsic reward: none, rnd or rdd (rlkit.intrinsic)."""
     intrinsic_coef: float = 1.0

@@ -123,9 +123,9 @@ def _drop_closed_event_loop_noise() -> None:
 
 
 class Checkpointer:
-    """Keeps the newest `max_to_keep` checkpoints of a run under `directory`."""
+    """Keeps the newest `max_to_keep` checkpoints of a run under `directory` (None: all)."""
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+    def __init__(self, directory: str | Path, max_to_keep: int | None = 2):
         self.directory = Path(directory)
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(),
@@ -157,6 +157,10 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The steps of every kept checkpoint, oldest first."""
+        return sorted(self.manager.all_steps())
 
     def restore(self, step: int, like: PyTree, part: str | None = None) -> PyTree:
         """Restore checkpoint `step` into the structure, shapes, dtypes and shardings of `like`.

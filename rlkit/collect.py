@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from rlkit.data.dataset import Dataset
 
 _JAX_NUM_ENVS, _HOST_NUM_ENVS = 64, 8
+CHECKPOINT_POLICIES = ("mixed", "suboptimal")  # behaviours read from a run's kept checkpoints
 _ROLLOUT_BYTES = 1 << 30  # default JAX batches keep their observations under 1 GiB
 
 
@@ -89,16 +90,23 @@ class Options:
     """Collect an offline dataset by rolling out a behaviour policy."""
 
     policy: str
-    """random, optimal (exact optimal policy of a toy MDP), mixture (with --checkpoint), or the
-    directory of a python -m rlkit.train run."""
-    episodes: int
-    """Number of whole episodes to collect."""
+    """random, optimal (exact optimal policy of a toy MDP), mixture, mixed or suboptimal (with
+    --checkpoint), or the directory of a python -m rlkit.train run."""
     out: str
     """Dataset directory to write (must not exist unless --overwrite)."""
     env: str | None = None
     """Environment name (default: the env of the run given as --policy / --checkpoint)."""
+    episodes: int | None = None
+    """Number of whole episodes to collect (or --transitions)."""
+    transitions: int | None = None
+    """Collect exactly this many transitions (or --episodes): whole episodes until there are
+    enough, then the first N rows, the cut episode marked truncated."""
     checkpoint: str | None = None
-    """The expert of --policy mixture: a run directory, or `optimal`."""
+    """The expert of --policy mixture (a run directory, or `optimal`), or the training run of
+    --policy mixed / suboptimal."""
+    target_fraction: float = 0.75
+    """--policy mixed: take the run's kept checkpoint whose evaluated return is nearest this
+    fraction of the final checkpoint's (Mediratta et al. 2024: 0.75)."""
     epsilon: float = 0.0
     """Probability of a uniform random action at each step instead of the expert's."""
     seed: int = 0
@@ -113,14 +121,23 @@ class Options:
     """Show a progress bar."""
 
     def __post_init__(self):
-        _check_numbers(self.episodes, self.epsilon, self.num_envs, self.seed)
+        _check_numbers(self.episodes, self.epsilon, self.num_envs, self.seed, self.transitions)
+        require(0.0 < self.target_fraction <= 1.0, "--target-fraction",
+                f"must lie in (0, 1], got {self.target_fraction}")
 
 
-def _check_numbers(episodes: int, epsilon: float, num_envs: int | None, seed: int) -> None:
+def _check_numbers(episodes: int | None, epsilon: float, num_envs: int | None, seed: int,
+                   transitions: int | None = None) -> None:
     require(isinstance(seed, int) and 0 <= seed < 2**32, "--seed",
             f"must be in [0, 2**32), got {seed}; JAX and numpy seeds are 32-bit")
-    require(isinstance(episodes, int) and episodes >= 1, "--episodes",
+    require((episodes is None) != (transitions is None), "--episodes",
+            "pass either --episodes N (whole episodes) or --transitions N (exactly N rows), "
+            "not both" if episodes is not None else "or --transitions is required, e.g. "
+            "--episodes 100")
+    require(episodes is None or (isinstance(episodes, int) and episodes >= 1), "--episodes",
             f"must be at least 1, got {episodes}")
+    require(transitions is None or (isinstance(transitions, int) and transitions >= 1),
+            "--transitions", f"must be at least 1, got {transitions}")
     require(0.0 <= epsilon <= 1.0, "--epsilon",
             f"is a probability and must lie in [0, 1], got {epsilon}")
     require(num_envs is None or num_envs >= 1, "--num-envs",
@@ -161,9 +178,14 @@ def _expert_source(policy: str, checkpoint: str | None) -> tuple[str | None, str
                 "--policy mixture needs an expert: pass --checkpoint RUN_DIR (a python -m "
                 "rlkit.train run) or --checkpoint optimal")
         return checkpoint, "--checkpoint"
+    if policy in CHECKPOINT_POLICIES:
+        require(checkpoint is not None and checkpoint != "optimal", "--checkpoint",
+                f"--policy {policy} replays the checkpoints of a training run: pass "
+                "--checkpoint RUN_DIR (a python -m rlkit.train run)")
+        return checkpoint, "--checkpoint"
     require(checkpoint is None, "--checkpoint",
-            f"names the expert of --policy mixture and is not used with --policy {policy}; "
-            "drop it, or pass --policy mixture")
+            f"names the expert of --policy mixture, mixed or suboptimal and is not used with "
+            f"--policy {policy}; drop it, or pass one of those")
     if policy == "random":
         return None, "--policy"
     return policy, "--policy"
@@ -220,8 +242,10 @@ def _spec_of(env_name: str, env_config: Any):
 
 
 def _behaviour(policy: str, expert: str | None, flag: str, epsilon: float, env_name: str,
-               env_config: Any, env: Any, spec: Any, experiment: Any) -> Behaviour:
-    """Check the expert against the env (before anything compiles), then load it."""
+               env_config: Any, env: Any, spec: Any, experiment: Any,
+               step: int | None = None) -> Behaviour:
+    """Check the expert against the env (before anything compiles), then load it (checkpoint
+    `step` of a run; None: its newest)."""
     if expert is None:
         return Behaviour("random", None, 1.0)
     mixed = policy == "mixture" or epsilon > 0
@@ -251,8 +275,8 @@ def _behaviour(policy: str, expert: str | None, flag: str, epsilon: float, env_n
             "with these --env-config values; drop the overrides that change the observations")
     from rlkit.train import load_policy
 
-    _, agent, agent_state = load_policy(expert, 0)
-    name = f"{expert} seed 0"
+    _, agent, agent_state = load_policy(expert, 0, step)
+    name = f"{expert} seed 0" + ("" if step is None else f" checkpoint {step}")
     text = f"mixture(epsilon={epsilon:g}) of {name}" if mixed else name
     return Behaviour(text, expert, epsilon, agent=agent, agent_state=agent_state)
 
@@ -344,10 +368,19 @@ class MemoryCheck:
     It must fit in the memory that was available when the collection started.
     """
 
-    def __init__(self, env_name: str, spec: Any, episodes: int):
-        self.env_name, self.episodes = env_name, episodes
+    def __init__(self, env_name: str, spec: Any, episodes: int | None,
+                 transitions: int | None = None):
+        self.env_name, self.episodes, self.transitions = env_name, episodes, transitions
         self.bytes_per_transition = transition_bytes(spec)
         self.available = available_memory()
+        if transitions is not None and self.available is not None:
+            # Known from the start; a last episode may run past it (at most one per env).
+            needed = _COPIES_AT_PEAK * transitions * self.bytes_per_transition
+            fits = int(self.available / (_COPIES_AT_PEAK * self.bytes_per_transition))
+            require(needed <= self.available, "--transitions",
+                    f"{transitions:,} transitions of {env_name} would need about "
+                    f"{_size(needed)} of memory, more than the {_size(self.available)} "
+                    f"available; collect at most {fits:,} per dataset, or free memory")
 
     def __call__(self, episodes_done: int, transitions_done: int) -> None:
         """Check the projection after `episodes_done` whole episodes of `transitions_done` rows.
@@ -356,7 +389,7 @@ class MemoryCheck:
             RlkitError: naming --episodes, the projected size, the available memory and how
                 many episodes would fit.
         """
-        if self.available is None or episodes_done == 0:
+        if self.available is None or episodes_done == 0 or self.episodes is None:
             return
         mean_length = transitions_done / episodes_done
         dataset = self.episodes * mean_length * self.bytes_per_transition
@@ -378,10 +411,12 @@ class MemoryCheck:
 # --------------------------------------------------------------------------------------------
 
 
-def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, seed: int,
-                  progress: Any, check_memory: MemoryCheck):
+def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int | None, num_envs: int,
+                  seed: int, progress: Any, check_memory: MemoryCheck,
+                  transitions: int | None = None):
     """Whole episodes of a JAX env, `num_envs` at a time in one compiled program (the drivers'
-    evaluation scan, `rlkit.loops.on_device.run_episodes`).
+    evaluation scan, `rlkit.loops.on_device.run_episodes`): `episodes` of them, or batches until
+    there are at least `transitions` rows.
 
     Returns:
         (columns, returns): a dict of episode-major numpy arrays [M, ...] (M transitions) and
@@ -426,9 +461,9 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
                                           ("obs", "action", "reward", "terminated", "truncated",
                                            "next_obs")}
     returns: list[np.ndarray] = []
-    transitions = 0
-    for batch in range(math.ceil(episodes / num_envs)):
-        keep = min(num_envs, episodes - batch * num_envs)
+    rows_done, batch = 0, 0
+    while (batch * num_envs < episodes) if episodes is not None else (rows_done < transitions):
+        keep = num_envs if episodes is None else min(num_envs, episodes - batch * num_envs)
         rows = jax.device_get(rollout((policy_state, epsilon), jax.random.fold_in(key, batch)))
         obs_sequence, action, reward, terminated, truncated, valid = (
             np.asarray(x)[:keep] for x in rows[:6]
@@ -446,20 +481,25 @@ def _jax_rollouts(env: Any, behaviour: Behaviour, episodes: int, num_envs: int, 
         parts["truncated"].append(truncated[valid])
         batch_returns = np.where(valid, reward, 0.0).sum(axis=1, dtype=np.float64)
         returns.append(batch_returns)
-        transitions += int(valid.sum())
-        check_memory(batch * num_envs + keep, transitions)
-        progress.advance(keep, {"return": float(np.concatenate(returns).mean())})
+        rows_done += int(valid.sum())
+        check_memory(batch * num_envs + keep, rows_done)
+        progress.advance(keep if episodes is not None else int(valid.sum()),
+                         {"return": float(np.concatenate(returns).mean())})
+        batch += 1
     columns = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     return columns, np.concatenate(returns)
 
 
-def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int,
-                   progress: Any, check_memory: MemoryCheck):
+def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int | None, seed: int,
+                   progress: Any, check_memory: MemoryCheck, transitions: int | None = None):
     """Whole episodes of a `HostEnvironment` (same-step auto-reset), episode-major.
 
     Only the first `episodes` episodes started count: an environment whose finished episode
     was the last one needed goes on stepping (it steps with the others) but is no longer
     recorded. Stopping at the first N episodes to *finish* would favour short episodes.
+    With `transitions` instead, every environment records until the finished episodes hold
+    that many rows (the episodes still running then are dropped). Environments that report
+    their level (procgen's `last_info["level_seed"]`) add a `level_seed` column.
 
     Returns:
         (columns, returns) as `_jax_rollouts`.
@@ -471,14 +511,15 @@ def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int
 
         policy = make_host_policy(behaviour.agent.policy)
     rng = np.random.default_rng(seed)
-    counted = np.arange(num_envs) < episodes  # whose current episode is one of the N
+    counted = np.arange(num_envs) < (num_envs if episodes is None else episodes)  # recorded
     started = int(counted.sum())
     rows: list[list[tuple]] = [[] for _ in range(num_envs)]
     finished: list[dict[str, np.ndarray]] = []
     returns: list[float] = []
-    transitions = 0
+    rows_done = 0
     obs = host_env.reset(seed)
-    while len(finished) < episodes:
+    while (len(finished) < episodes) if episodes is not None else (rows_done < transitions):
+        level_seed = getattr(host_env, "last_info", {}).get("level_seed")
         if behaviour.agent is None:
             probs = np.full((num_envs, num_actions), 1.0 / num_actions)
         else:
@@ -491,9 +532,10 @@ def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int
         step = host_env.step(action)
         for i in np.flatnonzero(counted):
             rows[i].append((obs[i], action[i], step.reward[i], step.terminated[i],
-                            step.truncated[i], step.final_obs[i]))
+                            step.truncated[i], step.final_obs[i],
+                            -1 if level_seed is None else level_seed[i]))
         for i in np.flatnonzero(counted & (step.terminated | step.truncated)):
-            obs_i, action_i, reward_i, terminated_i, truncated_i, next_obs_i = zip(
+            obs_i, action_i, reward_i, terminated_i, truncated_i, next_obs_i, level_i = zip(
                 *rows[i], strict=True)
             finished.append({
                 "obs": np.stack(obs_i), "action": np.asarray(action_i, np.int32),
@@ -501,15 +543,20 @@ def _host_rollouts(host_env: Any, behaviour: Behaviour, episodes: int, seed: int
                 "terminated": np.asarray(terminated_i, bool),
                 "truncated": np.asarray(truncated_i, bool), "next_obs": np.stack(next_obs_i),
             })
+            if level_seed is not None:
+                finished[-1]["level_seed"] = np.asarray(level_i, np.int32)
             returns.append(float(finished[-1]["reward"].sum()))
-            transitions += len(rows[i])
-            check_memory(len(finished), transitions)
+            rows_done += len(rows[i])
+            check_memory(len(finished), rows_done)
             rows[i] = []
-            if started < episodes:
+            if episodes is None or started < episodes:
                 started += 1
             else:
                 counted[i] = False
-            progress.advance(1, {"return": float(np.mean(returns))})
+            progress.advance(1 if episodes is not None else len(obs_i),
+                             {"return": float(np.mean(returns))})
+            if episodes is None and rows_done >= transitions:
+                break
         obs = step.obs
     columns = {name: np.concatenate([episode[name] for episode in finished])
                for name in finished[0]}
@@ -535,40 +582,48 @@ class TablePolicy(NamedTuple):
 
 
 def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | TablePolicy,
-            episodes: int, seed: int, epsilon: float = 0.0,
+            episodes: int | None, seed: int, epsilon: float = 0.0,
             checkpoint: str | os.PathLike | None = None, num_envs: int | None = None,
-            progress: bool = False) -> Dataset:
-    """Roll out a behaviour policy for `episodes` whole episodes into an in-memory dataset.
+            progress: bool = False, transitions: int | None = None,
+            target_fraction: float = 0.75) -> Dataset:
+    """Roll out a behaviour policy for `episodes` whole episodes (or exactly `transitions`
+    rows) into an in-memory dataset.
 
     Args:
         env_name: registry name ("chain", "gym:CartPole-v1", ...); None takes the env of the run
             given as `policy` / `checkpoint`.
         env_config: the env's config dataclass; None takes the run's (same env) or the default.
-        policy: "random", "optimal", "mixture" (expert from `checkpoint`), a run directory, or
-            a `TablePolicy` (envs with an exact model; `env_name` required).
-        episodes: number of whole episodes (>= 1).
+        policy: "random", "optimal", "mixture" (expert from `checkpoint`), "mixed" or
+            "suboptimal" (checkpoints of the run `checkpoint`, see `checkpoint_plan`), a run
+            directory, or a `TablePolicy` (envs with an exact model; `env_name` required).
+        episodes: number of whole episodes (>= 1), or None with `transitions`.
         seed: seeds the environments and the action sampling.
         epsilon: probability of a uniform action at each step instead of the expert's.
-        checkpoint: the expert of "mixture": a run directory or "optimal".
+        checkpoint: the expert of "mixture" (a run directory or "optimal"), the run of "mixed"
+            and "suboptimal".
         num_envs: episodes run side by side (default min(episodes, 64) for JAX envs,
             min(episodes, 8) for host envs).
-        progress: show a progress bar over episodes.
+        progress: show a progress bar over episodes (transitions with `transitions`).
+        transitions: exactly this many rows (`rlkit.data.dataset.first_transitions`: whole
+            episodes, then the cut one marked truncated), or None with `episodes`.
+        target_fraction: for "mixed", the fraction of the final checkpoint's return to aim at.
 
     Returns:
         A `Dataset` (path None) whose transitions are episode-major numpy arrays: obs / next_obs
-        [M, *obs_shape], action [M] int32, reward [M] float32, terminated / truncated [M] bool.
-        Save it with `rlkit.data.dataset.save_dataset(path, dataset.transitions, dataset.info)`.
+        [M, *obs_shape], action [M] int32, reward [M] float32, terminated / truncated [M] bool;
+        `level_seed` [M] int32 for procgen. Save it with `rlkit.data.dataset.save_dataset(path,
+        dataset.transitions, dataset.info, level_seed=dataset.level_seed)`.
 
     Raises:
         RlkitError: for every bad input (named after its CLI flag), before any compilation
             except the loading of a checkpoint; a dataset that will not fit in memory
             (`MemoryCheck`), after the first batch of episodes.
     """
-    from rlkit.data.dataset import Dataset, DatasetInfo
+    from rlkit.data.dataset import Dataset, DatasetInfo, first_transitions
     from rlkit.progress import Progress
     from rlkit.types import Transition
 
-    _check_numbers(episodes, epsilon, num_envs, seed)
+    _check_numbers(episodes, epsilon, num_envs, seed, transitions)
     table_policy = policy if isinstance(policy, TablePolicy) else None
     if table_policy is not None:
         require(env_name is not None, "env_name", "is required with a TablePolicy")
@@ -582,7 +637,8 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | T
     env = None if host else registry.make_env(env_name, env_config)
     spec = _spec_of(env_name, env_config) if host else env.spec
     if num_envs is None:
-        num_envs = min(episodes, _HOST_NUM_ENVS if host else _JAX_NUM_ENVS)
+        wanted = episodes if episodes is not None else transitions
+        num_envs = min(wanted, _HOST_NUM_ENVS if host else _JAX_NUM_ENVS)
         if not host:  # a batch holds [num_envs, T + 1] observations on the device
             obs_bytes = np.dtype(spec.obs_dtype).itemsize * math.prod(spec.obs_shape)
             fits = _ROLLOUT_BYTES // ((spec.max_episode_steps + 1) * obs_bytes)
@@ -592,46 +648,166 @@ def collect(env_name: str | None, env_config: Any, policy: str | os.PathLike | T
     info = DatasetInfo(env_id=env_name, env_params=env_params, obs_shape=tuple(spec.obs_shape),
                        obs_dtype=spec.obs_dtype, num_actions=spec.num_actions,
                        behaviour_policy="pending")
-    behaviour = _behaviour(policy, expert, flag, epsilon, env_name, env_config, env, spec,
-                           experiment)
+    plan = None
+    if policy in CHECKPOINT_POLICIES:
+        plan = checkpoint_plan(checkpoint, policy, target_fraction)
+        behaviours = [_behaviour(policy, expert, flag, epsilon, env_name, env_config, env, spec,
+                                 experiment, step=step) for step in plan.steps]
+    else:
+        behaviours = [_behaviour(policy, expert, flag, epsilon, env_name, env_config, env, spec,
+                                 experiment)]
     if table_policy is not None:
         import jax.numpy as jnp
 
         table = jnp.asarray(table_policy.table, jnp.float32)
-        require(table.shape == behaviour.optimal_table.shape, "TablePolicy.table",
+        require(table.shape == behaviours[0].optimal_table.shape, "TablePolicy.table",
                 f"has shape {table.shape}, the env's model needs "
-                f"{behaviour.optimal_table.shape} ([H, S, A])")
+                f"{behaviours[0].optimal_table.shape} ([H, S, A])")
         text = (f"mixture(epsilon={epsilon:g}) of {table_policy.name}" if epsilon > 0
                 else table_policy.name)
-        behaviour = Behaviour(text, "table", epsilon, optimal_table=table)
+        behaviours = [Behaviour(text, "table", epsilon, optimal_table=table)]
 
-    check_memory = MemoryCheck(env_name, spec, episodes)
-    with Progress(episodes, enabled=progress, description="collecting",
-                  unit="episodes") as bar:
-        if host:
-            host_env = registry.make_host_env(env_name, env_config, num_envs, seed)
-            try:
-                columns, returns = _host_rollouts(host_env, behaviour, episodes, seed, bar,
-                                                  check_memory)
-            finally:
-                host_env.close()
-        else:
-            columns, returns = _jax_rollouts(env, behaviour, episodes, num_envs, seed, bar,
-                                             check_memory)
+    check_memory = MemoryCheck(env_name, spec, episodes, transitions)
+    # Several behaviours (--policy suboptimal) share the amount in order, the first ones
+    # taking the remainder; each part has its own seed.
+    shares = [_share(episodes, len(behaviours), i) for i in range(len(behaviours))]
+    row_shares = [_share(transitions, len(behaviours), i) for i in range(len(behaviours))]
+    parts: list[tuple[dict, np.ndarray]] = []
+    with Progress(episodes or transitions, enabled=progress, description="collecting",
+                  unit="episodes" if episodes is not None else "transitions") as bar:
+        for i, behaviour in enumerate(behaviours):
+            part_seed = seed if i == 0 else _part_seed(seed, i)
+            if host:
+                host_env = registry.make_host_env(env_name, env_config, num_envs, part_seed)
+                try:
+                    part = _host_rollouts(host_env, behaviour, shares[i], part_seed, bar,
+                                          check_memory, row_shares[i])
+                finally:
+                    host_env.close()
+            else:
+                part = _jax_rollouts(env, behaviour, shares[i], num_envs, part_seed, bar,
+                                     check_memory, row_shares[i])
+            if transitions is not None:
+                part = (first_transitions(part[0], row_shares[i]), part[1])
+            parts.append(part)
+    columns = {name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]}
+    returns = np.concatenate([p[1] for p in parts])
     columns["obs"] = columns["obs"].astype(spec.obs_dtype, copy=False)
     columns["next_obs"] = columns["next_obs"].astype(spec.obs_dtype, copy=False)
+    level_seed = columns.pop("level_seed", None)
+    num_episodes = int(np.count_nonzero(columns["terminated"] | columns["truncated"]))
 
+    behaviour = behaviours[0]
     extra: dict[str, Any] = {
-        "seed": seed, "epsilon": behaviour.epsilon, "episodes": episodes, "num_envs": num_envs,
-        "expert": behaviour.expert,
+        "seed": seed, "epsilon": behaviour.epsilon, "episodes": num_episodes,
+        "num_envs": num_envs, "expert": behaviour.expert,
     }
-    if env is not None and env.model is not None:
+    if transitions is not None:
+        extra["transitions"] = transitions
+    if plan is not None:
+        extra.update(plan.extra)
+    if env is not None and env.model is not None and plan is None:
         extra.update(_exact_returns(env, spec, behaviour))
+    text = plan.text if plan is not None else behaviour.text
     info = dataclasses.replace(
-        info, behaviour_policy=behaviour.text, behaviour_return=float(returns.mean()),
+        info, behaviour_policy=text, behaviour_return=float(returns.mean()),
         behaviour_return_std=float(returns.std()), extra=extra)
-    return Dataset(info=info, transitions=Transition(**columns), num_episodes=episodes,
-                   path=None)
+    return Dataset(info=info, transitions=Transition(**columns), num_episodes=num_episodes,
+                   path=None, level_seed=level_seed)
+
+
+def _share(total: int | None, parts: int, index: int) -> int | None:
+    """Part `index` of `total` split over `parts` in order, the first ones one larger."""
+    if total is None:
+        return None
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def _part_seed(seed: int, index: int) -> int:
+    """An unrelated seed for part `index` of a collection (31 bits: procgen's limit)."""
+    return int(np.random.SeedSequence((seed, index)).generate_state(1)[0] >> 1)
+
+
+class CheckpointPlan(NamedTuple):
+    """Which checkpoints of a training run a collection replays (`checkpoint_plan`).
+
+    Attributes:
+        steps: the checkpoints (chunk indices), in order.
+        text: `DatasetInfo.behaviour_policy`.
+        extra: what the metadata's `extra` records about the choice.
+    """
+
+    steps: list[int]
+    text: str
+    extra: dict
+
+
+def kept_checkpoint_returns(run_dir: str) -> dict[int, float]:
+    """{checkpoint step: the evaluated return logged at that chunk (seed 0)} for every kept
+    checkpoint of a run, oldest first.
+
+    The return is metrics.csv's `eval_return` (on procgen the test-level return, as
+    gen_dgrl's `model_{index}_{test return}.pt` names record).
+
+    Raises:
+        RlkitError: a run without a readable metrics.csv row for a kept checkpoint.
+    """
+    from rlkit.checkpoint import Checkpointer
+    from rlkit.runner import MetricsLog
+
+    checkpointer = Checkpointer(Path(run_dir) / "checkpoints")
+    try:
+        steps = checkpointer.all_steps()
+    finally:
+        checkpointer.close()
+    logged = {int(row["chunk"]): float(row["eval_return"])
+              for row in MetricsLog(Path(run_dir) / "metrics.csv").read()
+              if int(row["seed"]) == 0 and row.get("eval_return") not in (None, "")}
+    missing = [step for step in steps if step not in logged]
+    require(not missing, "--checkpoint",
+            f"{run_dir}/metrics.csv has no eval_return of checkpoint(s) {missing[:5]}; pass an "
+            "intact run directory")
+    return {step: logged[step] for step in steps}
+
+
+def checkpoint_plan(run_dir: str, policy: str, target_fraction: float) -> CheckpointPlan:
+    """The checkpoints a `mixed` or `suboptimal` collection replays (Mediratta et al. 2024).
+
+    * `mixed`: the one kept checkpoint whose evaluated return is nearest `target_fraction`
+      times the final checkpoint's (gen_dgrl's `_pick_checkpoint_from_pool`: nearest by
+      absolute difference; ties go to the earlier checkpoint). The paper asks the dataset's
+      mean return to be 75% of the expert's; choosing the checkpoint by its evaluated return
+      is how its code reads that, and the collected mean is recorded to check it.
+    * `suboptimal`: every checkpoint, oldest first, each collecting an equal share: a replay
+      of the whole training run. It needs the run to have kept them all: train it with
+      `--keep-checkpoints 0` (and `--num-logs` as the number of snapshots).
+
+    Raises:
+        RlkitError: a run that did not keep every checkpoint (suboptimal), or without the
+            logged returns of its checkpoints.
+    """
+    returns = kept_checkpoint_returns(run_dir)
+    steps = list(returns)
+    final_step = steps[-1]
+    if policy == "suboptimal":
+        from rlkit.train import load_experiment
+
+        kept = load_experiment(Path(run_dir) / "config.yaml").run.keep_checkpoints
+        require(kept == 0, "--checkpoint",
+                f"{run_dir} kept only its newest {kept} checkpoints, so its training cannot be "
+                "replayed; train it again with --keep-checkpoints 0 (every checkpoint kept)")
+        text = f"suboptimal: {len(steps)} checkpoints of {run_dir} in order (seed 0)"
+        return CheckpointPlan(steps, text, {"checkpoints": steps,
+                                            "checkpoint_returns": list(returns.values())})
+    target = target_fraction * returns[final_step]
+    chosen = min(steps, key=lambda step: abs(returns[step] - target))
+    text = (f"mixed(target_fraction={target_fraction:g}): {run_dir} checkpoint {chosen} "
+            "(seed 0)")
+    return CheckpointPlan([chosen], text, {
+        "target_fraction": target_fraction, "checkpoint": chosen,
+        "checkpoint_return": returns[chosen], "final_checkpoint": final_step,
+        "final_return": returns[final_step], "target_return": target,
+        "kept_checkpoints": steps})
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,7 +834,7 @@ def parse_options(argv: list[str]) -> tuple[Options, Any]:
 
     asks_help = any(arg in ("-h", "--help") for arg in argv)
     if not asks_help:
-        for flag, example in (("--policy", "--policy random"), ("--episodes", "--episodes 100"),
+        for flag, example in (("--policy", "--policy random"),
                               ("--out", "--out data/my-dataset")):
             require(_option_value(argv, flag) is not None, flag, f"is required, e.g. {example}")
     env_flag, policy = _option_value(argv, "--env"), _option_value(argv, "--policy")
@@ -738,6 +914,10 @@ def print_summary(dataset: Dataset, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "import-gen-dgrl":
+        from rlkit.data import gen_dgrl
+
+        return gen_dgrl.main(argv[1:])
     from rlkit.train import _option_value
 
     if not argv or (any(arg in ("-h", "--help") for arg in argv)
@@ -750,11 +930,12 @@ def main(argv: list[str] | None = None) -> int:
         dataset = collect(
             options.env, env_config, options.policy, options.episodes, options.seed,
             epsilon=options.epsilon, checkpoint=options.checkpoint, num_envs=options.num_envs,
-            progress=options.progress)
+            progress=options.progress, transitions=options.transitions,
+            target_fraction=options.target_fraction)
         from rlkit.data.dataset import save_dataset
 
         path = save_dataset(options.out, dataset.transitions, dataset.info,
-                            overwrite=options.overwrite)
+                            overwrite=options.overwrite, level_seed=dataset.level_seed)
     except RlkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -84,7 +84,7 @@ def check_network_fields(config) -> None:
                     for size in sizes),
             "hidden_sizes", f"must be one or more positive ints (layer widths), got {sizes!r}.")
     require_one_of(config.activation, "activation", ("relu", "tanh"))
-    require_one_of(config.cnn, "cnn", ("nature", "impala"))
+    require_one_of(config.cnn, "cnn", ("nature", "impala", "impala-small"))
 
 
 def check_optimiser_fields(config, learning_rate_hint: str, network: bool = True) -> None:

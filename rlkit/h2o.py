@@ -9,12 +9,12 @@ What the paper proves, and for which learners: an offline algorithm whose guaran
 the coverage of the comparator by the mixed data, plus an on-policy term under its own
 occupancy, becomes a sample-efficient hybrid algorithm this way (Alg. 3, Thm F.6). The paper
 shows this for its own offline learners: the clipped density-ratio minimax learner (MABO-style;
-HyGLOW, `agents.glow`), fitted Q-iteration and model-based MLE. It does not for CQL, IQL or BC:
+HyGLOW, `agents.glow`), fitted Q-iteration and model-based MLE. It does not for BCQ, CQL, IQL or BC:
 with those (`--h2o` on the command line) the loop is a heuristic, with no guarantee from the
 paper. The guarantee is on the uniform mixture of the rounds' policies and on cumulative regret,
 which the round driver logs (`cumulative_regret`, `mixture_return`) on envs with an exact model.
 
-`make_h2o_agent` turns any row-fed `OfflineFeed` agent (BC, CQL, IQL; not DT, whose context
+`make_h2o_agent` turns any row-fed `OfflineFeed` agent (BC, BCQ, CQL, IQL; not DT, whose context
 windows H2O's rounds do not make) into a `RoundFeed` agent that
 `rlkit.loops.rounds` runs; on the command line, `--h2o` does it:
 
@@ -70,10 +70,10 @@ def make_h2o_agent(agent: Agent, spec: EnvSpec, *, episodes_per_round: int | Non
             preset (one line naming it).
     """
     require(isinstance(agent.feed, OfflineFeed), "--h2o",
-            f"wraps offline agents (bc, cql, iql); this agent's feed is "
+            f"wraps offline agents (bc, bcq, cql, iql); this agent's feed is "
             f"{type(agent.feed).__name__}")
     require(not agent.feed.context_length, "--h2o",
-            "wraps offline agents that learn from rows (bc, cql, iql); dt learns from context "
+            "wraps offline agents that learn from rows (bc, bcq, cql, iql); dt learns from context "
             "windows of whole episodes, which H2O's rounds do not make; drop --h2o")
     require(preset in PRESETS, "--h2o-preset",
             f"must be 'practical' or 'paper', got {preset!r}")

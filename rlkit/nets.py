@@ -91,11 +91,15 @@ def make_torso(spec: EnvSpec, cnn: str, hidden_sizes: Sequence[int], activation:
 
     Args:
         spec: the environment's spec.
-        cnn: "impala" or "nature", used when observations are images.
+        cnn: used when observations are images: "impala" (channels 16, 32, 32, the procgen
+            paper's), "impala-small" (8, 16, 16: about a quarter of the convolution FLOPs, for
+            CPU smoke runs such as the tiny procgen study; not a paper's network) or "nature".
         hidden_sizes: MLP widths, used otherwise.
         activation: MLP activation.
     """
     if spec.is_image:
+        if cnn == "impala-small":
+            return ImpalaCNN(channels=(8, 16, 16))
         return ImpalaCNN() if cnn == "impala" else NatureCNN()
     return MLP(tuple(hidden_sizes), activation)
 

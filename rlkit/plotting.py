@@ -90,3 +90,56 @@ def plot_curves(rows: list[dict[str, str]], path: Path, title: str,
     with atomic_file(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_generalisation(results: dict[str, dict[str, dict]], path: Path, title: str,
+                        splits: tuple[str, ...] = ("train", "test")) -> None:
+    """The study figure of the procgen generalisation protocol, in the style of Mediratta et al.
+    (2024), Fig. 2: per method, the IQM normalised return on each level split as bars with their
+    95% stratified-bootstrap interval, and the train-minus-test gap beside them.
+
+    Args:
+        results: {method: {split: aggregate, ..., "gap": aggregate}}, each aggregate the dict of
+            `rlkit.stats.aggregate_across_games` ("iqm", "ci95"); a missing split is left blank.
+        path: the PNG to write (atomically).
+        splits: the splits drawn side by side, in this order.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results)
+    fig, (ax_splits, ax_gap) = plt.subplots(
+        1, 2, figsize=(4 + 1.2 * len(methods) * len(splits) / 2 + 3, 3.8),
+        gridspec_kw={"width_ratios": [2, 1]})
+    width = 0.8 / len(splits)
+    for index, split in enumerate(splits):
+        _bars(ax_splits, [results[m].get(split) for m in methods],
+              np.arange(len(methods)) + (index - (len(splits) - 1) / 2) * width, width,
+              f"C{index}", split)
+    _bars(ax_gap, [results[m].get("gap") for m in methods], np.arange(len(methods)), 0.6, "C3",
+          "train - test")
+    for ax, label in ((ax_splits, "IQM normalised return"), (ax_gap, "IQM train-test gap")):
+        ax.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+        ax.axhline(0, color="k", linewidth=0.8)
+    ax_splits.legend(loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _bars(ax, aggregates: list[dict | None], x: np.ndarray, width: float, color: str,
+          label: str) -> None:
+    """Bars of each aggregate's IQM with its CI as an error bar (NaN where absent)."""
+    heights = np.array([math.nan if a is None else a["iqm"] for a in aggregates])
+    low = np.array([math.nan if a is None or a.get("ci95") is None else a["ci95"][0]
+                    for a in aggregates])
+    high = np.array([math.nan if a is None or a.get("ci95") is None else a["ci95"][1]
+                     for a in aggregates])
+    errors = np.nan_to_num(np.stack([heights - low, high - heights]))
+    ax.bar(x, np.nan_to_num(heights), width, yerr=errors, capsize=3, color=color, label=label)

@@ -52,9 +52,11 @@ class RunResult:
 
 
 def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
-                eval_returns: np.ndarray, suboptimality: np.ndarray | None
-                ) -> list[dict[str, Any]]:
-    """One metrics.csv row per seed for a finished chunk; metrics are [S, iterations]."""
+                eval_returns: np.ndarray, suboptimality: np.ndarray | None,
+                eval_figures: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """One metrics.csv row per seed for a finished chunk; metrics are [S, iterations],
+    `eval_figures` more evaluated figures [S] each (procgen's level splits), logged after
+    eval_return."""
     num_seeds = eval_returns.shape[0]
     iteration = (chunk + 1) * trainer.iterations_per_chunk
     # Offline trainers run no training episodes: zero episodes, NaN returns.
@@ -78,6 +80,8 @@ def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
                 "episodes": int(finished[seed]),
                 "eval_return": float(eval_returns[seed]),
             })
+            row.update({name: float(values[seed]) for name, values in
+                        (eval_figures or {}).items()})
         if suboptimality is not None:
             row["suboptimality"] = float(suboptimality[seed])
         for name in sorted(metrics):
@@ -253,21 +257,43 @@ class CompileTimer:
     (Ahead-of-time compilation, `run.lower(carry).compile()`, would time it directly, but calling
     such executables deadlocks intermittently on jaxlib 0.10.2's CPU backend; see
     benchmarks/README.md.)
+
+    Listeners cannot always be removed: `jax.monitoring.unregister_event_duration_listener`
+    exists in jax 0.10 but not in 0.7.1 (the procgen environment), whose
+    private `jax._src.monitoring._unregister_event_duration_listener_by_callback` does the same.
+    Where neither exists the listener stays registered but inert (`active` False after the
+    block), so a finished timer never counts another run's compilation.
     """
 
     def __init__(self):
         self.seconds = 0.0
+        self.active = False
 
     def _on_duration(self, event: str, duration: float, **_) -> None:
-        if event.startswith("/jax/core/compile/"):
+        if self.active and event.startswith("/jax/core/compile/"):
             self.seconds += duration
 
     def __enter__(self) -> CompileTimer:
+        self.active = True
         jax.monitoring.register_event_duration_secs_listener(self._on_duration)
         return self
 
     def __exit__(self, *exc) -> None:
-        jax.monitoring.unregister_event_duration_listener(self._on_duration)
+        self.active = False
+        remove = listener_remover()
+        if remove is not None:
+            remove(self._on_duration)
+
+
+def listener_remover() -> Callable[[Callable], None] | None:
+    """The function that unregisters an event-duration listener in this jax: the public one
+    (jax 0.10), the private one (jax 0.7), or None where there is neither."""
+    remove = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+    if remove is None:
+        from jax._src import monitoring
+
+        remove = getattr(monitoring, "_unregister_event_duration_listener_by_callback", None)
+    return remove
 
 
 @dataclass
@@ -333,6 +359,7 @@ class _Outcome:
     last_chunk: int
     train_seconds: float = 0.0
     diverged: dict[str, Any] | None = None
+    eval_figures: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _run_chunk(trainer: Trainer, carry: Any, timer: CompileTimer) -> tuple[Any, dict, float]:
@@ -344,12 +371,28 @@ def _run_chunk(trainer: Trainer, carry: Any, timer: CompileTimer) -> tuple[Any, 
     return carry, metrics, time.perf_counter() - start - (timer.seconds - compiled_before)
 
 
+def evaluated_figures(trainer: Trainer, carry: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`trainer.evaluate(carry)` as (eval_return [S], more figures {name: [S]}): an evaluator
+    returns either the [S] returns or a dict holding `eval_return` and more figures (the
+    procgen level-split evaluator, `rlkit.loops.host.make_level_split_evaluator`)."""
+    figures = trainer.evaluate(carry)
+    if not isinstance(figures, dict):
+        return np.asarray(jax.device_get(figures), np.float64), {}
+    # In the evaluator's order (jax.device_get of a dict would sort the names).
+    more = {name: np.asarray(jax.device_get(values), np.float64)
+            for name, values in figures.items() if name != "eval_return"}
+    return np.asarray(jax.device_get(figures["eval_return"]), np.float64), more
+
+
 def _evaluate(trainer: Trainer, carry: Any, chunk: int, metrics: dict[str, np.ndarray],
-              optimal_return: float | None) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """The chunk's metrics.csv rows and each seed's evaluated return [S]."""
-    eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)), np.float64)
+              optimal_return: float | None
+              ) -> tuple[list[dict[str, Any]], np.ndarray, dict[str, np.ndarray]]:
+    """The chunk's metrics.csv rows, each seed's evaluated return [S] and the evaluator's
+    other figures ({name: [S]})."""
+    eval_returns, figures = evaluated_figures(trainer, carry)
     suboptimality = None if optimal_return is None else optimal_return - eval_returns
-    return _chunk_rows(chunk, trainer, metrics, eval_returns, suboptimality), eval_returns
+    rows = _chunk_rows(chunk, trainer, metrics, eval_returns, suboptimality, figures)
+    return rows, eval_returns, figures
 
 
 def _divergence(trainer: Trainer, carry: Any, metrics: dict[str, np.ndarray], chunk: int,
@@ -383,16 +426,20 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
     try:  # an error, Ctrl-C or SIGTERM still closes the writer with every chunk logged
         for chunk in range(budget.first_chunk, budget.last_chunk + 1):
             carry, metrics, seconds = _run_chunk(trainer, carry, timer)
-            rows, eval_returns = _evaluate(trainer, carry, chunk, metrics, optimal_return)
+            rows, eval_returns, figures = _evaluate(trainer, carry, chunk, metrics,
+                                                    optimal_return)
             outcome.diverged = _divergence(trainer, carry, metrics, chunk, rows, checkpointer)
             for seed in (outcome.diverged or {}).get("seeds", []):
                 # An evaluation of non-finite parameters means nothing: no figure (NaN, null).
                 eval_returns[seed] = math.nan
-                rows[seed].update({name: math.nan for name in ("eval_return", "suboptimality")
-                                   if name in rows[seed]})
+                for values in figures.values():
+                    values[seed] = math.nan
+                rows[seed].update({name: math.nan for name in ("eval_return", "suboptimality",
+                                                                *figures) if name in rows[seed]})
             log.append(rows)
             _log_tensorboard(writer, rows, budget.unit)
             outcome.carry, outcome.eval_returns, outcome.last_chunk = carry, eval_returns, chunk
+            outcome.eval_figures = figures
             outcome.train_seconds += seconds
             if outcome.diverged:  # not checkpointed: the last checkpoint stays finite
                 break
@@ -445,6 +492,9 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
         "stopped_early": outcome.diverged is None and outcome.last_chunk < budget.num_chunks - 1,
         "diverged": outcome.diverged,
     })
+    for name, values in outcome.eval_figures.items():  # procgen's splits: mean and per seed
+        summary[name] = _nanmean([float(x) for x in values])
+        summary[f"per_seed_{name}"] = [float(x) for x in values]
     if not trainer.episodic:  # no environment, no return: the driver's figures come in
         for name in ("env_steps", "steps_per_second", "final_return", "final_return_iqm",
                      "final_return_ci95", "per_seed"):  # `extras` and `finish`
@@ -474,6 +524,7 @@ def run_training(
     header: dict[str, Any],
     resume: bool = False,
     checkpoint_every: int = 1,
+    keep_checkpoints: int | None = 2,
     optimal_return: float | None = None,
     show_progress: bool = True,
     summary_extras: dict[str, Any] | None = None,
@@ -491,6 +542,7 @@ def run_training(
         header: agent / env names and anything else summary.json should start with.
         resume: continue from the newest checkpoint in run_dir; a finished run is left as it is.
         checkpoint_every: save every this many chunks (and always after the last).
+        keep_checkpoints: keep the newest this many checkpoints (None: every one).
         optimal_return: the exact optimal return, where the env has a model.
         show_progress: draw a rich progress bar.
         summary_extras: more fields for summary.json.
@@ -510,7 +562,7 @@ def run_training(
 
     start_wall = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpointer = Checkpointer(run_dir / "checkpoints")
+    checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=keep_checkpoints)
     units_per_chunk = trainer.iterations_per_chunk * trainer.units_per_iteration
     # The bar shows from the start (compiling init, restoring), not after the first chunk.
     progress = Progress(total=num_chunks * units_per_chunk, enabled=show_progress,
@@ -538,8 +590,7 @@ def run_training(
             if first_chunk >= num_chunks:  # finished, but summary.json was never written
                 print(f"note: {run_dir} is finished; writing its summary from the last "
                       "checkpoint", file=sys.stderr)
-                outcome.eval_returns = np.asarray(jax.device_get(trainer.evaluate(carry)),
-                                                  np.float64)
+                outcome.eval_returns, outcome.eval_figures = evaluated_figures(trainer, carry)
                 outcome.last_chunk = num_chunks - 1
     finally:
         checkpointer.close()

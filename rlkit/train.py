@@ -3,8 +3,8 @@
 [--env-config.FIELD VALUE ...]`, or `python -m rlkit.train --resume RUN_DIR`
 
 Trains an agent on an environment, several seeds side by side, and writes a run directory
-(see `rlkit.runner`). Offline agents (bc, cql, iql, dt) learn from `--dataset` alone and use the
-environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow)
+(see `rlkit.runner`). Offline agents (bc, bcq, cql, iql, dt) learn from `--dataset` alone and use
+the environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow)
 mix the dataset into their online batches, and `--h2o` runs an offline agent inside H2O's rounds.
 With `--dataset`, `--env` and the env's parameters default to the dataset's own.
 `python -m rlkit.train --help` lists the agents and environments;
@@ -65,9 +65,9 @@ class RunOptions:
     total_steps: int | None = None
     """Budget per seed, in the unit of the agent's driver: env steps for online and hybrid
     agents (ppo, dqn, hyq; glow, hyglow and --h2o count the env steps of their rounds),
-    gradient updates for offline agents (bc, cql, iql, dt). Default: the agent's own total_steps,
-    else 100000. A budget that is not a whole number of chunks is cut to one, said at the
-    start."""
+    gradient updates for offline agents (bc, bcq, cql, iql, dt). Default: the agent's own
+    total_steps, else 100000. A budget that is not a whole number of chunks is cut to one, said
+    at the start."""
     run_dir: str | None = None
     """Run directory (default: runs/AGENT-ENV-TIMESTAMP)."""
     num_logs: int = 20
@@ -75,8 +75,21 @@ class RunOptions:
     the nearest count that divides the budget, said at the start when it differs."""
     checkpoint_every: int = 1
     """Save a checkpoint every this many chunks (and always after the last)."""
-    eval_episodes: int = 16
-    """Evaluation episodes per seed, for environments without an exact model."""
+    keep_checkpoints: int = 2
+    """Keep the newest this many checkpoints; 0 keeps every one (needed by python -m
+    rlkit.collect --policy suboptimal, which replays them all, and useful for --policy mixed)."""
+    eval_episodes: int | None = None
+    """Evaluation episodes per seed, for environments without an exact model (default 16).
+    Not for procgen, which is evaluated on its level splits: see --split-episodes."""
+    split_episodes: int = 100
+    """procgen only: evaluation episodes per seed on each of the train, validation and test
+    levels (Mediratta et al. 2024: 100); metrics.csv and summary.json get train_return,
+    validation_return, test_return and their *_normalized_return, and eval_return is the test
+    return."""
+    split_protocol: str = "fixed"
+    """procgen only: where the validation and test levels lie. fixed (the paper's): levels
+    200-249 and 250 and up, whatever the training levels; after-train: the 50 levels after the
+    training levels, then every level after those (see rlkit.procgen)."""
     progress: bool = True
     """Show a progress bar."""
     shard_seeds: bool = True
@@ -91,7 +104,7 @@ class RunOptions:
     """Offline agents: keep the dataset memory-mapped on disk and stream batches to the device
     (for image datasets larger than device memory) instead of loading it whole."""
     h2o: bool = False
-    """Offline agents (bc, cql, iql; not dt): run inside H2O's reduction to hybrid RL, alternating
+    """Offline agents (bc, bcq, cql, iql, dt): run inside H2O's reduction to hybrid RL, alternating
     updates on dataset + online data with rollouts of the policy (--total-steps counts env
     steps)."""
     h2o_episodes_per_round: int | None = None
@@ -122,8 +135,17 @@ class RunOptions:
                 "drop it to run to the end")
         require(self.checkpoint_every >= 1, "--checkpoint-every",
                 f"must be at least 1, got {self.checkpoint_every}")
-        require(self.eval_episodes >= 1, "--eval-episodes",
+        require(self.keep_checkpoints >= 0, "--keep-checkpoints",
+                f"must be at least 0 (0: keep every checkpoint), got {self.keep_checkpoints}")
+        require(self.eval_episodes is None or self.eval_episodes >= 1, "--eval-episodes",
                 f"must be at least 1, got {self.eval_episodes}")
+        require(self.split_episodes >= 1, "--split-episodes",
+                f"must be at least 1, got {self.split_episodes}")
+        from rlkit.procgen import PROTOCOLS
+
+        require(self.split_protocol in PROTOCOLS, "--split-protocol",
+                f"unknown protocol {self.split_protocol!r}; choose fixed (the paper's) or "
+                "after-train")
         if not self.h2o:  # H2O's options would be read by nothing
             for flag, value, default in (
                     ("--h2o-preset", self.h2o_preset, "practical"),
@@ -131,6 +153,62 @@ class RunOptions:
                     ("--h2o-updates-per-round", self.h2o_updates_per_round, 100)):
                 require(value == default, flag, f"has no effect without --h2o; add --h2o to "
                         f"run the offline agent inside H2O, or drop {flag}")
+
+
+    @property
+    def evaluation_episodes(self) -> int:
+        """--eval-episodes, or its default 16."""
+        return 16 if self.eval_episodes is None else self.eval_episodes
+
+
+def is_procgen(env_name: str) -> bool:
+    """Whether `env_name` is a procgen game (evaluated on level splits)."""
+    return env_name.startswith("procgen:")
+
+
+def check_split_options(experiment: Experiment) -> None:
+    """procgen runs are evaluated on level splits (--split-episodes, --split-protocol), other
+    runs on --eval-episodes; a flag the run would not read is refused, and so are impossible
+    splits (before anything is built).
+
+    Raises:
+        RlkitError: --eval-episodes on procgen, a split flag elsewhere, or splits that overlap
+            the training levels (see `rlkit.procgen.level_splits`).
+    """
+    run = experiment.run
+    if is_procgen(experiment.env):
+        require(run.eval_episodes is None, "--eval-episodes",
+                f"{experiment.env} is evaluated on its train, validation and test levels; pass "
+                f"--split-episodes {run.eval_episodes} (episodes per seed and split) instead")
+        from rlkit.procgen import level_splits
+
+        config = experiment.env_config
+        level_splits(config.num_levels, config.start_level, run.split_protocol)
+        return
+    for flag, value, default in (("--split-episodes", run.split_episodes, 100),
+                                 ("--split-protocol", run.split_protocol, "fixed")):
+        require(value == default, flag,
+                f"has no effect on {experiment.env}: level splits exist for procgen games "
+                f"only; drop {flag} (--eval-episodes sets the evaluation episodes)")
+
+
+def host_evaluator(experiment: Experiment, policy_fn: Callable, spec, history=None):
+    """`(evaluate, close)` of a host env: the level-split evaluator for procgen
+    (`rlkit.loops.host.make_level_split_evaluator`), else `make_host_evaluator`; an agent's
+    `HistoryPolicy` (DT), if any, is evaluated instead of `policy_fn`."""
+    from rlkit.loops.host import make_host_evaluator, make_level_split_evaluator
+
+    run = experiment.run
+    if is_procgen(experiment.env):
+        return make_level_split_evaluator(
+            policy_fn, lambda config, num_envs, seed: registry.make_host_env(
+                experiment.env, config, num_envs, seed),
+            experiment.env_config, spec, run.seeds, run.seed, run.split_episodes,
+            run.split_protocol, history=history)
+    return make_host_evaluator(
+        policy_fn, lambda num_envs, seed: registry.make_host_env(
+            experiment.env, experiment.env_config, num_envs, seed),
+        spec, run.seeds, run.seed, run.evaluation_episodes, history=history)
 
 
 @dataclass(frozen=True)
@@ -346,7 +424,7 @@ class Parsed(NamedTuple):
 
 # Run options a resumed run may change: they alter neither shapes nor the chunk schedule.
 RESUMABLE_EDITS = ("run_dir", "stop_after_chunks", "progress", "checkpoint_every",
-                   "deterministic", "shard_seeds")
+                   "keep_checkpoints", "deterministic", "shard_seeds")
 
 
 def _flag_of(path: str) -> str:
@@ -629,7 +707,7 @@ def load_run_dataset(experiment: Experiment, spec, feed):
                             ("--stream-dataset", run.stream_dataset)):
             require(not given, flag,
                     f"{experiment.agent} learns online only and uses no dataset; drop {flag} or "
-                    "use an offline agent (bc, cql, iql, dt) or a hybrid one (hyq, hyglow)")
+                    "use an offline agent (bc, bcq, cql, iql, dt) or a hybrid one (hyq, hyglow)")
         return None
     require(run.dataset is not None, "--dataset",
             f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
@@ -778,6 +856,7 @@ def build(experiment: Experiment) -> Built:
 
     run = experiment.run
     entry = registry.env_entry(experiment.env)
+    check_split_options(experiment)
     agent, spec, env = make_agent(experiment)
     dataset = load_run_dataset(experiment, spec, agent.feed)
     offline = isinstance(agent.feed, OfflineFeed)
@@ -826,7 +905,7 @@ def build(experiment: Experiment) -> Built:
                       file=sys.stderr)
         trainer = make_rounds_trainer(
             agent, env, env.default_params, iterations_per_chunk,
-            num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
+            num_eval_episodes=run.evaluation_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
             dataset=device_dataset)
     elif entry.kind == "host":
         from rlkit.loops.host import make_host_trainer
@@ -835,13 +914,13 @@ def build(experiment: Experiment) -> Built:
             agent, lambda num_envs, seed: registry.make_host_env(
                 experiment.env, experiment.env_config, num_envs, seed),
             num_seeds=run.seeds, seed=run.seed, iterations_per_chunk=iterations_per_chunk,
-            num_eval_episodes=run.eval_episodes, dataset=device_dataset)
+            evaluator=host_evaluator(experiment, agent.policy, spec), dataset=device_dataset)
     else:
         from rlkit.loops.on_device import make_on_device_trainer
 
         trainer = make_on_device_trainer(
             agent, env, env.default_params, iterations_per_chunk,
-            num_eval_episodes=run.eval_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
+            num_eval_episodes=run.evaluation_episodes, mesh=_mesh(run.seeds, run.shard_seeds),
             dataset=device_dataset)
     extras = None
     if dataset is not None:
@@ -962,6 +1041,7 @@ def execute(experiment: Experiment, resume: bool = False, overwrite: bool = Fals
         return run_training(
             built.trainer, num_chunks=built.num_chunks, num_seeds=run.seeds, seed=run.seed,
             run_dir=run_dir, header=header, resume=resume, checkpoint_every=run.checkpoint_every,
+            keep_checkpoints=run.keep_checkpoints or None,
             optimal_return=built.optimal_return, show_progress=run.progress,
             stop_after_chunks=run.stop_after_chunks, summary_extras=built.summary_extras,
             finish=finish)
@@ -1002,10 +1082,11 @@ def round_figures(carry, summary: dict) -> dict:
     return figures
 
 
-def load_policy(run_dir: str | Path, seed_index: int = 0):
+def load_policy(run_dir: str | Path, seed_index: int = 0, step: int | None = None):
     """The trained agent of a run directory: `(experiment, agent, agent_state)` of one seed.
 
-    Restores only the agents' states from the newest readable checkpoint of `run_dir` (an
+    Restores only the agents' states from checkpoint `step` (None: the newest readable
+    checkpoint) of `run_dir` (an
     orbax partial restore into the shapes `agent.init` has, found by tracing it without
     compiling): no trainer is built, no replay buffer is read. Then takes seed `seed_index`'s
     agent state (unbatched), ready for `agent.policy(agent_state, obs)`.
@@ -1038,9 +1119,15 @@ def load_policy(run_dir: str | Path, seed_index: int = 0):
     try:
         require(checkpointer.latest_step() is not None, str(run_dir),
                 "has no checkpoint yet; train it (or --resume it) until one is saved")
-        _, agent_states, skipped = checkpointer.restore_newest_readable(like, part="agent_state")
-        for line in skipped:
-            print(f"warning: {line}; using an older checkpoint", file=sys.stderr)
+        if step is None:
+            _, agent_states, skipped = checkpointer.restore_newest_readable(
+                like, part="agent_state")
+            for line in skipped:
+                print(f"warning: {line}; using an older checkpoint", file=sys.stderr)
+        else:
+            require(step in checkpointer.all_steps(), str(run_dir),
+                    f"keeps no checkpoint {step} (kept: {checkpointer.all_steps()})")
+            agent_states = checkpointer.restore(step, like, part="agent_state")
     finally:
         checkpointer.close()
     require(seed_index not in non_finite_seeds(agent_states), str(run_dir),
@@ -1058,15 +1145,10 @@ def _offline_trainer(experiment: Experiment, agent, dataset, spec, iterations_pe
     entry = registry.env_entry(experiment.env)
     close = lambda: None  # noqa: E731
     if entry.kind == "host":
-        from rlkit.loops.host import make_host_evaluator
-
-        evaluate, close = make_host_evaluator(
-            agent.policy, lambda num_envs, seed: registry.make_host_env(
-                experiment.env, experiment.env_config, num_envs, seed),
-            spec, run.seeds, run.seed, run.eval_episodes, history=agent.history)
+        evaluate, close = host_evaluator(experiment, agent.policy, spec, history=agent.history)
     else:
         env = registry.make_env(experiment.env, experiment.env_config)
-        evaluate = make_jax_evaluator(agent, env, env.default_params, run.eval_episodes)
+        evaluate = make_jax_evaluator(agent, env, env.default_params, run.evaluation_episodes)
     return make_offline_trainer(agent, dataset.transitions, iterations_per_chunk, evaluate,
                                 seed=run.seed, stream=run.stream_dataset, close=close)
 

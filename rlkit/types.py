@@ -265,7 +265,7 @@ class ReplayFeed:
 
 @dataclass(frozen=True)
 class OfflineFeed:
-    """The agent learns from uniform batches of an offline dataset only (BC, CQL, IQL, DT).
+    """The agent learns from uniform batches of an offline dataset only (BC, BCQ, CQL, IQL, DT).
 
     Each driver iteration is one `update` on a `Transition` batch of `batch_size` rows drawn
     with replacement; no environment steps are taken except to evaluate. With

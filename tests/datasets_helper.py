@@ -2,13 +2,15 @@
 
 `rollout` runs a policy table (typically `rlkit.planning.value_iteration(model).policy`, mixed
 with uniform random actions) in the JAX environment itself and records `Transition`s exactly as
-a collector would; `save_toy_dataset` writes optimal and random episodes with `save_dataset`.
-Not a test module: imported by tests/test_hybrid.py and tests/test_offline.py.
+a collector would; `save_toy_dataset` writes optimal and random episodes with `save_dataset`,
+`save_rollouts` any list of rollouts. Not a test module: imported by tests/test_offline.py and
+tests/test_bcq.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -44,13 +46,31 @@ def rollout(env: Environment, table: jax.Array, num_episodes: int, epsilon: floa
         (transitions with numpy leaves [N, ...], episode returns [num_episodes]); only the steps
         before each episode ended are kept.
     """
+    horizon = env.spec.max_episode_steps
+    if table.ndim == 2:
+        table = jnp.broadcast_to(table, (horizon, *table.shape))
+    rows, kept = _episodes(env)(jnp.asarray(table), jnp.float32(epsilon),
+                                jax.random.split(jax.random.key(seed), num_episodes))
+    rows, kept = jax.tree.map(np.asarray, rows), np.asarray(kept)  # [E, H, ...], [E, H]
+    returns = (rows.reward * kept).sum(axis=1)
+    return jax.tree.map(lambda leaf: leaf[kept], rows), returns
+
+
+_EPISODES: dict[int, tuple[Environment, Callable]] = {}
+
+
+def _episodes(env: Environment) -> Callable:
+    """`(table [H, S, A], epsilon, keys [E]) -> (rows [E, H], kept [E, H])` for `env`, jitted
+    once per env object (table and epsilon are arguments, so rollouts of several policies of
+    one env and one episode count share a compile)."""
+    cached = _EPISODES.get(id(env))
+    if cached is not None and cached[0] is env:
+        return cached[1]
     params = env.default_params
     horizon = env.spec.max_episode_steps
     num_actions = env.spec.num_actions
-    if table.ndim == 2:
-        table = jnp.broadcast_to(table, (horizon, *table.shape))
 
-    def episode(key):
+    def episode(table, epsilon, key):
         reset_key, run_key = jax.random.split(key)
         obs, state = env.reset(reset_key, params)
 
@@ -72,10 +92,9 @@ def rollout(env: Environment, table: jax.Array, num_episodes: int, epsilon: floa
                                        jax.random.split(run_key, horizon))
         return rows, kept
 
-    rows, kept = jax.jit(jax.vmap(episode))(jax.random.split(jax.random.key(seed), num_episodes))
-    rows, kept = jax.tree.map(np.asarray, rows), np.asarray(kept)  # [E, H, ...], [E, H]
-    returns = (rows.reward * kept).sum(axis=1)
-    return jax.tree.map(lambda leaf: leaf[kept], rows), returns
+    episodes = jax.jit(jax.vmap(episode, in_axes=(None, None, 0)))
+    _EPISODES[id(env)] = (env, episodes)
+    return episodes
 
 
 def concatenate(*parts: Transition) -> Transition:
@@ -91,21 +110,25 @@ def save_toy_dataset(path: Path, env_name: str, env_config, *, optimal_episodes:
     """
     env = envs.make_env(env_name, env_config)
     table = optimal_table(env)
-    parts, returns = [], []
+    parts = []
     if optimal_episodes:
-        rows, episode_returns = rollout(env, table, optimal_episodes, epsilon, seed)
-        parts.append(rows)
-        returns.append(episode_returns)
+        parts.append(rollout(env, table, optimal_episodes, epsilon, seed))
     if random_episodes:
-        rows, episode_returns = rollout(env, table, random_episodes, 1.0, seed + 1)
-        parts.append(rows)
-        returns.append(episode_returns)
-    returns = np.concatenate(returns)
+        parts.append(rollout(env, table, random_episodes, 1.0, seed + 1))
+    return save_rollouts(path, env_name, env_config, parts,
+                         f"{optimal_episodes} optimal (epsilon={epsilon}) + {random_episodes} "
+                         "random episodes")
+
+
+def save_rollouts(path: Path, env_name: str, env_config,
+                  parts: list[tuple[Transition, np.ndarray]], behaviour_policy: str) -> Path:
+    """Save `rollout` results (transitions, episode returns) of a toy env as one dataset whose
+    metadata names the env and its config, as `rlkit.collect` would."""
+    env = envs.make_env(env_name, env_config)
+    returns = np.concatenate([episode_returns for _, episode_returns in parts])
     info = DatasetInfo(
         env_id=env_name, env_params=dataclasses.asdict(env_config),
         obs_shape=env.spec.obs_shape, obs_dtype=env.spec.obs_dtype,
-        num_actions=env.spec.num_actions,
-        behaviour_policy=f"{optimal_episodes} optimal (epsilon={epsilon}) + {random_episodes} "
-                         "random episodes",
+        num_actions=env.spec.num_actions, behaviour_policy=behaviour_policy,
         behaviour_return=float(returns.mean()), behaviour_return_std=float(returns.std()))
-    return save_dataset(path, concatenate(*parts), info)
+    return save_dataset(path, concatenate(*[rows for rows, _ in parts]), info)

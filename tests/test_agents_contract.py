@@ -179,6 +179,7 @@ def test_every_agent_has_numeric_fields_under_the_sweep():
     assert {"tau", "priority_alpha", "priority_beta", "epsilon_decay_steps"} <= fields["dqn"]
     assert {"cql_alpha", "max_grad_norm"} <= fields["cql"]
     assert {"expectile", "temperature", "max_weight", "tau_target"} <= fields["iql"]
+    assert {"bcq_threshold", "logit_penalty", "eval_epsilon", "tau"} <= fields["bcq"]
     assert {"beta", "kappa", "gamma_0", "weight_learning_rate"} <= fields["glow"]
 
 
@@ -221,11 +222,11 @@ def test_require_one_of_lists_the_choices_and_the_value():
     assert str(error.value) == "mode: must be 'a', 'b' or 'c', got 'x'."
 
 
-@pytest.mark.parametrize("agent_name", ["bc", "cql", "dqn", "iql"])
+@pytest.mark.parametrize("agent_name", ["bc", "bcq", "cql", "dqn", "iql"])
 def test_optimiser_fields_are_checked_with_one_message_each(agent_name):
     """`check_optimiser_fields`: the shared fields of the gradient-trained agents' configs."""
     config_class = registry.agent_module(agent_name).Config
-    hint = "try 2.5e-4." if agent_name == "dqn" else "try 3e-4."
+    hint = {"dqn": "try 2.5e-4.", "bcq": "try 5e-4."}.get(agent_name, "try 3e-4.")
     cases = [
         (dict(learning_rate=0.0), f"learning_rate: must be a finite number in (0, inf), got 0.0; "
                                   f"{hint}"),
@@ -234,7 +235,8 @@ def test_optimiser_fields_are_checked_with_one_message_each(agent_name):
         (dict(max_grad_norm=0.0), "max_grad_norm: must be a finite number in (0, inf), got 0.0; "
                                   "None disables clipping."),
         (dict(activation="gelu"), "activation: must be 'relu' or 'tanh', got 'gelu'."),
-        (dict(cnn="resnet"), "cnn: must be 'nature' or 'impala', got 'resnet'."),
+        (dict(cnn="resnet"),
+         "cnn: must be 'nature', 'impala' or 'impala-small', got 'resnet'."),
     ]
     for overrides, message in cases:
         with pytest.raises(RlkitError) as error:

@@ -328,7 +328,8 @@ def test_image_observations_use_the_cnn_torsos():
     spec = EnvSpec("image", (10, 10, 3), "uint8", 4, 10)
     obs = jax.ShapeDtypeStruct((2, 10, 10, 3), jnp.uint8)
     key = jax.random.key(0)
-    for cnn, layer in (("nature", "NatureCNN"), ("impala", "ImpalaCNN")):
+    for cnn, layer in (("nature", "NatureCNN"), ("impala", "ImpalaCNN"),
+                       ("impala-small", "ImpalaCNN")):
         agent = dqn.make_agent(dqn.Config(**SMALL, cnn=cnn), spec)
         # Shapes only: running conv stacks op by op on a busy CPU costs tens of seconds.
         state = jax.eval_shape(agent.init, key)
@@ -341,6 +342,8 @@ def test_image_observations_use_the_cnn_torsos():
         ]
         assert any("Conv" in path for path in paths), paths
         assert layer == type(make_torso(spec, cnn, (2,), "relu")).__name__
+    assert make_torso(spec, "impala-small", (2,), "relu").channels == (8, 16, 16)
+    assert make_torso(spec, "impala", (2,), "relu").channels == (16, 32, 32)
 
 
 # ------------------------------------------------------------------------------------------

@@ -145,3 +145,196 @@ def test_bad_actions_and_order_are_rejected():
         with pytest.raises(RlkitError, match="actions"):
             env.step(bad)
     env.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The level-split protocol (Mediratta et al. 2024; rlkit.procgen)
+# --------------------------------------------------------------------------------------------
+
+
+def _uniform(agent_state, obs):
+    import jax.numpy as jnp
+
+    return jnp.full((obs.shape[0], 15), 1.0 / 15)
+
+
+def _procgen_env(config, num_envs, seed):
+    return procgen_adapter.make(config, num_envs, seed)
+
+
+@pytest.mark.parametrize("protocol", ["fixed", "after-train"])
+def test_every_evaluated_episode_is_played_in_its_split(protocol):
+    import jax
+
+    from rlkit import procgen as protocol_module
+    from rlkit.loops.common import over_seeds
+    from rlkit.loops.host import run_host_episodes
+
+    config = procgen_adapter.Config(game="starpilot", num_levels=10)
+    splits = protocol_module.level_splits(10, 0, protocol)
+    configs = protocol_module.eval_configs(config, protocol)
+    policy = jax.jit(over_seeds(_uniform))
+    for name in protocol_module.SPLITS:
+        env = _procgen_env(configs[name], 2 * 6, 0)
+        returns, level_seeds = run_host_episodes(policy, np.zeros(2), env, env.spec, 2, 123,
+                                                 np.random.default_rng(0))
+        env.close()
+        assert returns.shape == level_seeds.shape == (2, 6)
+        assert splits[name].contains(level_seeds).all(), (name, level_seeds)
+    assert splits["test"].start_level == (250 if protocol == "fixed" else 60)
+
+
+def test_split_evaluator_reports_six_figures_and_refuses_levels_outside_a_split():
+    from types import SimpleNamespace
+
+    from rlkit.loops.host import make_level_split_evaluator
+
+    config = procgen_adapter.Config(game="starpilot", num_levels=10)
+    spec = _make(num_envs=1, game="starpilot").spec
+    carry = SimpleNamespace(agent_state=np.zeros(2), iteration=np.zeros(2, np.int32))
+    evaluate, close = make_level_split_evaluator(_uniform, _procgen_env, config, spec, 2, 0, 3)
+    figures = evaluate(carry)
+    close()
+    names = [f"{split}_return" for split in ("train", "validation", "test")]
+    assert list(figures) == [*names, *(n.replace("_return", "_normalized_return") for n in names),
+                             "eval_return"]
+    for name in names:
+        assert figures[name].shape == (2,)
+        # starpilot: R_min 2.5, R_max 64.
+        np.testing.assert_allclose(figures[name.replace("_return", "_normalized_return")],
+                                   (figures[name] - 2.5) / 61.5, rtol=1e-6)
+    np.testing.assert_array_equal(figures["eval_return"], figures["test_return"])
+
+    # An env that ignores start_level / num_levels (always the training levels) is caught.
+    def wrong_levels(_, num_envs, seed):
+        return _procgen_env(config, num_envs, seed)
+
+    evaluate, close = make_level_split_evaluator(_uniform, wrong_levels, config, spec, 2, 0, 3)
+    with pytest.raises(RlkitError, match=r"validation evaluation: played level\(s\) .* outside "
+                                         r"its levels 200-249"):
+        evaluate(carry)
+    close()
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    """A tiny PPO run on starpilot (nature CNN, 3 chunks of 32 env steps) keeping every
+    checkpoint, evaluated on 4 episodes per level split."""
+    from rlkit.train import main
+
+    run_dir = tmp_path_factory.mktemp("procgen") / "ppo"
+    assert main(["ppo", "--env", "procgen:starpilot", "--total-steps", "96", "--num-logs", "3",
+                 "--agent.num-envs", "2", "--agent.rollout-length", "16",
+                 "--agent.num-minibatches", "1", "--agent.update-epochs", "1",
+                 "--agent.cnn", "nature", "--split-episodes", "4", "--keep-checkpoints", "0",
+                 "--no-progress", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def _rows(run_dir):
+    import csv
+
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+def test_a_tiny_ppo_run_logs_the_split_returns(ppo_run):
+    import json
+
+    rows = _rows(ppo_run)
+    summary = json.loads((ppo_run / "summary.json").read_text())
+    names = [f"{split}_{kind}" for kind in ("return", "normalized_return")
+             for split in ("train", "validation", "test")]
+    header = list(rows[0])
+    assert header[header.index("eval_return") + 1:][:6] == names
+    for name in names:
+        assert all(np.isfinite(float(row[name])) for row in rows) and name in summary
+        assert summary[f"per_seed_{name}"] == [summary[name]]
+        assert summary[name] == pytest.approx(float(rows[-1][name]))
+    assert all(row["eval_return"] == row["test_return"] for row in rows)
+    assert summary["final_return"] == summary["test_return"]
+    normalized = (summary["train_return"] - 2.5) / 61.5  # starpilot: R_min 2.5, R_max 64
+    assert summary["train_normalized_return"] == pytest.approx(normalized, rel=1e-6)
+    assert sorted(p.name for p in (ppo_run / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "0", "1", "2"]  # --keep-checkpoints 0 kept every one
+
+
+def _episodes_share_one_level(dataset):
+    ends = np.flatnonzero(dataset.transitions.terminated | dataset.transitions.truncated)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    for start, end in zip(starts, ends + 1, strict=True):
+        assert len(set(dataset.level_seed[start:end].tolist())) == 1
+    return len(ends)
+
+
+def test_collected_procgen_datasets_record_their_levels(tmp_path):
+    from rlkit.collect import main
+    from rlkit.data.dataset import load_dataset
+
+    base = ["--env", "procgen:starpilot", "--policy", "random", "--no-progress"]
+    assert main([*base, "--transitions", "150", "--env-config.num-levels", "10",
+                 "--out", str(tmp_path / "ten")]) == 0
+    dataset = load_dataset(tmp_path / "ten")
+    assert len(dataset.transitions.action) == len(dataset.level_seed) == 150
+    assert ((dataset.level_seed >= 0) & (dataset.level_seed < 10)).all()
+    assert _episodes_share_one_level(dataset) >= 2
+    # A single-level dataset (the paper's level 40).
+    assert main([*base, "--episodes", "3", "--env-config.num-levels", "1",
+                 "--env-config.start-level", "40", "--out", str(tmp_path / "one")]) == 0
+    dataset = load_dataset(tmp_path / "one")
+    assert dataset.num_episodes == 3 and (dataset.level_seed == 40).all()
+
+
+def test_mixed_and_suboptimal_datasets_replay_the_runs_checkpoints(ppo_run, tmp_path):
+    from rlkit.collect import collect
+
+    returns = {int(row["chunk"]): float(row["eval_return"]) for row in _rows(ppo_run)}
+    target = 0.75 * returns[2]
+    nearest = min(returns, key=lambda step: abs(returns[step] - target))
+    mixed = collect(None, None, "mixed", None, seed=0, checkpoint=ppo_run, transitions=40)
+    assert mixed.info.extra["checkpoint"] == nearest
+    assert mixed.info.extra["target_return"] == pytest.approx(target)
+    assert len(mixed.transitions.action) == 40 and mixed.level_seed is not None
+
+    replay = collect(None, None, "suboptimal", None, seed=0, checkpoint=ppo_run,
+                     transitions=31)
+    assert replay.info.extra["checkpoints"] == [0, 1, 2]
+    assert len(replay.transitions.action) == 31  # 11 + 10 + 10 rows, in checkpoint order
+    ended = replay.transitions.terminated | replay.transitions.truncated
+    assert ended[10] and ended[20] and ended[30]
+    _episodes_share_one_level(replay)
+
+
+def test_suboptimal_needs_a_run_that_kept_every_checkpoint(ppo_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from rlkit.collect import collect
+
+    copy = tmp_path / "run"
+    shutil.copytree(ppo_run, copy)
+    for path in (copy / "config.yaml", copy / "checkpoints" / "config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        config["run"]["keep_checkpoints"] = 2
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(RlkitError, match="kept only its newest 2 checkpoints.*keep-checkpoints 0"):
+        collect(None, None, "suboptimal", None, seed=0, checkpoint=copy, transitions=10)
+
+
+def test_an_offline_agent_on_procgen_is_evaluated_on_the_splits(tmp_path):
+    import json
+
+    from rlkit.collect import main as collect_main
+    from rlkit.train import main
+
+    data = tmp_path / "data"
+    assert collect_main(["--env", "procgen:starpilot", "--policy", "random", "--no-progress",
+                         "--transitions", "64", "--out", str(data)]) == 0
+    run_dir = tmp_path / "bc"
+    assert main(["bc", "--dataset", str(data), "--total-steps", "2", "--num-logs", "1",
+                 "--agent.batch-size", "8", "--split-episodes", "2", "--no-progress",
+                 "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for split in ("train", "validation", "test"):
+        assert np.isfinite(summary[f"{split}_return"])
+        assert np.isfinite(summary[f"{split}_normalized_return"])

@@ -587,3 +587,48 @@ def test_a_metrics_file_that_is_not_text_is_refused_on_resume(stopped, capfd):
     assert line.startswith(f"error: {stopped / 'metrics.csv'}: is not the CSV text rlkit writes"
                            ), line
     assert line.endswith(f"start the run again with --overwrite --run-dir {stopped}"), line
+
+
+def _compile_event(seconds: float) -> None:
+    import jax
+
+    jax.monitoring.record_event_duration_secs("/jax/core/compile/test_event", seconds)
+
+
+@pytest.mark.parametrize("available", ["public", "private", "neither"])
+def test_compile_timer_counts_inside_its_block_only_on_every_jax(available, monkeypatch):
+    """jax 0.7.1 (the procgen env) has no public unregister: the timer falls back to the
+    private remover, or to an inert listener; either way it counts only inside its block."""
+    import jax
+    from jax._src import monitoring
+
+    public = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+    private = getattr(monitoring, "_unregister_event_duration_listener_by_callback", None)
+    removed: list = []
+    real_remove = public or private
+
+    def remover(callback):
+        removed.append(callback)
+        real_remove(callback)
+
+    monkeypatch.delattr(jax.monitoring, "unregister_event_duration_listener", raising=False)
+    monkeypatch.delattr(monitoring, "_unregister_event_duration_listener_by_callback",
+                        raising=False)
+    if available == "public":
+        monkeypatch.setattr(jax.monitoring, "unregister_event_duration_listener", remover,
+                            raising=False)
+    elif available == "private":
+        monkeypatch.setattr(monitoring, "_unregister_event_duration_listener_by_callback",
+                            remover, raising=False)
+    listeners_before = len(monitoring.get_event_duration_listeners())
+    with runner.CompileTimer() as timer:
+        _compile_event(1.5)
+        jax.monitoring.record_event_duration_secs("/jax/other/event", 10.0)  # not compilation
+    _compile_event(2.0)  # after the block: never counted
+    assert timer.seconds == 1.5
+    registered = len(monitoring.get_event_duration_listeners()) - listeners_before
+    if available == "neither":
+        assert registered == 1 and not removed  # left registered, inert
+        real_remove(timer._on_duration)
+    else:
+        assert registered == 0 and removed == [timer._on_duration]

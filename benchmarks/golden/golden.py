@@ -43,6 +43,9 @@ CASES = {
     "bc-chain": ["bc", "--dataset", "{chain}", "--total-steps", "400"],
     "cql-chain": ["cql", "--dataset", "{chain}", "--total-steps", "400"],
     "iql-chain": ["iql", "--dataset", "{chain}", "--total-steps", "400"],
+    # Target updates every 100 (the default 1000 would never fire in 400 updates).
+    "bcq-chain": ["bcq", "--dataset", "{chain}", "--total-steps", "400",
+                  "--agent.target-update-every", "100"],
     "cql-h2o-lock": ["cql", "--dataset", "{lock}", "--h2o", "--total-steps", "400",
                      "--h2o-updates-per-round", "20"],
     "glow-lock": ["glow", "--env", "combination-lock", "--env-config.horizon", "5",

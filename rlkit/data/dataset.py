@@ -11,6 +11,8 @@ written last::
         terminated.npy    [N] bool, the episode entered a terminal state (do not bootstrap)
         truncated.npy     [N] bool, the episode was cut by a time limit (bootstrap)
         next_obs.npy      [N, *obs_shape] obs_dtype, the true next observation (before any reset)
+        level_seed.npy    [N] int32, optional: the procgen level each transition was played on
+                          (`Dataset.level_seed`; rlkit.procgen checks it against level splits)
 
 `metadata.json` (format version 1)::
 
@@ -76,6 +78,9 @@ FORMAT_NAME = "rlkit-dataset"
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 FIELDS = ("obs", "action", "reward", "terminated", "truncated", "next_obs")
+OPTIONAL_FIELDS = ("level_seed",)
+"""Per-transition [N] int32 arrays a dataset may hold beside the `Transition` fields (older
+readers ignore files they do not know, so they need no new format version)."""
 
 METADATA_CHECKSUM = "metadata_sha256"
 """The metadata key holding `metadata_checksum` of the rest of the metadata."""
@@ -191,12 +196,14 @@ class Dataset(NamedTuple):
             terminated / truncated [N] bool; `extras` is {}.
         num_episodes: number of rows where an episode ended (terminated or truncated).
         path: the dataset directory, or None for a dataset built in memory.
+        level_seed: [N] int32, the procgen level of each transition, or None (other envs).
     """
 
     info: DatasetInfo
     transitions: Transition
     num_episodes: int
     path: Path | None
+    level_seed: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +212,8 @@ class Dataset(NamedTuple):
 
 
 def save_dataset(
-    path: str | Path, transitions: Transition, info: DatasetInfo, *, overwrite: bool = False
+    path: str | Path, transitions: Transition, info: DatasetInfo, *, overwrite: bool = False,
+    level_seed: np.ndarray | None = None,
 ) -> Path:
     """Validate `transitions` against `info` and write them atomically as a dataset directory.
 
@@ -219,6 +227,8 @@ def save_dataset(
         overwrite: replace an existing dataset at `path`. The old one stays readable until the
             new one is complete; if the process dies between the two renames, `path` is absent
             and the old dataset waits at `.<name>.old-...` next to it.
+        level_seed: [N] non-negative ints, the procgen level of each transition (stored as
+            level_seed.npy, int32), or None.
 
     Returns:
         The dataset directory, as a `Path`.
@@ -230,6 +240,15 @@ def save_dataset(
     """
     path = Path(path)
     arrays = _validated_arrays(transitions, info)
+    if level_seed is not None:
+        seeds = np.asarray(level_seed)
+        if (seeds.shape != arrays["action"].shape or seeds.dtype.kind not in "iu"
+                or (seeds.size and (seeds.min() < 0 or seeds.max() >= 2**31))):
+            raise DatasetError(
+                f"level_seed: must be [N] = ({len(arrays['action'])},) ints in [0, 2**31), got "
+                f"shape {seeds.shape} dtype {seeds.dtype}."
+            )
+        arrays["level_seed"] = seeds.astype(np.int32)
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise DatasetError(
@@ -431,7 +450,8 @@ def load_dataset(path: str | Path, *, mmap: bool = False, verify: bool = True) -
         )
 
     arrays = {}
-    for name in FIELDS:
+    present = [name for name in OPTIONAL_FIELDS if name in metadata["files"]]
+    for name in (*FIELDS, *present):
         expected_dtype = _expected_dtype(name, info)
         relative = meta.get(f"files.{name}.path", str)
         shape = tuple(meta.get(f"files.{name}.shape", list))
@@ -508,8 +528,10 @@ def load_dataset(path: str | Path, *, mmap: bool = False, verify: bool = True) -
             f"[0, num_actions) = [0, {info.num_actions}) from {METADATA_FILE}. Fix "
             f"action.num_actions or rewrite the dataset."
         )
+    level_seed = arrays.pop("level_seed", None)
     return Dataset(
-        info=info, transitions=Transition(**arrays), num_episodes=num_episodes, path=path
+        info=info, transitions=Transition(**arrays), num_episodes=num_episodes, path=path,
+        level_seed=level_seed,
     )
 
 
@@ -607,9 +629,37 @@ def _info_from_metadata(meta: _Metadata) -> DatasetInfo:
 
 
 def _expected_dtype(name: str, info: DatasetInfo) -> str:
-    return {"action": "int32", "reward": "float32", "terminated": "bool", "truncated": "bool"}.get(
-        name, info.obs_dtype
-    )
+    return {"action": "int32", "reward": "float32", "terminated": "bool", "truncated": "bool",
+            "level_seed": "int32"}.get(name, info.obs_dtype)
+
+
+def first_transitions(columns: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    """The first `count` rows of episode-major columns, the cut episode marked truncated.
+
+    A dataset of exactly `count` transitions (Mediratta et al. 2024's loader with
+    `capacity_type="transitions"`): when the cut falls inside an episode, its last kept row gets
+    `truncated = True`, so no bootstrapped or n-step target runs past the cut into rows that are
+    not there (its `next_obs` is still the true next observation, so bootstrapping from it is
+    right).
+
+    Args:
+        columns: {field: [M, ...]} with at least `terminated` and `truncated` [M] bool, rows
+            episode-major.
+        count: rows to keep, 1 <= count <= M.
+
+    Returns:
+        {field: [count, ...]} copies of the first rows.
+
+    Raises:
+        RlkitError: `count` outside [1, M].
+    """
+    available = len(columns["terminated"])
+    require(1 <= count <= available, "--transitions",
+            f"asks for {count:,} transitions, but only {available:,} are there")
+    kept = {name: np.array(values[:count]) for name, values in columns.items()}
+    if not (kept["terminated"][-1] or kept["truncated"][-1]):
+        kept["truncated"][-1] = True
+    return kept
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,12 +25,15 @@ each seed took, so the run loop draws progress within a chunk.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rlkit import procgen
+from rlkit.errors import RlkitError
 from rlkit.loops.common import (
     ENV_STEPS,
     Trainer,
@@ -39,6 +42,7 @@ from rlkit.loops.common import (
     over_seeds,
     replay_learn,
 )
+from rlkit.procgen import EPISODES_PER_SPLIT
 from rlkit.types import (
     Agent,
     HistoryPolicy,
@@ -47,6 +51,8 @@ from rlkit.types import (
     PyTree,
     Transition,
 )
+
+_SPLIT_STREAM = 3  # reset seeds of the split evaluations: streams 3, 4, 5 (train, val, test)
 
 
 def reset_seed(seed: int, stream: int, count: int) -> int:
@@ -77,6 +83,7 @@ def make_host_trainer(
     iterations_per_chunk: int,
     num_eval_episodes: int = 8,
     dataset: PyTree = None,
+    evaluator: tuple[Callable, Callable] | None = None,
 ) -> Trainer:
     """Build a `Trainer` for an agent on CPU-stepped environments.
 
@@ -88,6 +95,8 @@ def make_host_trainer(
         iterations_per_chunk: iterations per `run` call.
         num_eval_episodes: evaluation episodes per seed.
         dataset: for hybrid feeds, the offline `Transition` on device (leaves [M, ...]).
+        evaluator: `(evaluate, close)` to use instead of `make_host_evaluator`'s (procgen's
+            level splits: `make_level_split_evaluator`).
 
     Returns:
         The `Trainer`; callbacks registered with its `report_progress` are called with
@@ -196,8 +205,8 @@ def make_host_trainer(
         stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
         return carry, stacked
 
-    evaluate, close_eval = make_host_evaluator(agent.policy, make_env, spec, num_seeds, seed,
-                                               num_eval_episodes)
+    evaluate, close_eval = evaluator or make_host_evaluator(
+        agent.policy, make_env, spec, num_seeds, seed, num_eval_episodes)
 
     def close() -> None:
         env.close()
@@ -223,6 +232,73 @@ def make_host_policy(policy_fn: Callable) -> Callable:
     return jax.jit(policy_fn)
 
 
+def seed_history(history: HistoryPolicy | None, episodes_per_seed: int) -> HistoryPolicy | None:
+    """An agent's `HistoryPolicy` (DT) compiled over seeds for `run_host_episodes`: `init`
+    `(agent_state [S, ...], episodes_per_seed) -> memory [S, E, ...]`, `policy` and `observe`
+    vmapped over the seed axis. None stays None (Markov agents)."""
+    if history is None:
+        return None
+    init = jax.jit(over_seeds(lambda agent_state: history.init(agent_state, episodes_per_seed)))
+
+    def init_memory(agent_state: PyTree, num_envs: int) -> PyTree:
+        assert num_envs == episodes_per_seed, "compiled for another number of episodes"
+        return init(agent_state)
+
+    return HistoryPolicy(init=init_memory, policy=jax.jit(over_seeds(history.policy)),
+                         observe=jax.jit(over_seeds(history.observe)))
+
+
+def run_host_episodes(policy: Callable, agent_state: PyTree, env: HostEnvironment, spec,
+                      num_seeds: int, reset: int, rng: np.random.Generator,
+                      history: HistoryPolicy | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One episode in each of the `env.num_envs = S * E` environments, seed s acting in the
+    slice `[s * E, (s + 1) * E)`; actions sampled from the policy's probabilities.
+
+    Args:
+        policy: compiled `(agent_state [S, ...], obs [S, E, ...]) -> probs [S, E, A]`.
+        agent_state: the seeds' agent states (leading [S] axis).
+        env: the environments (reset here with seed `reset`).
+        spec: the environment's spec (`max_episode_steps` bounds the episodes).
+        num_seeds: S.
+        reset: the reset seed.
+        rng: draws the actions.
+        history: None, or a policy that reads the episode so far (DT), compiled over seeds by
+            `seed_history`: it is run instead of `policy`, told each action and reward.
+
+    Returns:
+        (returns [S, E], level_seeds [S, E] or None): each episode's return, and the level it
+        was played on where the env reports one (procgen's `last_info["level_seed"]` after the
+        reset: each env's first episode is the one counted).
+    """
+    per_seed = env.num_envs // num_seeds
+    obs = env.reset(reset)
+    level_seed = getattr(env, "last_info", {}).get("level_seed")
+    total = np.zeros((env.num_envs,))
+    done = np.zeros_like(total, dtype=bool)
+    memory = None if history is None else history.init(agent_state, per_seed)
+    for _ in range(spec.max_episode_steps):
+        obs = obs.reshape(num_seeds, per_seed, *spec.obs_shape)
+        if history is None:
+            probs = policy(agent_state, obs)
+        else:
+            probs, memory = history.policy(agent_state, memory, obs)
+        probs = np.asarray(probs).reshape(-1, spec.num_actions).astype(np.float64)
+        probs /= probs.sum(axis=1, keepdims=True)
+        action = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
+        step = env.step(action.astype(np.int32))
+        if history is not None:
+            memory = history.observe(memory, action.astype(np.int32).reshape(num_seeds, per_seed),
+                                     step.reward.astype(np.float32).reshape(num_seeds, per_seed))
+        total += np.where(done, 0.0, step.reward)
+        done |= step.terminated | step.truncated
+        obs = step.obs
+        if done.all():
+            break
+    seeds = None if level_seed is None else np.asarray(level_seed).reshape(num_seeds, per_seed)
+    return total.reshape(num_seeds, per_seed), seeds
+
+
 def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], HostEnvironment],
                         spec, num_seeds: int, seed: int, num_eval_episodes: int,
                         history: HistoryPolicy | None = None):
@@ -236,57 +312,101 @@ def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], Host
         seed: base seed of the evaluation environments.
         num_eval_episodes: episodes per seed, one per environment, run in parallel.
         history: the agent's `HistoryPolicy` (DT), or None: given, it is evaluated instead of
-            `policy_fn`, its memory (one episode per environment) kept on the device between
-            steps and told each action and reward.
+            `policy_fn` (`run_host_episodes`).
 
     Returns:
         (evaluate, close): `evaluate(carry) -> [S]` mean returns (the carry needs
         `agent_state` and `iteration`), `close()` releases the environments.
     """
-    if history is None:
-        markov = jax.jit(over_seeds(policy_fn))
-
-        def policy(agent_state, memory, obs):
-            return markov(agent_state, obs), memory
-    else:
-        policy = jax.jit(over_seeds(history.policy))
-        observe = jax.jit(over_seeds(history.observe))
-        init_memory = jax.jit(over_seeds(lambda agent_state: history.init(agent_state,
-                                                                          num_eval_episodes)))
+    policy = jax.jit(over_seeds(policy_fn))
+    compiled_history = seed_history(history, num_eval_episodes)
     eval_env: dict[str, HostEnvironment] = {}
 
     def evaluate(carry) -> np.ndarray:
         """Mean return of one episode in each of `num_eval_episodes` envs per seed."""
         if "env" not in eval_env:
             eval_env["env"] = make_env(num_seeds * num_eval_episodes, reset_seed(seed, 1, 0))
-        eval_envs = eval_env["env"]
         iteration = int(np.asarray(carry.iteration).max())
-        obs = eval_envs.reset(reset_seed(seed, 1, iteration))
-        total = np.zeros((num_seeds * num_eval_episodes,))
-        done = np.zeros_like(total, dtype=bool)
         rng = np.random.default_rng((seed, 2, iteration))  # the policy's sampling, per run seed
-        memory = None if history is None else init_memory(carry.agent_state)
-        for _ in range(spec.max_episode_steps):
-            probs, memory = policy(carry.agent_state, memory,
-                                   obs.reshape(num_seeds, num_eval_episodes, *spec.obs_shape))
-            probs = np.asarray(probs).reshape(-1, spec.num_actions).astype(np.float64)
-            probs /= probs.sum(axis=1, keepdims=True)
-            action = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
-            action = action.astype(np.int32)
-            step = eval_envs.step(action)
-            if history is not None:
-                memory = observe(memory, action.reshape(num_seeds, num_eval_episodes),
-                                 step.reward.astype(np.float32).reshape(num_seeds,
-                                                                        num_eval_episodes))
-            total += np.where(done, 0.0, step.reward)
-            done |= step.terminated | step.truncated
-            obs = step.obs
-            if done.all():
-                break
-        return total.reshape(num_seeds, num_eval_episodes).mean(axis=1)
+        returns, _ = run_host_episodes(policy, carry.agent_state, eval_env["env"], spec,
+                                       num_seeds, reset_seed(seed, 1, iteration), rng,
+                                       history=compiled_history)
+        return returns.mean(axis=1)
 
     def close() -> None:
         if "env" in eval_env:
             eval_env["env"].close()
+
+    return evaluate, close
+
+
+def make_level_split_evaluator(policy_fn: Callable,
+                               make_env: Callable[[Any, int, int], HostEnvironment],
+                               env_config: Any, spec, num_seeds: int, seed: int,
+                               num_episodes: int = EPISODES_PER_SPLIT,
+                               protocol: str = "fixed", history: HistoryPolicy | None = None):
+    """Evaluate each seed's policy on procgen's train, validation and test levels (Mediratta et
+    al. 2024, sec. 4; `rlkit.procgen`).
+
+    Every split gets its own `num_seeds * num_episodes` environments, built from
+    `rlkit.procgen.eval_configs(env_config, protocol)`; each plays one episode, and the level
+    it was played on is checked against its split.
+
+    Args:
+        policy_fn: `(agent_state, obs [N, ...]) -> probs [N, A]` (an agent's `policy`).
+        make_env: `(env config, num_envs, seed) -> HostEnvironment` (a procgen env whose
+            `last_info` reports `level_seed`).
+        env_config: the training env config (`envs.procgen_adapter.Config`: game and levels).
+        spec: the environment's spec.
+        num_seeds: seeds side by side (the agent states carry a leading [S] axis).
+        seed: base seed of the evaluation environments.
+        num_episodes: episodes per seed and split (the paper: 100).
+        protocol: "fixed" or "after-train" (see `rlkit.procgen`).
+        history: the agent's `HistoryPolicy` (DT), or None: given, it is evaluated instead of
+            `policy_fn` (`run_host_episodes`).
+
+    Returns:
+        (evaluate, close): `evaluate(carry) -> dict` of [S] arrays: `train_return`,
+        `validation_return`, `test_return`, their `*_normalized_return`s (per-game R_min and
+        R_max), and `eval_return`, the test return (the run's headline figure); `close()`
+        releases the environments.
+
+    Raises:
+        RlkitError: impossible splits (see `rlkit.procgen.level_splits`), when built; an
+            episode played outside its split, when evaluating.
+    """
+    configs = procgen.eval_configs(env_config, protocol)
+    splits = procgen.level_splits(env_config.num_levels, env_config.start_level, protocol)
+    policy = jax.jit(over_seeds(policy_fn))
+    compiled_history = seed_history(history, num_episodes)
+    envs: dict[str, HostEnvironment] = {}
+
+    def evaluate(carry) -> dict[str, np.ndarray]:
+        iteration = int(np.asarray(carry.iteration).max())
+        figures: dict[str, np.ndarray] = {}
+        for index, name in enumerate(procgen.SPLITS):
+            stream = _SPLIT_STREAM + index
+            if name not in envs:
+                envs[name] = make_env(configs[name], num_seeds * num_episodes,
+                                      reset_seed(seed, stream, 0))
+            rng = np.random.default_rng((seed, stream, iteration))
+            returns, level_seeds = run_host_episodes(
+                policy, carry.agent_state, envs[name], spec, num_seeds,
+                reset_seed(seed, stream, iteration), rng, history=compiled_history)
+            if level_seeds is not None and not splits[name].contains(level_seeds).all():
+                outside = level_seeds[~splits[name].contains(level_seeds)]
+                raise RlkitError(f"{name} evaluation: played level(s) {outside[:5].tolist()} "
+                                 f"outside its {splits[name].describe()}; the env does not "
+                                 "honour start_level / num_levels")
+            figures[f"{name}_return"] = returns.mean(axis=1)
+        for name in procgen.SPLITS:  # after the three returns, as metrics.csv lists them
+            figures[f"{name}_normalized_return"] = np.asarray(
+                procgen.normalize(env_config.game, figures[f"{name}_return"]), np.float64)
+        figures["eval_return"] = figures["test_return"]
+        return figures
+
+    def close() -> None:
+        for env in envs.values():
+            env.close()
 
     return evaluate, close

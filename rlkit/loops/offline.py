@@ -1,9 +1,9 @@
 """The offline driver: `update` on dataset batches only, with periodic evaluation in an env.
 
-For agents with an `OfflineFeed` (BC, CQL, IQL, DT). A run is `lax.scan` over updates inside one
-jitted, seed-vmapped chunk, as in the on-device driver; evaluation between chunks runs the policy
-in the environment (exactly through `rlkit.planning` where the env has a model, on device for JAX
-envs, on the CPU for host envs).
+For agents with an `OfflineFeed` (BC, BCQ, CQL, IQL, DT). A run is `lax.scan` over updates
+inside one jitted, seed-vmapped chunk, as in the on-device driver; evaluation between chunks runs
+the policy in the environment (exactly through `rlkit.planning` where the env has a model, on
+device for JAX envs, on the CPU for host envs).
 
 Two ways to feed the data:
 
