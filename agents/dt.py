@@ -126,7 +126,7 @@ class Config:
     activation: str = "relu"
     """MLP activation: "relu" or "tanh"."""
     cnn: str = "impala"
-    """Torso for image observations: "impala" or "nature"."""
+    """Torso for image observations: "impala", "impala-small" or "nature" (rlkit.nets)."""
 
     def __post_init__(self):
         check_optimiser_fields(self, learning_rate_hint="try 5e-4.")
