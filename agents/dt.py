@@ -44,7 +44,8 @@ Evaluation needs the episode so far, so the agent has a `HistoryPolicy` (`Agent.
 memory holds the last K (R_hat, obs, action, timestep) of each environment; `policy` appends the
 current observation with the remaining target and predicts, `observe` records the action and
 subtracts the reward from the target. The drivers' evaluators run it step by step on JAX and host
-environments (never through a model's policy table: the policy is not Markov). `Agent.policy`
+environments, procgen's train / validation / test level splits included (never through a model's
+policy table: the policy is not Markov). `Agent.policy`
 and `act` are the policy of an episode's first step (an empty history).
 
 How it runs: `python -m rlkit.train dt --dataset DIR` (offline driver `rlkit.loops.offline`,

@@ -181,6 +181,8 @@ def test_every_agent_has_numeric_fields_under_the_sweep():
     assert {"expectile", "temperature", "max_weight", "tau_target"} <= fields["iql"]
     assert {"bcq_threshold", "logit_penalty", "eval_epsilon", "tau"} <= fields["bcq"]
     assert {"beta", "kappa", "gamma_0", "weight_learning_rate"} <= fields["glow"]
+    assert {"context_length", "target_return_scale", "return_scale", "weight_decay",
+            "max_grad_norm", "embed_dim", "num_heads"} <= fields["dt"]
 
 
 def test_drivers_pass_act_the_env_steps_taken_before_the_call():
