@@ -4,8 +4,10 @@ A window is the `K` steps of one episode that end at a row `i` of the dataset: r
 `i - K + 1 .. i`, each with its (undiscounted) return-to-go and its step within the episode.
 Windows never cross an episode end: where fewer than `K` steps of the episode lie at or before
 `i` (the first `K - 1` steps of every episode), the window is LEFT-padded and its `mask` is False
-at the padding, as the decision transformer's own data loader pads (Chen et al. 2021, the
-`gym/experiment.py` batch of the official code). Padding holds zeros.
+at the padding, the side the decision transformer's own loader pads (Chen et al. 2021, official
+code `gym/experiment.py`). Padding holds zeros. Reading chosen: that loader draws a window's
+START uniformly and cuts it short at the episode's end; here the END row is drawn, so short
+windows are an episode's first steps, exactly the histories the policy has at evaluation.
 
 Episodes are the runs of rows between `terminated | truncated` flags: the dataset's rows of one
 episode must be contiguous and in order (`episode_index` checks `next_obs[i] == obs[i + 1]`
