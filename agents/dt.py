@@ -108,7 +108,8 @@ class Config:
     max_grad_norm: float | None = 0.1
     """Clip gradients to this global norm; None disables clipping."""
     target_return_scale: float = 5.0
-    """Evaluation target = this x the dataset's best episode return (gen_dgrl's dt_eval_ret)."""
+    """Evaluation target = this x the dataset's best episode return (gen_dgrl's dt_eval_ret);
+    where that return is negative, set target_return instead."""
     target_return: float | None = None
     """An absolute evaluation target return instead (None: use target_return_scale)."""
     return_scale: float = 1.0
