@@ -15,6 +15,8 @@ AGENTS: dict[str, tuple[str, str]] = {
             "needs --dataset)"),
     "bcq": ("agents.bcq", "discrete batch-constrained Q-learning (Fujimoto et al. 2019; offline, "
             "needs --dataset)"),
+    "dt": ("agents.dt", "decision transformer: return-conditioned sequence model (Chen et al. "
+           "2021; offline, needs --dataset)"),
     "glow": ("agents.glow", "GLOW: optimism over a confidence set of clipped density-ratio "
              "residuals (Amortila et al. 2024); exact on locks and DeepSea, or neural"),
     "hyglow": ("agents.glow:HybridConfig", "HyGLOW: H2O with the clipped density-ratio minimax "

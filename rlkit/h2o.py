@@ -14,7 +14,8 @@ with those (`--h2o` on the command line) the loop is a heuristic, with no guaran
 paper. The guarantee is on the uniform mixture of the rounds' policies and on cumulative regret,
 which the round driver logs (`cumulative_regret`, `mixture_return`) on envs with an exact model.
 
-`make_h2o_agent` turns any `OfflineFeed` agent (BC, BCQ, CQL, IQL) into a `RoundFeed` agent that
+`make_h2o_agent` turns any row-fed `OfflineFeed` agent (BC, BCQ, CQL, IQL; not DT, whose context
+windows H2O's rounds do not make) into a `RoundFeed` agent that
 `rlkit.loops.rounds` runs; on the command line, `--h2o` does it:
 
     python -m rlkit.train cql --dataset DIR --h2o                      # practical preset
@@ -65,11 +66,15 @@ def make_h2o_agent(agent: Agent, spec: EnvSpec, *, episodes_per_round: int | Non
         The same functions with a `RoundFeed` that needs a dataset.
 
     Raises:
-        RlkitError: a non-offline agent, a bad count, fraction or preset (one line naming it).
+        RlkitError: a non-offline agent or a sequence one (dt), a bad count, fraction or
+            preset (one line naming it).
     """
     require(isinstance(agent.feed, OfflineFeed), "--h2o",
             f"wraps offline agents (bc, bcq, cql, iql); this agent's feed is "
             f"{type(agent.feed).__name__}")
+    require(not agent.feed.context_length, "--h2o",
+            "wraps offline agents that learn from rows (bc, bcq, cql, iql); dt learns from context "
+            "windows of whole episodes, which H2O's rounds do not make; drop --h2o")
     require(preset in PRESETS, "--h2o-preset",
             f"must be 'practical' or 'paper', got {preset!r}")
     paper = preset == "paper"

@@ -3,8 +3,8 @@
 [--env-config.FIELD VALUE ...]`, or `python -m rlkit.train --resume RUN_DIR`
 
 Trains an agent on an environment, several seeds side by side, and writes a run directory
-(see `rlkit.runner`). Offline agents (bc, bcq, cql, iql) learn from `--dataset` alone and use the
-environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow)
+(see `rlkit.runner`). Offline agents (bc, bcq, cql, iql, dt) learn from `--dataset` alone and use
+the environment only to evaluate (`--total-steps` then counts updates); hybrid agents (hyq, hyglow)
 mix the dataset into their online batches, and `--h2o` runs an offline agent inside H2O's rounds.
 With `--dataset`, `--env` and the env's parameters default to the dataset's own.
 `python -m rlkit.train --help` lists the agents and environments;
@@ -65,9 +65,9 @@ class RunOptions:
     total_steps: int | None = None
     """Budget per seed, in the unit of the agent's driver: env steps for online and hybrid
     agents (ppo, dqn, hyq; glow, hyglow and --h2o count the env steps of their rounds),
-    gradient updates for offline agents (bc, bcq, cql, iql). Default: the agent's own total_steps,
-    else 100000. A budget that is not a whole number of chunks is cut to one, said at the
-    start."""
+    gradient updates for offline agents (bc, bcq, cql, iql, dt). Default: the agent's own
+    total_steps, else 100000. A budget that is not a whole number of chunks is cut to one, said
+    at the start."""
     run_dir: str | None = None
     """Run directory (default: runs/AGENT-ENV-TIMESTAMP)."""
     num_logs: int = 20
@@ -104,7 +104,7 @@ class RunOptions:
     """Offline agents: keep the dataset memory-mapped on disk and stream batches to the device
     (for image datasets larger than device memory) instead of loading it whole."""
     h2o: bool = False
-    """Offline agents (bc, bcq, cql, iql): run inside H2O's reduction to hybrid RL, alternating
+    """Offline agents (bc, bcq, cql, iql, dt): run inside H2O's reduction to hybrid RL, alternating
     updates on dataset + online data with rollouts of the policy (--total-steps counts env
     steps)."""
     h2o_episodes_per_round: int | None = None
@@ -192,9 +192,10 @@ def check_split_options(experiment: Experiment) -> None:
                 f"only; drop {flag} (--eval-episodes sets the evaluation episodes)")
 
 
-def host_evaluator(experiment: Experiment, policy_fn: Callable, spec):
+def host_evaluator(experiment: Experiment, policy_fn: Callable, spec, history=None):
     """`(evaluate, close)` of a host env: the level-split evaluator for procgen
-    (`rlkit.loops.host.make_level_split_evaluator`), else `make_host_evaluator`."""
+    (`rlkit.loops.host.make_level_split_evaluator`), else `make_host_evaluator`; an agent's
+    `HistoryPolicy` (DT), if any, is evaluated instead of `policy_fn`."""
     from rlkit.loops.host import make_host_evaluator, make_level_split_evaluator
 
     run = experiment.run
@@ -203,11 +204,11 @@ def host_evaluator(experiment: Experiment, policy_fn: Callable, spec):
             policy_fn, lambda config, num_envs, seed: registry.make_host_env(
                 experiment.env, config, num_envs, seed),
             experiment.env_config, spec, run.seeds, run.seed, run.split_episodes,
-            run.split_protocol)
+            run.split_protocol, history=history)
     return make_host_evaluator(
         policy_fn, lambda num_envs, seed: registry.make_host_env(
             experiment.env, experiment.env_config, num_envs, seed),
-        spec, run.seeds, run.seed, run.evaluation_episodes)
+        spec, run.seeds, run.seed, run.evaluation_episodes, history=history)
 
 
 @dataclass(frozen=True)
@@ -706,7 +707,7 @@ def load_run_dataset(experiment: Experiment, spec, feed):
                             ("--stream-dataset", run.stream_dataset)):
             require(not given, flag,
                     f"{experiment.agent} learns online only and uses no dataset; drop {flag} or "
-                    "use an offline agent (bc, bcq, cql, iql) or a hybrid one (hyq, hyglow)")
+                    "use an offline agent (bc, bcq, cql, iql, dt) or a hybrid one (hyq, hyglow)")
         return None
     require(run.dataset is not None, "--dataset",
             f"{experiment.agent} learns from a dataset; pass --dataset DIR (make one with "
@@ -1144,7 +1145,7 @@ def _offline_trainer(experiment: Experiment, agent, dataset, spec, iterations_pe
     entry = registry.env_entry(experiment.env)
     close = lambda: None  # noqa: E731
     if entry.kind == "host":
-        evaluate, close = host_evaluator(experiment, agent.policy, spec)
+        evaluate, close = host_evaluator(experiment, agent.policy, spec, history=agent.history)
     else:
         env = registry.make_env(experiment.env, experiment.env_config)
         evaluate = make_jax_evaluator(agent, env, env.default_params, run.evaluation_episodes)

@@ -265,13 +265,18 @@ class ReplayFeed:
 
 @dataclass(frozen=True)
 class OfflineFeed:
-    """The agent learns from uniform batches of an offline dataset only (BC, BCQ, CQL, IQL).
+    """The agent learns from uniform batches of an offline dataset only (BC, BCQ, CQL, IQL, DT).
 
     Each driver iteration is one `update` on a `Transition` batch of `batch_size` rows drawn
-    with replacement; no environment steps are taken except to evaluate.
+    with replacement; no environment steps are taken except to evaluate. With
+    `context_length` K >= 1 (sequence models: the decision transformer) each batch item is
+    instead the window of K steps of one episode ending at the drawn row, leaves [B, K, ...]
+    with the extras `return_to_go`, `timestep`, `mask` and `max_return`
+    (`rlkit.data.sequences`).
     """
 
     batch_size: int
+    context_length: int = 0
 
     @property
     def steps_per_iteration(self) -> int:
@@ -397,6 +402,25 @@ class TextSpec(NamedTuple):
     eos_id: int
 
 
+class HistoryPolicy(NamedTuple):
+    """A reported policy that conditions on the episode so far (the decision transformer), for
+    the evaluators; `Agent.policy` stays the Markov policy of an episode's first step.
+
+    The memory is a pytree of [N, ...] arrays, one row per environment, each row one episode
+    from its start: `init` before the first step, then `policy` (which records `obs`) and
+    `observe` (which records the action taken and the reward received) at every step.
+
+    Attributes:
+        init: `(agent_state, num_envs) -> memory`; `num_envs` is a Python int.
+        policy: `(agent_state, memory, obs [N, *obs_shape]) -> (probs [N, A] float32, memory)`.
+        observe: `(memory, action [N] int32, reward [N] float32) -> memory`.
+    """
+
+    init: Callable[[PyTree, int], PyTree]
+    policy: Callable[[PyTree, PyTree, Array], tuple[Array, PyTree]]
+    observe: Callable[[PyTree, Array, Array], PyTree]
+
+
 class Agent(NamedTuple):
     """The agent contract (ARCHITECTURE.md section 3): pure functions and how to feed them.
 
@@ -415,6 +439,9 @@ class Agent(NamedTuple):
         policy: `(state, obs [N, *obs_shape]) -> probs [N, A]`, the policy evaluated and reported
             (greedy for value-based agents, the learned distribution for policy-gradient agents).
         feed: an `OnPolicyFeed`, `ReplayFeed`, `OfflineFeed` or `RoundFeed`.
+        history: None for Markov agents; a `HistoryPolicy` for agents whose reported policy
+            reads the episode so far (DT): the evaluators then run it, step by step, instead
+            of `policy` (and never evaluate it exactly through a model's policy table).
     """
 
     init: Callable[[PRNGKey], PyTree]
@@ -422,6 +449,7 @@ class Agent(NamedTuple):
     update: Callable[[PyTree, Transition, PRNGKey], tuple[PyTree, Metrics]]
     policy: Callable[[PyTree, Array], Array]
     feed: Feed
+    history: HistoryPolicy | None = None
 
 
 class BanditPairs(NamedTuple):

@@ -30,6 +30,9 @@ def _small_config(name):
                          cnn="nature")
     elif "buffer_size" in fields:
         overrides = dict(num_envs=2, batch_size=8, learning_starts=8, buffer_size=64)
+    elif "context_length" in fields:  # DT: a one-block transformer over 3-step windows
+        overrides = dict(batch_size=8, context_length=3, embed_dim=16, num_layers=1,
+                         hidden_sizes=(16,))
     else:  # offline agents
         overrides = dict(batch_size=8)
     return module, dataclasses.replace(config, **overrides)
@@ -40,6 +43,9 @@ def _batch(agent, spec, key):
     feed = agent.feed
     lead = ((feed.rollout_length, feed.num_envs) if isinstance(feed, OnPolicyFeed)
             else (feed.batch_size,))
+    windows = isinstance(feed, OfflineFeed) and feed.context_length > 0
+    if windows:  # context windows of sequence agents (rlkit.data.sequences)
+        lead = (feed.batch_size, feed.context_length)
     obs_key, action_key, reward_key = jax.random.split(key, 3)
     obs = jax.random.uniform(obs_key, (*lead, *spec.obs_shape), maxval=255).astype(spec.obs_dtype)
     state = agent.init(jax.random.key(0))
@@ -48,6 +54,11 @@ def _batch(agent, spec, key):
     extras = jax.tree.map(lambda x: x.reshape(lead), extras)
     if isinstance(feed, RoundFeed):  # the round driver marks episode starts
         extras = dict(extras, first=jnp.zeros(lead, bool).at[0].set(True))
+    if windows:  # left-padded windows: the first step of each is padding
+        extras = {"return_to_go": jax.random.normal(reward_key, lead),
+                  "timestep": jnp.broadcast_to(jnp.arange(lead[1], dtype=jnp.int32), lead),
+                  "mask": jnp.ones(lead, bool).at[:, 0].set(False),
+                  "max_return": jnp.full(lead[:1], 3.0)}
     return Transition(
         obs=obs, action=jax.random.randint(action_key, lead, 0, spec.num_actions, jnp.int32),
         reward=jax.random.normal(reward_key, lead), terminated=jnp.zeros(lead, bool).at[..., 0]
@@ -170,6 +181,8 @@ def test_every_agent_has_numeric_fields_under_the_sweep():
     assert {"expectile", "temperature", "max_weight", "tau_target"} <= fields["iql"]
     assert {"bcq_threshold", "logit_penalty", "eval_epsilon", "tau"} <= fields["bcq"]
     assert {"beta", "kappa", "gamma_0", "weight_learning_rate"} <= fields["glow"]
+    assert {"context_length", "target_return_scale", "return_scale", "weight_decay",
+            "max_grad_norm", "embed_dim", "num_heads"} <= fields["dt"]
 
 
 def test_drivers_pass_act_the_env_steps_taken_before_the_call():

@@ -691,6 +691,7 @@ def batch_stream(
     *,
     start: int = 0,
     num_seeds: int | None = None,
+    windows: tuple[Any, int] | None = None,
 ) -> Iterator[Transition]:
     """Endless blocks of uniformly sampled batches, read from host memory or a memmap.
 
@@ -713,11 +714,14 @@ def batch_stream(
         seed: seeds the row indices; the same seed yields the same blocks.
         start: the index of the first block (>= 0).
         num_seeds: None, or a leading seed axis of this size (each seed its own rows).
+        windows: None for rows, or `(episode_index, K)`: each batch item is then the context
+            window of K steps ending at the drawn row (`rlkit.data.sequences.gather_windows`,
+            with `episode_index` its numpy `EpisodeIndex`), leaves [..., batch_size, K, ...].
 
     Returns:
         An iterator of numpy `Transition`s with leaves [num_batches, batch_size, ...] (with
-        `num_seeds`, [num_seeds, num_batches, batch_size, ...]) and extras {}. Closing it (or
-        dropping it) stops the background thread.
+        `num_seeds`, [num_seeds, num_batches, batch_size, ...]) and extras {} (the window
+        extras with `windows`). Closing it (or dropping it) stops the background thread.
 
     Raises:
         RlkitError: a size below 1 (or `start` below 0), or a dataset without transitions.
@@ -734,27 +738,24 @@ def batch_stream(
     require(size >= 1, "dataset", "holds no transitions")
     shape = (num_batches, batch_size) if num_seeds is None else (num_seeds, num_batches,
                                                                  batch_size)
-    return _stream(arrays, size, shape, seed, start)
+    return _stream(arrays, size, shape, seed, start, windows)
 
 
 def _stream(arrays: dict, size: int, shape: tuple[int, ...], seed: int,
-            start: int) -> Iterator[Transition]:
+            start: int, windows: tuple[Any, int] | None = None) -> Iterator[Transition]:
     blocks: queue.Queue = queue.Queue()
     # One block is prepared while the caller holds the last one it got: two blocks in host
     # memory at most (an image block can take hundreds of MB).
     ahead = threading.Semaphore(1)
     stop = threading.Event()
 
-    def gather(block_index: int) -> dict:
-        index = np.random.default_rng((seed, block_index)).integers(0, size, shape).reshape(-1)
-        # Sorted reads touch each page of a memmap once and in order.
-        order = np.argsort(index, kind="stable")
-        block = {}
-        for name, array in arrays.items():
-            rows = np.empty((len(index), *array.shape[1:]), array.dtype)
-            rows[order] = array[index[order]]
-            block[name] = rows.reshape(*shape, *array.shape[1:])
-        return block
+    def gather(block_index: int) -> Transition:
+        index = np.random.default_rng((seed, block_index)).integers(0, size, shape)
+        if windows is not None:
+            from rlkit.data.sequences import gather_windows  # it imports this module
+
+            return gather_windows(Transition(**arrays), windows[0], index, windows[1])
+        return Transition(**{name: read_rows(array, index) for name, array in arrays.items()})
 
     def produce() -> None:
         try:
@@ -774,10 +775,34 @@ def _stream(arrays: dict, size: int, shape: tuple[int, ...], seed: int,
             ahead.release()  # the caller trains on this block while the next is gathered
             if isinstance(item, BaseException):
                 raise item
-            yield Transition(**item)
+            yield item
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`array[rows]` for an array or memmap [N, ...] and int rows of any shape, read in sorted
+    row order, so a memmap's pages are touched once each and in order."""
+    flat = rows.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    values = np.empty((len(flat), *array.shape[1:]), array.dtype)
+    values[order] = array[flat[order]]
+    return values.reshape(*rows.shape, *array.shape[1:])
+
+
+def first_break(obs: np.ndarray, next_obs: np.ndarray, ended: np.ndarray,
+                chunk: int = 1 << 14) -> int | None:
+    """The first row i that ends no episode yet has next_obs[i] != obs[i + 1], else None: where a
+    dataset's episodes stop being contiguous (Minari export, context windows). Arrays or memmaps
+    [N, ...], read `chunk` rows at a time; `ended` is [N] bool (terminated | truncated)."""
+    for start in range(0, len(obs) - 1, chunk):
+        stop = min(start + chunk, len(obs) - 1)
+        differs = (next_obs[start:stop] != obs[start + 1 : stop + 1]).reshape(stop - start, -1)
+        broken = np.flatnonzero(differs.any(axis=1) & ~ended[start:stop])
+        if len(broken):
+            return start + int(broken[0])
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from rlkit.data.dataset import (
     DatasetError,
     DatasetInfo,
     _validated_arrays,
+    first_break,
 )
 from rlkit.errors import RlkitError
 from rlkit.types import Transition
@@ -326,7 +327,7 @@ def _episode_buffers(arrays: dict[str, np.ndarray], dataset: Dataset,
     size = len(ended)
     if not stops or stops[-1] != size:
         stops.append(size)  # the trailing partial episode, exported as truncated
-    broken = _first_break(arrays["obs"], arrays["next_obs"], ended)
+    broken = first_break(arrays["obs"], arrays["next_obs"], ended)
     if broken is not None:
         raise DatasetError(
             f"{dataset.path or 'dataset'}: next_obs of row {broken} differs from obs of row "
@@ -348,19 +349,6 @@ def _episode_buffers(arrays: dict[str, np.ndarray], dataset: Dataset,
             truncations=truncated,
         )
         start = stop
-
-
-def _first_break(
-    obs: np.ndarray, next_obs: np.ndarray, ended: np.ndarray, chunk: int = 1 << 14
-) -> int | None:
-    """The first row i that does not end an episode yet next_obs[i] != obs[i + 1], else None."""
-    for start in range(0, len(obs) - 1, chunk):
-        stop = min(start + chunk, len(obs) - 1)
-        differs = (next_obs[start:stop] != obs[start + 1 : stop + 1]).reshape(stop - start, -1)
-        broken = np.flatnonzero(differs.any(axis=1) & ~ended[start:stop])
-        if len(broken):
-            return start + int(broken[0])
-    return None
 
 
 def _bounds(dtype: np.dtype) -> tuple[Any, Any]:

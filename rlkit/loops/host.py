@@ -43,7 +43,14 @@ from rlkit.loops.common import (
     replay_learn,
 )
 from rlkit.procgen import EPISODES_PER_SPLIT
-from rlkit.types import Agent, HostEnvironment, OnPolicyFeed, PyTree, Transition
+from rlkit.types import (
+    Agent,
+    HistoryPolicy,
+    HostEnvironment,
+    OnPolicyFeed,
+    PyTree,
+    Transition,
+)
 
 _SPLIT_STREAM = 3  # reset seeds of the split evaluations: streams 3, 4, 5 (train, val, test)
 
@@ -225,8 +232,25 @@ def make_host_policy(policy_fn: Callable) -> Callable:
     return jax.jit(policy_fn)
 
 
+def seed_history(history: HistoryPolicy | None, episodes_per_seed: int) -> HistoryPolicy | None:
+    """An agent's `HistoryPolicy` (DT) compiled over seeds for `run_host_episodes`: `init`
+    `(agent_state [S, ...], episodes_per_seed) -> memory [S, E, ...]`, `policy` and `observe`
+    vmapped over the seed axis. None stays None (Markov agents)."""
+    if history is None:
+        return None
+    init = jax.jit(over_seeds(lambda agent_state: history.init(agent_state, episodes_per_seed)))
+
+    def init_memory(agent_state: PyTree, num_envs: int) -> PyTree:
+        assert num_envs == episodes_per_seed, "compiled for another number of episodes"
+        return init(agent_state)
+
+    return HistoryPolicy(init=init_memory, policy=jax.jit(over_seeds(history.policy)),
+                         observe=jax.jit(over_seeds(history.observe)))
+
+
 def run_host_episodes(policy: Callable, agent_state: PyTree, env: HostEnvironment, spec,
-                      num_seeds: int, reset: int, rng: np.random.Generator
+                      num_seeds: int, reset: int, rng: np.random.Generator,
+                      history: HistoryPolicy | None = None
                       ) -> tuple[np.ndarray, np.ndarray | None]:
     """One episode in each of the `env.num_envs = S * E` environments, seed s acting in the
     slice `[s * E, (s + 1) * E)`; actions sampled from the policy's probabilities.
@@ -239,6 +263,8 @@ def run_host_episodes(policy: Callable, agent_state: PyTree, env: HostEnvironmen
         num_seeds: S.
         reset: the reset seed.
         rng: draws the actions.
+        history: None, or a policy that reads the episode so far (DT), compiled over seeds by
+            `seed_history`: it is run instead of `policy`, told each action and reward.
 
     Returns:
         (returns [S, E], level_seeds [S, E] or None): each episode's return, and the level it
@@ -250,12 +276,20 @@ def run_host_episodes(policy: Callable, agent_state: PyTree, env: HostEnvironmen
     level_seed = getattr(env, "last_info", {}).get("level_seed")
     total = np.zeros((env.num_envs,))
     done = np.zeros_like(total, dtype=bool)
+    memory = None if history is None else history.init(agent_state, per_seed)
     for _ in range(spec.max_episode_steps):
-        probs = np.asarray(policy(agent_state, obs.reshape(num_seeds, per_seed, *spec.obs_shape)))
-        probs = probs.reshape(-1, spec.num_actions).astype(np.float64)
+        obs = obs.reshape(num_seeds, per_seed, *spec.obs_shape)
+        if history is None:
+            probs = policy(agent_state, obs)
+        else:
+            probs, memory = history.policy(agent_state, memory, obs)
+        probs = np.asarray(probs).reshape(-1, spec.num_actions).astype(np.float64)
         probs /= probs.sum(axis=1, keepdims=True)
         action = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
         step = env.step(action.astype(np.int32))
+        if history is not None:
+            memory = history.observe(memory, action.astype(np.int32).reshape(num_seeds, per_seed),
+                                     step.reward.astype(np.float32).reshape(num_seeds, per_seed))
         total += np.where(done, 0.0, step.reward)
         done |= step.terminated | step.truncated
         obs = step.obs
@@ -266,7 +300,8 @@ def run_host_episodes(policy: Callable, agent_state: PyTree, env: HostEnvironmen
 
 
 def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], HostEnvironment],
-                        spec, num_seeds: int, seed: int, num_eval_episodes: int):
+                        spec, num_seeds: int, seed: int, num_eval_episodes: int,
+                        history: HistoryPolicy | None = None):
     """Evaluate each seed's policy on CPU-stepped environments.
 
     Args:
@@ -276,12 +311,15 @@ def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], Host
         num_seeds: seeds side by side (the agent states carry a leading [S] axis).
         seed: base seed of the evaluation environments.
         num_eval_episodes: episodes per seed, one per environment, run in parallel.
+        history: the agent's `HistoryPolicy` (DT), or None: given, it is evaluated instead of
+            `policy_fn` (`run_host_episodes`).
 
     Returns:
         (evaluate, close): `evaluate(carry) -> [S]` mean returns (the carry needs
         `agent_state` and `iteration`), `close()` releases the environments.
     """
     policy = jax.jit(over_seeds(policy_fn))
+    compiled_history = seed_history(history, num_eval_episodes)
     eval_env: dict[str, HostEnvironment] = {}
 
     def evaluate(carry) -> np.ndarray:
@@ -291,7 +329,8 @@ def make_host_evaluator(policy_fn: Callable, make_env: Callable[[int, int], Host
         iteration = int(np.asarray(carry.iteration).max())
         rng = np.random.default_rng((seed, 2, iteration))  # the policy's sampling, per run seed
         returns, _ = run_host_episodes(policy, carry.agent_state, eval_env["env"], spec,
-                                       num_seeds, reset_seed(seed, 1, iteration), rng)
+                                       num_seeds, reset_seed(seed, 1, iteration), rng,
+                                       history=compiled_history)
         return returns.mean(axis=1)
 
     def close() -> None:
@@ -305,7 +344,7 @@ def make_level_split_evaluator(policy_fn: Callable,
                                make_env: Callable[[Any, int, int], HostEnvironment],
                                env_config: Any, spec, num_seeds: int, seed: int,
                                num_episodes: int = EPISODES_PER_SPLIT,
-                               protocol: str = "fixed"):
+                               protocol: str = "fixed", history: HistoryPolicy | None = None):
     """Evaluate each seed's policy on procgen's train, validation and test levels (Mediratta et
     al. 2024, sec. 4; `rlkit.procgen`).
 
@@ -323,6 +362,8 @@ def make_level_split_evaluator(policy_fn: Callable,
         seed: base seed of the evaluation environments.
         num_episodes: episodes per seed and split (the paper: 100).
         protocol: "fixed" or "after-train" (see `rlkit.procgen`).
+        history: the agent's `HistoryPolicy` (DT), or None: given, it is evaluated instead of
+            `policy_fn` (`run_host_episodes`).
 
     Returns:
         (evaluate, close): `evaluate(carry) -> dict` of [S] arrays: `train_return`,
@@ -337,6 +378,7 @@ def make_level_split_evaluator(policy_fn: Callable,
     configs = procgen.eval_configs(env_config, protocol)
     splits = procgen.level_splits(env_config.num_levels, env_config.start_level, protocol)
     policy = jax.jit(over_seeds(policy_fn))
+    compiled_history = seed_history(history, num_episodes)
     envs: dict[str, HostEnvironment] = {}
 
     def evaluate(carry) -> dict[str, np.ndarray]:
@@ -350,7 +392,7 @@ def make_level_split_evaluator(policy_fn: Callable,
             rng = np.random.default_rng((seed, stream, iteration))
             returns, level_seeds = run_host_episodes(
                 policy, carry.agent_state, envs[name], spec, num_seeds,
-                reset_seed(seed, stream, iteration), rng)
+                reset_seed(seed, stream, iteration), rng, history=compiled_history)
             if level_seeds is not None and not splits[name].contains(level_seeds).all():
                 outside = level_seeds[~splits[name].contains(level_seeds)]
                 raise RlkitError(f"{name} evaluation: played level(s) {outside[:5].tolist()} "

@@ -1,9 +1,9 @@
 """The offline driver: `update` on dataset batches only, with periodic evaluation in an env.
 
-For agents with an `OfflineFeed` (BC, BCQ, CQL, IQL). A run is `lax.scan` over updates inside one
-jitted, seed-vmapped chunk, as in the on-device driver; evaluation between chunks runs the policy
-in the environment (exactly through `rlkit.planning` where the env has a model, on device for JAX
-envs, on the CPU for host envs).
+For agents with an `OfflineFeed` (BC, BCQ, CQL, IQL, DT). A run is `lax.scan` over updates
+inside one jitted, seed-vmapped chunk, as in the on-device driver; evaluation between chunks runs
+the policy in the environment (exactly through `rlkit.planning` where the env has a model, on
+device for JAX envs, on the CPU for host envs).
 
 Two ways to feed the data:
 
@@ -16,6 +16,11 @@ Two ways to feed the data:
   thread prepares the next chunk's block while the device trains on the current one. Block `c`'s
   row indices come from `numpy.random.default_rng((seed, c))`, and a resumed run opens the stream
   at its chunk, so it draws exactly the batches an uninterrupted one would.
+
+Sequence agents (DT: `OfflineFeed.context_length` K >= 1) get batches of context windows
+instead of rows (`rlkit.data.sequences`): the dataset's `EpisodeIndex` is computed once on the
+host (checking that each episode's rows are contiguous), and the same two modes draw windows
+ending at uniformly drawn rows, leaves [B, K, ...].
 
 Each iteration is one update and takes no env steps: the trainer's unit is `UPDATES`, so
 `--total-steps`, progress and curves count updates.
@@ -32,6 +37,7 @@ from flax import struct
 
 from rlkit.data.dataset import batch_stream
 from rlkit.data.hybrid import sample_dataset
+from rlkit.data.sequences import episode_index, sample_windows
 from rlkit.errors import require
 from rlkit.loops.common import UPDATES, BoundRun, Trainer, over_seeds
 from rlkit.types import Agent, PyTree, Transition
@@ -73,12 +79,22 @@ def make_offline_trainer(
     Returns:
         A `Trainer` whose iterations are updates.
     """
-    batch_size = agent.feed.batch_size
+    batch_size, context_length = agent.feed.batch_size, agent.feed.context_length
     transitions = Transition(obs=transitions.obs, action=transitions.action,
                              reward=transitions.reward, terminated=transitions.terminated,
                              truncated=transitions.truncated, next_obs=transitions.next_obs)
     require(int(transitions.action.shape[0]) >= 1, "dataset",
             "holds no transitions; collect at least one episode")
+    index = None
+    if context_length:
+        index = episode_index(transitions.reward, transitions.terminated, transitions.truncated,
+                              transitions.obs, transitions.next_obs)
+
+    def sample(dataset, key: jax.Array) -> Transition:
+        if index is None:
+            return sample_dataset(dataset, key, batch_size)
+        rows, episodes = dataset
+        return sample_windows(rows, episodes, key, batch_size, context_length)
 
     def init_one(key: jax.Array) -> OfflineCarry:
         agent_key, key = jax.random.split(key)
@@ -94,7 +110,7 @@ def make_offline_trainer(
     def run_on_device(carry: OfflineCarry, dataset: Transition):
         def body(carry, _):
             key, sample_key = jax.random.split(carry.key)
-            batch = sample_dataset(dataset, sample_key, batch_size)
+            batch = sample(dataset, sample_key)
             return update_step(carry.replace(key=key), batch)
 
         return jax.lax.scan(body, carry, None, length=iterations_per_chunk)
@@ -103,12 +119,14 @@ def make_offline_trainer(
         return jax.lax.scan(update_step, carry, block)  # block leaves [K, B, ...]
 
     if not stream:
-        device_dataset = jax.device_put(transitions)
+        device_dataset = jax.device_put(transitions if index is None else (transitions, index))
         run = BoundRun(jax.jit(over_seeds(run_on_device, num_shared=1), donate_argnums=0),
                        device_dataset)
     else:
         run_compiled = jax.jit(over_seeds(run_block), donate_argnums=0)
         blocks, next_block = None, None  # the open batch_stream and the (chunk, seeds) it gives
+
+        windows = None if index is None else (index, context_length)
 
         def run(carry: OfflineCarry):
             nonlocal blocks, next_block
@@ -118,7 +136,7 @@ def make_offline_trainer(
             if next_block != (chunk, num_seeds):  # the first chunk, or a resume
                 close_stream()
                 blocks = batch_stream(transitions, batch_size, iterations_per_chunk, seed,
-                                      start=chunk, num_seeds=num_seeds)
+                                      start=chunk, num_seeds=num_seeds, windows=windows)
             block = next(blocks)  # leaves [S, K, B, ...]
             next_block = (chunk + 1, num_seeds)
             return run_compiled(carry, block)
@@ -149,7 +167,8 @@ def make_offline_trainer(
 
 
 def make_jax_evaluator(agent: Agent, env, env_params: Any, num_eval_episodes: int):
-    """`(carry) -> [S]` returns of each seed's policy on a JAX environment (exact with a model)."""
+    """`(carry) -> [S]` returns of each seed's policy on a JAX environment (exact with a model,
+    except for agents with a `history` policy: see `rlkit.loops.on_device.evaluate_policy`)."""
     from rlkit.loops.on_device import evaluate_policy
 
     def evaluate_one(carry) -> jax.Array:

@@ -261,7 +261,8 @@ class EpisodeRows(NamedTuple):
 
 
 def run_episodes(env: Environment, env_params: Any, action_logits: Callable, key: jax.Array,
-                 num_episodes: int) -> EpisodeRows:
+                 num_episodes: int, memory: PyTree = None,
+                 observe: Callable | None = None) -> EpisodeRows:
     """Run `num_episodes` episodes side by side for `max_episode_steps` steps, without auto-reset.
 
     The one evaluation scan: `evaluate_policy` averages its returns, and `make_episode_rollout`
@@ -275,6 +276,9 @@ def run_episodes(env: Environment, env_params: Any, action_logits: Callable, key
             is fine) of the actions at step `t` (an int32 scalar).
         key: consumed whole: split into the reset key and one key per step.
         num_episodes: B, episodes run side by side.
+        memory, observe: for policies that read the episode so far (`HistoryPolicy`): the
+            initial memory (leaves [B, ...]) and `observe(memory, action [B], reward [B]) ->
+            memory`; `action_logits` is then `(obs, env_state, t, memory) -> (logits, memory)`.
 
     Returns:
         The `EpisodeRows`.
@@ -287,23 +291,28 @@ def run_episodes(env: Environment, env_params: Any, action_logits: Callable, key
     num_steps = env.spec.max_episode_steps
 
     def body(carry, inputs):
-        obs, env_state, total, done = carry
+        obs, env_state, total, done, memory = carry
         t, step_key = inputs
         act_key, env_key = jax.random.split(step_key)
-        action = jax.random.categorical(act_key, action_logits(obs, env_state, t))
-        action = action.astype(jnp.int32)
+        if observe is None:
+            logits = action_logits(obs, env_state, t)
+        else:
+            logits, memory = action_logits(obs, env_state, t, memory)
+        action = jax.random.categorical(act_key, logits).astype(jnp.int32)
         next_obs, env_state, reward, terminated, truncated, _ = step(
             jax.random.split(env_key, num_episodes), env_state, action, env_params
         )
+        if observe is not None:
+            memory = observe(memory, action, reward)
         row = (next_obs, action, reward, terminated, truncated, ~done)
         total = total + jnp.where(done, 0.0, reward)
         done = done | terminated | truncated
-        return (next_obs, env_state, total, done), row
+        return (next_obs, env_state, total, done, memory), row
 
     init = (obs, env_state, jnp.zeros((num_episodes,), jnp.float32),
-            jnp.zeros((num_episodes,), bool))
+            jnp.zeros((num_episodes,), bool), memory)
     inputs = (jnp.arange(num_steps), jax.random.split(run_key, num_steps))
-    (_, _, total, _), (next_obs, action, reward, terminated, truncated, valid) = jax.lax.scan(
+    (_, _, total, _, _), (next_obs, action, reward, terminated, truncated, valid) = jax.lax.scan(
         body, init, inputs
     )
     # No auto-reset, so obs_{t+1} is next_obs_t: one [T + 1] sequence holds both.
@@ -358,18 +367,30 @@ def evaluate_policy(agent: Agent, env: Environment, env_params: Any, agent_state
 
     With a model, `rlkit.planning` evaluates the policy table exactly (no sampling noise). Without
     one, `num_episodes` episodes run in parallel for `max_episode_steps` steps (`run_episodes`),
-    with actions sampled from `agent.policy`; rewards after an episode's end are masked.
+    with actions sampled from `agent.policy`; rewards after an episode's end are masked. An
+    agent with a `history` policy (DT) is not Markov, so it always takes the Monte-Carlo path,
+    its memory carried through the episodes.
 
     Returns:
         A float32 scalar.
     """
-    if env.model is not None:
+    if agent.history is None and env.model is not None:
         from rlkit import planning
 
         model = env.model(env_params)
         table = planning.policy_table(agent.policy, agent_state, model)
         return planning.expected_return(model, table, horizon=env.spec.max_episode_steps)
     key = jax.random.fold_in(key, 0x5EED)  # never the key training consumes next
+    if agent.history is not None:
+        history = agent.history
+
+        def history_logits(obs, env_state, t, memory):
+            probs, memory = history.policy(agent_state, memory, obs)
+            return jnp.log(probs + 1e-30), memory
+
+        return run_episodes(env, env_params, history_logits, key, num_episodes,
+                            memory=history.init(agent_state, num_episodes),
+                            observe=history.observe).episode_return.mean()
 
     def action_logits(obs, env_state, t):
         return jnp.log(agent.policy(agent_state, obs) + 1e-30)
