@@ -5,8 +5,8 @@
 # 3 seeds, the IMPALA CNN, 100 evaluation episodes per level split.
 #
 # It does not fit a 15-minute device lease: PPO alone is 4 games x 3 seeds x 25M env steps, and
-# procgen steps on the host CPU (about 10-20k env steps/s per core for the C++ games), so budget
-# on the order of a GPU-day with 16+ CPU cores. Stages are resumable: run the script again after
+# procgen steps on the host CPU; rlkit has measured no GPU figure for it yet (no device long
+# enough was lent), so time the first PPO chunk before committing to the whole study. Stages are resumable: run the script again after
 # an interruption and finished stages are skipped (a run cut mid-way resumes from its checkpoint).
 #
 # Needs: Linux, Python 3.11 or 3.12 (procgen-mirror has no wheel for 3.13), uv, CUDA 12.
@@ -22,6 +22,7 @@ uv sync --frozen --extra procgen --no-group numpy2
 JAX_VERSION=$(.venv-procgen/bin/python -c "import jax; print(jax.__version__)")
 uv pip install --python .venv-procgen/bin/python "jax[cuda12]==${JAX_VERSION}"
 .venv-procgen/bin/python -c "import jax; print('devices:', jax.devices())"
+mkdir -p "$(dirname "$OUT")"
 args=(--config full --out "$OUT" --jobs "$JOBS")
 [ -n "${GAMES:-}" ] && args+=(--games "$GAMES")
 [ -n "${METHODS:-}" ] && args+=(--methods "$METHODS")
