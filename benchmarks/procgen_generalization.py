@@ -78,9 +78,9 @@ class Study:
 
 
 CONFIGS = {
-    "tiny": Study(games=("maze",), seeds=1, ppo_steps=2048, ppo_envs=8, ppo_rollout=64,
-                  ppo_epochs=1, ppo_minibatches=4, cnn="impala-small", transitions=2000,
-                  few_levels=10, offline_updates=40, batch_size=32, split_episodes=4,
+    "tiny": Study(games=("maze",), seeds=1, ppo_steps=1024, ppo_envs=8, ppo_rollout=32,
+                  ppo_epochs=1, ppo_minibatches=4, cnn="impala-small", transitions=1000,
+                  few_levels=10, offline_updates=10, batch_size=16, split_episodes=2,
                   dt_context=4, num_logs=1),
     "reduced": Study(games=("maze", "coinrun"), seeds=2, ppo_steps=200_000, ppo_envs=32,
                      ppo_rollout=128, ppo_epochs=3, ppo_minibatches=8, cnn="impala-small",
