@@ -117,7 +117,7 @@ class Config:
     activation: str = "relu"
     """MLP activation: "relu" or "tanh"."""
     cnn: str = "nature"
-    """Torso for image observations: "nature" or "impala" (the procgen study's)."""
+    """Torso for image observations: "nature", "impala" (the procgen study's) or "impala-small"."""
 
     def __post_init__(self):
         check_optimiser_fields(self, learning_rate_hint="try 5e-4.")
