@@ -162,8 +162,9 @@ def measure_training(flags: list[str], iterations: int) -> dict:
     Returns:
         dict: `env_steps` and `seconds` of the timed chunks, `env_steps_per_s`, `warmup_s` (the
         first chunk, compilation included), `chunk_s` (each timed chunk), and per iteration
-        `env_s`, `act_s`, `update_s` and `other_s` (the driver's bookkeeping after each step),
-        plus their shares of the total.
+        `env_s`, `act_s` (with the driver's per-step bookkeeping), `update_s` and `other_s`
+        (the chunk time the other three do not cover: zero up to rounding, a check that the
+        breakdown accounts for the whole chunk), plus their shares of the total.
     """
     experiment = train.parse_experiment(flags).experiment
     timed_envs: list[TimedEnv] = []
