@@ -30,7 +30,7 @@ of raw. The machine's load average (`os.getloadavg()`) is recorded before and af
 
 Runs in the procgen environment (`.venv-procgen`):
 
-    .venv-procgen/bin/python benchmarks/procgen_throughput.py                  # a few minutes
+    .venv-procgen/bin/python benchmarks/procgen_throughput.py   # ~25 min on 2 shared cores
     .venv-procgen/bin/python benchmarks/procgen_throughput.py --iterations 10 --rollout-length 256
     .venv-procgen/bin/python benchmarks/procgen_throughput.py --cnn impala-small --num-envs 64
 """
