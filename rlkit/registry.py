@@ -89,6 +89,12 @@ def env_entry(name: str):
     return envs.get_env_entry(name)
 
 
+def env_module(name: str) -> ModuleType:
+    """The module that defines env `name`: its config class and constants (e.g. procgen's
+    `NUM_ACTIONS` and `OBS_SHAPE`); a missing optional extra fails when the module is imported."""
+    return importlib.import_module(env_entry(name).module)
+
+
 def env_descriptions() -> dict[str, str]:
     """Env name -> one-line description (families as `family:ID`)."""
     import envs

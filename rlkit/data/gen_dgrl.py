@@ -173,14 +173,14 @@ def import_gen_dgrl(directory: str | Path, game: str, num_levels: int = 200,
         RlkitError: a bad directory, file or level seed (naming the file), too few
             transitions for `transitions`, an unknown game or mode.
     """
-    from envs.procgen_adapter import NUM_ACTIONS, OBS_SHAPE
-    from envs.procgen_adapter import Config as ProcgenConfig
+    from rlkit import registry
     from rlkit.data.dataset import Dataset, DatasetInfo, first_transitions
     from rlkit.procgen import LevelSplit
     from rlkit.types import Transition
 
-    config = ProcgenConfig(game=game, num_levels=num_levels, start_level=start_level,
-                           distribution_mode=distribution_mode)
+    adapter = registry.env_module("procgen:coinrun")  # envs.procgen_adapter
+    config = adapter.Config(game=game, num_levels=num_levels, start_level=start_level,
+                            distribution_mode=distribution_mode)
     require(transitions is None or transitions >= 1, "--transitions",
             f"must be at least 1, got {transitions}")
     levels = LevelSplit("train", start_level, num_levels)
@@ -204,8 +204,8 @@ def import_gen_dgrl(directory: str | Path, game: str, num_levels: int = 200,
     returns = np.array([float(episode["reward"].sum()) for episode in episodes])
     level_seed = columns.pop("level_seed")
     info = DatasetInfo(
-        env_id=f"procgen:{game}", env_params=dataclasses.asdict(config), obs_shape=OBS_SHAPE,
-        obs_dtype="uint8", num_actions=NUM_ACTIONS,
+        env_id=f"procgen:{game}", env_params=dataclasses.asdict(config),
+        obs_shape=adapter.OBS_SHAPE, obs_dtype="uint8", num_actions=adapter.NUM_ACTIONS,
         behaviour_policy=f"gen_dgrl episodes from {Path(directory).name}",
         behaviour_return=float(returns.mean()), behaviour_return_std=float(returns.std()),
         extra={"source": "gen_dgrl", "directory": str(directory), "files": len(episodes),
