@@ -228,7 +228,7 @@ def aggregate(study: Study, out: Path, methods: tuple[str, ...]) -> dict:
         entry["gap"] = gap_across_games(
             {g: r["train_normalized_return"] for g, r in games.items()},
             {g: r["test_normalized_return"] for g, r in games.items()})
-        entry["per_game"] = {g: {k: v for k, v in r.items()} for g, r in games.items()}
+        entry["per_game"] = games
         results[name] = entry
     offline = [m for m in methods if m in OFFLINE_METHODS]
     claims = {

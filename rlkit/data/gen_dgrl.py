@@ -178,7 +178,7 @@ def import_gen_dgrl(directory: str | Path, game: str, num_levels: int = 200,
     from rlkit.procgen import LevelSplit
     from rlkit.types import Transition
 
-    adapter = registry.env_module("procgen:coinrun")  # envs.procgen_adapter
+    adapter = registry.env_module(f"procgen:{game}")  # envs.procgen_adapter
     config = adapter.Config(game=game, num_levels=num_levels, start_level=start_level,
                             distribution_mode=distribution_mode)
     require(transitions is None or transitions >= 1, "--transitions",
