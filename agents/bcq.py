@@ -201,11 +201,12 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
                      opt_state=optimizer.init(params), update_step=jnp.zeros((), jnp.int32))
 
     def loss_fn(params: PyTree, target_params: PyTree, batch: Transition):
-        batch_size = batch.action.shape[0]
         action = batch.action.astype(jnp.int32)
-        q_both, logits_both = network.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))
-        q, q_next_online = q_both[:batch_size], q_both[batch_size:]  # [B, A] each
-        logits, logits_next = logits_both[:batch_size], logits_both[batch_size:]  # [B, A] each
+        q, logits = network.apply(params, batch.obs)  # [B, A] each
+        # At s' the network only picks the allowed double-DQN action (no gradient): stopped
+        # parameters keep the backward pass on the B rows of obs.
+        q_next_online, logits_next = network.apply(jax.lax.stop_gradient(params),
+                                                   batch.next_obs)  # [B, A] each
         allowed_next = allowed_actions(logits_next, config.bcq_threshold)  # [B, A]
         q_next_target, _ = network.apply(target_params, batch.next_obs)  # [B, A]
         # Double DQN whose online argmax only sees the allowed actions; the mask carries no

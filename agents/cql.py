@@ -147,9 +147,10 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
                      opt_state=optimizer.init(params), update_step=jnp.zeros((), jnp.int32))
 
     def loss_fn(params: PyTree, target_params: PyTree, batch: Transition):
-        batch_size = batch.action.shape[0]
-        q_both = network.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))  # [2B, A]
-        q, q_next_online = q_both[:batch_size], q_both[batch_size:]  # [B, A] each
+        q = network.apply(params, batch.obs)  # [B, A]
+        # Stopped parameters: the values at s' only pick the double-DQN action, and a pass over
+        # obs and next_obs together would back-propagate zeros through all 2B rows.
+        q_next_online = network.apply(jax.lax.stop_gradient(params), batch.next_obs)  # [B, A]
         q_next_target = network.apply(target_params, batch.next_obs)  # [B, A]
         td = td_loss(q, batch.action, batch.reward, batch.terminated, q_next_online,
                      q_next_target, config.gamma, double=config.double, loss=config.loss)

@@ -383,11 +383,11 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         return epsilon_greedy(key, q, epsilon(step)), {}
 
     def loss_fn(params: PyTree, target_params: PyTree, batch: Transition):
-        batch_size = batch.action.shape[0]
-        # One forward pass over obs and next_obs together: the online net both fits Q(s, a) and
-        # selects the double-DQN action at s'.
-        q_both = network.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))  # [2B, A]
-        q, q_next_online = q_both[:batch_size], q_both[batch_size:]  # [B, A] each
+        q = network.apply(params, batch.obs)  # [B, A]
+        # The online net's values at s' only select the double-DQN action: a separate forward
+        # pass of stopped parameters, so the backward pass runs over the B rows of obs only (one
+        # pass over obs and next_obs together back-propagates zeros through all 2B rows).
+        q_next_online = network.apply(jax.lax.stop_gradient(params), batch.next_obs)  # [B, A]
         q_next_target = network.apply(target_params, batch.next_obs)  # [B, A]
         # Importance weights (N P(i))^-beta / max_j w_j of prioritised replay, from the driver.
         weight = batch.extras["weight"] if config.prioritised else None  # [B]

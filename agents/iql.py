@@ -152,10 +152,11 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         q_target = jnp.minimum(
             batched_index(q_network.apply(target_q["q1"], batch.obs), action),
             batched_index(q_network.apply(target_q["q2"], batch.obs), action))
-        v_both = value_network.apply(params["value"],
-                                     jnp.concatenate([batch.obs, batch.next_obs]))[:, 0]
-        batch_size = action.shape[0]
-        value, next_value = v_both[:batch_size], v_both[batch_size:]
+        value = value_network.apply(params["value"], batch.obs)[:, 0]  # [B]
+        # V(s') enters the backup as a constant: stopped parameters keep the backward pass on
+        # the B rows of obs (one pass over obs and next_obs would back-propagate zeros too).
+        next_value = value_network.apply(jax.lax.stop_gradient(params["value"]),
+                                         batch.next_obs)[:, 0]  # [B]
         value_loss = expectile_loss(q_target - value, config.expectile).mean()
 
         backup = batch.reward + config.gamma * (1.0 - batch.terminated.astype(jnp.float32)) * (

@@ -245,3 +245,41 @@ def test_optimiser_fields_are_checked_with_one_message_each(agent_name):
             config_class(**overrides)
         assert str(error.value) == message, overrides
     config_class(max_grad_norm=None)  # None disables clipping: accepted
+
+
+def _dot_operand_shapes(jaxpr) -> list[tuple[int, ...]]:
+    """Shapes of every `dot_general` operand in a jaxpr and the jaxprs nested in it (scan and
+    cond bodies, pjit, custom derivatives)."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            shapes += [tuple(v.aval.shape) for v in eqn.invars]
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    shapes += _dot_operand_shapes(inner)
+    return shapes
+
+
+TD_AGENTS = [name for name in sorted(registry.agent_names())
+             if name in {"dqn", "hyq", "cql", "iql", "bcq"}]
+
+
+@pytest.mark.parametrize("agent_name", TD_AGENTS)
+def test_td_updates_back_propagate_over_the_batch_rows_only(agent_name):
+    """The value at s' is a constant of the TD target: no matmul of the update runs over obs and
+    next_obs together (2B rows). One forward pass over both, sliced afterwards, made XLA
+    back-propagate zeros through all 2B rows: DQN ran at 0.76x a reference DQN on the CPU."""
+    assert set(TD_AGENTS) >= {"dqn", "cql", "iql", "bcq"}
+    spec = SPECS["vector"]
+    module, config = _small_config(agent_name)
+    config = dataclasses.replace(config, batch_size=5)  # 2B = 10: no layer is 10 wide
+    agent = module.make_agent(config, spec)
+    state = agent.init(jax.random.key(1))
+    batch = _batch(agent, spec, jax.random.key(3))
+    assert batch.obs.shape[0] == 5
+    shapes = _dot_operand_shapes(
+        jax.make_jaxpr(agent.update)(state, batch, jax.random.key(4)).jaxpr)
+    assert any(shape[:1] == (5,) for shape in shapes)  # the walk sees the batch's matmuls
+    assert not [shape for shape in shapes if shape[:1] == (10,)], shapes
