@@ -141,7 +141,13 @@ from rlkit.errors import (
     require_number,
 )
 from rlkit.nets import TorsoHead, make_torso
-from rlkit.ops import batched_index, clipped_adam, epsilon_greedy, gradient_step
+from rlkit.ops import (
+    batched_index,
+    clipped_adam,
+    epsilon_greedy,
+    gradient_step,
+    target_network_update,
+)
 from rlkit.types import (
     Agent,
     Array,
@@ -593,7 +599,7 @@ def make_neural_agent(config: Config, spec: EnvSpec) -> Agent:
         q_params, q_opt_state, loss, (delta, q, start_value), grad_norm = gradient_step(
             q_optimizer, q_loss, state.q_params, state.q_opt_state)
         update_step = state.update_step + 1
-        target_params = optax.periodic_update(q_params, state.target_params, update_step,
+        target_params = target_network_update(q_params, state.target_params, update_step, 1.0,
                                               config.target_update_every)
         state = NeuralState(q_params=q_params, target_params=target_params,
                             weight_params=weight_params, q_opt_state=q_opt_state,
