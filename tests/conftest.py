@@ -17,8 +17,9 @@ Subprocesses that the tests start inherit the flag through the environment.
 XLA:CPU's legacy (elemental) emitters instead of its fusion emitters
 (`--xla_cpu_use_fusion_emitters=false`) cut the CPU time of compiling and running a test by
 about a quarter on jaxlib 0.10.2 (DQN on the chain plus HyPO's lambda = 0 run, fresh cache:
-user 65-71 s -> 50 s, measured twice each; the suite's wall time: see the report of the commit
-that added it). Same caveat as level 0: the same arithmetic, possibly different last bits; and
+user 65-71 s -> 50 s, measured twice each; the whole default suite, fresh cache, 2 workers:
+user 1762 s -> user + sys 1514 s, a shared machine at load 3-4 for most of the second run).
+Same caveat as level 0: the same arithmetic, possibly different last bits; and
 two different programs that agree bit for bit with the default emitters need not with these
 (tests/test_run_safety.py's progress-callback test, which therefore runs itself in a child
 process with the default emitters). A value already in XLA_FLAGS wins. Measured and not kept
