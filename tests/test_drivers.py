@@ -15,9 +15,16 @@ import pytest
 
 import envs
 from agents import dqn, ppo
-from envs.toy import ChainConfig
+from envs.tabular import Config as TabularConfig
+from envs.toy import ChainConfig, GridWorldConfig
 from rlkit.errors import RlkitError
-from rlkit.loops.common import act_and_step, autoreset_step, make_feed_sampling, track_episodes
+from rlkit.loops.common import (
+    act_and_step,
+    autoreset_step,
+    make_feed_sampling,
+    make_step_envs,
+    track_episodes,
+)
 from rlkit.loops.host import make_host_trainer
 from rlkit.loops.on_device import Carry
 from rlkit.train import main
@@ -47,6 +54,46 @@ def test_autoreset_keeps_the_final_observation_and_resets():
     for obs, _, still_running, final_obs in seen[:-1]:
         assert not bool(still_running)
         np.testing.assert_array_equal(obs, final_obs)  # no reset before the episode ends
+
+
+@pytest.mark.parametrize("name, config", [
+    ("gridworld", GridWorldConfig(rows=3, cols=3, horizon=7, slip=0.5)),  # random steps
+    ("tabular", TabularConfig(num_states=6, num_terminal=2, horizon=9)),  # random resets
+])
+def test_lazy_reset_steps_envs_bit_for_bit_as_the_eager_reset(name, config):
+    """`make_step_envs` with the reset under `lax.cond` (the CPU default) gives every output of
+    the eager (always-reset) form, bit for bit, over steps where some, none or all episodes end."""
+    env = envs.make_env(name, config)
+    params, num_envs = env.default_params, 5
+    lazy, eager = (make_step_envs(env, params, num_envs, lazy_reset=flag) for flag in (True,
+                                                                                        False))
+    _, state = _reset(env, num_envs)
+    action = jnp.zeros((num_envs,), jnp.int32)
+    assert "cond" in str(jax.make_jaxpr(lazy)(jax.random.key(0), state, action))
+
+    def rollout(step_envs):
+        def body(carry, key):
+            env_state, obs = carry
+            action_key, step_key = jax.random.split(key)
+            action = jax.random.randint(action_key, (num_envs,), 0, env.spec.num_actions)
+            out = step_envs(step_key, env_state, action)
+            return (out[1], out[0]), (out[0], out[2], out[3], out[4], out[5])
+
+        obs, state = _reset(env, num_envs)
+        return jax.jit(lambda keys: jax.lax.scan(body, (state, obs), keys))(
+            jax.random.split(jax.random.key(1), 60))
+
+    lazy_out, eager_out = rollout(lazy), rollout(eager)
+    ends = np.asarray(eager_out[1][2] | eager_out[1][3])  # [60, N] terminated | truncated
+    assert 0 < ends.any(axis=1).sum() < 60  # steps with and without an episode end
+    for a, b in zip(jax.tree.leaves(lazy_out), jax.tree.leaves(eager_out), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _reset(env, num_envs):
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.key(2), num_envs), env.default_params)
+    return obs, state
 
 
 def test_track_episodes_reports_finished_returns():
@@ -189,8 +236,7 @@ def test_act_and_step_records_the_transition_and_resets_finished_episodes():
         return jnp.ones((obs.shape[0],), jnp.int32), {"step": jnp.full((obs.shape[0],), step)}
 
     agent = SimpleNamespace(act=act)
-    step_envs = jax.vmap(lambda key, state, action: autoreset_step(env, key, state, action,
-                                                                   params))
+    step_envs = make_step_envs(env, params, num_envs)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(jax.random.key(0), num_envs), params)
     carry = Carry(agent_state=None, env_state=env_state, obs=obs, key=jax.random.key(1),

@@ -30,9 +30,9 @@ from rlkit.loops.common import (
     BoundRun,
     Trainer,
     act_and_step,
-    autoreset_step,
     example_transition,
     make_feed_sampling,
+    make_step_envs,
     over_seeds,
     replay_learn,
 )
@@ -82,9 +82,7 @@ def make_on_device_trainer(
     feed = agent.feed
     num_envs = feed.num_envs
     vmapped_reset = jax.vmap(env.reset, in_axes=(0, None))
-    vmapped_step = jax.vmap(
-        lambda key, state, action: autoreset_step(env, key, state, action, env_params)
-    )
+    vmapped_step = make_step_envs(env, env_params, num_envs)
     buffer, sampler = make_feed_sampling(feed, dataset)
 
     def init_one(key: jax.Array) -> Carry:

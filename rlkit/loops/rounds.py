@@ -62,8 +62,8 @@ from rlkit.errors import RlkitError
 from rlkit.loops.common import (
     Trainer,
     act_and_step,
-    autoreset_step,
     example_transition,
+    make_step_envs,
     nan_metrics_like,
 )
 from rlkit.loops.on_device import Carry, compile_trainer
@@ -147,8 +147,7 @@ def make_rounds_trainer(
     sampler = make_hybrid_sampler(
         buffer, PROPORTIONAL if feed.offline_fraction is None else feed.offline_fraction)
     vmapped_reset = jax.vmap(env.reset, in_axes=(0, None))
-    vmapped_step = jax.vmap(
-        lambda key, state, action: autoreset_step(env, key, state, action, env_params))
+    vmapped_step = make_step_envs(env, env_params, num_envs)
     optimal_return = None
     if env.model is not None:
         from rlkit import planning
