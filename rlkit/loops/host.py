@@ -241,7 +241,9 @@ def seed_history(history: HistoryPolicy | None, episodes_per_seed: int) -> Histo
     init = jax.jit(over_seeds(lambda agent_state: history.init(agent_state, episodes_per_seed)))
 
     def init_memory(agent_state: PyTree, num_envs: int) -> PyTree:
-        assert num_envs == episodes_per_seed, "compiled for another number of episodes"
+        if num_envs != episodes_per_seed:  # an internal misuse, not a user's input
+            raise ValueError(f"seed_history: compiled for {episodes_per_seed} episodes per seed, "
+                             f"asked for {num_envs}")
         return init(agent_state)
 
     return HistoryPolicy(init=init_memory, policy=jax.jit(over_seeds(history.policy)),
