@@ -59,14 +59,17 @@ def test_ppo_reaches_the_optimal_policy(case):
 
 
 def _train_dqn_to_the_optimal_policy(case, **overrides):
-    """Train DQN for 15k env steps (2 seeds) on a CASES env and assert that its greedy policy is
-    optimal and that the driver's evaluation returns J*; returns (agent, carry, metrics)."""
+    """Train DQN for 10k env steps (2 seeds) on a CASES env and assert that its greedy policy is
+    optimal and that the driver's evaluation returns J*; returns (agent, carry, metrics).
+
+    Checked every 1k steps up to 15k: with and without prioritised replay both seeds are optimal
+    from 6k steps on (chain; lock from 3k) and stay so; before 3k none is."""
     name, env_config = CASES[case]
     env = envs.make_env(name, env_config)
     config = dqn.Config(learning_starts=500, epsilon_decay_steps=7_500, buffer_size=10_000,
                         **overrides)
     agent = dqn.make_agent(config, env.spec)
-    trainer, carry, metrics = _train(agent, env, 15_000 // config.num_envs)
+    trainer, carry, metrics = _train(agent, env, 10_000 // config.num_envs)
     np.testing.assert_allclose(_greedy_suboptimality(agent, env, carry.agent_state), 0.0,
                                atol=1e-6)
     optimal = float(planning.value_iteration(env.model(env.default_params)).optimal_return)
@@ -82,7 +85,7 @@ def test_dqn_reaches_the_optimal_policy(case):
 def test_dqn_with_prioritised_replay_reaches_the_optimal_policy_of_the_chain():
     """Proportional PER (importance weights, |TD| priorities) through the on-device driver."""
     agent, carry, metrics = _train_dqn_to_the_optimal_policy("chain", prioritised=True,
-                                                             total_steps=15_000)
+                                                             total_steps=10_000)
     assert agent.feed.prioritised
     # The driver popped the priorities and logged beta, annealed from 0.4 towards 1.
     assert "priorities" not in metrics
