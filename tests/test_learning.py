@@ -102,7 +102,7 @@ def test_untrained_agents_are_not_optimal_on_the_lock():
     env = envs.make_env(name, env_config)
     for agent in (ppo.make_agent(ppo.Config(num_envs=8, rollout_length=32), env.spec),
                   dqn.make_agent(dqn.Config(), env.spec)):
-        states = jax.vmap(agent.init)(jax.random.split(jax.random.key(3), 4))
+        states = jax.jit(jax.vmap(agent.init))(jax.random.split(jax.random.key(3), 4))
         assert np.all(_greedy_suboptimality(agent, env, states) > 0.5)
 
 
@@ -137,7 +137,7 @@ def test_ppo_update_bootstraps_every_truncation_of_an_env_that_truncates_every_3
     spec = envs.make_env("cartpole").spec
     truncating = ppo.make_agent(config, dataclasses.replace(spec, max_episode_steps=50))
     exact = ppo.make_agent(config, dataclasses.replace(spec, max_episode_steps=1))
-    state = truncating.init(jax.random.key(0))
+    state = jax.jit(truncating.init)(jax.random.key(0))
     obs_key, final_key, act_key, update_key = jax.random.split(jax.random.key(1), 4)
     obs = jax.random.normal(obs_key, (num_steps, num_envs, *spec.obs_shape))
     truncated = jnp.broadcast_to((jnp.arange(num_steps) % 3 == 2)[:, None],
@@ -145,7 +145,7 @@ def test_ppo_update_bootstraps_every_truncation_of_an_env_that_truncates_every_3
     final = 3.0 * jax.random.normal(final_key, obs.shape)  # final obs, unlike the reset obs
     following = jnp.concatenate([obs[1:], final[-1:]])
     next_obs = jnp.where(truncated[..., None], final, following)
-    action, extras = jax.vmap(lambda o, k: truncating.act(state, o, k, jnp.int32(0)))(
+    action, extras = jax.jit(jax.vmap(lambda o, k: truncating.act(state, o, k, jnp.int32(0))))(
         obs, jax.random.split(act_key, num_steps))
     rollout = Transition(obs=obs, action=action, reward=jnp.ones((num_steps, num_envs)),
                          terminated=jnp.zeros((num_steps, num_envs), bool),
