@@ -21,9 +21,9 @@ user 65-71 s -> 50 s, measured twice each; the whole default suite, fresh cache,
 user 1762 s -> user + sys 1514 s, a shared machine at load 3-4 for most of the second run).
 Same caveat as level 0: the same arithmetic, possibly different last bits; and
 two different programs that agree bit for bit with the default emitters need not with these
-(tests/test_run_safety.py's progress-callback test, which therefore runs itself in a child
-process with the default emitters). A value already in XLA_FLAGS wins. Measured and not kept
-(no change in CPU time): `--xla_cpu_parallel_codegen_split_count=1`,
+(tests/test_run_safety.py's progress-callback test, which therefore compiles its programs
+with the default emitters through `jax.jit`'s `compiler_options`). A value already in XLA_FLAGS
+wins. Measured and not kept (no change in CPU time): `--xla_cpu_parallel_codegen_split_count=1`,
 `--xla_llvm_disable_expensive_passes=true`.
 """
 

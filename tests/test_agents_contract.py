@@ -48,17 +48,18 @@ def _batch(agent, spec, key):
         lead = (feed.batch_size, feed.context_length)
     obs_key, action_key, reward_key = jax.random.split(key, 3)
     obs = jax.random.uniform(obs_key, (*lead, *spec.obs_shape), maxval=255).astype(spec.obs_dtype)
-    state = agent.init(jax.random.key(0))
-    flat_obs = obs.reshape((-1, *spec.obs_shape))
-    _, extras = agent.act(state, flat_obs, action_key, jnp.int32(0))
-    extras = jax.tree.map(lambda x: x.reshape(lead), extras)
-    if isinstance(feed, RoundFeed):  # the round driver marks episode starts
-        extras = dict(extras, first=jnp.zeros(lead, bool).at[0].set(True))
     if windows:  # left-padded windows: the first step of each is padding
         extras = {"return_to_go": jax.random.normal(reward_key, lead),
                   "timestep": jnp.broadcast_to(jnp.arange(lead[1], dtype=jnp.int32), lead),
                   "mask": jnp.ones(lead, bool).at[:, 0].set(False),
                   "max_return": jnp.full(lead[:1], 3.0)}
+    else:  # act's extras (for windows, act would run op by op at new shapes for nothing)
+        state = agent.init(jax.random.key(0))
+        flat_obs = obs.reshape((-1, *spec.obs_shape))
+        _, extras = agent.act(state, flat_obs, action_key, jnp.int32(0))
+        extras = jax.tree.map(lambda x: x.reshape(lead), extras)
+        if isinstance(feed, RoundFeed):  # the round driver marks episode starts
+            extras = dict(extras, first=jnp.zeros(lead, bool).at[0].set(True))
     return Transition(
         obs=obs, action=jax.random.randint(action_key, lead, 0, spec.num_actions, jnp.int32),
         reward=jax.random.normal(reward_key, lead), terminated=jnp.zeros(lead, bool).at[..., 0]

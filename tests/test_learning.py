@@ -59,14 +59,18 @@ def test_ppo_reaches_the_optimal_policy(case):
 
 
 def _train_dqn_to_the_optimal_policy(case, **overrides):
-    """Train DQN for 15k env steps (2 seeds) on a CASES env and assert that its greedy policy is
-    optimal and that the driver's evaluation returns J*; returns (agent, carry, metrics)."""
+    """Train DQN for 10k env steps (2 seeds) on a CASES env and assert that its greedy policy is
+    optimal and that the driver's evaluation returns J*; returns (agent, carry, metrics).
+
+    Checked every 1k steps up to 15k for seeds 0-3 (chain), 0-2 (lock, chain with prioritised
+    replay): the greedy policies of both seeds are optimal from 7k steps on (lock: 3k) and stay
+    so; at 2k none of the chain's is."""
     name, env_config = CASES[case]
     env = envs.make_env(name, env_config)
     config = dqn.Config(learning_starts=500, epsilon_decay_steps=7_500, buffer_size=10_000,
                         **overrides)
     agent = dqn.make_agent(config, env.spec)
-    trainer, carry, metrics = _train(agent, env, 15_000 // config.num_envs)
+    trainer, carry, metrics = _train(agent, env, 10_000 // config.num_envs)
     np.testing.assert_allclose(_greedy_suboptimality(agent, env, carry.agent_state), 0.0,
                                atol=1e-6)
     optimal = float(planning.value_iteration(env.model(env.default_params)).optimal_return)
@@ -82,7 +86,7 @@ def test_dqn_reaches_the_optimal_policy(case):
 def test_dqn_with_prioritised_replay_reaches_the_optimal_policy_of_the_chain():
     """Proportional PER (importance weights, |TD| priorities) through the on-device driver."""
     agent, carry, metrics = _train_dqn_to_the_optimal_policy("chain", prioritised=True,
-                                                             total_steps=15_000)
+                                                             total_steps=10_000)
     assert agent.feed.prioritised
     # The driver popped the priorities and logged beta, annealed from 0.4 towards 1.
     assert "priorities" not in metrics
@@ -98,7 +102,7 @@ def test_untrained_agents_are_not_optimal_on_the_lock():
     env = envs.make_env(name, env_config)
     for agent in (ppo.make_agent(ppo.Config(num_envs=8, rollout_length=32), env.spec),
                   dqn.make_agent(dqn.Config(), env.spec)):
-        states = jax.vmap(agent.init)(jax.random.split(jax.random.key(3), 4))
+        states = jax.jit(jax.vmap(agent.init))(jax.random.split(jax.random.key(3), 4))
         assert np.all(_greedy_suboptimality(agent, env, states) > 0.5)
 
 
@@ -133,7 +137,7 @@ def test_ppo_update_bootstraps_every_truncation_of_an_env_that_truncates_every_3
     spec = envs.make_env("cartpole").spec
     truncating = ppo.make_agent(config, dataclasses.replace(spec, max_episode_steps=50))
     exact = ppo.make_agent(config, dataclasses.replace(spec, max_episode_steps=1))
-    state = truncating.init(jax.random.key(0))
+    state = jax.jit(truncating.init)(jax.random.key(0))
     obs_key, final_key, act_key, update_key = jax.random.split(jax.random.key(1), 4)
     obs = jax.random.normal(obs_key, (num_steps, num_envs, *spec.obs_shape))
     truncated = jnp.broadcast_to((jnp.arange(num_steps) % 3 == 2)[:, None],
@@ -141,7 +145,7 @@ def test_ppo_update_bootstraps_every_truncation_of_an_env_that_truncates_every_3
     final = 3.0 * jax.random.normal(final_key, obs.shape)  # final obs, unlike the reset obs
     following = jnp.concatenate([obs[1:], final[-1:]])
     next_obs = jnp.where(truncated[..., None], final, following)
-    action, extras = jax.vmap(lambda o, k: truncating.act(state, o, k, jnp.int32(0)))(
+    action, extras = jax.jit(jax.vmap(lambda o, k: truncating.act(state, o, k, jnp.int32(0))))(
         obs, jax.random.split(act_key, num_steps))
     rollout = Transition(obs=obs, action=action, reward=jnp.ones((num_steps, num_envs)),
                          terminated=jnp.zeros((num_steps, num_envs), bool),

@@ -500,25 +500,15 @@ def test_missing_extras_name_the_install_command_of_the_readme():
     assert uv_sync_command("box2d") == "uv sync --frozen --extra box2d"
 
 
-def test_on_device_chunks_report_progress_from_inside_without_changing_a_number():
+def test_on_device_chunks_report_progress_from_inside_without_changing_a_number(monkeypatch):
     # Bit for bit holds for the emitters users compile with (XLA:CPU's default fusion emitters).
     # The suite's legacy emitters (tests/conftest.py) lay the program out differently once the
-    # report callback is in it and move last bits (1e-8 of 1e-4), so under them this test runs
-    # itself in a child process with the default emitters and passes only if the child passes.
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_use_fusion_emitters=false" in flags:
-        import subprocess
-        import sys
+    # report callback is in it and move last bits (1e-8 of 1e-4), so under them this test
+    # compiles its programs with the default emitters: `compiler_options` of every `jax.jit`
+    # the trainers make override the process's XLA_FLAGS for those programs only (in process,
+    # not in a child: a child's start and imports cost more than the test's own work).
+    import functools
 
-        env = dict(os.environ, XLA_FLAGS=flags.replace("xla_cpu_use_fusion_emitters=false",
-                                                        "xla_cpu_use_fusion_emitters=true"))
-        test_id = f"{__file__}::test_on_device_chunks_report_progress_from_inside_without_" \
-                  "changing_a_number"
-        child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p",
-                                "no:cacheprovider", test_id], env=env, capture_output=True,
-                               text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
-        assert child.returncode == 0 and "1 passed" in child.stdout, child.stdout[-4000:]
-        return
     import jax
 
     import envs
@@ -529,6 +519,9 @@ def test_on_device_chunks_report_progress_from_inside_without_changing_a_number(
         make_on_device_trainer,
     )
 
+    if "xla_cpu_use_fusion_emitters=false" in os.environ.get("XLA_FLAGS", ""):
+        monkeypatch.setattr(jax, "jit", functools.partial(
+            jax.jit, compiler_options={"xla_cpu_use_fusion_emitters": True}))
     env = envs.make_env("chain", None)
     agent = ppo.make_agent(ppo.Config(num_envs=2, rollout_length=8, total_steps=640), env.spec)
     results = []

@@ -91,8 +91,13 @@ def _train(tmp_path: Path, name: str, *extra: str) -> Path:
     return run_dir
 
 
-def test_run_directory_determinism_and_exact_resume(tmp_path):
-    first = _train(tmp_path, "a")
+@pytest.fixture(scope="module")
+def first(tmp_path_factory) -> Path:
+    """One finished run of `_train`, read-only for the tests that compare runs with it."""
+    return _train(tmp_path_factory.mktemp("first"), "a")
+
+
+def test_run_directory_determinism_and_exact_resume(first, tmp_path):
     for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
         assert (first / name).exists(), name
     assert list(first.glob("events.*"))
@@ -119,8 +124,7 @@ def test_run_directory_determinism_and_exact_resume(tmp_path):
     assert resumed["per_seed"] == summary["per_seed"]
 
 
-def test_config_file_reruns_a_run(tmp_path):
-    first = _train(tmp_path, "a")
+def test_config_file_reruns_a_run(first, tmp_path):
     rerun = tmp_path / "rerun"
     assert main(["--config", str(first / "config.yaml"), "--run-dir", str(rerun),
                  "--no-progress"]) == 0
