@@ -104,7 +104,7 @@ def _drop_closed_event_loop_noise() -> None:
     asyncio loop orbax has already closed; Python prints each of those (dozens) as "Exception
     ignored in ... Event loop is closed". They are harmless, and the failure itself is reported
     in one line, so a filter in `sys.unraisablehook` drops exactly those (installed once, from
-    the first damaged checkpoint on).
+    the first restore on).
     """
     previous = sys.unraisablehook
     if getattr(previous, "drops_closed_event_loop", False):
@@ -209,12 +209,14 @@ class Checkpointer:
         skipped: list[str] = []
         damaged: list[int] = []
         steps = sorted(self.manager.all_steps(), reverse=True)
+        # Before the first restore: tensorstore's callbacks into orbax's closed loop can fire
+        # while a failing restore is still unwinding, before any `except` here runs.
+        _drop_closed_event_loop_noise()
         for step in steps:
             try:
                 with _quiet_orbax():
                     tree = self.restore(step, like, part)
             except Exception as error:  # orbax and tensorstore raise many kinds on damaged files
-                _drop_closed_event_loop_noise()
                 reason = str(error).strip().splitlines()[0][:200] if str(error) else ""
                 skipped.append(f"checkpoint {step} in {self.directory} is unreadable "
                                f"({type(error).__name__}: {reason})")
