@@ -159,6 +159,12 @@ def main() -> None:
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
         parser.error(f"--pairs: unknown {unknown}; choose from {', '.join(PAIRS)}")
+    for flag, minimum in (("rounds", 1), ("repeats", 1), ("ppo_steps", 512), ("dqn_steps", 1),
+                          ("updates", 1), ("timeout", 1)):
+        if getattr(args, flag) < minimum:
+            parser.error(f"--{flag.replace('_', '-')}: must be at least {minimum}, got "
+                         f"{getattr(args, flag)}" + (" (one PPO rollout: 4 envs x 128 steps)"
+                                                     if flag == "ppo_steps" else ""))
     import tempfile
 
     results = {p: {"reference": [], "rlkit": []} for p in pairs}
@@ -224,8 +230,8 @@ def main() -> None:
               f"{cell('rlkit', 'final_return', '.1f')}")
     if args.json:
         args.json.write_text(json.dumps({"header": header, "args": {
-            k: str(v) for k, v in vars(args).items()}, "summary": summary, "results": results},
-            indent=2))
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+            if not k.startswith("child")}, "summary": summary, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def _lookup_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
         ) from None
     except gymnasium.error.Error:
         error = unknown_name("gymnasium env id", gym_id, list(gymnasium.registry))
-        raise RlkitError(f"env_id: {error}") from None
+        raise RlkitError(f"--env gym:{env_id}: {error}") from None
 
 
 class _ObservationConverter:
