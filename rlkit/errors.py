@@ -12,6 +12,7 @@ import difflib
 import io
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -170,6 +171,14 @@ def one_line_parse_error(box: str, prog: str) -> str:
         first.append(line)
     message = " ".join(first).rstrip(".") or "could not parse the arguments"
     message = message[0].lower() + message[1:]
+    # A value for an optional field (`int | None`): tyro lists each type's failure; say what
+    # was given and what fits instead.
+    union = re.match(r"error parsing (\S+): no type matching (\S+) could be instantiated "
+                     r"from \[(.*?)\]", message)
+    if union:
+        flag, types, value = union.groups()
+        kinds = " or ".join(kind.strip("{}") for kind in types.split("|"))
+        message = f"error parsing {flag}: {value} is not a valid value (expected {kinds})"
     if "Perhaps you meant:" in lines:
         suggestion = lines[lines.index("Perhaps you meant:") + 1:][:1]
         if suggestion:

@@ -226,6 +226,8 @@ def test_the_budget_is_one_flag_for_the_run_and_the_agent(tmp_path, capsys):
      "--env-config.length: must be >= 2, got 1"),
     (["dqn", "--env", "chain", "--agent.epsilon-start", "inf"],
      "--agent.epsilon-start: must be a finite number in [0, 1], got inf."),
+    (["ppo", "--env", "chain", "--total-steps", "abc"],
+     "error parsing --total-steps: 'abc' is not a valid value (expected None or INT); see"),
 ])
 def test_value_errors_name_the_flag_the_user_typed(args, line, capsys):
     assert main(args) == 2
