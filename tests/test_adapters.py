@@ -267,7 +267,7 @@ def test_gymnasium_discrete_observations_become_one_hot():
 def test_gymnasium_errors():
     with pytest.raises(RlkitError, match="Pendulum-v1.*discrete actions"):
         envs.make_host_env("gym:Pendulum-v1", None, 2, 0)
-    with pytest.raises(RlkitError, match="env_id.*'CartPol-v1'.*CartPole-v1"):
+    with pytest.raises(RlkitError, match="--env gym:CartPol-v1: .*'CartPol-v1'.*CartPole-v1"):
         _gym(env_id="CartPol-v1")
     with pytest.raises(RlkitError, match="vectorization"):
         gymnasium_adapter.Config(vectorization="threads")
