@@ -16,6 +16,7 @@ import envs
 from agents import dqn, ppo
 from envs.toy import ChainConfig, CombinationLockConfig
 from rlkit import planning
+from rlkit.loops.common import over_seeds
 from rlkit.loops.on_device import make_on_device_trainer
 from rlkit.types import Transition
 
@@ -102,7 +103,10 @@ def test_untrained_agents_are_not_optimal_on_the_lock():
     env = envs.make_env(name, env_config)
     for agent in (ppo.make_agent(ppo.Config(num_envs=8, rollout_length=32), env.spec),
                   dqn.make_agent(dqn.Config(), env.spec)):
-        states = jax.jit(jax.vmap(agent.init))(jax.random.split(jax.random.key(3), 4))
+        # Seed by seed on the CPU (`over_seeds(map_on_cpu=True)`, as the drivers init): a jitted
+        # vmap of init batches orthogonal init's QR, which can deadlock jaxlib 0.10.2's CPU pool.
+        states = jax.jit(over_seeds(agent.init, map_on_cpu=True))(
+            jax.random.split(jax.random.key(3), 4))
         assert np.all(_greedy_suboptimality(agent, env, states) > 0.5)
 
 
