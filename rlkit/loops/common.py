@@ -110,10 +110,14 @@ def autoreset_step(env: Environment, key: Array, env_state: PyTree, action: Arra
         key_step, env_state, action, params
     )
     done = jnp.logical_or(terminated, truncated)
-    reset_obs, reset_state = env.reset(key_reset, params)
-    env_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
-    obs = jnp.where(done, reset_obs, next_obs)
+    obs, env_state = _where_done(done, env.reset(key_reset, params), (next_obs, next_state))
     return obs, env_state, reward, terminated, truncated, next_obs
+
+
+def _where_done(done: Array, reset: PyTree, stepped: PyTree) -> PyTree:
+    """One env's (obs, env_state): the reset ones where its episode ended (`done`, a bool
+    scalar), else the stepped ones."""
+    return jax.tree.map(lambda r, s: jnp.where(done, r, s), reset, stepped)
 
 
 def make_step_envs(env: Environment, params: Any, num_envs: int,
@@ -124,11 +128,12 @@ def make_step_envs(env: Environment, params: Any, num_envs: int,
     each as `autoreset_step` does (the same keys, so the same numbers). With `lazy_reset` the
     reset (and the keys only it uses) runs under `lax.cond` only when some episode ended: on a
     CPU, where most steps end no episode (CartPole: one end per ~100-500 steps of an env), this
-    skips a threefry draw and the reset of every step; PPO on CartPole ran about 4% faster
-    (benchmarks/README.md, CPU ratios). The outputs are bit-identical either way (the reset
-    is only read where an episode ended). A cond under the seed `vmap` is a select again, so
-    several seeds compute the reset every step as before. Off by default elsewhere than the CPU:
-    XLA:GPU reads a conditional's predicate on the host, a synchronisation per step.
+    skips a threefry draw and the reset of every step: PPO's rollout on CartPole took 0.56-0.65 s
+    instead of 0.93-0.97 s per 5e5 env steps (benchmarks/README.md, CPU ratios, session 11).
+    The outputs are bit-identical either way (the reset is only read where an episode ended).
+    A cond under the seed `vmap` is a select again, so several seeds compute the reset every step
+    as before. Off by default elsewhere than the CPU: XLA:GPU reads a conditional's predicate on
+    the host, a synchronisation per step.
 
     Args:
         env: a functional environment (no auto-reset).
@@ -158,11 +163,8 @@ def make_step_envs(env: Environment, params: Any, num_envs: int,
         def reset(_):
             # The keys are split again in here, so that an env whose step ignores its key (most
             # do) splits none outside the branch.
-            reset_obs, reset_state = jax.vmap(env.reset, in_axes=(0, None))(
-                per_env_keys(key)[:, 1], params)
-            return jax.tree.map(
-                lambda r, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), r, s),
-                (reset_obs, reset_state), (next_obs, next_state))
+            reset = jax.vmap(env.reset, in_axes=(0, None))(per_env_keys(key)[:, 1], params)
+            return jax.vmap(_where_done)(done, reset, (next_obs, next_state))
 
         obs, env_state = jax.lax.cond(done.any(), reset, lambda _: (next_obs, next_state), None)
         return obs, env_state, reward, terminated, truncated, next_obs

@@ -82,7 +82,7 @@ def make_on_device_trainer(
     feed = agent.feed
     num_envs = feed.num_envs
     vmapped_reset = jax.vmap(env.reset, in_axes=(0, None))
-    vmapped_step = make_step_envs(env, env_params, num_envs)
+    step_envs = make_step_envs(env, env_params, num_envs)
     buffer, sampler = make_feed_sampling(feed, dataset)
 
     def init_one(key: jax.Array) -> Carry:
@@ -110,7 +110,7 @@ def make_on_device_trainer(
         def rollout_step(carry, inputs):
             step_key, t = inputs
             step = carry.iteration * feed.steps_per_iteration + t * num_envs
-            carry, transition, stats = act_and_step(agent, vmapped_step, carry, step_key, step)
+            carry, transition, stats = act_and_step(agent, step_envs, carry, step_key, step)
             return carry, (transition, stats)
 
         carry, (rollout, (finished_sum, finished_count)) = jax.lax.scan(
@@ -126,7 +126,7 @@ def make_on_device_trainer(
     def replay_iteration(carry: Carry, dataset: PyTree):
         key, step_key, learn_key = jax.random.split(carry.key, 3)
         carry, transition, (finished_sum, finished_count) = act_and_step(
-            agent, vmapped_step, carry, step_key, carry.iteration * num_envs)
+            agent, step_envs, carry, step_key, carry.iteration * num_envs)
         agent_state, buffer_state, metrics = replay_learn(
             agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key,
             dataset=dataset, sampler=sampler,

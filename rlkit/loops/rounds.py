@@ -147,7 +147,7 @@ def make_rounds_trainer(
     sampler = make_hybrid_sampler(
         buffer, PROPORTIONAL if feed.offline_fraction is None else feed.offline_fraction)
     vmapped_reset = jax.vmap(env.reset, in_axes=(0, None))
-    vmapped_step = make_step_envs(env, env_params, num_envs)
+    step_envs = make_step_envs(env, env_params, num_envs)
     optimal_return = None
     if env.model is not None:
         from rlkit import planning
@@ -252,7 +252,7 @@ def make_rounds_trainer(
             first = carry.episode_length == 0  # [N], the step opens an episode
             within = carry.episode_length  # [N], the step's index within its episode
             carry, transition, (finished_sum, finished_count) = act_and_step(
-                agent, vmapped_step, carry, step_key, step)
+                agent, step_envs, carry, step_key, step)
             # The buffer stores episode starts and steps (for agents fitting whole episodes or
             # layers), not act's extras.
             transition = transition.replace(extras={"first": first, "step": within})
