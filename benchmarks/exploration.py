@@ -59,6 +59,8 @@ PPO_DEEPSEA = dict(num_envs=16, rollout_length=32, learning_rate=1e-3, anneal_lr
                    ent_coef=0.003, intrinsic_coef=2.0, extrinsic_coef=1.0)
 DQN_DEEPSEA = dict(num_envs=8, learning_starts=1000, epsilon_decay_steps=20_000,
                    learning_rate=1e-3, target_update_every=50)
+PPO_MINATAR = dict(num_envs=64, rollout_length=32, learning_rate=5e-4, hidden_sizes=(256, 256),
+                   intrinsic_coef=0.5)
 METHODS = {
     "ppo": ("ppo", {"intrinsic": "none"}),
     "ppo+rnd": ("ppo", {"intrinsic": "rnd"}),
@@ -68,11 +70,24 @@ METHODS = {
 }
 
 
+def agent_overrides(method: str, overrides: dict) -> dict:
+    """`overrides` plus the method's intrinsic choice, as `module.Config` keywords. The shared
+    settings (PPO_DEEPSEA, ...) carry the intrinsic coefficients; without an intrinsic reward they
+    are dropped, since the agents refuse an intrinsic field that would act on nothing."""
+    agent, options = METHODS[method]
+    fields = dict(overrides, **options)
+    if options["intrinsic"] == "none":
+        fields = {k: v for k, v in fields.items()
+                  if k == "intrinsic" or not k.startswith("intrinsic_")}
+    return fields
+
+
 def train(method: str, env: str, env_config, overrides: dict, *, seeds: int, total_steps: int,
           run_dir: Path, num_logs: int):
-    agent, options = METHODS[method]
+    agent = METHODS[method][0]
     summary = train_summary(agent, env, env_config, seeds=seeds, total_steps=total_steps,
-                            run_dir=run_dir, num_logs=num_logs, **options, **overrides)
+                            run_dir=run_dir, num_logs=num_logs,
+                            **agent_overrides(method, overrides))
     return summary, MetricsLog(run_dir / "metrics.csv").read()
 
 
@@ -154,8 +169,7 @@ def minatar_study(args, workdir: Path) -> list[dict]:
     for method in ("ppo", "ppo+rdd"):
         start = time.time()
         summary, _ = train(method, env, entry.default_config(),
-                           dict(num_envs=64, rollout_length=32, learning_rate=5e-4,
-                                hidden_sizes=(256, 256), intrinsic_coef=0.5),
+                           dict(PPO_MINATAR),
                            seeds=args.seeds, total_steps=args.minatar_steps,
                            run_dir=workdir / f"minatar-{method}", num_logs=4)
         row = {"study": "minatar", "method": method, "seeds": args.seeds,
