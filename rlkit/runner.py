@@ -63,6 +63,8 @@ def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
     zeros = np.zeros((num_seeds, 1))
     finished = metrics.get("episodes", zeros).sum(axis=1)
     returns_sum = metrics.get("episode_return_sum", zeros).sum(axis=1)
+    # The best episode of the chunk (-inf from iterations where none ended; NaN with none).
+    returns_max = metrics.get("episode_return_max", np.full_like(zeros, -np.inf)).max(axis=1)
     rows = []
     for seed in range(num_seeds):
         row = {
@@ -77,6 +79,7 @@ def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
             row.update({
                 "episode_return": (returns_sum[seed] / finished[seed] if finished[seed]
                                    else math.nan),
+                "episode_return_max": float(returns_max[seed]) if finished[seed] else math.nan,
                 "episodes": int(finished[seed]),
                 "eval_return": float(eval_returns[seed]),
             })
@@ -85,7 +88,7 @@ def _chunk_rows(chunk: int, trainer: Trainer, metrics: dict[str, np.ndarray],
         if suboptimality is not None:
             row["suboptimality"] = float(suboptimality[seed])
         for name in sorted(metrics):
-            if name in ("episodes", "episode_return_sum"):
+            if name in ("episodes", "episode_return_sum", "episode_return_max"):
                 continue
             values = metrics[name][seed].astype(np.float64)
             column = f"agent_{name}" if name in row else name  # never shadow the run's columns

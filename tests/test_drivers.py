@@ -1,6 +1,7 @@
 """Driver behaviour: auto-reset bookkeeping, seed sharding over devices, the host driver."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -98,11 +99,18 @@ def _reset(env, num_envs):
 
 def test_track_episodes_reports_finished_returns():
     ret, length = jnp.array([1.0, 2.0]), jnp.array([3, 4], jnp.int32)
-    ret, length, total, count = track_episodes(ret, length, jnp.array([0.5, 1.0]),
-                                               jnp.array([True, False]))
+    ret, length, total, count, best = track_episodes(ret, length, jnp.array([0.5, 1.0]),
+                                                     jnp.array([True, False]))
     np.testing.assert_allclose(ret, [0.0, 3.0])
     np.testing.assert_array_equal(length, [0, 5])
-    assert float(total) == 1.5 and int(count) == 1
+    assert float(total) == 1.5 and int(count) == 1 and float(best) == 1.5
+    # Two episodes end: the maximum is the better one; none ends: -inf.
+    *_, count, best = track_episodes(jnp.array([1.0, -2.0]), length, jnp.array([0.5, 1.0]),
+                                     jnp.array([True, True]))
+    assert int(count) == 2 and float(best) == 1.5
+    *_, count, best = track_episodes(ret, length, jnp.array([0.5, 1.0]),
+                                     jnp.array([False, False]))
+    assert int(count) == 0 and float(best) == -np.inf
 
 
 SHARDING_SCRIPT = textwrap.dedent("""
@@ -199,14 +207,18 @@ def test_every_driver_declares_its_unit_and_the_offline_one_logs_updates():
     # Chunk 2 of 5 updates: 15 updates, 0 env steps; the columns of metrics.csv in their order.
     rows = _chunk_rows(2, offline, {"loss": np.array([[1.0, 3.0]])}, np.array([0.5]), None)
     assert list(rows[0]) == ["seed", "chunk", "iteration", "env_steps", "updates",
-                             "episode_return", "episodes", "eval_return", "loss"]
+                             "episode_return", "episode_return_max", "episodes", "eval_return",
+                             "loss"]
+    assert math.isnan(rows[0]["episode_return_max"])
     assert (rows[0]["updates"], rows[0]["env_steps"], rows[0]["loss"]) == (15, 0, 2.0)
     rows = _chunk_rows(2, online, {"episodes": np.array([[2, 0]]),
-                                   "episode_return_sum": np.array([[3.0, 0.0]])},
+                                   "episode_return_sum": np.array([[3.0, 0.0]]),
+                                   "episode_return_max": np.array([[2.5, -np.inf]])},
                        np.array([1.0]), np.array([8.0]))
     assert list(rows[0]) == ["seed", "chunk", "iteration", "env_steps", "episode_return",
-                             "episodes", "eval_return", "suboptimality"]
+                             "episode_return_max", "episodes", "eval_return", "suboptimality"]
     assert (rows[0]["env_steps"], rows[0]["episode_return"]) == (15 * 64, 1.5)
+    assert rows[0]["episode_return_max"] == 2.5  # the iteration with no episode is not counted
 
 
 def test_host_driver_reports_progress_within_a_chunk():
@@ -245,7 +257,7 @@ def test_act_and_step_records_the_transition_and_resets_finished_episodes():
                   iteration=jnp.zeros((), jnp.int32))
     left, right = np.eye(2)[[0, 0]], np.eye(2)[[1, 1]]
 
-    carry, transition, (finished_sum, finished_count) = act_and_step(
+    carry, transition, (finished_sum, finished_count, finished_max) = act_and_step(
         agent, step_envs, carry, jax.random.key(2), jnp.int32(0))
     np.testing.assert_array_equal(transition.obs, left)
     np.testing.assert_array_equal(transition.next_obs, right)
@@ -255,8 +267,9 @@ def test_act_and_step_records_the_transition_and_resets_finished_episodes():
     np.testing.assert_array_equal(carry.obs, right)
     np.testing.assert_array_equal(carry.episode_length, [1, 1])
     assert float(finished_sum) == 0.0 and int(finished_count) == 0
+    assert float(finished_max) == -np.inf
 
-    carry, transition, (finished_sum, finished_count) = act_and_step(
+    carry, transition, (finished_sum, finished_count, finished_max) = act_and_step(
         agent, step_envs, carry, jax.random.key(3), jnp.int32(2))
     np.testing.assert_array_equal(transition.reward, [1.0, 1.0])
     np.testing.assert_array_equal(transition.truncated, [True, True])
@@ -267,6 +280,7 @@ def test_act_and_step_records_the_transition_and_resets_finished_episodes():
     np.testing.assert_array_equal(carry.episode_length, [0, 0])
     np.testing.assert_array_equal(carry.episode_return, [0.0, 0.0])
     assert float(finished_sum) == 2.0 and int(finished_count) == 2
+    assert float(finished_max) == 1.0
 
 
 def test_make_feed_sampling_refuses_a_hybrid_feed_without_a_dataset():

@@ -30,9 +30,15 @@ def test_every_method_gets_a_valid_config(method, study):
         assert config.intrinsic_coef == base["intrinsic_coef"]
 
 
-def test_first_success_counts_episodes_to_the_first_positive_chunk():
-    rows = [{"seed": 0, "chunk": 0, "episodes": 10, "episode_return": -0.01},
-            {"seed": 0, "chunk": 1, "episodes": 10, "episode_return": 0.05},
-            {"seed": 1, "chunk": 0, "episodes": 10, "episode_return": -0.01},
-            {"seed": 1, "chunk": 1, "episodes": 10, "episode_return": 0.0}]
-    assert exploration.first_success(rows, 2) == [20, None]
+def test_first_success_counts_episodes_to_the_first_chunk_with_a_success():
+    """Seed 0 succeeds once in chunk 1 among failures that sum below 0 (the chunk's mean is
+    negative); seed 1 never succeeds."""
+    rows = [{"seed": 0, "chunk": 0, "episodes": 10, "episode_return": -0.01,
+             "episode_return_max": -0.001},
+            {"seed": 0, "chunk": 1, "episodes": 200, "episode_return": -0.004,
+             "episode_return_max": 0.99},
+            {"seed": 1, "chunk": 0, "episodes": 10, "episode_return": -0.01,
+             "episode_return_max": 0.0},
+            {"seed": 1, "chunk": 1, "episodes": 10, "episode_return": 0.0,
+             "episode_return_max": "nan"}]
+    assert exploration.first_success(rows, 2) == [210, None]

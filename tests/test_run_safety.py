@@ -250,7 +250,7 @@ def test_divergence_stops_with_one_line_and_valid_json(tmp_path, capfd):
     assert summary["last_chunk"] == 0 and summary["diverged"]["last_checkpoint"] is None
     # No figure from evaluating non-finite parameters: null per seed and overall, NaN in the CSV.
     assert summary["per_seed"] == [None, None] and summary["final_return"] is None
-    assert [row.split(",")[6] for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    assert [row["eval_return"] for row in runner.MetricsLog(run_dir / "metrics.csv").read()
             ] == ["nan", "nan"]
     # The non-finite state was never checkpointed.
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]

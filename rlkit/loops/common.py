@@ -185,10 +185,10 @@ def act_and_step(agent, step_envs: Callable, carry: PyTree, key: Array, step: Ar
         step: int32 scalar, env steps taken before this call (`act`'s `step`).
 
     Returns:
-        (carry, transition, (finished_sum, finished_count)): the carry with the new env state,
-        observations and episode counters; the [N] transitions (`next_obs` the true next
-        observation, `extras` what `act` returned); the sum and count of the returns of the
-        episodes that ended (`track_episodes`).
+        (carry, transition, (finished_sum, finished_count, finished_max)): the carry with the new
+        env state, observations and episode counters; the [N] transitions (`next_obs` the true
+        next observation, `extras` what `act` returned); the sum, count and maximum (-inf if
+        none) of the returns of the episodes that ended (`track_episodes`).
     """
     act_key, step_key = jax.random.split(key)
     action, extras = agent.act(carry.agent_state, carry.obs, act_key, step)
@@ -198,7 +198,7 @@ def act_and_step(agent, step_envs: Callable, carry: PyTree, key: Array, step: Ar
         obs=carry.obs, action=action, reward=reward, terminated=terminated,
         truncated=truncated, next_obs=final_obs, extras=extras,
     )
-    episode_return, episode_length, finished_sum, finished_count = track_episodes(
+    episode_return, episode_length, finished_sum, finished_count, finished_max = track_episodes(
         carry.episode_return, carry.episode_length, reward,
         jnp.logical_or(terminated, truncated),
     )
@@ -206,23 +206,26 @@ def act_and_step(agent, step_envs: Callable, carry: PyTree, key: Array, step: Ar
         env_state=env_state, obs=obs, episode_return=episode_return,
         episode_length=episode_length,
     )
-    return carry, transition, (finished_sum, finished_count)
+    return carry, transition, (finished_sum, finished_count, finished_max)
 
 
 def track_episodes(episode_return: Array, episode_length: Array, reward: Array, done: Array):
     """Update running episode returns and lengths ([N]) and report the episodes that ended.
 
     Returns:
-        (episode_return, episode_length, finished_return_sum, finished_count): the running
-        counters (reset where `done`), and the sum and count of the returns of finished episodes.
+        (episode_return, episode_length, finished_return_sum, finished_count,
+        finished_return_max): the running counters (reset where `done`), and the sum, count and
+        maximum of the returns of the finished episodes (the maximum -inf if none ended; on
+        sparse-reward tasks it shows the first success, which the mean can hide).
     """
     episode_return = episode_return + reward
     episode_length = episode_length + 1
     finished_sum = jnp.where(done, episode_return, 0.0).sum()
     finished_count = done.sum().astype(jnp.int32)
+    finished_max = jnp.where(done, episode_return, -jnp.inf).max()
     episode_return = jnp.where(done, 0.0, episode_return)
     episode_length = jnp.where(done, 0, episode_length)
-    return episode_return, episode_length, finished_sum, finished_count
+    return episode_return, episode_length, finished_sum, finished_count, finished_max
 
 
 def nan_metrics_like(update_fn: Callable, *args) -> dict[str, Array]:

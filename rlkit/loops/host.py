@@ -165,13 +165,14 @@ def make_host_trainer(
         host["episode_return"] += reward
         finished_sum = np.where(done, host["episode_return"], 0.0).sum(axis=1)
         finished_count = done.sum(axis=1)
+        finished_max = np.where(done, host["episode_return"], -np.inf).max(axis=1)
         host["episode_return"][done] = 0.0
         transition = Transition(
             obs=obs, action=np.asarray(action), reward=reward, terminated=terminated,
             truncated=truncated, next_obs=split_seeds(step.final_obs), extras=extras,
         )
         host["obs"] = split_seeds(step.obs)
-        return carry, transition, finished_sum, finished_count
+        return carry, transition, (finished_sum, finished_count, finished_max)
 
     def report(env_steps: int) -> None:
         for callback in progress_callbacks:
@@ -183,24 +184,26 @@ def make_host_trainer(
         all_metrics = []
         for _ in range(iterations_per_chunk):
             if isinstance(feed, OnPolicyFeed):
-                steps, sums, counts = [], [], []
+                steps, stats = [], []
                 for t in range(feed.rollout_length):
-                    carry, transition, finished_sum, finished_count = env_step(carry, t)
+                    carry, transition, step_stats = env_step(carry, t)
                     report(num_envs)
                     steps.append(transition)
-                    sums.append(finished_sum)
-                    counts.append(finished_count)
+                    stats.append(step_stats)
                 # [T, S, N, ...] -> [S, T, N, ...]: the seed axis leads for vmap.
                 rollout = jax.tree.map(lambda *xs: np.swapaxes(np.stack(xs), 0, 1), *steps)
                 carry, metrics = update(carry, rollout)
+                sums, counts, maxima = zip(*stats, strict=True)
                 finished_sum, finished_count = np.sum(sums, axis=0), np.sum(counts, axis=0)
+                finished_max = np.max(maxima, axis=0)
             else:
-                carry, transition, finished_sum, finished_count = env_step(carry)
+                carry, transition, (finished_sum, finished_count, finished_max) = env_step(carry)
                 report(num_envs)
                 carry, metrics = learn(carry, transition, dataset)
             metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
             metrics["episode_return_sum"] = finished_sum
             metrics["episodes"] = finished_count
+            metrics["episode_return_max"] = finished_max
             all_metrics.append(metrics)
         stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *all_metrics)
         return carry, stacked

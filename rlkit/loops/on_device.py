@@ -113,25 +113,26 @@ def make_on_device_trainer(
             carry, transition, stats = act_and_step(agent, step_envs, carry, step_key, step)
             return carry, (transition, stats)
 
-        carry, (rollout, (finished_sum, finished_count)) = jax.lax.scan(
+        carry, (rollout, (finished_sum, finished_count, finished_max)) = jax.lax.scan(
             rollout_step, carry, (jax.random.split(rollout_key, feed.rollout_length),
                                   jnp.arange(feed.rollout_length, dtype=jnp.int32))
         )
         agent_state, metrics = agent.update(carry.agent_state, rollout, update_key)
         metrics = dict(metrics, episode_return_sum=finished_sum.sum(),
-                       episodes=finished_count.sum())
+                       episodes=finished_count.sum(), episode_return_max=finished_max.max())
         carry = carry.replace(agent_state=agent_state, key=key, iteration=carry.iteration + 1)
         return carry, metrics
 
     def replay_iteration(carry: Carry, dataset: PyTree):
         key, step_key, learn_key = jax.random.split(carry.key, 3)
-        carry, transition, (finished_sum, finished_count) = act_and_step(
+        carry, transition, (finished_sum, finished_count, finished_max) = act_and_step(
             agent, step_envs, carry, step_key, carry.iteration * num_envs)
         agent_state, buffer_state, metrics = replay_learn(
             agent, buffer, carry.agent_state, carry.buffer, transition, carry.iteration, learn_key,
             dataset=dataset, sampler=sampler,
         )
-        metrics = dict(metrics, episode_return_sum=finished_sum, episodes=finished_count)
+        metrics = dict(metrics, episode_return_sum=finished_sum, episodes=finished_count,
+                       episode_return_max=finished_max)
         carry = carry.replace(agent_state=agent_state, buffer=buffer_state, key=key,
                               iteration=carry.iteration + 1)
         return carry, metrics

@@ -251,19 +251,18 @@ def make_rounds_trainer(
             step = carry.iteration * feed.steps_per_iteration + t * num_envs
             first = carry.episode_length == 0  # [N], the step opens an episode
             within = carry.episode_length  # [N], the step's index within its episode
-            carry, transition, (finished_sum, finished_count) = act_and_step(
-                agent, step_envs, carry, step_key, step)
+            carry, transition, stats = act_and_step(agent, step_envs, carry, step_key, step)
             # The buffer stores episode starts and steps (for agents fitting whole episodes or
             # layers), not act's extras.
             transition = transition.replace(extras={"first": first, "step": within})
-            return carry, (transition, finished_sum, finished_count)
+            return carry, (transition, stats)
 
-        carry, (transitions, finished_sum, finished_count) = jax.lax.scan(
+        carry, (transitions, (finished_sum, finished_count, finished_max)) = jax.lax.scan(
             env_step, carry, (jax.random.split(key, feed.episode_length),
                               jnp.arange(feed.episode_length, dtype=jnp.int32)))
         flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), transitions)
         return carry.replace(buffer=buffer.add(carry.buffer, flat)), (
-            finished_sum.sum(), finished_count.sum())
+            finished_sum.sum(), finished_count.sum(), finished_max.max())
 
     def round_iteration(carry: RoundCarry, dataset):
         key, fit_key, rollout_key = jax.random.split(carry.key, 3)
@@ -290,8 +289,9 @@ def make_rounds_trainer(
                            cumulative_regret=jnp.where(chunk_end, carry.regret_sum, jnp.nan),
                            mixture_return=jnp.where(chunk_end, carry.return_sum / rounds,
                                                     jnp.nan))
-        carry, (finished_sum, finished_count) = rollout(carry, rollout_key)
-        metrics.update(episode_return_sum=finished_sum, episodes=finished_count)
+        carry, (finished_sum, finished_count, finished_max) = rollout(carry, rollout_key)
+        metrics.update(episode_return_sum=finished_sum, episodes=finished_count,
+                       episode_return_max=finished_max)
         carry = carry.replace(key=key, iteration=carry.iteration + 1,
                               episodes=carry.episodes + finished_count.astype(jnp.float32))
         return carry, metrics
