@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -110,6 +111,20 @@ def first_success(rows: list[dict], seeds: int) -> list[int | None]:
     return result
 
 
+def solved_curve(rows: list[dict], seeds: int, optimal: float) -> dict[str, list]:
+    """Per chunk: the mean training episodes per seed by its end, and the seeds whose policy's
+    exact return (the chunk's `eval_return`) is at least 90% of J*."""
+    chunks = sorted({int(r["chunk"]) for r in rows})
+    episodes, solved, total = [], [], np.zeros(seeds)
+    for chunk in chunks:
+        at = [r for r in rows if int(r["chunk"]) == chunk]
+        for r in at:
+            total[int(r["seed"])] += float(r["episodes"])
+        episodes.append(float(total.mean()))
+        solved.append(sum(float(r["eval_return"]) >= 0.9 * optimal for r in at))
+    return {"episodes": episodes, "solved": solved}
+
+
 def tabular_study(args, workdir: Path, env: str, env_config, label: str, budget: int,
                   methods: list[str]) -> list[dict]:
     """Every method on one tabular env: first success, episodes to optimal, final return."""
@@ -131,6 +146,7 @@ def tabular_study(args, workdir: Path, env: str, env_config, label: str, budget:
                "budget_episodes": budget_episodes, "optimal_return": optimal,
                "final_return": final, "solved": int(sum(solved)),
                "episodes_to_first_success": success, "episodes_to_optimal": to_optimal,
+               "solved_by_chunk": solved_curve(rows, args.seeds, optimal),
                "steps_per_second": summary.get("steps_per_second"),
                "wall_seconds": time.time() - start}
         results.append(row)
@@ -272,6 +288,61 @@ def speed_study(args, workdir: Path) -> list[dict]:
              "steps_per_second": rates, "ratio_rdd_over_ppo": ratios}]
 
 
+def plot_tabular(results: list[dict], path: Path) -> None:
+    """One panel per tabular study: seeds with a first success (solid) and seeds whose policy
+    is solved (dashed, where the per-chunk curve was recorded) against training episodes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    studies = list(dict.fromkeys(r["study"] for r in results if "episodes_to_first_success" in r))
+    if not studies:
+        return
+    fig, axes = plt.subplots(1, len(studies), figsize=(4.5 * len(studies), 3.6), squeeze=False)
+    for ax, study in zip(axes[0], studies, strict=True):
+        for index, row in enumerate(r for r in results if r["study"] == study
+                                    and "episodes_to_first_success" in r):
+            color = f"C{index}"
+            found = sorted(x for x in row["episodes_to_first_success"] if x is not None)
+            xs = [0, *found, row["budget_episodes"]]
+            ys = [0, *range(1, len(found) + 1), len(found)]
+            ax.step(xs, ys, where="post", color=color,
+                    label=f"{row['method']} (solved {row['solved']}/{row['seeds']})")
+            curve = row.get("solved_by_chunk")
+            if curve:
+                ax.plot([0, *curve["episodes"]], [0, *curve["solved"]], "--", color=color,
+                        alpha=0.7)
+        ax.set_title(f"{study}: seeds with a success (solid), solved (dashed)", fontsize=9)
+        ax.set_xlabel("training episodes per seed")
+        ax.set_ylabel("seeds")
+        ax.set_ylim(-0.2, max(r["seeds"] for r in results if r["study"] == study) + 0.2)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"  plot: {path}")
+
+
+def check_args(parser: argparse.ArgumentParser, args) -> None:
+    """One line naming the flag for a value no run could use (argparse's error: exit 2)."""
+    positive = {"--seeds": args.seeds, "--deepsea-episodes": args.deepsea_episodes,
+                "--riverswim-steps": args.riverswim_steps, "--minatar-steps": args.minatar_steps,
+                "--logs": args.logs, "--count-batches": args.count_batches,
+                "--count-episodes-per-batch": args.count_episodes_per_batch,
+                "--speed-repeats": args.speed_repeats, "--speed-steps": args.speed_steps}
+    for flag, value in positive.items():
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--count-learning-rate", args.count_learning_rate),
+                        ("--count-min", args.count_min)):
+        if not value > 0:
+            parser.error(f"{flag} must be > 0, got {value}")
+    for size in [*args.sizes, args.count_size]:
+        if size < 2:
+            parser.error(f"DeepSea sizes (--sizes, --count-size) must be at least 2, got {size}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", nargs="+", default=["deepsea"],
@@ -297,7 +368,22 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None,
                         help="bonus against visit count (pseudo-count study)")
+    parser.add_argument("--tabular-plot", type=Path, default=None,
+                        help="seeds with a success and seeds solved against training episodes "
+                             "(deepsea and riverswim studies)")
+    parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                        help="draw --tabular-plot from a saved results file and exit")
     args = parser.parse_args()
+    check_args(parser, args)
+    if args.replot is not None:
+        if args.tabular_plot is None:
+            parser.error("--replot needs --tabular-plot PATH")
+        try:
+            saved = json.loads(args.replot.read_text())["results"]
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"--replot {args.replot}: not a results file of this script ({error})")
+        plot_tabular(saved, args.tabular_plot)
+        return
     start = time.time()
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -318,6 +404,8 @@ def main() -> None:
     if args.json is not None:
         write_results(args.json, args, time.time() - start, results)
         print(f"results: {args.json}")
+    if args.tabular_plot is not None:
+        plot_tabular(results, args.tabular_plot)
 
 
 if __name__ == "__main__":

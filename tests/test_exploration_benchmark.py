@@ -42,3 +42,41 @@ def test_first_success_counts_episodes_to_the_first_chunk_with_a_success():
             {"seed": 1, "chunk": 1, "episodes": 10, "episode_return": 0.0,
              "episode_return_max": "nan"}]
     assert exploration.first_success(rows, 2) == [210, None]
+
+
+def test_solved_curve_counts_seeds_at_ninety_percent_of_the_optimum_per_chunk():
+    rows = [{"seed": s, "chunk": c, "episodes": 10 + s, "eval_return": value}
+            for (s, c, value) in ((0, 0, 0.5), (1, 0, 0.95), (0, 1, 0.9), (1, 1, -0.01))]
+    curve = exploration.solved_curve(rows, seeds=2, optimal=1.0)
+    assert curve == {"episodes": [10.5, 21.0], "solved": [1, 1]}
+
+
+def test_tabular_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch, capsys):
+    import json
+
+    row = {"study": "deepsea20", "method": "ppo+rdd", "seeds": 2, "solved": 1,
+           "budget_episodes": 100, "episodes_to_first_success": [40, None],
+           "solved_by_chunk": {"episodes": [50.0, 100.0], "solved": [0, 1]}}
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps({"results": [row, dict(row, method="ppo", solved=0,
+                                                       episodes_to_first_success=[None, None])]}))
+    plot = tmp_path / "plot.png"
+    monkeypatch.setattr(sys, "argv", ["exploration.py", "--replot", str(saved),
+                                      "--tabular-plot", str(plot)])
+    exploration.main()
+    assert plot.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["--deepsea-episodes", "-5"], "--deepsea-episodes must be at least 1"),
+    (["--sizes", "1"], "DeepSea sizes"),
+    (["--count-learning-rate", "0"], "--count-learning-rate must be > 0"),
+    (["--replot", "missing.json"], "--replot needs --tabular-plot"),
+])
+def test_bad_arguments_exit_2_naming_the_flag(argv, needle, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["exploration.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        exploration.main()
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err.strip().splitlines()[-1]
