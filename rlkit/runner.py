@@ -310,9 +310,13 @@ class _Budget:
     unit: Unit
 
 
-def _restore(trainer: Trainer, checkpointer: Checkpointer, log: MetricsLog, carry: Any,
-             run_dir: Path) -> tuple[Any, int]:
+def restore_run(checkpointer: Checkpointer, log: MetricsLog, carry: Any, run_dir: Path
+                ) -> tuple[Any, int]:
     """The carry and first chunk of a resumed run; `metrics.csv` cut back to the checkpoint.
+
+    `carry` is the tree to restore into (shapes and dtypes), returned as it is when the run
+    has no checkpoint yet (it then starts from the beginning, metrics.csv deleted). A chunk's
+    checkpoint step is its index, and metrics.csv's `chunk` column names each row's chunk.
 
     Raises:
         RlkitError: metrics.csv lacks chunks the checkpoint covers, or rows exist with no
@@ -558,7 +562,7 @@ def run_training(
         the parameters of a seed stopped being finite (the run stopped at that chunk).
 
     Raises:
-        RlkitError: a resume that would lose or mix rows of metrics.csv (see `_restore`).
+        RlkitError: a resume that would lose or mix rows of metrics.csv (see `restore_run`).
     """
     from rlkit.plotting import plot_curves
     from rlkit.progress import Progress
@@ -576,7 +580,7 @@ def run_training(
             carry = trainer.init(jax.random.split(jax.random.key(seed), num_seeds))
             first_chunk = 0
             if resume:
-                carry, first_chunk = _restore(trainer, checkpointer, log, carry, run_dir)
+                carry, first_chunk = restore_run(checkpointer, log, carry, run_dir)
             elif log.path.exists():
                 log.path.unlink()
                 log = MetricsLog(log.path)
