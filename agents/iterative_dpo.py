@@ -109,6 +109,8 @@ class Config:
         return self.iterations * self.steps_per_iteration
 
     def __post_init__(self):
+        if isinstance(self.temperatures, list):  # config.yaml (YAML has no tuples)
+            object.__setattr__(self, "temperatures", tuple(self.temperatures))
         require_number(self.beta, "beta", low=0, low_open=True)
         require_number(self.label_smoothing, "label_smoothing", low=0.0, high=0.5,
                        high_open=True)
