@@ -255,13 +255,55 @@ def run_over_seeds(run: Callable, *args):
 # Online iterative DPO on language models --------------------------------------------------
 
 
+@struct.dataclass
+class IterativeCarry:
+    """What online iterative DPO carries from one iteration to the next, for one seed (all
+    arrays: checkpointable). The optimiser state is not in it: every iteration starts a fresh
+    one (`agent.init`'s), and the reference is the SFT model or a copy of `params`.
+
+    Attributes:
+        params: the current policy's parameters.
+        pairs: `PreferencePairs` [T * n, P + N], every pair kept so far in rows [0, count).
+        count: int32, the pairs kept so far.
+        key: the PRNG key of the iterations still to run.
+        iteration: int32, the iterations done.
+    """
+
+    params: PyTree
+    pairs: PreferencePairs
+    count: Array
+    key: Array
+    iteration: Array
+
+
+def _iterative_start(agent: Agent, config, spec, key: Array) -> tuple[PyTree, IterativeCarry]:
+    """`(blank, carry)`: the agent state every iteration starts from (pi_0 and a fresh
+    optimiser state) and the carry before iteration 1 (pi_0, no pair)."""
+    init_key, key = jax.random.split(key)
+    blank = agent.init(init_key)
+    capacity = config.iterations * config.prompts_per_iteration
+    empty = np.full((capacity, spec.prompt_tokens + spec.completion_tokens), spec.pad_id,
+                    np.int32)
+    pairs = PreferencePairs(*(Sequences(empty.copy(), np.zeros(empty.shape, bool),
+                                        np.zeros(empty.shape, bool)) for _ in range(2)))
+    return blank, IterativeCarry(params=blank.params, pairs=pairs, count=np.asarray(0, np.int32),
+                                 key=key, iteration=np.asarray(0, np.int32))
+
+
+def init_iterative_carry(agent: Agent, config, spec, key: Array) -> IterativeCarry:
+    """The carry of `run_iterative_dpo(..., key)` before its first iteration: the shapes and
+    dtypes a checkpoint of that run restores into (`rlkit.checkpoint.Checkpointer.restore`)."""
+    return jax.tree.map(jnp.asarray, _iterative_start(agent, config, spec, key)[1])
+
+
 def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
                       draw_prompts: Callable[[int], Sequences],
                       score_fn: Callable[[Sequences, Array, Array], Array],
                       pair_fn: Callable, reward_fn: Callable[[Array, Array, Array], Array],
                       eval_prompts: Sequences, key: Array,
                       length_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                      on_iteration: Callable[[int, dict], None] | None = None
+                      on_iteration: Callable[[int, dict, IterativeCarry], None] | None = None,
+                      carry: IterativeCarry | None = None, stop: int | None = None
                       ) -> tuple[PyTree, list[dict]]:
     """Online iterative DPO of a language model (`agents.iterative_dpo`), one seed.
 
@@ -293,7 +335,13 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
         key: PRNG key.
         length_fn: `(completion_tokens [M, N], completion_mask [M, N]) -> [M]` lengths (host,
             numpy; characters for text) for the "max_min_p" rule; None: tokens generated.
-        on_iteration: called with (t, that iteration's figures) after each iteration.
+        on_iteration: called with (t, that iteration's figures, the carry after it) after
+            each iteration (t from 0): where a run logs and checkpoints.
+        carry: continue from this carry (a checkpoint's, restored into
+            `init_iterative_carry(agent, config, spec, key)`; the same `key` as the run it
+            continues) instead of the start: the iterations that follow are those of an
+            uninterrupted run, bit for bit.
+        stop: run iterations up to this one only (exclusive; None: all T).
 
     Returns:
         (the final parameters, one dict per iteration): `true_reward` (mean exact reward of one
@@ -302,7 +350,8 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
         of evaluation prompts whose policy completion beats pi_0's under the exact reward, ties
         counted 1/2), `completion_length`, `labels_used` (pairs kept so far), `pairs_kept`
         (this iteration's), `responses_scored` (so far), `loss` (mean DPO loss of the
-        iteration's updates; NaN when it kept no pair and did not train).
+        iteration's updates; NaN when it kept no pair and did not train); the iterations run
+        in this call only.
     """
     from rlkit.lm.generate import sample_completions as generate_completions
     from rlkit.lm.transformer import Transformer
@@ -349,13 +398,16 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
                 "win_rate": win_rate_against(reward, reference_reward),
                 "completion_length": mask.sum(-1).mean(dtype=jnp.float32)}
 
-    init_key, key = jax.random.split(key)
-    blank = agent.init(init_key)  # pi_0 and a fresh optimiser state
-    empty = np.full((capacity, width), spec.pad_id, np.int32)
-    buffer = PreferencePairs(*(Sequences(empty.copy(), np.zeros(empty.shape, bool),
-                                         np.zeros(empty.shape, bool)) for _ in range(2)))
-    params, count, history = blank.params, 0, []
-    for iteration in range(config.iterations):
+    blank, start = _iterative_start(agent, config, spec, key)  # pi_0, fresh optimiser state
+    if carry is not None:  # the buffer is filled in place on the host: writable copies
+        require(carry.pairs.chosen.tokens.shape == (capacity, width), "carry",
+                f"a pair buffer of shape {carry.pairs.chosen.tokens.shape}, not this run's "
+                f"{(capacity, width)}")
+        start = carry.replace(pairs=jax.tree.map(np.array, carry.pairs))
+    params, buffer, key = start.params, start.pairs, start.key
+    count, history = int(start.count), []
+    for iteration in range(int(start.iteration), min(config.iterations, stop or
+                                                     config.iterations)):
         key, sample_key, pair_key, train_key, eval_key = jax.random.split(key, 5)
         prompts = draw_prompts(iteration)  # [n, P]
         repeated = jax.tree.map(lambda x: np.repeat(np.asarray(x), per_temperature, axis=0),
@@ -396,7 +448,9 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
                        loss=float(loss))
         history.append(figures)
         if on_iteration is not None:
-            on_iteration(iteration, figures)
+            on_iteration(iteration, figures, IterativeCarry(
+                params=params, pairs=buffer, count=np.asarray(count, np.int32), key=key,
+                iteration=np.asarray(iteration + 1, np.int32)))
     return params, history
 
 
@@ -521,9 +575,9 @@ def tokenize_pairs(tokenizer, records: Sequence[PreferenceRecord], prompt_tokens
 
 
 __all__ = [
-    "GENERATION_METRICS", "PreferenceCarry", "REWARD_MODEL_METRICS", "encode_completion",
-    "encode_prompt", "headline_metric", "make_bandit_pair_run", "make_preference_trainer",
-    "record_lines", "run_iterative_dpo", "run_over_seeds", "win_rate_against",
-    "sample_completions", "text_lengths", "tokenize_demonstrations", "tokenize_pairs",
-    "tokenize_prompts",
+    "GENERATION_METRICS", "IterativeCarry", "PreferenceCarry", "REWARD_MODEL_METRICS",
+    "encode_completion", "encode_prompt", "headline_metric", "init_iterative_carry",
+    "make_bandit_pair_run", "make_preference_trainer", "record_lines", "run_iterative_dpo",
+    "run_over_seeds", "sample_completions", "text_lengths", "tokenize_demonstrations",
+    "tokenize_pairs", "tokenize_prompts", "win_rate_against",
 ]
