@@ -18,9 +18,10 @@ Language-model training on a text task with an exact true reward (`envs.text_tas
   `--reward-model DIR` (a reward-model run; its tokenizer must be the policy's) or, without it,
   the task's exact reward (an oracle labeller), pairing and DPO warm-started from the previous
   policy (`rlkit.loops.preference.run_iterative_dpo`). Prompts are drawn from the task, or
-  from the prompts of `--dataset pairs.jsonl`. Not resumable; the updates are
-  `--agent.iterations` x `--agent.steps-per-iteration` (no `--total-steps`). It writes
-  metrics.csv (one row per seed and iteration), model/ (seed 0's) and summary.json with
+  from the prompts of `--dataset pairs.jsonl`. The updates are `--agent.iterations` x
+  `--agent.steps-per-iteration` (no `--total-steps`); a chunk is one iteration of one seed
+  (checkpointed after it: `--resume` and `--stop-after-chunks` work as for the other agents).
+  It writes metrics.csv (one row per seed and iteration), model/ (seed 0's) and summary.json with
   `true_reward`, `reverse_kl` (to the SFT model), `win_rate`, `labels_used`,
   `responses_scored` and `labeller`.
 
@@ -241,17 +242,14 @@ def parse(argv: list[str]) -> tuple[PreferenceExperiment, bool, bool]:
     run, agent_config = args.run, args.agent
     require(name == "iterative-dpo" or run.reward_model is None, "--reward-model",
             f"labels iterative-dpo's samples; {name} does not use it (drop the flag)")
-    if name == "iterative-dpo":
+    if name == "iterative-dpo":  # its budget is the agent's iterations, not --total-steps
         require(run.total_steps is None, "--total-steps",
                 "iterative-dpo's updates are --agent.iterations x --agent.steps-per-iteration; "
                 "set those instead")
-        experiment = PreferenceExperiment(name, run, agent_config, args.task_config)
-        require(first.resume is None, "--resume", "iterative-dpo runs are not resumable; "
-                "start a new run")
-        return experiment, False, args.overwrite
-    if run.total_steps is not None:
-        agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
-    run = dataclasses.replace(run, total_steps=agent_config.total_steps)
+    else:
+        if run.total_steps is not None:
+            agent_config = dataclasses.replace(agent_config, total_steps=run.total_steps)
+        run = dataclasses.replace(run, total_steps=agent_config.total_steps)
     experiment = PreferenceExperiment(name, run, agent_config, args.task_config)
     if first.resume is None:
         return experiment, False, args.overwrite
@@ -522,7 +520,7 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
 
     run_dir = check_run_dir(experiment, resume, overwrite)
     if experiment.agent == "iterative-dpo":
-        return _execute_iterative(experiment, run_dir)
+        return _execute_iterative(experiment, run_dir, resume)
     built = build(experiment, run_dir)
     if built.budget_note is not None:
         print(built.budget_note, file=sys.stderr)
@@ -603,17 +601,24 @@ def load_reward_model(path: str, tokenizer):
     return model_config, params
 
 
-def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
+def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path, resume: bool = False):
     """Run online iterative DPO (`agents.iterative_dpo`, `rlkit.loops.preference.
     run_iterative_dpo`) for each seed in turn; write metrics.csv (one row per seed and
-    iteration), model/ (seed 0's final policy) and summary.json."""
+    iteration), model/ (seed 0's final policy, as soon as seed 0 is done) and summary.json.
+
+    A chunk is one iteration of one seed (chunk = seed * T + iteration - 1): after each, its
+    row is appended to metrics.csv and the carry (`IterativeCarry`: policy, pairs so far, their
+    count, key, iterations done) with the prompt generator's state is checkpointed as step
+    `chunk` (every --checkpoint-every chunks, and the last of the invocation), so `--resume`
+    continues from the newest complete iteration exactly; --stop-after-chunks stops there."""
     import jax
     import jax.numpy as jnp
 
+    from rlkit.checkpoint import Checkpointer
     from rlkit.data.preferences import load_preferences
     from rlkit.lm.transformer import TransformerRewardModel, positions_from_mask
     from rlkit.loops import preference as driver
-    from rlkit.runner import MetricsLog, RunResult, json_safe, write_json_atomic
+    from rlkit.runner import MetricsLog, RunResult, restore_run, write_json_atomic
     from rlkit.train import prepare_run_dir
 
     iterative_dpo = agent_module("iterative-dpo")
@@ -655,60 +660,133 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path):
         return np.array([len(tokenizer.decode([int(i) for i in row[keep & (row != spec.eos_id)]]))
                          for row, keep in zip(completions, mask, strict=True)], np.float32)
 
-    prepare_run_dir(experiment, run_dir, False)
+    prepare_run_dir(experiment, run_dir, resume)
     eval_rng = np.random.default_rng([run.seed, 1])
     eval_prompts = driver.tokenize_prompts(tokenizer, task.sample_prompts(
         eval_rng, run.eval_prompts), prompt_tokens)
     agent = iterative_dpo.make_text_agent(config, spec, sft_params)
-    metrics, finals, final_params = MetricsLog(run_dir / "metrics.csv"), [], None
-    for seed in range(run.seeds):
-        rng = np.random.default_rng([run.seed, 2, seed])
+    iterations, num_chunks = config.iterations, run.seeds * config.iterations
 
-        def draw_prompts(iteration: int, rng=rng):
-            if prompt_pool is None:
-                texts = task.sample_prompts(rng, config.prompts_per_iteration)
-            else:
-                texts = [prompt_pool[i] for i in rng.integers(
-                    0, len(prompt_pool), config.prompts_per_iteration)]
-            return driver.tokenize_prompts(tokenizer, texts, prompt_tokens)
+    def seed_key(seed: int):
+        return jax.random.key(np.uint32(run.seed) + np.uint32(seed))
 
-        def report(iteration: int, figures: dict, seed=seed) -> None:
-            metrics.append([{"seed": seed, "iteration": iteration + 1,
+    log = MetricsLog(run_dir / "metrics.csv")
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    like = {"carry": driver.init_iterative_carry(agent, config, spec, seed_key(0)),
+            "prompt_rng": jnp.zeros(_RNG_WORDS, jnp.uint32)}
+    try:
+        first, restored = 0, None
+        if resume:
+            restored, first = restore_run(checkpointer, log, like, run_dir)
+        elif log.path.exists():
+            log.path.unlink()
+            log = MetricsLog(log.path)
+        done = run_dir / "summary.json"  # a stopped run's is rewritten when it ends
+        if (first >= num_chunks and done.exists()
+                and not json.loads(done.read_text()).get("stopped_early")):
+            print(f"note: {run_dir} is finished (all {iterations} iterations of "
+                  f"{run.seeds} seed(s)); nothing to do", file=sys.stderr)
+            return RunResult(summary=json.loads(done.read_text()), run_dir=run_dir)
+        last = num_chunks - 1
+        if run.stop_after_chunks is not None:
+            last = min(last, first + run.stop_after_chunks - 1)
+        for seed in range(first // iterations, last // iterations + 1):
+            rng = np.random.default_rng([run.seed, 2, seed])
+            carry = None
+            if first % iterations and seed == first // iterations:  # within a seed
+                carry = restored["carry"]
+                rng.bit_generator.state = _rng_state(restored["prompt_rng"], rng)
+
+            def draw_prompts(iteration: int, rng=rng):
+                if prompt_pool is None:
+                    texts = task.sample_prompts(rng, config.prompts_per_iteration)
+                else:
+                    texts = [prompt_pool[i] for i in rng.integers(
+                        0, len(prompt_pool), config.prompts_per_iteration)]
+                return driver.tokenize_prompts(tokenizer, texts, prompt_tokens)
+
+            def report(iteration: int, figures: dict, carry, seed=seed, rng=rng) -> None:
+                chunk = seed * iterations + iteration
+                log.append([{"seed": seed, "chunk": chunk, "iteration": iteration + 1,
                              "updates": (iteration + 1) * config.steps_per_iteration,
                              **figures}])  # on disk at once: a crash keeps what was done
-            if run.progress:
-                print(f"seed {seed} iteration {iteration + 1}/{config.iterations}: "
-                      f"true_reward {figures['true_reward']:.4g}, win_rate "
-                      f"{figures['win_rate']:.3g}, labels_used {figures['labels_used']}",
-                      file=sys.stderr)
+                if seed == 0 and iteration + 1 == iterations:
+                    save_model(run_dir / "model", model_config,
+                               jax.tree.map(jnp.asarray, carry.params), tokenizer)
+                if (chunk + 1) % run.checkpoint_every == 0 or chunk == last:
+                    checkpointer.save(chunk, {"carry": carry, "prompt_rng": _rng_words(rng)})
+                if run.progress:
+                    print(f"seed {seed} iteration {iteration + 1}/{iterations}: "
+                          f"true_reward {figures['true_reward']:.4g}, win_rate "
+                          f"{figures['win_rate']:.3g}, labels_used {figures['labels_used']}",
+                          file=sys.stderr)
 
-        params, history = driver.run_iterative_dpo(
-            agent, config, spec, sft_params, draw_prompts, score_fn,
-            iterative_dpo.select_pairs(config), task.reward_tokens, eval_prompts,
-            jax.random.key(np.uint32(run.seed) + np.uint32(seed)),
-            length_fn=length_fn if config.pair_rule == "max_min_p" else None,
-            on_iteration=report)
-        finals.append(history[-1])
-        if seed == 0:
-            final_params = params
-    save_model(run_dir / "model", model_config, jax.tree.map(jnp.asarray, final_params),
-               tokenizer)
-
-    def mean(name: str) -> float:
-        return float(np.mean([f[name] for f in finals]))
-
-    summary = {"agent": experiment.agent, "env": run.task, "task": run.task,
-               "seeds": run.seeds, "iterations": config.iterations,
-               "updates": config.total_steps, "labeller": labeller,
-               **{name: mean(name) for name in ("true_reward", "reverse_kl", "win_rate",
-                                                "completion_length")},
-               "labels_used": int(round(mean("labels_used"))),
-               "responses_scored": finals[0]["responses_scored"],
-               **{f"per_seed_{name}": [f[name] for f in finals]
-                  for name in ("true_reward", "reverse_kl", "win_rate", "labels_used")}}
-    summary = json_safe(summary)
+            driver.run_iterative_dpo(
+                agent, config, spec, sft_params, draw_prompts, score_fn,
+                iterative_dpo.select_pairs(config), task.reward_tokens, eval_prompts,
+                seed_key(seed), length_fn=length_fn if config.pair_rule == "max_min_p" else None,
+                on_iteration=report, carry=carry, stop=last - seed * iterations + 1)
+    except KeyboardInterrupt as error:
+        error.run_dir = run_dir  # for the CLI's "resume with ... --resume RUN" line
+        raise
+    finally:
+        checkpointer.close()
+    summary = _iterative_summary(experiment, labeller, log.read(), stopped=last < num_chunks - 1)
     write_json_atomic(run_dir / "summary.json", summary)
     return RunResult(summary=summary, run_dir=run_dir)
+
+
+_RNG_WORDS = 10  # a numpy PCG64 state: 128-bit state and increment, has_uint32, uinteger
+
+
+def _rng_words(rng: np.random.Generator) -> np.ndarray:
+    """The state of numpy generator `rng` (PCG64) as uint32 [10], for a checkpoint."""
+    state = rng.bit_generator.state
+    words = [(state["state"][name] >> (32 * i)) & 0xFFFFFFFF
+             for name in ("state", "inc") for i in range(4)]
+    return np.array([*words, state["has_uint32"], state["uinteger"]], np.uint32)
+
+
+def _rng_state(words, rng: np.random.Generator) -> dict:
+    """The inverse of `_rng_words`: a state to assign to `rng.bit_generator.state`."""
+    words = [int(w) for w in np.asarray(words)]
+
+    def number(offset: int) -> int:
+        return sum(w << (32 * i) for i, w in enumerate(words[offset:offset + 4]))
+
+    state = rng.bit_generator.state
+    return {**state, "state": {"state": number(0), "inc": number(4)},
+            "has_uint32": words[8], "uinteger": words[9]}
+
+
+def _iterative_summary(experiment: PreferenceExperiment, labeller: str,
+                       rows: list[dict[str, str]], stopped: bool) -> dict:
+    """summary.json of an iterative-dpo run, from metrics.csv: each seed's last iteration's
+    figures (the CSV's floats read back exactly), means over seeds. A run stopped early
+    (--stop-after-chunks) gets its counts and `stopped_early` only."""
+    from rlkit.runner import json_safe
+
+    run, config = experiment.run, experiment.agent_config
+    summary: dict[str, Any] = {
+        "agent": experiment.agent, "env": run.task, "task": run.task, "seeds": run.seeds,
+        "iterations": config.iterations, "updates": config.total_steps, "labeller": labeller,
+        "stopped_early": stopped}
+    if stopped:
+        return json_safe({**summary, "last_chunk": max(int(r["chunk"]) for r in rows)})
+    finals = [max((r for r in rows if int(r["seed"]) == seed), key=lambda r: int(r["chunk"]))
+              for seed in range(run.seeds)]
+
+    def per_seed(name: str) -> list:
+        return [(int if name in ("labels_used", "responses_scored") else float)(f[name])
+                for f in finals]
+
+    summary.update({name: float(np.mean(per_seed(name))) for name in (
+        "true_reward", "reverse_kl", "win_rate", "completion_length")})
+    summary.update(labels_used=int(round(np.mean(per_seed("labels_used")))),
+                   responses_scored=per_seed("responses_scored")[0],
+                   **{f"per_seed_{name}": per_seed(name)
+                      for name in ("true_reward", "reverse_kl", "win_rate", "labels_used")})
+    return json_safe(summary)
 
 
 PANELS = {"sft": [("true_reward", "true reward"), ("loss", "loss (next-token)")],

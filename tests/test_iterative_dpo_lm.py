@@ -3,6 +3,7 @@
 `python -m rlkit.train iterative-dpo` end to end."""
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -147,8 +148,9 @@ def sft_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("sft") / "run"
     assert main(["sft", *TINY, "--agent.num-layers", "1", "--agent.width", "16",
                  "--agent.num-heads", "2", "--agent.mlp-width", "32", "--max-length", "16",
-                 "--demonstrations", "64", "--total-steps", "4", "--num-logs", "1",
-                 "--run-dir", str(run_dir)]) == 0
+                 "--demonstrations", "64", "--total-steps", "100", "--agent.learning-rate",
+                 "3e-3", "--num-logs", "1", "--run-dir", str(run_dir)]) == 0
+    # Trained enough to be right now and then: samples that differ in reward, so pairs.
     return run_dir
 
 
@@ -164,7 +166,7 @@ def test_the_cli_writes_the_summary_fields(sft_run, tmp_path):
     assert np.isfinite(summary["reverse_kl"])
     assert summary["labeller"] == "exact reward (oracle)"
     rows = (run_dir / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[0].startswith("seed,iteration,updates")
+    assert len(rows) == 3 and rows[0].startswith("seed,chunk,iteration,updates")
     assert (run_dir / "model" / "model.safetensors").is_file()
 
 
@@ -212,3 +214,50 @@ def test_same_tokenizer_compares_kind_special_ids_and_vocabulary(tmp_path):
         (FIXTURES / "llama" / "tokenizer_config.json").read_bytes())
     assert same_tokenizer(llama, load_tokenizer(tmp_path)) == (
         "different tokenizer.json vocabularies or rules")
+
+
+def _error_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_an_interrupted_run_resumes_exactly(sft_run, tmp_path, capsys):
+    """Stopped after iteration 1 of 3 (seed 0), then after seed 1's first iteration (seed 0
+    done: its model/ written, its figures only in metrics.csv), then resumed to the end: the
+    same metrics.csv byte for byte, summary figures and model as one uninterrupted run."""
+    common = ["iterative-dpo", *TINY, *TINY_ITERATIVE, "--agent.iterations", "3",
+              "--model", str(sft_run), "--seeds", "2"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main([*common, "--run-dir", str(whole)]) == 0
+    assert main([*common, "--run-dir", str(cut), "--stop-after-chunks", "1"]) == 0
+    assert len((cut / "metrics.csv").read_text().splitlines()) == 2  # header, one iteration
+    assert json.loads((cut / "summary.json").read_text())["stopped_early"] is True
+    # The README's form (no agent named); a row logged after the checkpoint is cut back.
+    with (cut / "metrics.csv").open("a") as f:
+        f.write((whole / "metrics.csv").read_text().splitlines()[2] + "\n")
+    assert main(["--resume", str(cut), "--no-progress", "--stop-after-chunks", "3"]) == 0
+    assert len((cut / "metrics.csv").read_text().splitlines()) == 5
+    assert main(["--resume", str(cut), "--no-progress"]) == 0
+    assert (whole / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
+    assert len((whole / "metrics.csv").read_text().splitlines()) == 1 + 2 * 3
+    first = json.loads((whole / "summary.json").read_text())
+    second = json.loads((cut / "summary.json").read_text())
+    for name in ("true_reward", "reverse_kl", "win_rate", "completion_length", "labels_used",
+                 "responses_scored", "per_seed_true_reward", "per_seed_labels_used",
+                 "iterations", "updates", "stopped_early"):
+        assert first[name] == second[name], name
+    assert first["stopped_early"] is False and first["updates"] == 9
+    assert min(first["per_seed_labels_used"]) > 0  # pairs were kept, so the policy moved
+    assert ((whole / "model" / "model.safetensors").read_bytes()
+            == (cut / "model" / "model.safetensors").read_bytes())
+    capsys.readouterr()
+    # A finished run: nothing to do, one line; a run with rows but no checkpoint: refused.
+    assert main(["--resume", str(cut), "--no-progress"]) == 0
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and "is finished" in lines[0], lines
+    shutil.rmtree(cut / "checkpoints")
+    assert main(["--resume", str(cut), "--no-progress"]) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and "no checkpoint" in lines[0], lines
+    assert main(["iterative-dpo", "--resume", str(cut), "--agent.iterations", "4"]) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and "--agent.iterations" in lines[0], lines
