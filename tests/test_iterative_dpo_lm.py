@@ -3,7 +3,9 @@
 `python -m rlkit.train iterative-dpo` end to end."""
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import jax
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from agents import iterative_dpo
+from rlkit.checkpoint import Checkpointer
 from rlkit.lm import ByteTokenizer
 from rlkit.lm.transformer import TransformerConfig
 from rlkit.loops.preference import run_iterative_dpo, tokenize_prompts
@@ -220,10 +223,11 @@ def _error_lines(capsys) -> list[str]:
     return capsys.readouterr().err.strip().splitlines()
 
 
-def test_an_interrupted_run_resumes_exactly(sft_run, tmp_path, capsys):
+def test_an_interrupted_run_resumes_exactly(sft_run, tmp_path, capsys, monkeypatch):
     """Stopped after iteration 1 of 3 (seed 0), then after seed 1's first iteration (seed 0
-    done: its model/ written, its figures only in metrics.csv), then resumed to the end: the
-    same metrics.csv byte for byte, summary figures and model as one uninterrupted run."""
+    done: its model/ written, its figures only in metrics.csv), then by SIGTERM in seed 1's
+    second iteration, then resumed to the end: the same metrics.csv byte for byte, summary
+    figures and model as one uninterrupted run."""
     common = ["iterative-dpo", *TINY, *TINY_ITERATIVE, "--agent.iterations", "3",
               "--model", str(sft_run), "--seeds", "2"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -236,6 +240,21 @@ def test_an_interrupted_run_resumes_exactly(sft_run, tmp_path, capsys):
         f.write((whole / "metrics.csv").read_text().splitlines()[2] + "\n")
     assert main(["--resume", str(cut), "--no-progress", "--stop-after-chunks", "3"]) == 0
     assert len((cut / "metrics.csv").read_text().splitlines()) == 5
+    # SIGTERM after seed 1's second iteration is logged, before its checkpoint: exit 143, the
+    # row of that iteration cut back on resume.
+    save = Checkpointer.save
+
+    def terminated_before(self, step, tree):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        save(self, step, tree)
+
+    monkeypatch.setattr(Checkpointer, "save", terminated_before)
+    capsys.readouterr()
+    assert main(["--resume", str(cut), "--no-progress"]) == 143
+    assert f"resume with python -m rlkit.train --resume {cut}" in _error_lines(capsys)[-1]
+    assert len((cut / "metrics.csv").read_text().splitlines()) == 6
+    monkeypatch.setattr(Checkpointer, "save", save)
     assert main(["--resume", str(cut), "--no-progress"]) == 0
     assert (whole / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
     assert len((whole / "metrics.csv").read_text().splitlines()) == 1 + 2 * 3
