@@ -336,7 +336,8 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
         length_fn: `(completion_tokens [M, N], completion_mask [M, N]) -> [M]` lengths (host,
             numpy; characters for text) for the "max_min_p" rule; None: tokens generated.
         on_iteration: called with (t, that iteration's figures, the carry after it) after
-            each iteration (t from 0): where a run logs and checkpoints.
+            each iteration (t from 0): where a run logs and checkpoints (at once: the pair
+            buffer is the one the next iteration fills in place).
         carry: continue from this carry (a checkpoint's, restored into
             `init_iterative_carry(agent, config, spec, key)`; the same `key` as the run it
             continues) instead of the start: the iterations that follow are those of an
@@ -406,8 +407,8 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
         start = carry.replace(pairs=jax.tree.map(np.array, carry.pairs))
     params, buffer, key = start.params, start.pairs, start.key
     count, history = int(start.count), []
-    for iteration in range(int(start.iteration), min(config.iterations, stop or
-                                                     config.iterations)):
+    end = config.iterations if stop is None else min(stop, config.iterations)
+    for iteration in range(int(start.iteration), end):
         key, sample_key, pair_key, train_key, eval_key = jax.random.split(key, 5)
         prompts = draw_prompts(iteration)  # [n, P]
         repeated = jax.tree.map(lambda x: np.repeat(np.asarray(x), per_temperature, axis=0),
