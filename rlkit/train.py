@@ -956,11 +956,14 @@ def _remove_run(run_dir: Path) -> None:
     import shutil
 
     for name in ("config.yaml", "metrics.csv", "metrics.tmp", "summary.json", "summary.json.tmp",
-                 "curves.png", "curves.tmp.png"):
+                 "curves.png", "curves.tmp.png", "pairs.jsonl"):
         (run_dir / name).unlink(missing_ok=True)
     for events in run_dir.glob("events.out.tfevents.*"):
         events.unlink()
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    # model/: a preference run's saved model (`rlkit.train_preference`); left behind, it would
+    # pass for the new run's until (unless) that run wrote its own.
+    for directory in ("checkpoints", "model"):
+        shutil.rmtree(run_dir / directory, ignore_errors=True)
 
 
 def check_run_dir(experiment: Experiment, resume: bool, overwrite: bool) -> Path:

@@ -111,6 +111,9 @@ class PreferenceRunOptions:
         require(0 <= self.seed < 2**32, "--seed", f"must be in [0, 2**32), got {self.seed}")
         require(self.total_steps is None or self.total_steps > 0, "--total-steps",
                 f"must be positive, got {self.total_steps}")
+        require(self.stop_after_chunks is None or self.stop_after_chunks >= 1,
+                "--stop-after-chunks", f"must be at least 1, got {self.stop_after_chunks}; "
+                "drop it to run to the end")
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,13 @@ def test_a_new_run_never_writes_into_a_run_and_overwrite_replaces_it(finished, t
     assert "already holds a run" in line and "--overwrite" in line
     assert _files(run_dir) == before  # nothing touched
 
+    # What a preference run writes besides (rlkit.train_preference) goes too.
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "model.safetensors").write_bytes(b"old")
+    (run_dir / "pairs.jsonl").write_text("{}\n")
     assert main([*TINY, "--run-dir", str(run_dir), "--seed", "7", "--overwrite",
                  "--stop-after-chunks", "1"]) == 0
+    assert not (run_dir / "model").exists() and not (run_dir / "pairs.jsonl").exists()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["run"]["seed"] == 7
     # The old run's checkpoints are gone: only the new run's chunk 0 is left.
