@@ -215,7 +215,8 @@ def pseudo_count_study(args, plot: Path | None) -> list[dict]:
     results, curves = [], {}
     for kind in ("rdd", "rnd"):
         config = intrinsic.Config(kind=kind, update_proportion=1.0, count_states=True,
-                                  learning_rate=args.count_learning_rate)
+                                  learning_rate=args.count_learning_rate,
+                                  sigma=args.count_sigma)
         transform = intrinsic.make_transform(config, env.spec.obs_shape)
 
         def run(key, states, transform=transform):
@@ -258,7 +259,8 @@ def pseudo_count_study(args, plot: Path | None) -> list[dict]:
             ax.loglog(count, bonus, marker, ms=3, alpha=0.6,
                       label=f"{kind.upper()} (fitted slope {slope:+.2f})")
         n = np.geomspace(args.count_min, max(c.max() for c, _, _ in curves.values()), 50)
-        ax.loglog(n, 1.0 / n, "k--", label=r"$\sigma^2 / n$ ($\sigma = 1$)")
+        ax.loglog(n, args.count_sigma**2 / n, "k--",
+                  label=rf"$\sigma^2 / n$ ($\sigma = {args.count_sigma:g}$)")
         ax.set_xlabel("visit count n (rows the predictor trained on)")
         ax.set_ylabel("bonus (1/k) ||f(s) - mu(s)||^2")
         ax.set_title(f"DeepSea {args.count_size}, uniform random walk")
@@ -301,19 +303,20 @@ def plot_tabular(results: list[dict], path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(studies), figsize=(4.5 * len(studies), 3.6), squeeze=False)
     for ax, study in zip(axes[0], studies, strict=True):
-        for index, row in enumerate(r for r in results if r["study"] == study
-                                    and "episodes_to_first_success" in r):
+        rows = [r for r in results if r["study"] == study and "episodes_to_first_success" in r]
+        for index, row in enumerate(rows):
             color = f"C{index}"
             found = sorted(x for x in row["episodes_to_first_success"] if x is not None)
             xs = [0, *found, row["budget_episodes"]]
             ys = [0, *range(1, len(found) + 1), len(found)]
             ax.step(xs, ys, where="post", color=color,
-                    label=f"{row['method']} (solved {row['solved']}/{row['seeds']})")
+                    label=f"{row['method']} (solved at the end {row['solved']}/{row['seeds']})")
             curve = row.get("solved_by_chunk")
             if curve:
                 ax.plot([0, *curve["episodes"]], [0, *curve["solved"]], "--", color=color,
                         alpha=0.7)
-        ax.set_title(f"{study}: seeds with a success (solid), solved (dashed)", fontsize=9)
+        dashed = ", solved (dashed)" if any(r.get("solved_by_chunk") for r in rows) else ""
+        ax.set_title(f"{study}: seeds with a success (solid){dashed}", fontsize=9)
         ax.set_xlabel("training episodes per seed")
         ax.set_ylabel("seeds")
         ax.set_ylim(-0.2, max(r["seeds"] for r in results if r["study"] == study) + 0.2)
@@ -335,6 +338,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
     for flag, value in (("--count-learning-rate", args.count_learning_rate),
+                        ("--count-sigma", args.count_sigma),
                         ("--count-min", args.count_min)):
         if not value > 0:
             parser.error(f"{flag} must be > 0, got {value}")
@@ -362,6 +366,8 @@ def main() -> None:
     parser.add_argument("--count-episodes-per-batch", type=int, default=4)
     parser.add_argument("--count-learning-rate", type=float, default=1e-3)
     parser.add_argument("--count-min", type=float, default=4)
+    parser.add_argument("--count-sigma", type=float, default=1.0,
+                        help="RDD's sigma in the pseudo-count study (the sigma^2 / n line too)")
     parser.add_argument("--count-seed", type=int, default=0)
     parser.add_argument("--speed-repeats", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=163_840)
