@@ -26,7 +26,10 @@ Every training run goes through `python -m rlkit.train`'s own code path (seeds v
 device). Means with 95% bootstrap CIs (`rlkit.stats`).
 
     uv run python benchmarks/exploration.py --study deepsea --sizes 20 --seeds 8 \\
-        --json benchmarks/results/exploration_deepsea.json
+        --methods ppo+rdd ppo ppo+rnd --deepsea-episodes 98304 --logs 32 \\
+        --json benchmarks/results/exploration_deepsea20_98k_cpu.json \\
+        --tabular-plot benchmarks/results/exploration_deepsea20.png
+    uv run python benchmarks/exploration.py --replot RESULTS.json --tabular-plot PNG
     uv run python benchmarks/exploration.py --study pseudo-count speed \\
         --plot benchmarks/results/exploration_bonus_vs_count.png
 """
