@@ -135,6 +135,8 @@ def tabular_study(args, workdir: Path, env: str, env_config, label: str, budget:
     for method in methods:
         agent = METHODS[method][0]
         overrides = dict(PPO_DEEPSEA if agent == "ppo" else DQN_DEEPSEA)
+        if METHODS[method][1]["intrinsic"] == "rdd":
+            overrides["intrinsic_sigma"] = args.rdd_sigma
         run_dir = workdir / f"{label}-{method}"
         start = time.time()
         summary, rows = train(method, env, env_config, overrides, seeds=args.seeds,
@@ -341,7 +343,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
     for flag, value in (("--count-learning-rate", args.count_learning_rate),
-                        ("--count-sigma", args.count_sigma),
+                        ("--count-sigma", args.count_sigma), ("--rdd-sigma", args.rdd_sigma),
                         ("--count-min", args.count_min)):
         if not value > 0:
             parser.error(f"{flag} must be > 0, got {value}")
@@ -374,6 +376,8 @@ def main() -> None:
     parser.add_argument("--count-seed", type=int, default=0)
     parser.add_argument("--speed-repeats", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=163_840)
+    parser.add_argument("--rdd-sigma", type=float, default=1.0,
+                        help="RDD's sigma in the deepsea and riverswim studies (the paper's 1)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None,
                         help="bonus against visit count (pseudo-count study)")

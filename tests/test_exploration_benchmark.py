@@ -72,6 +72,7 @@ def test_tabular_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch, 
     (["--deepsea-episodes", "-5"], "--deepsea-episodes must be at least 1"),
     (["--sizes", "1"], "DeepSea sizes"),
     (["--count-learning-rate", "0"], "--count-learning-rate must be > 0"),
+    (["--rdd-sigma", "-1"], "--rdd-sigma must be > 0"),
     (["--replot", "missing.json"], "--replot needs --tabular-plot"),
 ])
 def test_bad_arguments_exit_2_naming_the_flag(argv, needle, monkeypatch, capsys):
