@@ -296,8 +296,9 @@ def speed_study(args, workdir: Path) -> list[dict]:
 
 
 def plot_tabular(results: list[dict], path: Path) -> None:
-    """One panel per tabular study: seeds with a first success (solid) and seeds whose policy
-    is solved (dashed, where the per-chunk curve was recorded) against training episodes."""
+    """One panel per tabular study against training episodes: on DeepSea the seeds with a first
+    success (solid; on RiverSwim every episode earns a reward, so there is none), and the seeds
+    whose policy is solved (dashed, where the per-chunk curve was recorded)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,19 +310,24 @@ def plot_tabular(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(studies), figsize=(4.5 * len(studies), 3.6), squeeze=False)
     for ax, study in zip(axes[0], studies, strict=True):
         rows = [r for r in results if r["study"] == study and "episodes_to_first_success" in r]
+        successes = study.startswith("deepsea")
         for index, row in enumerate(rows):
             color = f"C{index}"
-            found = sorted(x for x in row["episodes_to_first_success"] if x is not None)
-            xs = [0, *found, row["budget_episodes"]]
-            ys = [0, *range(1, len(found) + 1), len(found)]
-            ax.step(xs, ys, where="post", color=color,
-                    label=f"{row['method']} (solved at the end {row['solved']}/{row['seeds']})")
+            label = f"{row['method']} (solved at the end {row['solved']}/{row['seeds']})"
+            if successes:
+                found = sorted(x for x in row["episodes_to_first_success"] if x is not None)
+                xs = [0, *found, row["budget_episodes"]]
+                ys = [0, *range(1, len(found) + 1), len(found)]
+                ax.step(xs, ys, where="post", color=color, label=label)
+                label = None
             curve = row.get("solved_by_chunk")
             if curve:
                 ax.plot([0, *curve["episodes"]], [0, *curve["solved"]], "--", color=color,
-                        alpha=0.7)
-        dashed = ", solved (dashed)" if any(r.get("solved_by_chunk") for r in rows) else ""
-        ax.set_title(f"{study}: seeds with a success (solid){dashed}", fontsize=9)
+                        alpha=0.7, label=label)
+        drawn = ["seeds with a success (solid)"] if successes else []
+        if any(r.get("solved_by_chunk") for r in rows):
+            drawn.append("seeds solved (dashed)")
+        ax.set_title(f"{study}: {', '.join(drawn)}", fontsize=9)
         ax.set_xlabel("training episodes per seed")
         ax.set_ylabel("seeds")
         ax.set_ylim(-0.2, max(r["seeds"] for r in results if r["study"] == study) + 0.2)
