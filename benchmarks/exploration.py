@@ -390,17 +390,25 @@ def main() -> None:
     parser.add_argument("--tabular-plot", type=Path, default=None,
                         help="seeds with a success and seeds solved against training episodes "
                              "(deepsea and riverswim studies)")
-    parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
-                        help="draw --tabular-plot from a saved results file and exit")
+    parser.add_argument("--replot", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="draw --tabular-plot from saved results files (runs of one study "
+                             "share its panel) and exit")
     args = parser.parse_args()
     check_args(parser, args)
     if args.replot is not None:
         if args.tabular_plot is None:
             parser.error("--replot needs --tabular-plot PATH")
-        try:
-            saved = json.loads(args.replot.read_text())["results"]
-        except (OSError, ValueError, KeyError) as error:
-            parser.error(f"--replot {args.replot}: not a results file of this script ({error})")
+        saved = []
+        for path in args.replot:
+            try:
+                data = json.loads(path.read_text())
+                rows, sigma = data["results"], data["args"].get("rdd_sigma", 1.0)
+            except (OSError, ValueError, KeyError, AttributeError) as error:
+                parser.error(f"--replot {path}: not a results file of this script ({error})")
+            for row in rows:  # an RDD run at another sigma gets its own legend entry
+                if row.get("method", "").endswith("rdd") and sigma != 1.0:
+                    row = dict(row, method=f"{row['method']} sigma {sigma:g}")
+                saved.append(row)
         plot_tabular(saved, args.tabular_plot)
         return
     start = time.time()

@@ -58,8 +58,8 @@ def test_tabular_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch, 
            "budget_episodes": 100, "episodes_to_first_success": [40, None],
            "solved_by_chunk": {"episodes": [50.0, 100.0], "solved": [0, 1]}}
     saved = tmp_path / "results.json"
-    saved.write_text(json.dumps({"results": [row, dict(row, method="ppo", solved=0,
-                                                       episodes_to_first_success=[None, None])]}))
+    saved.write_text(json.dumps({"args": {}, "results": [
+        row, dict(row, method="ppo", solved=0, episodes_to_first_success=[None, None])]}))
     plot = tmp_path / "plot.png"
     monkeypatch.setattr(sys, "argv", ["exploration.py", "--replot", str(saved),
                                       "--tabular-plot", str(plot)])
