@@ -53,6 +53,7 @@ from offline_hybrid import describe, write_results  # noqa: E402
 from offline_hybrid import train as train_summary  # noqa: E402
 
 from rlkit import registry  # noqa: E402
+from rlkit.errors import RlkitError  # noqa: E402
 from rlkit.runner import MetricsLog  # noqa: E402
 
 # PPO on tabular envs: many short rollouts, a constant step size and a small entropy bonus, so
@@ -356,6 +357,14 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
     for size in [*args.sizes, args.count_size]:
         if size < 2:
             parser.error(f"DeepSea sizes (--sizes, --count-size) must be at least 2, got {size}")
+    import matplotlib.figure
+
+    formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
+    for flag, path in (("--plot", args.plot), ("--tabular-plot", args.tabular_plot)):
+        if path is not None and path.suffix.lstrip(".").lower() not in formats:
+            what = path.suffix or "a file without an extension"
+            parser.error(f"{flag} {path}: matplotlib cannot write {what}; use one of "
+                         f".{', .'.join(sorted(formats))}")
 
 
 def main() -> None:
@@ -411,6 +420,13 @@ def main() -> None:
                 saved.append(row)
         plot_tabular(saved, args.tabular_plot)
         return
+    try:
+        run_studies(args)
+    except RlkitError as error:  # a budget or setting rlkit.train refuses: one line, exit 2
+        parser.error(str(error))
+
+
+def run_studies(args) -> None:
     start = time.time()
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -521,6 +521,14 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     from rlkit.runner import run_training
     from rlkit.train import check_run_dir, prepare_run_dir
 
+    run = experiment.run
+    if not resume and run.run_dir is not None:  # --overwrite would delete the model it reads
+        for flag, path in (("--model", run.model), ("--reward-model", run.reward_model)):
+            if path is not None:
+                inside = Path(path).resolve()
+                require(Path(run.run_dir).resolve() not in (inside, *inside.parents), flag,
+                        f"{path} lies inside --run-dir {run.run_dir}; a run replaces its "
+                        "directory's model/, so pass a new --run-dir")
     run_dir = check_run_dir(experiment, resume, overwrite)
     if experiment.agent == "iterative-dpo":
         return _execute_iterative(experiment, run_dir, resume)
@@ -863,8 +871,13 @@ def print_summary(result) -> None:
             value = s[name]
             parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
     print("; ".join(parts))
-    files = "model/" if s["agent"] == "iterative-dpo" else "curves.png"
-    print(f"run directory: {result.run_dir}  (metrics.csv, summary.json, {files})")
+    if s.get("stopped_early"):
+        print(f"stopped early (--stop-after-chunks): continue with "
+              f"python -m rlkit.train --resume {result.run_dir}")
+    files = ["metrics.csv", "summary.json"]
+    files += [name for name in ("model/", "curves.png")
+              if (Path(result.run_dir) / name.rstrip("/")).exists()]
+    print(f"run directory: {result.run_dir}  ({', '.join(files)})")
 
 
 def main(argv: list[str]) -> int:

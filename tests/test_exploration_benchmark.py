@@ -74,6 +74,10 @@ def test_tabular_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch, 
     (["--count-learning-rate", "0"], "--count-learning-rate must be > 0"),
     (["--rdd-sigma", "-1"], "--rdd-sigma must be > 0"),
     (["--replot", "missing.json"], "--replot needs --tabular-plot"),
+    (["--tabular-plot", "out.xyz"], "--tabular-plot out.xyz: matplotlib cannot write .xyz"),
+    # A budget under one rollout: rlkit.train's own one-line error, not a traceback.
+    (["--study", "riverswim", "--riverswim-steps", "10", "--seeds", "1", "--methods", "ppo"],
+     "total_steps: 10 is less than one rollout"),
 ])
 def test_bad_arguments_exit_2_naming_the_flag(argv, needle, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["exploration.py", *argv])
