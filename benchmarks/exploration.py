@@ -370,10 +370,14 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", nargs="+", default=["deepsea"],
-                        choices=("deepsea", "riverswim", "minatar", "pseudo-count", "speed"))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30])
+                        choices=("deepsea", "riverswim", "minatar", "pseudo-count", "speed"),
+                        help="studies to run, in order (default: deepsea)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                        help="methods of the deepsea and riverswim studies (default: all five)")
+    parser.add_argument("--seeds", type=int, default=8,
+                        help="seeds per run, vmapped in one program (default: 8)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30],
+                        help="DeepSea sizes of the deepsea study (default: 10 20 30)")
     parser.add_argument("--deepsea-episodes", type=int, default=8192,
                         help="training episodes per seed on DeepSea (env steps = this x size)")
     parser.add_argument("--riverswim-steps", type=int, default=100_000)
@@ -393,7 +397,8 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=163_840)
     parser.add_argument("--rdd-sigma", type=float, default=1.0,
                         help="RDD's sigma in the deepsea and riverswim studies (the paper's 1)")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the results (with the device, jax version and arguments)")
     parser.add_argument("--plot", type=Path, default=None,
                         help="bonus against visit count (pseudo-count study)")
     parser.add_argument("--tabular-plot", type=Path, default=None,
