@@ -619,9 +619,10 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path, resume: 
 
     A chunk is one iteration of one seed (chunk = seed * T + iteration - 1): after each, its
     row is appended to metrics.csv and the carry (`IterativeCarry`: policy, pairs so far, their
-    count, key, iterations done) with the prompt generator's state is checkpointed as step
-    `chunk` (every --checkpoint-every chunks, and the last of the invocation), so `--resume`
-    continues from the newest complete iteration exactly; --stop-after-chunks stops there."""
+    count, key, iterations done) is checkpointed as step `chunk` (every --checkpoint-every
+    chunks, and the last of the invocation), so `--resume` continues from the newest complete
+    iteration exactly (a resumed seed redraws the prompts of its iterations done, which brings
+    its prompt generator where it was); --stop-after-chunks stops there."""
     import jax
     import jax.numpy as jnp
 
@@ -683,8 +684,7 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path, resume: 
 
     log = MetricsLog(run_dir / "metrics.csv")
     checkpointer = Checkpointer(run_dir / "checkpoints")
-    like = {"carry": driver.init_iterative_carry(agent, config, spec, seed_key(0)),
-            "prompt_rng": jnp.zeros(_RNG_WORDS, jnp.uint32)}
+    like = {"carry": driver.init_iterative_carry(agent, config, spec, seed_key(0))}
     try:
         first, restored = 0, None
         if resume:
@@ -703,20 +703,23 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path, resume: 
             last = min(last, first + run.stop_after_chunks - 1)
         for seed in range(first // iterations, last // iterations + 1):
             rng = np.random.default_rng([run.seed, 2, seed])
+
+            def draw_texts(rng=rng) -> list[str]:
+                if prompt_pool is None:
+                    return task.sample_prompts(rng, config.prompts_per_iteration)
+                return [prompt_pool[i] for i in rng.integers(
+                    0, len(prompt_pool), config.prompts_per_iteration)]
+
             carry = None
             if first % iterations and seed == first // iterations:  # within a seed
                 carry = restored["carry"]
-                rng.bit_generator.state = _rng_state(restored["prompt_rng"], rng)
+                for _ in range(int(carry.iteration)):  # the prompts of the iterations done
+                    draw_texts()
 
-            def draw_prompts(iteration: int, rng=rng):
-                if prompt_pool is None:
-                    texts = task.sample_prompts(rng, config.prompts_per_iteration)
-                else:
-                    texts = [prompt_pool[i] for i in rng.integers(
-                        0, len(prompt_pool), config.prompts_per_iteration)]
-                return driver.tokenize_prompts(tokenizer, texts, prompt_tokens)
+            def draw_prompts(iteration: int):
+                return driver.tokenize_prompts(tokenizer, draw_texts(), prompt_tokens)
 
-            def report(iteration: int, figures: dict, carry, seed=seed, rng=rng) -> None:
+            def report(iteration: int, figures: dict, carry, seed=seed) -> None:
                 chunk = seed * iterations + iteration
                 log.append([{"seed": seed, "chunk": chunk, "iteration": iteration + 1,
                              "updates": (iteration + 1) * config.steps_per_iteration,
@@ -725,7 +728,7 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path, resume: 
                     save_model(run_dir / "model", model_config,
                                jax.tree.map(jnp.asarray, carry.params), tokenizer)
                 if (chunk + 1) % run.checkpoint_every == 0 or chunk == last:
-                    checkpointer.save(chunk, {"carry": carry, "prompt_rng": _rng_words(rng)})
+                    checkpointer.save(chunk, {"carry": carry})
                 if run.progress:
                     print(f"seed {seed} iteration {iteration + 1}/{iterations}: "
                           f"true_reward {figures['true_reward']:.4g}, win_rate "
@@ -745,29 +748,6 @@ def _execute_iterative(experiment: PreferenceExperiment, run_dir: Path, resume: 
     summary = _iterative_summary(experiment, labeller, log.read(), stopped=last < num_chunks - 1)
     write_json_atomic(run_dir / "summary.json", summary)
     return RunResult(summary=summary, run_dir=run_dir)
-
-
-_RNG_WORDS = 10  # a numpy PCG64 state: 128-bit state and increment, has_uint32, uinteger
-
-
-def _rng_words(rng: np.random.Generator) -> np.ndarray:
-    """The state of numpy generator `rng` (PCG64) as uint32 [10], for a checkpoint."""
-    state = rng.bit_generator.state
-    words = [(state["state"][name] >> (32 * i)) & 0xFFFFFFFF
-             for name in ("state", "inc") for i in range(4)]
-    return np.array([*words, state["has_uint32"], state["uinteger"]], np.uint32)
-
-
-def _rng_state(words, rng: np.random.Generator) -> dict:
-    """The inverse of `_rng_words`: a state to assign to `rng.bit_generator.state`."""
-    words = [int(w) for w in np.asarray(words)]
-
-    def number(offset: int) -> int:
-        return sum(w << (32 * i) for i, w in enumerate(words[offset:offset + 4]))
-
-    state = rng.bit_generator.state
-    return {**state, "state": {"state": number(0), "inc": number(4)},
-            "has_uint32": words[8], "uinteger": words[9]}
 
 
 def _iterative_summary(experiment: PreferenceExperiment, labeller: str,
