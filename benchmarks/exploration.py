@@ -10,8 +10,9 @@ Studies (`--study`, several allowed):
   its final policy's exact return is at least 90% of J* (PPO's policy is stochastic, so "exactly
   optimal" is rarely reached by it, while DQN's greedy policy can be).
 * `riverswim`: RiverSwim (exact model): the same figures, the bar being J*.
-* `minatar`: a larger state, `gymnax:Breakout-MinAtar` ([10, 10, 4] grids): final Monte-Carlo
-  return of PPO and PPO+RDD at a fixed budget.
+* `minatar`: a larger state, `gymnax:Breakout-MinAtar` ([10, 10, 4] grids): every method of
+  `--methods` at a fixed budget (`--minatar-steps` env steps per seed), the final policy's
+  Monte-Carlo return and the training-episode return per chunk (`--minatar-plot`).
 * `pseudo-count`: bonus against visit count on a tabular env. A uniform random walk in DeepSea
   (size `--count-size`) produces one-hot observations whose visit counts span orders of
   magnitude; the transform (`rlkit.intrinsic`, RDD and RND, default networks, Adam) trains on
@@ -65,6 +66,9 @@ PPO_DEEPSEA = dict(num_envs=16, rollout_length=32, learning_rate=1e-3, anneal_lr
 DQN_DEEPSEA = dict(num_envs=8, learning_starts=1000, epsilon_decay_steps=20_000,
                    learning_rate=1e-3, target_update_every=50)
 PPO_MINATAR = dict(num_envs=64, rollout_length=32, learning_rate=5e-4, hidden_sizes=(256, 256),
+                   intrinsic_coef=0.5)
+DQN_MINATAR = dict(num_envs=16, learning_starts=5000, buffer_size=100_000,
+                   epsilon_decay_steps=100_000, target_update_every=250, hidden_sizes=(256, 256),
                    intrinsic_coef=0.5)
 METHODS = {
     "ppo": ("ppo", {"intrinsic": "none"}),
@@ -186,24 +190,43 @@ def riverswim_study(args, workdir: Path) -> list[dict]:
 
 
 def minatar_study(args, workdir: Path) -> list[dict]:
+    """Every method of `--methods` on Breakout-MinAtar: per seed the final policy's Monte-Carlo
+    return (16 episodes of `agent.policy`) and the mean training-episode return per chunk."""
     env = "breakout-minatar"
     entry = registry.env_entry(env)
     results = []
     print(f"Breakout-MinAtar ({args.minatar_steps} env steps per seed)", flush=True)
-    for method in ("ppo", "ppo+rdd"):
+    for method in args.methods:
+        agent = METHODS[method][0]
+        overrides = dict(PPO_MINATAR if agent == "ppo" else DQN_MINATAR)
+        if METHODS[method][1]["intrinsic"] == "rdd":
+            overrides["intrinsic_sigma"] = args.rdd_sigma
         start = time.time()
-        summary, _ = train(method, env, entry.default_config(),
-                           dict(PPO_MINATAR),
-                           seeds=args.seeds, total_steps=args.minatar_steps,
-                           run_dir=workdir / f"minatar-{method}", num_logs=4)
+        summary, rows = train(method, env, entry.default_config(), overrides,
+                              seeds=args.seeds, total_steps=args.minatar_steps,
+                              run_dir=workdir / f"minatar-{method}", num_logs=args.logs)
         row = {"study": "minatar", "method": method, "seeds": args.seeds,
                "env_steps": args.minatar_steps, "final_return": summary["per_seed"],
+               "return_by_chunk": return_curve(rows, args.seeds),
                "steps_per_second": summary.get("steps_per_second"),
                "wall_seconds": time.time() - start}
         results.append(row)
         print(f"  {method:8s}: final return {describe(row['final_return'])} "
               f"({row['wall_seconds']:.0f} s)", flush=True)
     return results
+
+
+def return_curve(rows: list[dict], seeds: int) -> dict[str, list]:
+    """Per chunk: env steps per seed by its end and each seed's mean training-episode return in
+    the chunk (None for a chunk without a finished episode)."""
+    chunks = sorted({int(r["chunk"]) for r in rows})
+    steps, returns = [], []
+    for chunk in chunks:
+        at = sorted((r for r in rows if int(r["chunk"]) == chunk), key=lambda r: int(r["seed"]))
+        steps.append(int(float(at[0]["env_steps"])))
+        returns.append([None if not float(r["episodes"]) else float(r["episode_return"])
+                        for r in at])
+    return {"env_steps": steps, "episode_return": returns}
 
 
 def pseudo_count_study(args, plot: Path | None) -> list[dict]:
@@ -339,6 +362,44 @@ def plot_tabular(results: list[dict], path: Path) -> None:
     print(f"  plot: {path}")
 
 
+def plot_returns(results: list[dict], path: Path) -> None:
+    """Training-episode return against env steps per seed for every MinAtar run: the mean over
+    seeds with its 95% bootstrap interval (`rlkit.stats`), per chunk."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlkit import stats
+
+    rows = [r for r in results if r.get("return_by_chunk")]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for index, row in enumerate(rows):
+        curve = row["return_by_chunk"]
+        xs, means, lows, highs = [], [], [], []
+        for steps, per_seed in zip(curve["env_steps"], curve["episode_return"], strict=True):
+            values = np.array([v for v in per_seed if v is not None])
+            if not values.size:
+                continue
+            interval = stats.bootstrap_ci(values) or (values.mean(), values.mean())
+            xs.append(steps)
+            means.append(values.mean())
+            lows.append(interval[0])
+            highs.append(interval[1])
+        ax.plot(xs, means, color=f"C{index}", label=f"{row['method']} ({row['seeds']} seeds)")
+        ax.fill_between(xs, lows, highs, color=f"C{index}", alpha=0.2)
+    ax.set_title("Breakout-MinAtar: training-episode return (mean, 95% CI)", fontsize=9)
+    ax.set_xlabel("env steps per seed")
+    ax.set_ylabel("return")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"  plot: {path}")
+
+
 def check_args(parser: argparse.ArgumentParser, args) -> None:
     """One line naming the flag for a value no run could use (argparse's error: exit 2)."""
     positive = {"--seeds": args.seeds, "--deepsea-episodes": args.deepsea_episodes,
@@ -360,7 +421,8 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
     import matplotlib.figure
 
     formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
-    for flag, path in (("--plot", args.plot), ("--tabular-plot", args.tabular_plot)):
+    for flag, path in (("--plot", args.plot), ("--tabular-plot", args.tabular_plot),
+                       ("--minatar-plot", args.minatar_plot)):
         if path is not None and path.suffix.lstrip(".").lower() not in formats:
             what = path.suffix or "a file without an extension"
             parser.error(f"{flag} {path}: matplotlib cannot write {what}; use one of "
@@ -373,7 +435,8 @@ def main() -> None:
                         choices=("deepsea", "riverswim", "minatar", "pseudo-count", "speed"),
                         help="studies to run, in order (default: deepsea)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                        help="methods of the deepsea and riverswim studies (default: all five)")
+                        help="methods of the deepsea, riverswim and minatar studies (default: all "
+                             "five)")
     parser.add_argument("--seeds", type=int, default=8,
                         help="seeds per run, vmapped in one program (default: 8)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30],
@@ -404,14 +467,16 @@ def main() -> None:
     parser.add_argument("--tabular-plot", type=Path, default=None,
                         help="seeds with a success and seeds solved against training episodes "
                              "(deepsea and riverswim studies)")
+    parser.add_argument("--minatar-plot", type=Path, default=None,
+                        help="training-episode return against env steps (minatar study)")
     parser.add_argument("--replot", type=Path, nargs="+", default=None, metavar="JSON",
-                        help="draw --tabular-plot from saved results files (runs of one study "
-                             "share its panel) and exit")
+                        help="draw --tabular-plot and/or --minatar-plot from saved results files "
+                             "(runs of one study share its panel) and exit")
     args = parser.parse_args()
     check_args(parser, args)
     if args.replot is not None:
-        if args.tabular_plot is None:
-            parser.error("--replot needs --tabular-plot PATH")
+        if args.tabular_plot is None and args.minatar_plot is None:
+            parser.error("--replot needs --tabular-plot PATH or --minatar-plot PATH")
         saved = []
         for path in args.replot:
             try:
@@ -423,7 +488,10 @@ def main() -> None:
                 if row.get("method", "").endswith("rdd") and sigma != 1.0:
                     row = dict(row, method=f"{row['method']} sigma {sigma:g}")
                 saved.append(row)
-        plot_tabular(saved, args.tabular_plot)
+        if args.tabular_plot is not None:
+            plot_tabular(saved, args.tabular_plot)
+        if args.minatar_plot is not None:
+            plot_returns(saved, args.minatar_plot)
         return
     try:
         run_studies(args)
@@ -454,6 +522,8 @@ def run_studies(args) -> None:
         print(f"results: {args.json}")
     if args.tabular_plot is not None:
         plot_tabular(results, args.tabular_plot)
+    if args.minatar_plot is not None:
+        plot_returns(results, args.minatar_plot)
 
 
 if __name__ == "__main__":

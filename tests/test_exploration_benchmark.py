@@ -19,10 +19,9 @@ from rlkit import registry  # noqa: E402
 @pytest.mark.parametrize("study", ["deepsea", "minatar"])
 def test_every_method_gets_a_valid_config(method, study):
     agent, options = exploration.METHODS[method]
-    if study == "minatar" and agent != "ppo":
-        pytest.skip("the MinAtar study runs PPO only")
     base = {"deepsea": exploration.PPO_DEEPSEA if agent == "ppo" else exploration.DQN_DEEPSEA,
-            "minatar": exploration.PPO_MINATAR}[study]
+            "minatar": exploration.PPO_MINATAR if agent == "ppo"
+            else exploration.DQN_MINATAR}[study]
     fields = exploration.agent_overrides(method, base)
     config = registry.agent_module(agent).Config(**fields)
     assert config.intrinsic == options["intrinsic"]
@@ -67,13 +66,38 @@ def test_tabular_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch, 
     assert plot.stat().st_size > 1000
 
 
+def test_return_curve_keeps_seed_order_and_marks_chunks_without_episodes():
+    rows = [{"seed": s, "chunk": c, "env_steps": 100 * (c + 1), "episodes": n,
+             "episode_return": value}
+            for (s, c, n, value) in ((1, 0, 3, 2.0), (0, 0, 0, "nan"), (0, 1, 4, 1.5),
+                                     (1, 1, 2, 3.0))]
+    assert exploration.return_curve(rows, seeds=2) == {
+        "env_steps": [100, 200], "episode_return": [[None, 2.0], [1.5, 3.0]]}
+
+
+def test_minatar_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch):
+    import json
+
+    row = {"study": "minatar", "method": "ppo", "seeds": 2,
+           "return_by_chunk": {"env_steps": [100, 200],
+                               "episode_return": [[None, 2.0], [1.5, 3.0]]}}
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps({"args": {}, "results": [row]}))
+    plot = tmp_path / "plot.png"
+    monkeypatch.setattr(sys, "argv", ["exploration.py", "--replot", str(saved),
+                                      "--minatar-plot", str(plot)])
+    exploration.main()
+    assert plot.stat().st_size > 1000
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--seeds", "0"], "--seeds must be at least 1, got 0"),
     (["--deepsea-episodes", "-5"], "--deepsea-episodes must be at least 1"),
     (["--sizes", "1"], "DeepSea sizes"),
     (["--count-learning-rate", "0"], "--count-learning-rate must be > 0"),
     (["--rdd-sigma", "-1"], "--rdd-sigma must be > 0"),
-    (["--replot", "missing.json"], "--replot needs --tabular-plot"),
+    (["--replot", "missing.json"], "--replot needs --tabular-plot PATH or --minatar-plot"),
+    (["--minatar-plot", "out.xyz"], "--minatar-plot out.xyz: matplotlib cannot write .xyz"),
     (["--tabular-plot", "out.xyz"], "--tabular-plot out.xyz: matplotlib cannot write .xyz"),
     # A budget under one rollout: rlkit.train's own one-line error, not a traceback.
     (["--study", "riverswim", "--riverswim-steps", "10", "--seeds", "1", "--methods", "ppo"],
