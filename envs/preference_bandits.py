@@ -179,6 +179,40 @@ class PreferenceBandit:
         tilted = self.reference_logits + self.token_reward[:, None, :] / beta  # [X, L, V]
         return jax.nn.log_softmax(tilted, axis=-1)
 
+    def frontier_logits(self, kl_budget: float | Array, known: Array | None = None,
+                        iterations: int = 100) -> Array:
+        """The most rewarding policy within a reverse-KL budget, for a chooser who knows the rewards
+        marked `known` and counts every other one at its prior mean, 0 (the tabular bandit's
+        N(0, reward_std^2)): argmax_pi E_x E_pi r_known s.t. E_x KL(pi || pi_ref) <= kl_budget.
+        By Lagrange duality it is `optimal_logits(beta)` of the known rewards for the beta at
+        which the mean KL equals the budget (all of them if even beta -> 0 spends less), found by
+        bisection on log beta. With `known` = the covered responses it bounds what any method
+        that learns from covered pairs alone can expect at that KL (HyPO's fresh samples carry no
+        reward), the reading of the HyPO bar in benchmarks/preference.py.
+
+        Args:
+            kl_budget: the mean reverse KL over prompts, nats, >= 0.
+            known: [X, V] bool, the rewards the chooser knows (None: all).
+            iterations: bisection steps on log beta in [-12, 12].
+
+        Returns:
+            [X, L, V] float32 normalised log-probabilities.
+        """
+        reward = self.token_reward if known is None else jnp.where(known, self.token_reward, 0.0)
+        chooser = self.replace(token_reward=reward)
+
+        def mean_kl(log_beta):
+            return chooser.kl_to_reference(chooser.optimal_logits(jnp.exp(log_beta))).mean()
+
+        def step(_, bounds):
+            low, high = bounds
+            mid = 0.5 * (low + high)
+            over = mean_kl(mid) > kl_budget  # beta too small: the policy spends too much KL
+            return jnp.where(over, mid, low), jnp.where(over, high, mid)
+
+        _, high = jax.lax.fori_loop(0, iterations, step, (jnp.float32(-12.0), jnp.float32(12.0)))
+        return chooser.optimal_logits(jnp.exp(high))
+
     def regularised_objective(self, policy_logits: Array, beta: float | Array) -> Array:
         """E_pi r - beta KL(pi || pi_ref) per prompt, exact; `optimal_logits(beta)` maximises it,
         where it equals prompt_reward[x] + beta sum_t log sum_v pi_ref_t(v | x)

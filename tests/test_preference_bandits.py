@@ -93,6 +93,35 @@ def test_optimal_logits_reach_beta_log_partition_function_and_beat_perturbations
     assert np.all(others < objective - 1e-6)
 
 
+def test_frontier_spends_the_kl_budget_and_no_policy_within_it_earns_more():
+    """Random policies within the budget (mean KL over prompts) never beat the frontier's reward
+    of the known rewards; the frontier spends the whole budget; with `known` the unknown rewards
+    count as 0, exactly as in a bandit whose unknown rewards are 0."""
+    config = TabularBanditConfig()
+    bandit = make_tabular_bandit(config, jax.random.key(4))
+    known = jnp.broadcast_to(jnp.arange(config.num_responses) < config.num_covered,
+                             bandit.token_reward.shape)
+    zeroed = bandit.replace(token_reward=jnp.where(known, bandit.token_reward, 0.0))
+    for budget in (0.05, 0.3, 1.0):
+        frontier = bandit.frontier_logits(budget, known)
+        np.testing.assert_allclose(bandit.kl_to_reference(frontier).mean(), budget, rtol=1e-4)
+        best = zeroed.expected_reward(frontier).mean()
+        np.testing.assert_allclose(
+            zeroed.expected_reward(zeroed.frontier_logits(budget)).mean(), best, rtol=1e-5)
+        scale = jnp.array([0.1, 0.3, 1.0, 3.0])[:, None, None, None, None]
+        others = scale * jax.random.normal(jax.random.key(5), (4, 500, *frontier.shape))
+        others = (bandit.reference_logits + others).reshape(-1, *frontier.shape)
+        kl = jax.vmap(lambda logits: bandit.kl_to_reference(logits).mean())(others)
+        reward = jax.vmap(lambda logits: zeroed.expected_reward(logits).mean())(others)
+        within = np.asarray(kl <= budget)
+        assert within.sum() > 50  # the check has policies to compare
+        assert np.all(np.asarray(reward)[within] <= best + 1e-5)
+    # A budget beyond the greedy policy's KL buys the best known response in every prompt.
+    greedy = bandit.frontier_logits(50.0, known)
+    np.testing.assert_allclose(zeroed.expected_reward(greedy),
+                               zeroed.token_reward.max(-1), atol=1e-4)
+
+
 def _two_response_bandit(reward_gap, temperature=1.0):
     """One prompt, responses {0, 1} with rewards (gap, 0), uniform reference and behaviour."""
     uniform = jnp.full((1, 1, 2), math.log(0.5))
