@@ -151,7 +151,28 @@ def tabular_study(args) -> dict:
         reward, kl, initial = map(np.asarray, run_over_seeds(run, keys))
         results[f"lam={lam:g}"] = {"reward": reward.tolist(), "kl": kl.tolist(),
                                    "reference_reward": initial.tolist()}
+    results["covered_bound"] = covered_bound(config, keys, np.asarray(results["lam=0"]["kl"]) / 2)
     return results
+
+
+def covered_bound(config: TabularBanditConfig, keys, kl_budget: np.ndarray) -> dict:
+    """Per seed, at the KL budget (half DPO's KL: the bar's), the reward of the best policy for a
+    chooser who knows the covered responses' rewards exactly and nothing of the others (their
+    prior mean, 0): `expected_reward` is what any method learning from covered pairs alone can
+    expect at that KL over the unknown rewards' prior (HyPO's fresh samples carry no reward);
+    `realised_reward` is that policy's reward on the seed's actual uncovered rewards."""
+    def bound(key, budget):
+        bandit = make_tabular_bandit(config, jax.random.split(key, 3)[0])
+        known = jnp.broadcast_to(jnp.arange(config.num_responses) < config.num_covered,
+                                 bandit.token_reward.shape)
+        logits = bandit.frontier_logits(budget, known)
+        expected = bandit.replace(token_reward=jnp.where(known, bandit.token_reward, 0.0))
+        return (expected.expected_reward(logits).mean(), bandit.expected_reward(logits).mean(),
+                bandit.kl_to_reference(logits).mean())
+
+    expected, realised, kl = map(np.asarray, jax.vmap(bound)(keys, jnp.asarray(kl_budget)))
+    return {"kl_budget": kl_budget.tolist(), "kl": kl.tolist(),
+            "expected_reward": expected.tolist(), "realised_reward": realised.tolist()}
 
 
 def length_study(args) -> dict:
@@ -211,6 +232,8 @@ def plot(results: dict, path: Path) -> None:
     axes[1].set(xlabel="reverse KL to reference (nats)", ylabel="true reward",
                 title="Tajwar not-aligned: reward vs KL")
     for name, row in results["tabular"].items():
+        if name == "covered_bound":
+            continue
         axes[2].scatter(np.mean(row["kl"]), np.mean(row["reward"]), label=name)
     axes[2].set(xlabel="reverse KL (nats)", ylabel="true reward",
                 title="tabular bandit: DPO (lam=0) vs HyPO")
@@ -270,6 +293,13 @@ def main() -> None:
     print(f"Tabular bandit (hypo.md 4.4), {args.tabular_pairs} pairs, {args.tabular_steps} "
           f"steps, beta {args.tabular_beta}")
     for name, row in results["tabular"].items():
+        if name == "covered_bound":
+            dpo = np.asarray(results["tabular"]["lam=0"]["reward"])
+            print("  best reward any covered-pairs method can expect at half DPO's KL, per seed: "
+                  + ", ".join(f"{b:.3f}" for b in row["expected_reward"])
+                  + f" (DPO's reward: {', '.join(f'{d:.3f}' for d in dpo)}; below it on "
+                  f"{int((np.asarray(row['expected_reward']) < dpo).sum())} of {len(dpo)} seeds)")
+            continue
         mean, low, high = bootstrap_ci(row["reward"])
         kl_mean, kl_low, kl_high = bootstrap_ci(row["kl"])
         print(f"  {name:>9}: reward {mean:.3f} [{low:.3f}, {high:.3f}], reverse KL "
