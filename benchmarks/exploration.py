@@ -142,6 +142,7 @@ def tabular_study(args, workdir: Path, env: str, env_config, label: str, budget:
         overrides = dict(PPO_DEEPSEA if agent == "ppo" else DQN_DEEPSEA)
         if METHODS[method][1]["intrinsic"] == "rdd":
             overrides["intrinsic_sigma"] = args.rdd_sigma
+            overrides["intrinsic_readout"] = args.rdd_readout
         run_dir = workdir / f"{label}-{method}"
         start = time.time()
         summary, rows = train(method, env, env_config, overrides, seeds=args.seeds,
@@ -201,6 +202,7 @@ def minatar_study(args, workdir: Path) -> list[dict]:
         overrides = dict(PPO_MINATAR if agent == "ppo" else DQN_MINATAR)
         if METHODS[method][1]["intrinsic"] == "rdd":
             overrides["intrinsic_sigma"] = args.rdd_sigma
+            overrides["intrinsic_readout"] = args.rdd_readout
         start = time.time()
         summary, rows = train(method, env, entry.default_config(), overrides,
                               seeds=args.seeds, total_steps=args.minatar_steps,
@@ -460,6 +462,9 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=163_840)
     parser.add_argument("--rdd-sigma", type=float, default=1.0,
                         help="RDD's sigma in the deepsea and riverswim studies (the paper's 1)")
+    parser.add_argument("--rdd-readout", choices=("mean", "sample"), default="mean",
+                        help="RDD's bonus against the target's mean (the paper's Eq. 11) or a "
+                             "fresh sample (deepsea, riverswim and minatar studies)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the results (with the device, jax version and arguments)")
     parser.add_argument("--plot", type=Path, default=None,
@@ -482,11 +487,14 @@ def main() -> None:
             try:
                 data = json.loads(path.read_text())
                 rows, sigma = data["results"], data["args"].get("rdd_sigma", 1.0)
+                readout = data["args"].get("rdd_readout", "mean")
             except (OSError, ValueError, KeyError, AttributeError) as error:
                 parser.error(f"--replot {path}: not a results file of this script ({error})")
-            for row in rows:  # an RDD run at another sigma gets its own legend entry
-                if row.get("method", "").endswith("rdd") and sigma != 1.0:
-                    row = dict(row, method=f"{row['method']} sigma {sigma:g}")
+            for row in rows:  # an RDD run at another setting gets its own legend entry
+                if row.get("method", "").endswith("rdd"):
+                    label = row["method"] + (f" sigma {sigma:g}" if sigma != 1.0 else "") + (
+                        f" {readout} readout" if readout != "mean" else "")
+                    row = dict(row, method=label)
                 saved.append(row)
         if args.tabular_plot is not None:
             plot_tabular(saved, args.tabular_plot)
