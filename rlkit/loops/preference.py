@@ -25,6 +25,13 @@ held-out accuracy) from the carry, so `rlkit.runner` logs it as `eval_return` wi
 work. The carry also keeps the evaluation of the initial model (`initial_evaluation`), the
 baseline a fine-tuning run is compared with.
 
+With several devices (GPUs, or forced host devices), every language-model phase is data
+parallel: the batch axis of each update's batch, of generation's prompts and of the evaluation
+prompts is split over the most devices that divide it (`data_parallel`: a sharding constraint
+inside the jitted program; parameters replicated, gradients all-reduced by GSPMD), and the
+numbers are the single-device ones up to floating-point summation order
+(tests/test_preference_sharding.py). One device runs the plain single-device program.
+
 The unit is `UPDATES`: `--total-steps`, progress and curves count gradient updates. The module
 also turns text into the arrays the agents take (`tokenize_*`), with one-line errors naming the
 file and line of a record that cannot be used.
@@ -89,6 +96,31 @@ def win_rate_against(rewards: Array, reference_rewards: Array) -> Array:
             + 0.5 * (rewards == reference_rewards)).mean(dtype=jnp.float32)
 
 
+def data_parallel(batch_size: int, devices: Sequence[jax.Device] | None = None
+                  ) -> tuple[Callable[[PyTree], PyTree], int]:
+    """Data parallelism for the language-model phases: a function that constrains a batch's
+    leading axis to be split over a 1-D device mesh ("batch"), inside a jitted program (GSPMD
+    partitions the rest: parameters stay replicated, gradients are all-reduced). It uses the
+    most devices (of `devices`, default every device JAX sees) that split `batch_size` evenly;
+    with one device (or a prime batch size above the device count) it is the identity, and the
+    program is the single-device one.
+
+    Args:
+        batch_size: the leading axis of every batch the function will see.
+        devices: the devices to split over (default `jax.devices()`).
+
+    Returns:
+        (constrain, the number of devices used).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    count = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+    if count == 1:
+        return (lambda tree: tree), 1
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices[:count]), ("batch",)),
+                                          jax.sharding.PartitionSpec("batch"))
+    return (lambda tree: jax.lax.with_sharding_constraint(tree, sharding)), count
+
+
 def make_preference_trainer(
     agent: Agent,
     data: Sequences | PreferencePairs,
@@ -126,8 +158,11 @@ def make_preference_trainer(
     require(not feed.generates or reward_fn is not None, "reward_fn",
             "an agent that generates is evaluated by the task's reward; pass reward_fn")
     batch_size = feed.batch_size
+    split_batch, _ = data_parallel(batch_size)
+    split_eval, _ = data_parallel(int(jax.tree.leaves(eval_data)[0].shape[0]))
 
     def evaluate_state(agent_state: PyTree, key: Array, eval_data) -> dict:
+        eval_data = split_eval(eval_data)
         if not feed.generates:
             chosen, _ = agent.act(agent_state, eval_data.chosen, key, jnp.int32(0))  # [E]
             rejected, _ = agent.act(agent_state, eval_data.rejected, key, jnp.int32(0))  # [E]
@@ -163,7 +198,7 @@ def make_preference_trainer(
         def body(carry: PreferenceCarry, _):
             key, batch_key, update_key = jax.random.split(carry.key, 3)
             rows = jax.random.randint(batch_key, (batch_size,), 0, size)  # with replacement
-            batch = jax.tree.map(lambda x: x[rows], data)  # [B, T] leaves
+            batch = split_batch(jax.tree.map(lambda x: x[rows], data))  # [B, T] leaves
             agent_state, metrics = agent.update(carry.agent_state, batch, update_key)
             carry = carry.replace(agent_state=agent_state, key=key,
                                   iteration=carry.iteration + 1)
@@ -363,8 +398,11 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
     capacity = config.iterations * num_prompts
     width = spec.prompt_tokens + spec.completion_tokens
 
+    split_prompts, _ = data_parallel(num_prompts * per_temperature)
+    split_batch, _ = data_parallel(agent.feed.batch_size)
+    split_eval, _ = data_parallel(int(eval_prompts.tokens.shape[0]))
     generate = jax.jit(lambda params, prompts, key, temperature: generate_completions(
-        network, params, prompts, key, spec, temperature), static_argnums=3)
+        network, params, split_prompts(prompts), key, spec, temperature), static_argnums=3)
 
     @jax.jit
     def score_and_pair(full: Sequences, completions, mask, lengths, key):
@@ -378,7 +416,8 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
         def body(state, step_key):
             batch_key, update_key = jax.random.split(step_key)
             rows = jax.random.randint(batch_key, (agent.feed.batch_size,), low, count)
-            return agent.update(state, jax.tree.map(lambda x: x[rows], buffer), update_key)
+            return agent.update(state, split_batch(jax.tree.map(lambda x: x[rows], buffer)),
+                                update_key)
 
         state, metrics = jax.lax.scan(body, state, jax.random.split(
             key, config.steps_per_iteration))
@@ -386,14 +425,15 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
 
     @jax.jit
     def evaluate(state, key):
+        prompts = split_eval(eval_prompts)
         policy_key, reference_key = jax.random.split(key)
-        tokens, extras = agent.act(state.replace(reference_params=sft_params), eval_prompts,
+        tokens, extras = agent.act(state.replace(reference_params=sft_params), prompts,
                                    policy_key, jnp.int32(0))  # [E, N]
         reference_tokens, reference_extras = agent.act(
-            state.replace(params=sft_params), eval_prompts, reference_key, jnp.int32(0))
+            state.replace(params=sft_params), prompts, reference_key, jnp.int32(0))
         mask, reference_mask = extras["completion_mask"], reference_extras["completion_mask"]
-        reward = reward_fn(eval_prompts.tokens, tokens, mask)  # [E]
-        reference_reward = reward_fn(eval_prompts.tokens, reference_tokens, reference_mask)
+        reward = reward_fn(prompts.tokens, tokens, mask)  # [E]
+        reference_reward = reward_fn(prompts.tokens, reference_tokens, reference_mask)
         return {"true_reward": reward.mean(),
                 "reverse_kl": (extras["log_probs"] - extras["reference_log_probs"]).mean(),
                 "win_rate": win_rate_against(reward, reference_reward),
