@@ -231,6 +231,18 @@ def return_curve(rows: list[dict], seeds: int) -> dict[str, list]:
     return {"env_steps": steps, "episode_return": returns}
 
 
+def count_optimizer(args):
+    """The predictor's optimiser in the pseudo-count study: Adam (the paper's) or plain SGD, at
+    `--count-learning-rate`, constant or divided by (1 + t / `--count-decay`) at update t
+    (Robbins-Monro: the step sizes of a running mean, were each state visited every update)."""
+    import optax
+
+    rate = args.count_learning_rate
+    if args.count_decay is not None:
+        rate = lambda step, lr=rate, t0=args.count_decay: lr / (1.0 + step / t0)  # noqa: E731
+    return optax.adam(rate) if args.count_optimizer == "adam" else optax.sgd(rate)
+
+
 def pseudo_count_study(args, plot: Path | None) -> list[dict]:
     """Bonus against visit count on DeepSea visited by a uniform random walk."""
     import jax
@@ -247,8 +259,9 @@ def pseudo_count_study(args, plot: Path | None) -> list[dict]:
     for kind in ("rdd", "rnd"):
         config = intrinsic.Config(kind=kind, update_proportion=1.0, count_states=True,
                                   learning_rate=args.count_learning_rate,
-                                  sigma=args.count_sigma)
-        transform = intrinsic.make_transform(config, env.spec.obs_shape)
+                                  sigma=args.count_sigma, mean_scale=args.count_mean_scale)
+        transform = intrinsic.make_transform(config, env.spec.obs_shape,
+                                             optimizer=count_optimizer(args))
 
         def run(key, states, transform=transform):
             init_key, key = jax.random.split(key)
@@ -269,15 +282,22 @@ def pseudo_count_study(args, plot: Path | None) -> list[dict]:
         bonus, count = np.asarray(bonus), np.asarray(count)
         keep = count >= args.count_min
         slope, intercept = np.polyfit(np.log(count[keep]), np.log(bonus[keep]), 1)
+        most = keep & (count >= np.median(count[keep]))  # the most visited half
+        slope_most = np.polyfit(np.log(count[most]), np.log(bonus[most]), 1)[0]
         results.append({"study": "pseudo-count", "method": kind, "size": args.count_size,
                         "states_fitted": int(keep.sum()), "slope": float(slope),
+                        "slope_most_visited_half": float(slope_most),
+                        "bonus_over_sigma2_n": float(np.median(
+                            bonus[keep] * count[keep] / args.count_sigma**2)),
                         "intercept": float(intercept), "count_range": [
                             float(count[keep].min()), float(count[keep].max())],
                         "bonus": bonus.tolist(), "count": count.tolist()})
         curves[kind] = (count[keep], bonus[keep], slope)
         print(f"  {kind}: log-log slope of bonus on visit count {slope:+.3f} over "
               f"{int(keep.sum())} states (n from {count[keep].min():.0f} to "
-              f"{count[keep].max():.0f})", flush=True)
+              f"{count[keep].max():.0f}), {slope_most:+.3f} over the most visited half; "
+              f"bonus / (sigma^2 / n), median {results[-1]['bonus_over_sigma2_n']:.1f}",
+              flush=True)
     if plot is not None:
         import matplotlib
 
@@ -414,7 +434,9 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
             parser.error(f"{flag} must be at least 1, got {value}")
     for flag, value in (("--count-learning-rate", args.count_learning_rate),
                         ("--count-sigma", args.count_sigma), ("--rdd-sigma", args.rdd_sigma),
-                        ("--count-min", args.count_min)):
+                        ("--count-min", args.count_min),
+                        ("--count-mean-scale", args.count_mean_scale),
+                        ("--count-decay", 1.0 if args.count_decay is None else args.count_decay)):
         if not value > 0:
             parser.error(f"{flag} must be > 0, got {value}")
     for size in [*args.sizes, args.count_size]:
@@ -458,6 +480,13 @@ def main() -> None:
     parser.add_argument("--count-sigma", type=float, default=1.0,
                         help="RDD's sigma in the pseudo-count study (the sigma^2 / n line too)")
     parser.add_argument("--count-seed", type=int, default=0)
+    parser.add_argument("--count-mean-scale", type=float, default=1.0,
+                        help="RMS magnitude of the target mean mu(s) (the paper's 'mean')")
+    parser.add_argument("--count-optimizer", choices=("adam", "sgd"), default="adam",
+                        help="the predictor's optimiser in the pseudo-count study")
+    parser.add_argument("--count-decay", type=float, default=None, metavar="T0",
+                        help="divide the predictor's step size by 1 + t / T0 at update t "
+                             "(default: constant)")
     parser.add_argument("--speed-repeats", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=163_840)
     parser.add_argument("--rdd-sigma", type=float, default=1.0,

@@ -96,6 +96,8 @@ def test_minatar_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch):
     (["--sizes", "1"], "DeepSea sizes"),
     (["--count-learning-rate", "0"], "--count-learning-rate must be > 0"),
     (["--rdd-sigma", "-1"], "--rdd-sigma must be > 0"),
+    (["--count-decay", "0"], "--count-decay must be > 0"),
+    (["--count-mean-scale", "-2"], "--count-mean-scale must be > 0"),
     (["--replot", "missing.json"], "--replot needs --tabular-plot PATH or --minatar-plot"),
     (["--minatar-plot", "out.xyz"], "--minatar-plot out.xyz: matplotlib cannot write .xyz"),
     (["--tabular-plot", "out.xyz"], "--tabular-plot out.xyz: matplotlib cannot write .xyz"),
