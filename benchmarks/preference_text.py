@@ -12,6 +12,11 @@ also draws the seed's prompts and offline pairs):
   the exact reward, as many pairs as the oracle iterative run used labels (its mean over seeds):
   an equal label budget.
 
+The reward model's own training pairs (`--reward-model-pairs`) are not counted in its iterative
+run's labels: they are spent once, before any method runs. Offline methods request the oracle's
+label count; pairs whose sampled completion is empty or not valid text are skipped, so they
+end with a few labels fewer (their `labels_used` says how many).
+
 Reported per method: the final true reward (the task's exact reward of one completion per
 evaluation prompt), the reverse KL to the SFT model, the win rate against the SFT model and the
 labels used, mean over seeds with a 95% bootstrap CI (`rlkit.stats`); `--plot` draws reward
