@@ -141,6 +141,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds < 2:
         parser.error(f"--seeds must be at least 2 for a confidence interval, got {args.seeds}")
+    if not args.beta > 0:  # checked before SFT, not minutes later by the first DPO run
+        parser.error(f"--beta must be > 0, got {args.beta}")
+    if not args.lam >= 0:
+        parser.error(f"--lam must be >= 0, got {args.lam}")
     if args.reward_model_pairs < 16:
         parser.error(f"--reward-model-pairs must be at least 16, got {args.reward_model_pairs}")
     for flag in ("num_digits", "sft_steps", "reward_model_pairs", "reward_model_steps",
