@@ -1,0 +1,39 @@
+"""benchmarks/preference_text.py: impossible arguments are one line naming the flag (exit 2)
+before any training, and the per-method aggregate is the mean with a bootstrap interval."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import preference_text  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "1"], "--seeds must be at least 2"),
+    (["--beta", "0"], "--beta must be > 0, got 0.0"),
+    (["--lam", "-0.5"], "--lam must be >= 0"),
+    (["--reward-model-pairs", "8"], "--reward-model-pairs must be at least 16"),
+    (["--offline-steps", "0"], "--offline-steps must be at least 1, got 0"),
+    (["--iterations", "0"], "--iterations must be at least 1"),
+])
+def test_bad_arguments_exit_2_naming_the_flag(argv, needle, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["preference_text.py", "--work-dir", str(tmp_path), *argv])
+    with pytest.raises(SystemExit) as stop:
+        preference_text.main()
+    assert stop.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing trained
+
+
+def test_aggregate_gives_mean_and_interval_per_figure():
+    rows = [{"true_reward": r, "reverse_kl": 1.0, "win_rate": 0.5, "labels_used": 10}
+            for r in (0.2, 0.4, 0.6)]
+    out = preference_text.aggregate(rows)
+    assert out["true_reward"]["mean"] == pytest.approx(0.4)
+    low, high = out["true_reward"]["ci95"]
+    assert 0.2 <= low < 0.4 < high <= 0.6
+    assert out["labels_used"]["per_seed"] == [10.0, 10.0, 10.0]
