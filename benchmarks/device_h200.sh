@@ -14,15 +14,8 @@
 # Usage (device tool): run(command="bash benchmarks/device_h200.sh", carry=[".whl"])
 # Smoke test on a CPU: PYTHON=.venv/bin/python STEPS=20000 MANY=4 OUT=/tmp/o bash benchmarks/device_h200.sh
 set -u -o pipefail
-OUT=${OUT:-/tmp/rlkit-device-out}
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-if [ -d .whl ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+cd "$(dirname "$0")/.."
+. benchmarks/device_env.sh  # OUT, PY, PYTHONPATH (and the wheels of .whl/)
 # All programs get the same flags: rlkit's (see rlkit/__init__.py), imported first by every script.
 # The reference keeps PureJaxRL's per-step info (tens of GB at 2048 seeds): let JAX take 95% of the
 # card instead of 75%.

@@ -23,15 +23,7 @@
 # Smoke test on a CPU (minutes): SHAPE=cpu SEEDS=2 SMOKE=1 OUT=/tmp/o bash benchmarks/preference_gpu.sh
 set -u -o pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/rlkit-device-out}
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-if [ -d .whl ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+. benchmarks/device_env.sh  # OUT, PY, PYTHONPATH (and the wheels of .whl/)
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
   "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"; } 2>&1 | tee -a "$OUT/log.txt"
 args=(--shape "${SHAPE:-gpt2}" --seeds "${SEEDS:-5}" --work-dir "$OUT/runs"
