@@ -56,9 +56,19 @@ METHODS = ("iterative_dpo_oracle", "iterative_dpo_reward_model", "offline_dpo", 
 
 def train(agent: str, run_dir: Path, *flags: str) -> dict:
     """`python -m rlkit.train AGENT ... --run-dir RUN_DIR` in a child process; its summary.json.
-    A failed run stops the benchmark with the child's last lines."""
-    command = [sys.executable, "-m", "rlkit.train", agent, *flags, "--run-dir", str(run_dir),
-               "--overwrite", "--no-progress"]
+    A run already finished in the work directory (by an earlier invocation with the same
+    arguments, which `check_work_dir` guarantees) is reused, one that was cut short continues
+    with `--resume`. A failed run stops the benchmark with the child's last lines."""
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists() and not json.loads(summary_path.read_text()).get("stopped_early"):
+        print(f"  {agent:14s} {run_dir.name:28s} finished earlier: reused", flush=True)
+        return json.loads(summary_path.read_text())
+    if (run_dir / "config.yaml").exists():  # started by an interrupted invocation
+        command = [sys.executable, "-m", "rlkit.train", "--resume", str(run_dir),
+                   "--no-progress"]
+    else:
+        command = [sys.executable, "-m", "rlkit.train", agent, *flags, "--run-dir",
+                   str(run_dir), "--overwrite", "--no-progress"]
     start = time.time()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -71,6 +81,30 @@ def train(agent: str, run_dir: Path, *flags: str) -> dict:
     print(f"  {agent:14s} {run_dir.name:28s} {shown}, labels {summary.get('labels_used', 0)} "
           f"({time.time() - start:.0f} s)", flush=True)
     return summary
+
+
+def check_work_dir(work: Path, args: argparse.Namespace, parser) -> None:
+    """The work directory holds one configuration's runs: a new one gets `arguments.json`; an
+    earlier invocation's with other arguments is refused (one line) unless `--overwrite`, which
+    empties it; the same arguments continue it (finished runs reused, cut ones resumed)."""
+    import shutil
+
+    settings = {k: v for k, v in vars(args).items()
+                if k not in ("json", "plot", "work_dir", "overwrite")}
+    record = work / "arguments.json"
+    if record.exists() and not args.overwrite:
+        earlier = json.loads(record.read_text())
+        if earlier != settings:
+            changed = sorted(k for k in settings if earlier.get(k) != settings[k])
+            parser.error(f"--work-dir {work} holds runs made with other arguments "
+                         f"({', '.join(changed)} differ); pass --overwrite to replace them or "
+                         "another --work-dir")
+        print(f"continuing the runs in {work} (same arguments)", flush=True)
+        return
+    if args.overwrite and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=1) + "\n")
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -135,7 +169,10 @@ def main() -> None:
                         help="iterative DPO's updates per iteration")
     parser.add_argument("--offline-steps", type=int, default=600,
                         help="updates of offline DPO and HyPO (default: iterative DPO's 3 x 200)")
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/preference_text"))
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/preference_text"),
+                        help="the runs; running again with the same arguments continues them")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the runs of --work-dir made with other arguments")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
@@ -155,6 +192,7 @@ def main() -> None:
 
     start = time.time()
     work = args.work_dir
+    check_work_dir(work, args, parser)
     task = ["--task", args.task, "--task-config.num-digits", str(args.num_digits)]
     beta = ["--agent.beta", str(args.beta)]
     print(f"{args.task} ({args.num_digits} digits), {args.shape} shape, {args.seeds} seeds; "

@@ -37,3 +37,19 @@ def test_aggregate_gives_mean_and_interval_per_figure():
     low, high = out["true_reward"]["ci95"]
     assert 0.2 <= low < 0.4 < high <= 0.6
     assert out["labels_used"]["per_seed"] == [10.0, 10.0, 10.0]
+
+
+def test_a_work_dir_of_other_arguments_is_refused_and_the_same_ones_continue(
+        tmp_path, monkeypatch, capsys):
+    (tmp_path / "arguments.json").write_text('{"seeds": 7}')
+    monkeypatch.setattr(sys, "argv", ["preference_text.py", "--work-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        preference_text.main()
+    assert stop.value.code == 2
+    assert "holds runs made with other arguments" in capsys.readouterr().err
+    # A finished run is reused without starting a child; one stopped early is not.
+    run = tmp_path / "sft"
+    run.mkdir()
+    (run / "summary.json").write_text('{"true_reward": 0.5, "labels_used": 0}')
+    assert preference_text.train("sft", run)["true_reward"] == 0.5
+    assert "reused" in capsys.readouterr().out
