@@ -8,7 +8,9 @@
 # DPO runs (3 x 200 updates of 64 pairs, 3 x 64 x 8 sampled completions) and two offline runs
 # of 600 updates; SFT (2,000 updates) and the reward model once. Every run is a child
 # `python -m rlkit.train` that compiles its own programs (tens of seconds each for this model),
-# so expect compile time to dominate on one H200; SEEDS=2 for a first look.
+# so expect compile time to dominate on one H200; SEEDS=2 for a first look. Cut short (LIMIT, a
+# lease that ends), the same command continues: finished runs in $OUT/runs are reused and a cut
+# run resumes from its checkpoint.
 #
 # The device machine (see device_h200.sh) has jax, flax, optax and numpy but not tyro, pyyaml's
 # friends or safetensors: they travel as wheels in .whl/ (ignored by git), fetched with

@@ -25,6 +25,9 @@ minutes per run on 2 cores) or `--shape gpt2` (GPT-2 small's: 12 layers, width 7
 SwiGLU branches of 2048, as many MLP parameters as GPT-2's GELU 3072; about 85M parameters with
 the byte vocabulary; for a GPU, `benchmarks/preference_gpu.sh`).
 
+Running it again with the same arguments continues an interrupted invocation (finished runs are
+reused, a cut one resumes from its checkpoint).
+
     uv run python benchmarks/preference_text.py --seeds 5 \\
         --json benchmarks/results/preference_text_cpu.json \\
         --plot benchmarks/results/preference_text.png
