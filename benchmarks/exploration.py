@@ -517,7 +517,9 @@ def main() -> None:
                 data = json.loads(path.read_text())
                 rows, sigma = data["results"], data["args"].get("rdd_sigma", 1.0)
                 readout = data["args"].get("rdd_readout", "mean")
-            except (OSError, ValueError, KeyError, AttributeError) as error:
+                if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                    raise ValueError("its results are not a list of rows")
+            except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
                 parser.error(f"--replot {path}: not a results file of this script ({error})")
             for row in rows:  # an RDD run at another setting gets its own legend entry
                 if row.get("method", "").endswith("rdd"):
@@ -525,10 +527,14 @@ def main() -> None:
                         f" {readout} readout" if readout != "mean" else "")
                     row = dict(row, method=label)
                 saved.append(row)
-        if args.tabular_plot is not None:
-            plot_tabular(saved, args.tabular_plot)
-        if args.minatar_plot is not None:
-            plot_returns(saved, args.minatar_plot)
+        for flag, path, key, draw in (
+                ("--tabular-plot", args.tabular_plot, "episodes_to_first_success", plot_tabular),
+                ("--minatar-plot", args.minatar_plot, "return_by_chunk", plot_returns)):
+            if path is None:
+                continue
+            if not any(row.get(key) for row in saved):
+                parser.error(f"{flag}: the --replot files hold no rows for this plot")
+            draw(saved, path)
         return
     try:
         run_studies(args)

@@ -78,12 +78,35 @@ def train(agent: str, run_dir: Path, *flags: str) -> dict:
         tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
         sys.exit(f"{' '.join(command)} failed (exit {done.returncode}):\n" + "\n".join(tail))
     summary = json.loads((run_dir / "summary.json").read_text())
-    shown = ", ".join(f"{name.replace('_', ' ')} {summary[name]:.3f}" for name in (
-        "true_reward", "reverse_kl", "win_rate", "preference_accuracy")
-        if isinstance(summary.get(name), int | float))
+    names = ("true_reward", "initial_true_reward", "reverse_kl", "win_rate",
+             "eval_preference_accuracy")  # the reward model's: on its held-out pairs
+    shown = ", ".join(f"{name.replace('_', ' ')} {summary[name]:.3f}" for name in names
+                      if isinstance(summary.get(name), int | float))
     print(f"  {agent:14s} {run_dir.name:28s} {shown}, labels {summary.get('labels_used', 0)} "
           f"({time.time() - start:.0f} s)", flush=True)
     return summary
+
+
+def check_outputs(args: argparse.Namespace, parser) -> None:
+    """`--json` and `--plot` are checked before any training: a folder that can be made and
+    written, and a format matplotlib writes."""
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"{flag} {path}: cannot make its folder ({error.strerror})")
+        if path.is_dir():
+            parser.error(f"{flag} {path} is a folder; pass a file name")
+    if args.plot is not None:
+        import matplotlib.figure
+
+        formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
+        if args.plot.suffix.lstrip(".").lower() not in formats:
+            parser.error(f"--plot {args.plot}: matplotlib cannot write "
+                         f"{args.plot.suffix or 'a file without an extension'}; use one of "
+                         f".{', .'.join(sorted(formats))}")
 
 
 def check_work_dir(work: Path, args: argparse.Namespace, parser) -> None:
@@ -95,6 +118,12 @@ def check_work_dir(work: Path, args: argparse.Namespace, parser) -> None:
     settings = {k: v for k, v in vars(args).items()
                 if k not in ("json", "plot", "work_dir", "overwrite")}
     record = work / "arguments.json"
+    if work.exists() and not work.is_dir():
+        parser.error(f"--work-dir {work} is a file; pass a folder")
+    if work.is_dir() and any(work.iterdir()) and not record.exists():
+        parser.error(f"--work-dir {work} holds files that are not this script's runs (no "
+                     "arguments.json); pass a new or empty folder (--overwrite never deletes "
+                     "a folder this script did not make)")
     if record.exists() and not args.overwrite:
         earlier = json.loads(record.read_text())
         if earlier != settings:
@@ -104,10 +133,13 @@ def check_work_dir(work: Path, args: argparse.Namespace, parser) -> None:
                          "another --work-dir")
         print(f"continuing the runs in {work} (same arguments)", flush=True)
         return
-    if args.overwrite and work.exists():
+    if args.overwrite and record.exists():
         shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=1) + "\n")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(settings, indent=1) + "\n")
+    except OSError as error:
+        parser.error(f"--work-dir {work}: cannot write there ({error.strerror})")
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -171,7 +203,8 @@ def main() -> None:
     parser.add_argument("--steps-per-iteration", type=int, default=200,
                         help="iterative DPO's updates per iteration")
     parser.add_argument("--offline-steps", type=int, default=600,
-                        help="updates of offline DPO and HyPO (default: iterative DPO's 3 x 200)")
+                        help="updates of offline DPO and HyPO (600: iterative DPO's default "
+                             "3 x 200)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/preference_text"),
                         help="the runs; running again with the same arguments continues them")
     parser.add_argument("--overwrite", action="store_true",
@@ -193,6 +226,7 @@ def main() -> None:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got "
                          f"{getattr(args, flag)}")
 
+    check_outputs(args, parser)
     start = time.time()
     work = args.work_dir
     check_work_dir(work, args, parser)
@@ -224,11 +258,19 @@ def main() -> None:
         rows["offline_dpo"].append(train("dpo", work / f"offline_dpo_{seed}", *common))
         rows["hypo"].append(train("hypo", work / f"hypo_{seed}", *common,
                                   "--agent.lam", str(args.lam)))
+    # The SFT model's reward on each seed's evaluation prompts (the offline runs evaluate it
+    # before training, on the prompts every method of that seed is evaluated on): the baseline.
+    initial = [row["initial_true_reward"] for row in rows["offline_dpo"]]
     results = {"task": args.task, "shape": args.shape, "seeds": args.seeds,
                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "sft": {"true_reward": sft["true_reward"]}, "offline_pairs": budget,
+               "sft": {"true_reward": float(np.mean(initial)), "per_seed": initial,
+                       "own_evaluation": sft["true_reward"]},
+               "offline_pairs": budget,
                "methods": {method: aggregate(rows[method]) for method in METHODS},
-               "seconds": time.time() - start}
+               "seconds_this_invocation": time.time() - start}
+    label = "SFT (each seed's prompts)"
+    print(f"{label:27s} true reward {results['sft']['true_reward']:.3f} "
+          f"(per seed {', '.join(f'{x:.3f}' for x in initial)})")
     for method in METHODS:
         figures = results["methods"][method]
         interval = figures["true_reward"]["ci95"]
@@ -240,7 +282,7 @@ def main() -> None:
     offline = np.array(results["methods"]["offline_dpo"]["true_reward"]["per_seed"])
     results["oracle_beats_offline_seeds"] = int((oracle > offline).sum())
     print(f"iterative DPO (oracle) beats offline DPO on {results['oracle_beats_offline_seeds']} of "
-          f"{args.seeds} seeds ({results['seconds']:.0f} s in all)")
+          f"{args.seeds} seeds ({results['seconds_this_invocation']:.0f} s in this invocation)")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -90,6 +90,22 @@ def test_minatar_plot_is_drawn_from_a_saved_results_file(tmp_path, monkeypatch):
     assert plot.stat().st_size > 1000
 
 
+@pytest.mark.parametrize("content, needle", [
+    ('{"args": {}, "results": [1, 2]}', "not a results file of this script"),
+    ("[1]", "not a results file of this script"),
+    ('{"args": {}, "results": []}', "--minatar-plot: the --replot files hold no rows"),
+])
+def test_replot_of_a_wrong_file_is_one_line(content, needle, tmp_path, monkeypatch, capsys):
+    saved = tmp_path / "results.json"
+    saved.write_text(content)
+    monkeypatch.setattr(sys, "argv", ["exploration.py", "--replot", str(saved),
+                                      "--minatar-plot", str(tmp_path / "m.png")])
+    with pytest.raises(SystemExit) as stop:
+        exploration.main()
+    assert stop.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--seeds", "0"], "--seeds must be at least 1, got 0"),
     (["--deepsea-episodes", "-5"], "--deepsea-episodes must be at least 1"),

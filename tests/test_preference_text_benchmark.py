@@ -19,6 +19,7 @@ import preference_text  # noqa: E402
     (["--reward-model-pairs", "8"], "--reward-model-pairs must be at least 16"),
     (["--offline-steps", "0"], "--offline-steps must be at least 1, got 0"),
     (["--iterations", "0"], "--iterations must be at least 1"),
+    (["--plot", "out.xyz"], "--plot out.xyz: matplotlib cannot write .xyz"),
 ])
 def test_bad_arguments_exit_2_naming_the_flag(argv, needle, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["preference_text.py", "--work-dir", str(tmp_path), *argv])
@@ -53,3 +54,21 @@ def test_a_work_dir_of_other_arguments_is_refused_and_the_same_ones_continue(
     (run / "summary.json").write_text('{"true_reward": 0.5, "labels_used": 0}')
     assert preference_text.train("sft", run)["true_reward"] == 0.5
     assert "reused" in capsys.readouterr().out
+
+
+def test_a_folder_this_script_did_not_make_is_never_adopted_or_deleted(tmp_path, monkeypatch,
+                                                                         capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    for extra in ([], ["--overwrite"]):
+        monkeypatch.setattr(sys, "argv", ["preference_text.py", "--work-dir", str(tmp_path),
+                                          *extra])
+        with pytest.raises(SystemExit) as stop:
+            preference_text.main()
+        assert stop.value.code == 2
+        assert "not this script's runs" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    monkeypatch.setattr(sys, "argv", ["preference_text.py", "--work-dir",
+                                      str(tmp_path / "notes.txt")])
+    with pytest.raises(SystemExit):
+        preference_text.main()
+    assert "is a file" in capsys.readouterr().err
