@@ -91,6 +91,15 @@ def agent_overrides(method: str, overrides: dict) -> dict:
     return fields
 
 
+def study_settings(method: str, args, ppo: dict, dqn: dict) -> dict:
+    """A study's shared settings for `method`'s agent (`ppo` or `dqn`), with RDD's `--rdd-sigma`
+    and `--rdd-readout` for the RDD methods."""
+    overrides = dict(ppo if METHODS[method][0] == "ppo" else dqn)
+    if METHODS[method][1]["intrinsic"] == "rdd":
+        overrides.update(intrinsic_sigma=args.rdd_sigma, intrinsic_readout=args.rdd_readout)
+    return overrides
+
+
 def train(method: str, env: str, env_config, overrides: dict, *, seeds: int, total_steps: int,
           run_dir: Path, num_logs: int):
     agent = METHODS[method][0]
@@ -138,11 +147,7 @@ def tabular_study(args, workdir: Path, env: str, env_config, label: str, budget:
     """Every method on one tabular env: first success, episodes to optimal, final return."""
     results = []
     for method in methods:
-        agent = METHODS[method][0]
-        overrides = dict(PPO_DEEPSEA if agent == "ppo" else DQN_DEEPSEA)
-        if METHODS[method][1]["intrinsic"] == "rdd":
-            overrides["intrinsic_sigma"] = args.rdd_sigma
-            overrides["intrinsic_readout"] = args.rdd_readout
+        overrides = study_settings(method, args, PPO_DEEPSEA, DQN_DEEPSEA)
         run_dir = workdir / f"{label}-{method}"
         start = time.time()
         summary, rows = train(method, env, env_config, overrides, seeds=args.seeds,
@@ -198,11 +203,7 @@ def minatar_study(args, workdir: Path) -> list[dict]:
     results = []
     print(f"Breakout-MinAtar ({args.minatar_steps} env steps per seed)", flush=True)
     for method in args.methods:
-        agent = METHODS[method][0]
-        overrides = dict(PPO_MINATAR if agent == "ppo" else DQN_MINATAR)
-        if METHODS[method][1]["intrinsic"] == "rdd":
-            overrides["intrinsic_sigma"] = args.rdd_sigma
-            overrides["intrinsic_readout"] = args.rdd_readout
+        overrides = study_settings(method, args, PPO_MINATAR, DQN_MINATAR)
         start = time.time()
         summary, rows = train(method, env, entry.default_config(), overrides,
                               seeds=args.seeds, total_steps=args.minatar_steps,
@@ -386,30 +387,24 @@ def plot_tabular(results: list[dict], path: Path) -> None:
 
 def plot_returns(results: list[dict], path: Path) -> None:
     """Training-episode return against env steps per seed for every MinAtar run: the mean over
-    seeds with its 95% bootstrap interval (`rlkit.stats`), per chunk."""
+    seeds with its 95% bootstrap interval per chunk (`rlkit.plotting.curve`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlkit import stats
+    from rlkit.plotting import curve
 
     rows = [r for r in results if r.get("return_by_chunk")]
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for index, row in enumerate(rows):
-        curve = row["return_by_chunk"]
-        xs, means, lows, highs = [], [], [], []
-        for steps, per_seed in zip(curve["env_steps"], curve["episode_return"], strict=True):
-            values = np.array([v for v in per_seed if v is not None])
-            if not values.size:
-                continue
-            interval = stats.bootstrap_ci(values) or (values.mean(), values.mean())
-            xs.append(steps)
-            means.append(values.mean())
-            lows.append(interval[0])
-            highs.append(interval[1])
+        chunks = row["return_by_chunk"]
+        points = [{"env_steps": steps, "episode_return": "nan" if value is None else value}
+                  for steps, per_seed in zip(chunks["env_steps"], chunks["episode_return"],
+                                             strict=True) for value in per_seed]
+        xs, means, lows, highs = curve(points, "episode_return")
         ax.plot(xs, means, color=f"C{index}", label=f"{row['method']} ({row['seeds']} seeds)")
         ax.fill_between(xs, lows, highs, color=f"C{index}", alpha=0.2)
     ax.set_title("Breakout-MinAtar: training-episode return (mean, 95% CI)", fontsize=9)
