@@ -128,6 +128,12 @@ def tajwar_study(args) -> dict:
     return results
 
 
+def seed_bandit(config: TabularBanditConfig, key):
+    """The tabular study's bandit of the seed with `key` (the first of its three keys: bandit,
+    pairs, training), for its runs and for `covered_bound`."""
+    return make_tabular_bandit(config, jax.random.split(key, 3)[0])
+
+
 def tabular_study(args) -> dict:
     """DPO vs HyPO (lambda grid) on the partially covered tabular bandit of hypo.md 4.4."""
     config = TabularBanditConfig(label_temperature=1.0)
@@ -139,8 +145,8 @@ def tabular_study(args) -> dict:
                                    max_grad_norm=None, batch_size=64)
 
         def run(key, agent_config=agent_config):
-            bandit_key, pairs_key, train_key = jax.random.split(key, 3)
-            bandit = make_tabular_bandit(config, bandit_key)
+            _, pairs_key, train_key = jax.random.split(key, 3)
+            bandit = seed_bandit(config, key)
             pairs = bandit.sample_pairs(pairs_key, args.tabular_pairs)
             state, _ = make_bandit_pair_run(hypo.make_tabular_agent(agent_config, bandit),
                                             args.tabular_steps, 64)(train_key, pairs)
@@ -162,7 +168,7 @@ def covered_bound(config: TabularBanditConfig, keys, kl_budget: np.ndarray) -> d
     expect at that KL over the unknown rewards' prior (HyPO's fresh samples carry no reward);
     `realised_reward` is that policy's reward on the seed's actual uncovered rewards."""
     def bound(key, budget):
-        bandit = make_tabular_bandit(config, jax.random.split(key, 3)[0])
+        bandit = seed_bandit(config, key)
         known = jnp.broadcast_to(jnp.arange(config.num_responses) < config.num_covered,
                                  bandit.token_reward.shape)
         logits = bandit.frontier_logits(budget, known)

@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlkit.stats import bootstrap_ci  # noqa: E402
+from rlkit import stats  # noqa: E402
 
 SHAPES = {
     "cpu": [],
@@ -143,14 +143,11 @@ def check_work_dir(work: Path, args: argparse.Namespace, parser) -> None:
 
 
 def aggregate(rows: list[dict]) -> dict:
-    """Mean and 95% bootstrap CI over seeds of each figure."""
-    out = {}
-    for name in ("true_reward", "reverse_kl", "win_rate", "labels_used"):
-        values = np.array([row[name] for row in rows], np.float64)
-        interval = bootstrap_ci(values)
-        out[name] = {"per_seed": values.tolist(), "mean": float(values.mean()),
-                     "ci95": None if interval is None else [float(x) for x in interval]}
-    return out
+    """Per figure, `rlkit.stats.aggregate` over seeds (mean, IQM, 95% CI, std) and the seeds'
+    values."""
+    return {name: {"per_seed": [float(row[name]) for row in rows],
+                   **stats.aggregate(np.array([row[name] for row in rows], np.float64))}
+            for name in ("true_reward", "reverse_kl", "win_rate", "labels_used")}
 
 
 def plot(results: dict, path: Path) -> None:
