@@ -951,19 +951,40 @@ def _holds_run(path: Path) -> bool:
                                                     "summary.json"))
 
 
+_RUN_FILES = ("config.yaml", "metrics.csv", "metrics.tmp", "summary.json", "summary.json.tmp",
+              "curves.png", "curves.tmp.png", "pairs.jsonl")
+# model/: a preference run's saved model (`rlkit.train_preference`); left behind, it would pass
+# for the new run's until (unless) that run wrote its own.
+_RUN_FOLDERS = ("checkpoints", "model")
+
+
 def _remove_run(run_dir: Path) -> None:
     """Delete the files a run writes in `run_dir` (for --overwrite), and nothing else."""
     import shutil
 
-    for name in ("config.yaml", "metrics.csv", "metrics.tmp", "summary.json", "summary.json.tmp",
-                 "curves.png", "curves.tmp.png", "pairs.jsonl"):
+    for name in _RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
     for events in run_dir.glob("events.out.tfevents.*"):
         events.unlink()
-    # model/: a preference run's saved model (`rlkit.train_preference`); left behind, it would
-    # pass for the new run's until (unless) that run wrote its own.
-    for directory in ("checkpoints", "model"):
+    for directory in _RUN_FOLDERS:
         shutil.rmtree(run_dir / directory, ignore_errors=True)
+
+
+def _check_inputs_survive(run, run_dir: Path) -> None:
+    """An input of the run (--dataset, and a preference run's --model, --reward-model) must not
+    be what replacing `run_dir`'s run deletes (`_remove_run`): the run directory itself (a
+    model directory's model/) or one of a run's files and folders in it."""
+    deleted = [run_dir.resolve() / name for name in (*_RUN_FILES, *_RUN_FOLDERS)]
+    for flag, name in (("--dataset", "dataset"), ("--model", "model"),
+                       ("--reward-model", "reward_model")):
+        path = getattr(run, name, None)
+        if path is None:
+            continue
+        given = Path(path).resolve()
+        require(given != run_dir.resolve() and not any(
+            place == given or place in given.parents for place in deleted), flag,
+            f"{path} lies inside --run-dir {run_dir}; a run replaces its directory's model/ "
+            "and run files, so pass a new --run-dir")
 
 
 def check_run_dir(experiment: Experiment, resume: bool, overwrite: bool) -> Path:
@@ -983,6 +1004,7 @@ def check_run_dir(experiment: Experiment, resume: bool, overwrite: bool) -> Path
         return run_dir
     require(_holds_run(run_dir), "--run-dir",
             f"{run_dir} is not empty and holds no run; pass a new or empty directory")
+    _check_inputs_survive(run, run_dir)
     require(overwrite, "--run-dir",
             f"{run_dir} already holds a run; pass --overwrite to replace it, --resume "
             f"{run_dir} to continue it, or choose another directory")

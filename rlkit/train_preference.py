@@ -521,14 +521,6 @@ def execute(experiment: PreferenceExperiment, resume: bool = False, overwrite: b
     from rlkit.runner import run_training
     from rlkit.train import check_run_dir, prepare_run_dir
 
-    run = experiment.run
-    if not resume and run.run_dir is not None:  # --overwrite would delete the model it reads
-        for flag, path in (("--model", run.model), ("--reward-model", run.reward_model)):
-            if path is not None:
-                inside = Path(path).resolve()
-                require(Path(run.run_dir).resolve() not in (inside, *inside.parents), flag,
-                        f"{path} lies inside --run-dir {run.run_dir}; a run replaces its "
-                        "directory's model/, so pass a new --run-dir")
     run_dir = check_run_dir(experiment, resume, overwrite)
     if experiment.agent == "iterative-dpo":
         return _execute_iterative(experiment, run_dir, resume)

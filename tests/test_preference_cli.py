@@ -196,9 +196,11 @@ def test_bad_inputs_are_one_line_each_and_exit_2(sft_run, tmp_path, capsys):
          "task sort: the tokenizer encodes '0' as 2 tokens"),
         (["sft", "--task", "sorting"], "--task: unknown task 'sorting'"),
         (["sft", *TINY, "--stop-after-chunks", "0"], "--stop-after-chunks: must be at least 1"),
-        # --overwrite would delete the model the run reads.
-        (["iterative-dpo", *TINY, "--model", str(sft_run), "--run-dir", str(sft_run.parent),
-          "--overwrite"], f"--model: {sft_run} lies inside --run-dir {sft_run.parent}"),
+        # --overwrite would delete the model the run reads (its run directory's model/).
+        (["iterative-dpo", *TINY, "--model", str(sft_run), "--run-dir", str(sft_run),
+          "--overwrite"], f"--model: {sft_run} lies inside --run-dir {sft_run}"),
+        (["iterative-dpo", *TINY, "--model", str(sft_run / "model"), "--run-dir", str(sft_run),
+          "--overwrite"], f"--model: {sft_run / 'model'} lies inside --run-dir {sft_run}"),
         (["reward-model", *TINY], "--dataset: reward-model needs preference pairs"),
         (["reward-model", *TINY, "--model", str(sft_run), "--dataset", str(_write(
             tmp_path / "two.jsonl", [good, good])), "--eval-prompts", "2"],
