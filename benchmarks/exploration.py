@@ -437,15 +437,12 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
     for size in [*args.sizes, args.count_size]:
         if size < 2:
             parser.error(f"DeepSea sizes (--sizes, --count-size) must be at least 2, got {size}")
-    import matplotlib.figure
+    from rlkit.plotting import format_error
 
-    formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
     for flag, path in (("--plot", args.plot), ("--tabular-plot", args.tabular_plot),
                        ("--minatar-plot", args.minatar_plot)):
-        if path is not None and path.suffix.lstrip(".").lower() not in formats:
-            what = path.suffix or "a file without an extension"
-            parser.error(f"{flag} {path}: matplotlib cannot write {what}; use one of "
-                         f".{', .'.join(sorted(formats))}")
+        if path is not None and format_error(path) is not None:
+            parser.error(f"{flag} {path}: {format_error(path)}")
 
 
 def main() -> None:

@@ -100,13 +100,10 @@ def check_outputs(args: argparse.Namespace, parser) -> None:
         if path.is_dir():
             parser.error(f"{flag} {path} is a folder; pass a file name")
     if args.plot is not None:
-        import matplotlib.figure
+        from rlkit.plotting import format_error
 
-        formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
-        if args.plot.suffix.lstrip(".").lower() not in formats:
-            parser.error(f"--plot {args.plot}: matplotlib cannot write "
-                         f"{args.plot.suffix or 'a file without an extension'}; use one of "
-                         f".{', .'.join(sorted(formats))}")
+        if format_error(args.plot) is not None:
+            parser.error(f"--plot {args.plot}: {format_error(args.plot)}")
 
 
 def check_work_dir(work: Path, args: argparse.Namespace, parser) -> None:

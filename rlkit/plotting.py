@@ -18,6 +18,18 @@ from rlkit.loops.common import ENV_STEPS, Unit
 from rlkit.stats import bootstrap_ci
 
 
+def format_error(path: Path) -> str | None:
+    """Why matplotlib cannot write a figure to `path` (its extension names no format it
+    supports), or None when it can: checked before a long run, not after it."""
+    import matplotlib.figure
+
+    formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
+    if Path(path).suffix.lstrip(".").lower() in formats:
+        return None
+    return (f"matplotlib cannot write {Path(path).suffix or 'a file without an extension'}; "
+            f"use one of .{', .'.join(sorted(formats))}")
+
+
 def curve(rows: list[dict[str, str]], column: str, x_column: str = "env_steps"
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The mean over seeds of `column` at each `x_column` value, with its 95% bootstrap CI.
