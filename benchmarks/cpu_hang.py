@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from rlkit.errors import ArgumentParser
+
 SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler"
 EIGEN = "--xla_cpu_multi_thread_eigen"
 # name -> XLA_FLAGS given to the child (None: unset, so `import rlkit` picks its default).
@@ -122,7 +124,7 @@ def trial(program: str, flags: str | None, timeout: float, stacks_to: Path | Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--program", choices=("qr", "iql", "iql-init"), default="qr")
     parser.add_argument("--settings", default="xla-default,scheduler-off,eigen-off,rlkit",
                         help="comma-separated names from: " + ", ".join(SETTINGS))

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from rlkit.errors import ArgumentParser
+
 _HERE = Path(__file__).resolve().parent
 PAIRS = ("ppo", "dqn", "bc", "cql", "iql")
 
@@ -138,7 +140,7 @@ def _command(pair: str, side: str, args, out: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated: " +
                         ", ".join(PAIRS))
     parser.add_argument("--rounds", type=int, default=2)

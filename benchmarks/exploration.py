@@ -54,7 +54,7 @@ from offline_hybrid import describe, write_results  # noqa: E402
 from offline_hybrid import train as train_summary  # noqa: E402
 
 from rlkit import registry  # noqa: E402
-from rlkit.errors import RlkitError  # noqa: E402
+from rlkit.errors import ArgumentParser, RlkitError  # noqa: E402
 from rlkit.runner import MetricsLog  # noqa: E402
 
 # PPO on tabular envs: many short rollouts, a constant step size and a small entropy bonus, so
@@ -446,7 +446,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", nargs="+", default=["deepsea"],
                         choices=("deepsea", "riverswim", "minatar", "pseudo-count", "speed"),
                         help="studies to run, in order (default: deepsea)")

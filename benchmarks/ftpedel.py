@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents import ftpedel  # noqa: E402
 from envs.linear_mdp import HardStateConfig  # noqa: E402
 from rlkit.collect import collect  # noqa: E402
+from rlkit.errors import ArgumentParser  # noqa: E402
 from rlkit.loops.ftpedel import RunOptions, identify  # noqa: E402
 
 METHODS = ("ftpedel", "pedel", "offline-only")
@@ -80,7 +81,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--p", type=float, nargs="+", default=[0.1, 0.03, 0.01, 0.003])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

@@ -27,7 +27,6 @@ Every run goes through `python -m rlkit.train`'s own code path (seeds vmapped on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -44,6 +43,7 @@ from offline_hybrid import describe, write_results  # noqa: E402
 from offline_hybrid import train as train_summary  # noqa: E402
 
 from rlkit import registry  # noqa: E402
+from rlkit.errors import ArgumentParser  # noqa: E402
 from rlkit.runner import MetricsLog  # noqa: E402
 from rlkit.stats import aggregate  # noqa: E402
 
@@ -261,7 +261,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", choices=("all", "lock", "deepsea"), default="all")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--horizons", type=int, nargs="+", default=[5, 10, 15, 20])

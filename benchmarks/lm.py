@@ -35,7 +35,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -49,6 +48,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from rlkit.errors import ArgumentParser  # noqa: E402
 from rlkit.lm.generate import generate, generate_without_cache  # noqa: E402
 from rlkit.lm.transformer import (  # noqa: E402
     Transformer,
@@ -193,7 +193,7 @@ def bench_training(config: TransformerConfig, params, batch: int, length: int, r
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="cpu: the small model; gpu: the ~124M bf16 model and the DPO step")
     parser.add_argument("--repeats", type=int, default=3)

@@ -20,7 +20,6 @@ Every configuration runs `--seeds` seeds side by side (vmapped) through the same
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -34,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlkit import registry  # noqa: E402
+from rlkit.errors import ArgumentParser  # noqa: E402
 from rlkit.stats import aggregate  # noqa: E402
 from rlkit.train import Experiment, RunOptions, execute  # noqa: E402
 
@@ -210,7 +210,7 @@ def write_results(path: Path, args, seconds: float, results: list[dict]) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", choices=("both", "hybrid", "offline"), default="both")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--horizons", type=int, nargs="+", default=[3, 5, 7])

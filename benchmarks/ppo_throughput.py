@@ -67,6 +67,7 @@ sys.path[:0] = [str(_HERE), str(_HERE.parent)]
 import reference_ppo  # noqa: E402
 
 import rlkit  # noqa: E402  (its XLA:CPU flags apply to all three programs alike)
+from rlkit.errors import ArgumentParser  # noqa: E402
 
 NUM_ENVS = 4
 ROLLOUT_LENGTH = 128
@@ -546,7 +547,7 @@ def _measure_in_process(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--total-steps",
         type=int,

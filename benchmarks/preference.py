@@ -24,7 +24,6 @@ Confidence intervals are 95% percentile bootstraps of the mean over seeds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -45,6 +44,7 @@ from envs.preference_bandits import (  # noqa: E402
     make_tabular_bandit,
     make_tajwar_bandit,
 )
+from rlkit.errors import ArgumentParser  # noqa: E402
 from rlkit.loops.preference import make_bandit_pair_run, run_over_seeds  # noqa: E402
 
 
@@ -252,7 +252,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=4)

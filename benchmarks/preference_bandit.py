@@ -22,7 +22,6 @@ program per method.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -41,6 +40,7 @@ from envs.preference_bandits import (  # noqa: E402
     make_tajwar_bandit,
     tabular_log_probs,
 )
+from rlkit.errors import ArgumentParser  # noqa: E402
 from rlkit.ops import dpo_loss  # noqa: E402
 
 
@@ -112,7 +112,7 @@ def make_run(bandit: PreferenceBandit, *, labels: int, rounds: int, steps_per_ro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reward", default="not-aligned", choices=["not-aligned", "aligned"])
     parser.add_argument("--reward-width", type=float, default=10.0)
     parser.add_argument("--label-temperature", type=float, default=0.0)

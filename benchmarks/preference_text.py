@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rlkit import stats  # noqa: E402
+from rlkit.errors import ArgumentParser  # noqa: E402
 
 SHAPES = {
     "cpu": [],
@@ -181,7 +182,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--shape", choices=tuple(SHAPES), default="cpu")
     parser.add_argument("--task", default="sort")

@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlkit.errors import RlkitError, run_cli, run_guarded  # noqa: E402
+from rlkit.errors import ArgumentParser, RlkitError, run_cli, run_guarded  # noqa: E402
 
 OFFLINE_METHODS = ("bc", "bcq", "cql", "iql", "dt")
 SPLITS = ("train", "validation", "test")
@@ -270,7 +270,7 @@ def write_report(report: dict, out: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
     parser.add_argument("--out", default=None,

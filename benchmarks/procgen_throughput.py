@@ -37,7 +37,6 @@ Runs in the procgen environment (`.venv-procgen`):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -54,7 +53,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rlkit import registry, train  # noqa: E402
-from rlkit.errors import require_int_at_least  # noqa: E402
+from rlkit.errors import ArgumentParser, require_int_at_least  # noqa: E402
 
 CNNS = ("impala-small", "impala")  # the cheaper first: its figures are written first
 DEFAULT_OUT = _HERE / "results" / "procgen_throughput_cpu_2core.json"
@@ -282,7 +281,7 @@ def _print_result(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", default="coinrun", help="procgen game")
     parser.add_argument("--cnn", default=",".join(CNNS),
                         help="comma-separated PPO torsos to measure (impala, impala-small, nature)")

@@ -41,7 +41,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import json
 import statistics
@@ -58,6 +57,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from rlkit.data import make_prioritised_buffer, make_uniform_buffer  # noqa: E402
+from rlkit.errors import ArgumentParser  # noqa: E402
 from rlkit.loops.common import example_transition  # noqa: E402
 from rlkit.types import Transition  # noqa: E402
 
@@ -449,7 +449,7 @@ def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--capacity", type=int, default=100_000, help="items each buffer keeps")
     parser.add_argument("--adds", type=int, default=10_000, help="add calls timed")
     parser.add_argument("--add-batch", type=int, default=8, help="items per add call")

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rlkit.errors import ArgumentParser
+
 FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 
 
@@ -179,7 +181,7 @@ def compare_profiles(results: dict, top: int = 25) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)

@@ -7,6 +7,7 @@ The CLIs print it on one line and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import io
@@ -21,6 +22,19 @@ from typing import Any, NoReturn
 
 class RlkitError(Exception):
     """A user-facing error: the message says what is wrong and how to fix it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose parse errors are one line, like the rest of rlkit's CLIs.
+
+    argparse prints its whole usage block above the error; this prints only
+    `PROG: error: MESSAGE; see PROG --help` on stderr and exits with status 2. The benchmark
+    scripts build their parsers from it, so `parser.error(...)` in their own checks is one line
+    too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def unknown_name(kind: str, name: str, known: list[str]) -> RlkitError:

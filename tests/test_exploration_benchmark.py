@@ -126,4 +126,5 @@ def test_bad_arguments_exit_2_naming_the_flag(argv, needle, monkeypatch, capsys)
     with pytest.raises(SystemExit) as exit_info:
         exploration.main()
     assert exit_info.value.code == 2
-    assert needle in capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err

@@ -26,7 +26,8 @@ def test_bad_arguments_exit_2_naming_the_flag(argv, needle, monkeypatch, capsys,
     with pytest.raises(SystemExit) as stop:
         preference_text.main()
     assert stop.value.code == 2
-    assert needle in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
     assert not any(tmp_path.iterdir())  # nothing trained
 
 
