@@ -78,7 +78,8 @@ Intrinsic rewards (`intrinsic = "rnd"` or `"rdd"`, `rlkit.intrinsic`): each samp
 reward becomes `r + intrinsic_coef * b(next_obs) / std`, the bonus read at sampling time with the
 current predictor (so it decays as the predictor learns, however old the row), `std` the running
 std of the bonus itself (a replay batch is no stream, so the transform's return discount is 0);
-then the predictor takes one step on an `intrinsic_update_proportion` share of the batch. The
+then the predictor takes one step on an `intrinsic_update_proportion` share of the batch
+(`intrinsic_update_rows`: an exact subset, or RND's Bernoulli mask). The
 batch's observations update the transform's running statistics before its bonus is read (the
 first batches come from the epsilon = 1 warm-up: random-agent steps, as RND initialises them).
 The transform's state lives in `State.intrinsic`, so checkpoints carry it.
@@ -208,6 +209,8 @@ class Config:
     """RDD: bonus against the target "mean" or a fresh "sample"."""
     intrinsic_update_proportion: float = 0.25
     """Share of each batch the predictor trains on, in (0, 1]."""
+    intrinsic_update_rows: str = "subset"
+    """How that share is drawn: an exact "subset" (default) or RND's Bernoulli "mask" (slower)."""
     intrinsic_count_states: bool = False
     """Count visits per one-hot state in the transform's state (tabular envs, for plots)."""
 

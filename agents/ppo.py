@@ -30,7 +30,8 @@ for the intrinsic return, which is non-episodic (its GAE ignores `terminated` an
 discount `intrinsic_gamma`); the policy's advantage is `extrinsic_coef * A_ext + intrinsic_coef *
 A_int`; the bonus of each step is that of its next observation, divided by the running std of
 its discounted return; the predictor takes one step per minibatch on an
-`intrinsic_update_proportion` share of the minibatch's next observations. The transform's state
+`intrinsic_update_proportion` share of the minibatch's next observations (drawn as
+`intrinsic_update_rows` says: an exact subset, or RND's Bernoulli mask). The transform's state
 lives in `State.intrinsic`, so checkpoints carry it. Its observation statistics are updated with
 every rollout before the rollout's bonus is read, so the first rollout (taken by the initial,
 near-uniform policy) initialises them, as RND's random-agent steps do. Readings where RND's
@@ -126,6 +127,8 @@ class Config:
     """RDD: bonus against the target "mean" or a fresh "sample"."""
     intrinsic_update_proportion: float = 0.25
     """Share of each minibatch the predictor trains on, in (0, 1]."""
+    intrinsic_update_rows: str = "subset"
+    """How that share is drawn: an exact "subset" (default) or RND's Bernoulli "mask" (slower)."""
     intrinsic_count_states: bool = False
     """Count visits per one-hot state in the transform's state (tabular envs, for plots)."""
 

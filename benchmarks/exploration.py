@@ -19,7 +19,8 @@ Studies (`--study`, several allowed):
   them batch by batch. Then each state's mean-readout bonus is plotted against its visit count
   n on log-log axes with the sigma^2 / n line, and the slope of a least-squares fit of
   log(bonus) on log(n) is reported (states with n >= `--count-min`).
-* `speed`: env steps per second of PPO and PPO+RDD on DeepSea 20, side by side in one process,
+* `speed`: env steps per second of PPO and PPO+RDD (predictor rows by subset and by mask) on
+  DeepSea 20, side by side in one process,
   repeats interleaved (PPO, PPO+RDD, PPO, ...); compile time excluded (the run summary's own
   `steps_per_second`).
 
@@ -93,10 +94,12 @@ def agent_overrides(method: str, overrides: dict) -> dict:
 
 def study_settings(method: str, args, ppo: dict, dqn: dict) -> dict:
     """A study's shared settings for `method`'s agent (`ppo` or `dqn`), with RDD's `--rdd-sigma`
-    and `--rdd-readout` for the RDD methods."""
+    and `--rdd-readout` for the RDD methods, `--update-rows` for RND and RDD."""
     overrides = dict(ppo if METHODS[method][0] == "ppo" else dqn)
     if METHODS[method][1]["intrinsic"] == "rdd":
         overrides.update(intrinsic_sigma=args.rdd_sigma, intrinsic_readout=args.rdd_readout)
+    if METHODS[method][1]["intrinsic"] != "none":
+        overrides.update(intrinsic_update_rows=args.update_rows)
     return overrides
 
 
@@ -325,21 +328,29 @@ def pseudo_count_study(args, plot: Path | None) -> list[dict]:
 
 
 def speed_study(args, workdir: Path) -> list[dict]:
-    """PPO and PPO+RDD env steps per second, repeats interleaved in one process."""
+    """PPO and PPO+RDD env steps per second, repeats interleaved in one process: PPO+RDD with
+    the predictor's rows drawn both ways (`update_rows` "subset", the default, and "mask")."""
     entry = registry.env_entry("deepsea")
     config = dataclasses.replace(entry.default_config(), size=20)
-    rates: dict[str, list[float]] = {"ppo": [], "ppo+rdd": []}
+    variants = {"ppo": ("ppo", {}), "ppo+rdd": ("ppo+rdd", {}),
+                "ppo+rdd mask": ("ppo+rdd", {"intrinsic_update_rows": "mask"})}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.speed_repeats):
-        for method in rates:
-            summary, _ = train(method, "deepsea", config, dict(PPO_DEEPSEA), seeds=args.seeds,
-                               total_steps=args.speed_steps,
-                               run_dir=workdir / f"speed-{method}-{repeat}", num_logs=2)
-            rates[method].append(summary["steps_per_second"])
-    ratios = [b / a for a, b in zip(rates["ppo"], rates["ppo+rdd"], strict=True)]
-    print(f"  env steps/s PPO {describe(rates['ppo'])}, PPO+RDD {describe(rates['ppo+rdd'])}; "
-          f"ratio per repeat {[round(r, 2) for r in ratios]}", flush=True)
+        for name, (method, extra) in variants.items():
+            summary, _ = train(method, "deepsea", config, dict(PPO_DEEPSEA, **extra),
+                               seeds=args.seeds, total_steps=args.speed_steps,
+                               run_dir=workdir / f"speed-{name.replace(' ', '-')}-{repeat}",
+                               num_logs=2)
+            rates[name].append(summary["steps_per_second"])
+    ratios = {name: [b / a for a, b in zip(rates["ppo"], rates[name], strict=True)]
+              for name in variants if name != "ppo"}
+    print("  env steps/s " + ", ".join(f"{name} {describe(rates[name])}" for name in variants),
+          flush=True)
+    for name, values in ratios.items():
+        print(f"  {name} / ppo per repeat {[round(r, 2) for r in values]}", flush=True)
     return [{"study": "speed", "seeds": args.seeds, "env_steps": args.speed_steps,
-             "steps_per_second": rates, "ratio_rdd_over_ppo": ratios}]
+             "steps_per_second": rates, "ratio_rdd_over_ppo": ratios["ppo+rdd"],
+             "ratio_rdd_mask_over_ppo": ratios["ppo+rdd mask"]}]
 
 
 def plot_tabular(results: list[dict], path: Path) -> None:
@@ -486,6 +497,10 @@ def main() -> None:
     parser.add_argument("--rdd-readout", choices=("mean", "sample"), default="mean",
                         help="RDD's bonus against the target's mean (the paper's Eq. 11) or a "
                              "fresh sample (deepsea, riverswim and minatar studies)")
+    parser.add_argument("--update-rows", choices=("subset", "mask"), default="subset",
+                        help="how RND's and RDD's predictor picks its share of each batch: an "
+                             "exact subset (the default) or RND's Bernoulli mask (the default "
+                             "before session 14; the results recorded then used it)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the results (with the device, jax version and arguments)")
     parser.add_argument("--plot", type=Path, default=None,
@@ -509,16 +524,20 @@ def main() -> None:
                 data = json.loads(path.read_text())
                 rows, sigma = data["results"], data["args"].get("rdd_sigma", 1.0)
                 readout = data["args"].get("rdd_readout", "mean")
+                # Files written before --update-rows existed were all measured with the mask.
+                update_rows = data["args"].get("update_rows", "mask")
                 if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                     raise ValueError("its results are not a list of rows")
             except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
                 parser.error(f"--replot {path}: not a results file of this script ({error})")
-            for row in rows:  # an RDD run at another setting gets its own legend entry
-                if row.get("method", "").endswith("rdd"):
-                    label = row["method"] + (f" sigma {sigma:g}" if sigma != 1.0 else "") + (
+            for row in rows:  # a run at another setting gets its own legend entry
+                label = method = row.get("method", "")
+                if method.endswith("rdd"):
+                    label += (f" sigma {sigma:g}" if sigma != 1.0 else "") + (
                         f" {readout} readout" if readout != "mean" else "")
-                    row = dict(row, method=label)
-                saved.append(row)
+                if method.endswith(("rdd", "rnd")) and update_rows != "subset":
+                    label += f" {update_rows} rows"
+                saved.append(dict(row, method=label))
         for flag, path, key, draw in (
                 ("--tabular-plot", args.tabular_plot, "episodes_to_first_success", plot_tabular),
                 ("--minatar-plot", args.minatar_plot, "return_by_chunk", plot_returns)):

@@ -180,11 +180,66 @@ def test_visit_counts_count_trained_rows_of_one_hot_states():
     assert bonus.shape == (4,)
 
 
+@pytest.mark.parametrize("proportion, batch, kept", [(0.25, 8, 2), (0.3, 10, 3), (0.01, 8, 1)])
+def test_subset_rows_train_exactly_round_p_times_b_rows(proportion, batch, kept):
+    """update_rows "subset": exactly max(1, round(p * B)) distinct rows train, every update."""
+    config = intrinsic.Config(update_proportion=proportion, update_rows="subset",
+                              count_states=True)
+    transform = intrinsic.make_transform(config, (batch,))
+    state = transform.init(jax.random.key(0), 1)
+    obs = jnp.eye(batch)  # one row per state: the counts say which rows trained
+    for step in range(5):
+        state, _ = transform.update(state, obs, jax.random.key(step))
+        count = np.asarray(state.visit_count)
+        assert count.sum() == kept * (step + 1)
+    assert count.max() <= 5  # no row twice in one update
+    assert (count > 0).sum() > kept  # different rows from update to update
+
+
+def test_subset_and_mask_agree_when_every_row_trains():
+    """With update_proportion 1 both readings train on the whole batch: RND (no target noise)
+    takes the same step either way (the subset only reorders the rows)."""
+    obs = jax.random.normal(jax.random.key(3), (16, 6))
+    updated = {}
+    for rows in intrinsic.UPDATE_ROWS:
+        config = intrinsic.Config(kind="rnd", update_proportion=1.0, update_rows=rows)
+        transform = intrinsic.make_transform(config, (6,))
+        state = transform.observe(transform.init(jax.random.key(0), 1), obs)
+        updated[rows], _ = transform.update(state, obs, jax.random.key(1))
+    before = jax.tree.leaves(state.predictor_params)
+    for a, b, c in zip(jax.tree.leaves(updated["mask"].predictor_params),
+                       jax.tree.leaves(updated["subset"].predictor_params), before, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert not np.array_equal(a, c)
+
+
+def test_subset_rows_give_the_masks_bonus_decay_on_average():
+    """The two readings are the same estimator in expectation: trained on the same stream of
+    batches, the mean bonus over the batch's states ends within 10% of each other."""
+    obs = jnp.tile(jnp.eye(8), (8, 1))  # 64 rows, 8 states
+    bonus = {}
+    for rows in intrinsic.UPDATE_ROWS:
+        config = intrinsic.Config(update_proportion=0.25, update_rows=rows,
+                                  learning_rate=1e-3)
+        transform = intrinsic.make_transform(config, (8,), normalise_obs=False)
+        state = transform.init(jax.random.key(0), 1)
+        start = float(transform.bonus(state, jnp.eye(8), jax.random.key(0)).mean())
+
+        def step(state, key, transform=transform):
+            return transform.update(state, obs, key)[0], None
+
+        state, _ = jax.lax.scan(step, state, jax.random.split(jax.random.key(1), 300))
+        bonus[rows] = float(transform.bonus(state, jnp.eye(8), jax.random.key(0)).mean())
+        assert bonus[rows] < 0.5 * start, rows
+    assert bonus["subset"] == pytest.approx(bonus["mask"], rel=0.1)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("kind", "icm", "kind: must be 'rnd' or 'rdd'"),
     ("sigma", 0.0, "sigma: must be a finite number in (0, inf)"),
     ("update_proportion", 0.0, "update_proportion"),
     ("readout", "median", "readout: must be 'mean' or 'sample'"),
+    ("update_rows", "all", "update_rows: must be 'mask' or 'subset'"),
 ])
 def test_bad_transform_config_names_the_field(field, value, message):
     with pytest.raises(RlkitError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -319,6 +374,8 @@ def test_intrinsic_state_is_checkpointed_and_resumes_exactly(tmp_path):
      "--agent.intrinsic-coef: has no effect with intrinsic none"),
     ("ppo", ["--agent.intrinsic-sigma", "2"],
      "--agent.intrinsic-sigma: has no effect with intrinsic none"),
+    ("dqn", ["--agent.intrinsic", "rnd", "--agent.intrinsic-update-rows", "some"],
+     "--agent.intrinsic-update-rows: must be 'mask' or 'subset'"),
 ])
 def test_bad_intrinsic_flags_give_one_line_naming_the_flag(agent, args, needle, capsys):
     from rlkit.train import main
