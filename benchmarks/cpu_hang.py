@@ -133,7 +133,7 @@ def main() -> None:
                         help="stop trying a setting after this many hangs (each costs --timeout)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds before a hang")
     parser.add_argument("--gdb", action="store_true", help="save the first hang's native stacks")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_output("--json", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

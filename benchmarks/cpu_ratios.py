@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--dqn-steps", type=int, default=50_000)
     parser.add_argument("--updates", type=int, default=2_000, help="offline updates per run")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_output("--json", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -448,12 +448,6 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
     for size in [*args.sizes, args.count_size]:
         if size < 2:
             parser.error(f"DeepSea sizes (--sizes, --count-size) must be at least 2, got {size}")
-    from rlkit.plotting import format_error
-
-    for flag, path in (("--plot", args.plot), ("--tabular-plot", args.tabular_plot),
-                       ("--minatar-plot", args.minatar_plot)):
-        if path is not None and format_error(path) is not None:
-            parser.error(f"{flag} {path}: {format_error(path)}")
 
 
 def main() -> None:
@@ -501,14 +495,14 @@ def main() -> None:
                         help="how RND's and RDD's predictor picks its share of each batch: an "
                              "exact subset (the default) or RND's Bernoulli mask (the default "
                              "before session 14; the results recorded then used it)")
-    parser.add_argument("--json", type=Path, default=None,
+    parser.add_output("--json", default=None,
                         help="write the results (with the device, jax version and arguments)")
-    parser.add_argument("--plot", type=Path, default=None,
+    parser.add_output("--plot", figure=True, default=None,
                         help="bonus against visit count (pseudo-count study)")
-    parser.add_argument("--tabular-plot", type=Path, default=None,
+    parser.add_output("--tabular-plot", figure=True, default=None,
                         help="seeds with a success and seeds solved against training episodes "
                              "(deepsea and riverswim studies)")
-    parser.add_argument("--minatar-plot", type=Path, default=None,
+    parser.add_output("--minatar-plot", figure=True, default=None,
                         help="training-episode return against env steps (minatar study)")
     parser.add_argument("--replot", type=Path, nargs="+", default=None, metavar="JSON",
                         help="draw --tabular-plot and/or --minatar-plot from saved results files "

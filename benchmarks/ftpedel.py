@@ -89,8 +89,8 @@ def main() -> int:
     parser.add_argument("--delta", type=float, default=0.05)
     parser.add_argument("--preset", default="practical", choices=("practical", "theory"))
     parser.add_argument("--offline-samples", type=int, default=10_000)
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_output("--json", default=None)
+    parser.add_output("--plot", figure=True, default=None)
     args = parser.parse_args()
     start = time.perf_counter()
     results = []

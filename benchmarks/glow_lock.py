@@ -286,8 +286,8 @@ def main() -> None:
     parser.add_argument("--deepsea-size", type=int, default=20)
     parser.add_argument("--deepsea-episodes", type=int, default=200)
     parser.add_argument("--deepsea-episodes-budget", type=int, default=300)
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_output("--json", default=None)
+    parser.add_output("--plot", figure=True, default=None)
     parser.add_argument("--replot", type=Path, default=None,
                         help="only draw --plot from the results of an earlier --json")
     args = parser.parse_args()

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="device peak for MFU; default 989 (H200 dense bf16) on gpu")
     parser.add_argument("--dpo", action="store_true", help="also time the DPO step on cpu")
     parser.add_argument("--skip", default="", help="comma list of generate,train,dpo")
-    parser.add_argument("--json", type=Path, default=None,
+    parser.add_output("--json", default=None,
                         help="output file; default benchmarks/results/lm_<device>.json")
     args = parser.parse_args(argv)
     gpu = args.device == "gpu"

@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--chain-length", type=int, default=8)
     parser.add_argument("--left-reward", type=float, default=0.05)
     parser.add_argument("--offline-updates", type=int, default=5000)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_output("--json", default=None)
     args = parser.parse_args()
 
     import jax

@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="request XLA:GPU's deterministic kernels for all programs (as python -m "
         "rlkit.train does by default; see rlkit.request_gpu_determinism)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_output("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.deterministic:  # before any JAX backend starts; the children inherit XLA_FLAGS
         rlkit.request_gpu_determinism(True)

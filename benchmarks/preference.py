@@ -271,8 +271,8 @@ def main() -> None:
     parser.add_argument("--tabular-lams", type=float, nargs="*", default=[0.03, 0.1, 0.3])
     parser.add_argument("--length-bias", type=float, default=1.0,
                         help="c of the biased score r + c * a / 100")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/preference.png"))
+    parser.add_output("--json", default=None)
+    parser.add_output("--plot", figure=True, default=Path("benchmarks/results/preference.png"))
     args = parser.parse_args()
 
     results = {"config": {k: (str(v) if isinstance(v, Path) else v)

@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.05)
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_output("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
     bandit = make_tajwar_bandit(TajwarBanditConfig(

@@ -88,25 +88,6 @@ def train(agent: str, run_dir: Path, *flags: str) -> dict:
     return summary
 
 
-def check_outputs(args: argparse.Namespace, parser) -> None:
-    """`--json` and `--plot` are checked before any training: a folder that can be made and
-    written, and a format matplotlib writes."""
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is None:
-            continue
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            parser.error(f"{flag} {path}: cannot make its folder ({error.strerror})")
-        if path.is_dir():
-            parser.error(f"{flag} {path} is a folder; pass a file name")
-    if args.plot is not None:
-        from rlkit.plotting import format_error
-
-        if format_error(args.plot) is not None:
-            parser.error(f"--plot {args.plot}: {format_error(args.plot)}")
-
-
 def check_work_dir(work: Path, args: argparse.Namespace, parser) -> None:
     """The work directory holds one configuration's runs: a new one gets `arguments.json`; an
     earlier invocation's with other arguments is refused (one line) unless `--overwrite`, which
@@ -204,8 +185,8 @@ def main() -> None:
                         help="the runs; running again with the same arguments continues them")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the runs of --work-dir made with other arguments")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_output("--json", default=None)
+    parser.add_output("--plot", figure=True, default=None)
     args = parser.parse_args()
     if args.seeds < 2:
         parser.error(f"--seeds must be at least 2 for a confidence interval, got {args.seeds}")
@@ -221,7 +202,6 @@ def main() -> None:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got "
                          f"{getattr(args, flag)}")
 
-    check_outputs(args, parser)
     start = time.time()
     work = args.work_dir
     check_work_dir(work, args, parser)

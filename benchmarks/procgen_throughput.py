@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="timed PPO iterations per CNN after one untimed warm-up; raw and "
                         "collection step as many env steps")
     parser.add_argument("--seed", type=int, default=0, help="run seed")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="write the results here")
+    parser.add_output("--out", default=DEFAULT_OUT, help="write the results here")
     args = parser.parse_args(argv)
     cnns = [c.strip() for c in args.cnn.split(",") if c.strip()]
 

@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_output("--json", default=None)
     parser.add_argument("--profile", action="store_true",
                         help="also profile one run of `iteration` per child, thunk by thunk")
     parser.add_argument("--profile-dir", default=None, help=argparse.SUPPRESS)

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -25,16 +26,58 @@ class RlkitError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose parse errors are one line, like the rest of rlkit's CLIs.
+    """argparse whose parse errors are one line, like the rest of rlkit's CLIs, and whose
+    output files are checked before any work.
 
     argparse prints its whole usage block above the error; this prints only
     `PROG: error: MESSAGE; see PROG --help` on stderr and exits with status 2. The benchmark
     scripts build their parsers from it, so `parser.error(...)` in their own checks is one line
-    too.
+    too. Flags added with `add_output` name files the script writes at its end (results, plots):
+    they are checked right after parsing (`output_error`), so a path that cannot be written
+    stops the script at once instead of after hours of training.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._outputs: list[tuple[argparse.Action, bool]] = []
+
+    def add_output(self, *flags: str, figure: bool = False, **kwargs: Any) -> argparse.Action:
+        """`add_argument(*flags, type=Path, **kwargs)` for a file the script writes; `figure`:
+        also check that matplotlib writes its extension."""
+        action = self.add_argument(*flags, type=Path, **kwargs)
+        self._outputs.append((action, figure))
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, rest = super().parse_known_args(args, namespace)
+        for action, figure in self._outputs:
+            path = getattr(parsed, action.dest, None)
+            problem = None if path is None else output_error(Path(path), figure=figure)
+            if problem:
+                self.error(f"{action.option_strings[-1]} {path}: {problem}")
+        return parsed, rest
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def output_error(path: Path, figure: bool = False) -> str | None:
+    """Why a file cannot be written at `path` later (None if it can): the path is a folder, its
+    folder cannot be made (made here if missing) or is not writable, or, for a `figure`, its
+    extension names no format matplotlib writes."""
+    if path.is_dir():
+        return "is a folder; pass a file name"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot make its folder ({error.strerror})"
+    if not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} is not writable"
+    if figure:
+        from rlkit.plotting import format_error
+
+        return format_error(path)
+    return None
 
 
 def unknown_name(kind: str, name: str, known: list[str]) -> RlkitError:
