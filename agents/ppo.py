@@ -147,6 +147,9 @@ class Config:
         check_network_fields(self)
         intrinsic_rewards.check_fields(self, prefix="intrinsic_")
         require_number(self.extrinsic_coef, "extrinsic_coef", low=0)
+        require(self.intrinsic == "none" or self.intrinsic_coef > 0 or self.extrinsic_coef > 0,
+                "intrinsic_coef", "and extrinsic_coef are both 0: every advantage would be 0 "
+                "and the policy would not learn; set one above 0")
         require_number(self.intrinsic_gamma, "intrinsic_gamma", low=0, high=1, high_open=True)
         require(self.batch_size % self.num_minibatches == 0, "num_minibatches",
                 f"{self.num_minibatches} must divide num_envs * rollout_length "

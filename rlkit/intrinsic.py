@@ -89,6 +89,7 @@ KINDS = ("rnd", "rdd")
 AGENT_CHOICES = ("none", *KINDS)
 READOUTS = ("mean", "sample")
 UPDATE_ROWS = ("mask", "subset")
+RDD_ONLY = ("sigma", "sigma_network", "readout")  # fields RND reads nothing from
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,12 @@ def check_fields(config: Any, prefix: str = "") -> None:
                 if field.name.startswith(prefix) and getattr(config, field.name) != field.default:
                     require(False, field.name, "has no effect with intrinsic none; add "
                             "--agent.intrinsic rnd or rdd, or drop it")
+        if config.intrinsic == "rnd":  # no target noise: RDD's own fields would act on nothing
+            for field in dataclasses.fields(config):
+                if field.name in [prefix + name for name in RDD_ONLY] and \
+                        getattr(config, field.name) != field.default:
+                    require(False, field.name, "is RDD's and has no effect with intrinsic rnd; "
+                            "add --agent.intrinsic rdd, or drop it")
     else:
         require_one_of(config.kind, "kind", KINDS)
     require_int_at_least(get("output_dim"), prefix + "output_dim", 1)
