@@ -273,18 +273,49 @@ class Terminated(KeyboardInterrupt):
     (checkpoint in flight finished, TensorBoard flushed, writers closed) serves both."""
 
 
-def raise_on_sigterm(signum, frame) -> None:
-    """A SIGTERM handler: raise `Terminated` in the main thread."""
-    raise Terminated
+_pending_interrupt: type[KeyboardInterrupt] | None = None
+
+
+def raise_on_signal(signum, frame) -> None:
+    """The CLIs' SIGINT and SIGTERM handler: remember the interruption, then raise
+    `KeyboardInterrupt` (SIGINT) or `Terminated` (SIGTERM) in the main thread.
+
+    Python drops an exception raised inside a garbage-collector callback or a `__del__` (it
+    prints "Exception ignored in: ..."): a Ctrl-C that lands in JAX's `_xla_gc_callback` while a
+    program compiles was lost and the run went on to its end. The remembered interruption is
+    raised again by `raise_pending_interrupt`, which the training loops call between chunks.
+    """
+    import signal
+
+    global _pending_interrupt
+    _pending_interrupt = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    raise _pending_interrupt
+
+
+def raise_pending_interrupt() -> None:
+    """Raise a Ctrl-C or SIGTERM that arrived but was swallowed (see `raise_on_signal`); a
+    no-op otherwise. Called by the training loops between chunks."""
+    global _pending_interrupt
+    if _pending_interrupt is not None:
+        interruption, _pending_interrupt = _pending_interrupt, None
+        raise interruption
+
+
+def clear_pending_interrupt() -> None:
+    """Forget the remembered interruption: called where one is handled."""
+    global _pending_interrupt
+    _pending_interrupt = None
 
 
 def handle_sigterm_like_ctrl_c() -> None:
-    """Install `raise_on_sigterm` (CLIs call this at start; only the main thread can)."""
+    """Install `raise_on_signal` for SIGINT and SIGTERM (CLIs call this at start; only the main
+    thread can)."""
     import signal
     import threading
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_on_sigterm)
+        signal.signal(signal.SIGTERM, raise_on_signal)
+        signal.signal(signal.SIGINT, raise_on_signal)
 
 
 def interrupted_status(error: KeyboardInterrupt) -> int:
@@ -314,7 +345,8 @@ def run_guarded(run: Callable[[], Any], resumable: bool = True) -> tuple[Any, in
     import signal
     import threading
 
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    clear_pending_interrupt()
     try:
         handle_sigterm_like_ctrl_c()
         return run(), None
@@ -327,6 +359,7 @@ def run_guarded(run: Callable[[], Any], resumable: bool = True) -> tuple[Any, in
         print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return None, FAILED
     except KeyboardInterrupt as error:
+        clear_pending_interrupt()
         where = getattr(error, "run_dir", None)
         if not resumable:
             print("interrupted: this command keeps no checkpoint; run it again", file=sys.stderr)
@@ -339,7 +372,8 @@ def run_guarded(run: Callable[[], Any], resumable: bool = True) -> tuple[Any, in
         return None, interrupted_status(error)
     finally:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def run_cli(main: Callable[[], int]) -> NoReturn:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlkit.checkpoint import Checkpointer
-from rlkit.errors import RlkitError
+from rlkit.errors import RlkitError, raise_pending_interrupt
 from rlkit.io import atomic_file, write_text
 from rlkit.loops.common import ENV_STEPS, Trainer, Unit
 from rlkit.stats import aggregate
@@ -432,6 +432,7 @@ def _train_chunks(trainer: Trainer, carry: Any, budget: _Budget, run_dir: Path,
     writer = SummaryWriter(str(run_dir))
     try:  # an error, Ctrl-C or SIGTERM still closes the writer with every chunk logged
         for chunk in range(budget.first_chunk, budget.last_chunk + 1):
+            raise_pending_interrupt()  # a Ctrl-C Python swallowed during the last chunk
             carry, metrics, seconds = _run_chunk(trainer, carry, timer)
             rows, eval_returns, figures = _evaluate(trainer, carry, chunk, metrics,
                                                     optimal_return)

@@ -10,6 +10,7 @@ import math
 import os
 import signal
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +221,34 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capfd):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main put the handler back
 
 
+def test_a_ctrl_c_python_swallows_still_stops_the_run(tmp_path, monkeypatch, capfd):
+    """A Ctrl-C whose KeyboardInterrupt is raised inside a `__del__` or a garbage-collector
+    callback (JAX's `_xla_gc_callback` while it compiles) is dropped by Python ("Exception
+    ignored in"); the handler remembers it and the loop raises it before the next chunk."""
+    log_chunk = runner._log_tensorboard
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: swallowed.append(info.exc_type))
+
+    class Collected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):  # the handler runs here, inside __del__
+                pass
+
+    def log_then_swallowed_ctrl_c(writer, rows, unit):
+        log_chunk(writer, rows, unit)
+        if rows[0]["chunk"] == 1:
+            Collected()  # dropped at once: __del__ runs, its KeyboardInterrupt is ignored
+
+    monkeypatch.setattr(runner, "_log_tensorboard", log_then_swallowed_ctrl_c)
+    run_dir = tmp_path / "int"
+    assert main([*TINY, "--run-dir", str(run_dir)]) == 130
+    assert swallowed == [KeyboardInterrupt]  # Python did drop it
+    assert _one_error_line(capfd).startswith("interrupted: resume with")
+    assert _event_steps(run_dir, "eval_return") == [1024, 2048]  # no chunk after it
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 @pytest.mark.parametrize("run_dir, resumable, message", [
     ("runs/x", True, "interrupted: resume with python -m rlkit.train --resume runs/x"),
     (None, True, "interrupted before a run directory held a checkpoint; run the command again"),
@@ -394,7 +423,7 @@ def test_sigterm_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path)
     import jax.numpy as jnp
 
     from rlkit.checkpoint import Checkpointer
-    from rlkit.errors import Terminated, raise_on_sigterm
+    from rlkit.errors import Terminated, raise_on_signal
 
     checkpointer = Checkpointer(tmp_path / "checkpoints")
     save = checkpointer.manager.save
@@ -404,11 +433,11 @@ def test_sigterm_during_a_save_is_held_until_the_checkpoint_is_written(tmp_path)
         return save(*args, **kwargs)
 
     checkpointer.manager.save = terminated_save
-    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, raise_on_signal)
     try:
         with pytest.raises(Terminated):
             checkpointer.save(0, {"params": jnp.arange(3.0)})
-        assert signal.getsignal(signal.SIGTERM) is raise_on_sigterm
+        assert signal.getsignal(signal.SIGTERM) is raise_on_signal
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert checkpointer.latest_step() == 0
