@@ -48,7 +48,7 @@ import numpy as np
 from flax import struct
 
 from rlkit.data.preferences import PreferenceRecord
-from rlkit.errors import RlkitError, require
+from rlkit.errors import RlkitError, raise_pending_interrupt, require
 from rlkit.loops.common import UPDATES, BoundRun, Trainer, over_seeds
 from rlkit.types import Agent, Array, PreferencePairs, PyTree, Sequences
 
@@ -449,6 +449,7 @@ def run_iterative_dpo(agent: Agent, config, spec, sft_params: PyTree,
     count, history = int(start.count), []
     end = config.iterations if stop is None else min(stop, config.iterations)
     for iteration in range(int(start.iteration), end):
+        raise_pending_interrupt()  # a Ctrl-C Python swallowed (rlkit.errors.raise_on_signal)
         key, sample_key, pair_key, train_key, eval_key = jax.random.split(key, 5)
         prompts = draw_prompts(iteration)  # [n, P]
         repeated = jax.tree.map(lambda x: np.repeat(np.asarray(x), per_temperature, axis=0),
