@@ -614,6 +614,11 @@ def parse_experiment(argv: list[str]) -> Parsed:
                                                                  stop_after_chunks=None))
     info = dataset_info(first.dataset) if first.dataset is not None else None
     env_name = first.env or (base.env if base else None) or (info.env_id if info else None)
+    if env_name is None and any(arg in ("-h", "--help") for arg in rest):
+        # `AGENT --help` without an env: the agent's flags, with CartPole's env flags.
+        env_name = "cartpole"
+        print("(no --env given: the --env-config flags below are CartPole's; "
+              "`python -m rlkit.train AGENT --env ENV --help` shows another env's)")
     if env_name is None:
         raise RlkitError("--env is required, e.g. --env cartpole (see --help for the list)")
     entry = registry.env_entry(env_name)

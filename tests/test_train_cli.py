@@ -78,6 +78,11 @@ def test_help_lists_every_agent_and_env(capsys):
     for flag in ("--seeds", "--num-logs", "--checkpoint-every", "--overwrite", "--resume"):
         assert flag in text, flag
     assert "Independent seeds trained side by side" in text
+    # An agent's help without --env: the agent's flags, CartPole's env flags, and a note.
+    assert main(["dqn", "--help"]) == 0
+    agent_help = capsys.readouterr().out
+    assert agent_help.startswith("(no --env given: the --env-config flags below are CartPole's")
+    assert "--agent.intrinsic" in agent_help
     assert "gradient updates for offline agents" in text
 
 
