@@ -236,11 +236,41 @@ def one_line_parse_error(box: str, prog: str) -> str:
         flag, types, value = union.groups()
         kinds = " or ".join(kind.strip("{}") for kind in types.split("|"))
         message = f"error parsing {flag}: {value} is not a valid value (expected {kinds})"
+    # tyro's subcommand notes mean nothing with one agent per command: "(applied to PROG
+    # AGENT)" after each option, "Arguments are applied to the directly preceding subcommand".
+    message = re.sub(r" \(applied to [^)]*\)", "", message)
+    message = re.sub(r"\s*Arguments are applied to the directly preceding subcommand, so "
+                     r"ordering can matter\.?", "", message)
+    listed = re.match(r"(unrecognized (?:or misplaced )?options): (.*)", message)
+    if listed:
+        message = f"{listed.group(1)}: " + ", ".join(re.split(r"[,\s]+", listed.group(2).strip()))
     if "Perhaps you meant:" in lines:
-        suggestion = lines[lines.index("Perhaps you meant:") + 1:][:1]
-        if suggestion:
-            message += f" (did you mean {suggestion[0].split()[0]}?)"
+        suggestions = _suggested_flags(lines[lines.index("Perhaps you meant:") + 1:])
+        unknown = set(re.findall(r"--[\w.-]+", listed.group(2))) if listed else set()
+        elsewhere = [(flag, agents) for flag, agents in suggestions.items()
+                     if flag in unknown and agents]
+        if elsewhere:  # the flag exists, for other agents (`--agent.extrinsic-coef` of PPO)
+            flag, agents = elsewhere[0]
+            message += f" ({flag} is a flag of {', '.join(agents)}, not of this agent)"
+        elif suggestions:
+            message += f" (did you mean {next(iter(suggestions))}?)"
     return f"{message}; see {prog} --help"
+
+
+def _suggested_flags(lines: list[str]) -> dict[str, list[str]]:
+    """tyro's "Perhaps you meant:" block as {flag: [agents whose help lists it]}, in its
+    order (an entry is `--flag TYPE`, its help text, then `in PROG AGENT --help` lines)."""
+    suggestions: dict[str, list[str]] = {}
+    current = None
+    for line in lines:
+        if not set(line) - set("─-"):  # the block ends at the next rule
+            break
+        if line.startswith("--"):
+            current = line.split()[0]
+            suggestions.setdefault(current, [])
+        elif current is not None and (where := re.fullmatch(r"in \S+ (\S+) --help", line)):
+            suggestions[current].append(where.group(1))
+    return suggestions
 
 
 def tyro_cli(cls: Any, argv: list[str], prog: str, **kwargs) -> Any:

@@ -288,6 +288,34 @@ def test_tyro_errors_are_one_line_with_box_drawing_or_plain_dashes():
     assert one_line_parse_error(plain, "p") == expected
 
 
+def test_a_flag_of_another_agent_is_named_as_such():
+    """tyro's notes about subcommands ("applied to", "ordering can matter") are dropped, and a
+    flag that exists for another agent says so instead of suggesting a near name."""
+    from rlkit.errors import one_line_parse_error
+
+    box = ("╭─ Unrecognized options ─────────────────────────────────────╮\n"
+           "│ Unrecognized or misplaced options:                         │\n"
+           "│   --agent.extrinsic-coef (applied to python -m x dqn)      │\n"
+           "│   1.0 (applied to python -m x dqn)                         │\n"
+           "│                                                            │\n"
+           "│ Arguments are applied to the directly preceding            │\n"
+           "│ subcommand, so ordering can matter.                        │\n"
+           "│ ────────────────────────────────────────────────────────── │\n"
+           "│ Perhaps you meant:                                         │\n"
+           "│     --agent.intrinsic-coef FLOAT                           │\n"
+           "│         Weight of the normalised intrinsic reward.         │\n"
+           "│         in python dqn --help                               │\n"
+           "│     --agent.extrinsic-coef FLOAT                           │\n"
+           "│         Weight of the extrinsic advantage. (default: 2.0)  │\n"
+           "│         in python ppo --help                               │\n"
+           "│ ────────────────────────────────────────────────────────── │\n"
+           "│ For full helptext, run python -m x --help                  │\n"
+           "╰────────────────────────────────────────────────────────────╯\n")
+    assert one_line_parse_error(box, "p") == (
+        "unrecognized or misplaced options: --agent.extrinsic-coef, 1.0 "
+        "(--agent.extrinsic-coef is a flag of ppo, not of this agent); see p --help")
+
+
 @pytest.mark.parametrize("args, line", [
     (["ppo", "--env", "chain", "--run-dir", ""],
      "--run-dir: is empty; pass a directory, or drop it for runs/AGENT-ENV-TIMESTAMP"),
