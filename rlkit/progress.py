@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,6 +29,9 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.enabled:
+            console = Console()
+            if not console.is_terminal:  # a log file: rich's 80 columns cut the line short
+                console = Console(width=160)
             self._progress = RichProgress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -37,6 +41,7 @@ class Progress:
                 TextColumn("eta"),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[metrics]}"),
+                console=console,
             )
             self._progress.__enter__()
             self._task = self._progress.add_task(
