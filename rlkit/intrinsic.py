@@ -59,7 +59,7 @@ Readings chosen where the paper is not explicit (each a `Config` field):
   row with the others weighted 0, so both networks run over the whole batch. Both average the
   same row losses in expectation (a fixed count of rows instead of a binomial one); "subset"
   spends about `update_proportion` of the mask's predictor compute. PPO+RDD on DeepSea 20 ran
-  at 0.47-0.57x plain PPO's env steps per second with the mask and 0.68-0.74x with the subset
+  at 0.73-0.75x plain PPO's env steps per second with the subset and 0.55-0.58x with the mask
   (side by side on a loaded 2-core CPU, benchmarks/README.md); results recorded before session
   14 used the mask (`update_rows="mask"` reproduces them).
 * `count_states`: for one-hot observations (tabular envs), the index argmax(obs) of every row the
