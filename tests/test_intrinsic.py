@@ -1,6 +1,8 @@
 """Intrinsic-reward transforms (rlkit.intrinsic): the RDD spec's tests (3.6) and the agents'
 intrinsic options."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -360,6 +362,11 @@ def test_intrinsic_state_is_checkpointed_and_resumes_exactly(tmp_path):
         assert main([agent, "--resume", str(interrupted), "--no-progress"]) == 0
         text = (full / "metrics.csv").read_text()
         assert "intrinsic_bonus_mean" in text.splitlines()[0]
+        final = json.loads((full / "summary.json").read_text())["final_metrics"]
+        last = [row.split(",") for row in text.splitlines()[-2:]]  # the last chunk, 2 seeds
+        column = text.splitlines()[0].split(",").index("intrinsic_bonus_mean")
+        assert final["intrinsic_bonus_mean"] == pytest.approx(
+            np.mean([float(row[column]) for row in last]))
         assert (interrupted / "metrics.csv").read_text() == text, agent
 
 
