@@ -210,7 +210,7 @@ class Config:
     intrinsic_update_proportion: float = 0.25
     """Share of each batch the predictor trains on, in (0, 1]."""
     intrinsic_update_rows: str = "subset"
-    """How that share is drawn: an exact "subset" (default) or RND's Bernoulli "mask" (slower)."""
+    """How that share is drawn: an exact "subset" or RND's Bernoulli "mask" (slower)."""
     intrinsic_count_states: bool = False
     """Count visits per one-hot state in the transform's state (tabular envs, for plots)."""
 

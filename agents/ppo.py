@@ -128,7 +128,7 @@ class Config:
     intrinsic_update_proportion: float = 0.25
     """Share of each minibatch the predictor trains on, in (0, 1]."""
     intrinsic_update_rows: str = "subset"
-    """How that share is drawn: an exact "subset" (default) or RND's Bernoulli "mask" (slower)."""
+    """How that share is drawn: an exact "subset" or RND's Bernoulli "mask" (slower)."""
     intrinsic_count_states: bool = False
     """Count visits per one-hot state in the transform's state (tabular envs, for plots)."""
 
@@ -148,8 +148,8 @@ class Config:
         intrinsic_rewards.check_fields(self, prefix="intrinsic_")
         require_number(self.extrinsic_coef, "extrinsic_coef", low=0)
         require(self.intrinsic == "none" or self.intrinsic_coef > 0 or self.extrinsic_coef > 0,
-                "intrinsic_coef", "and extrinsic_coef are both 0: every advantage would be 0 "
-                "and the policy would not learn; set one above 0")
+                "intrinsic_coef", "is 0, and so is extrinsic_coef: every advantage would be "
+                "0 and the policy would not learn; set one above 0")
         require_number(self.intrinsic_gamma, "intrinsic_gamma", low=0, high=1, high_open=True)
         require(self.batch_size % self.num_minibatches == 0, "num_minibatches",
                 f"{self.num_minibatches} must divide num_envs * rollout_length "

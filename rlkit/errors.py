@@ -38,6 +38,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
+        # `python benchmarks/x.py`, as it was run, rather than argparse's bare `x.py`.
+        kwargs.setdefault("prog", f"python {sys.argv[0]}" if sys.argv[0].endswith(".py")
+                          else None)
         super().__init__(*args, **kwargs)
         self._outputs: list[tuple[argparse.Action, bool]] = []
 
@@ -242,8 +245,10 @@ def one_line_parse_error(box: str, prog: str) -> str:
     message = re.sub(r"\s*Arguments are applied to the directly preceding subcommand, so "
                      r"ordering can matter\.?", "", message)
     listed = re.match(r"(unrecognized (?:or misplaced )?options): (.*)", message)
-    if listed:
-        message = f"{listed.group(1)}: " + ", ".join(re.split(r"[,\s]+", listed.group(2).strip()))
+    if listed:  # the flags only (their values are listed too), or the stray words if no flag
+        tokens = re.split(r"[,\s]+", listed.group(2).strip())
+        flags = [token for token in tokens if token.startswith("-")]
+        message = f"{listed.group(1)}: " + ", ".join(flags or tokens)
     if "Perhaps you meant:" in lines:
         suggestions = _suggested_flags(lines[lines.index("Perhaps you meant:") + 1:])
         unknown = set(re.findall(r"--[\w.-]+", listed.group(2))) if listed else set()

@@ -151,8 +151,8 @@ def check_fields(config: Any, prefix: str = "") -> None:
             for field in dataclasses.fields(config):
                 if field.name in [prefix + name for name in RDD_ONLY] and \
                         getattr(config, field.name) != field.default:
-                    require(False, field.name, "is RDD's and has no effect with intrinsic rnd; "
-                            "add --agent.intrinsic rdd, or drop it")
+                    require(False, field.name, "applies to RDD only and has no effect with "
+                            "intrinsic rnd; add --agent.intrinsic rdd, or drop it")
     else:
         require_one_of(config.kind, "kind", KINDS)
     require_int_at_least(get("output_dim"), prefix + "output_dim", 1)

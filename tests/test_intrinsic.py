@@ -384,14 +384,14 @@ def test_intrinsic_state_is_checkpointed_and_resumes_exactly(tmp_path):
     ("dqn", ["--agent.intrinsic", "rnd", "--agent.intrinsic-update-rows", "some"],
      "--agent.intrinsic-update-rows: must be 'mask' or 'subset'"),
     ("ppo", ["--agent.intrinsic", "rnd", "--agent.intrinsic-sigma", "0.5"],
-     "--agent.intrinsic-sigma: is RDD's and has no effect with intrinsic rnd"),
+     "--agent.intrinsic-sigma: applies to RDD only and has no effect with intrinsic rnd"),
     ("dqn", ["--agent.intrinsic", "rnd", "--agent.intrinsic-readout", "sample"],
-     "--agent.intrinsic-readout: is RDD's and has no effect with intrinsic rnd"),
+     "--agent.intrinsic-readout: applies to RDD only and has no effect with intrinsic rnd"),
     ("ppo", ["--agent.intrinsic", "rdd", "--agent.intrinsic-coef", "0",
              "--agent.extrinsic-coef", "0"],
-     "--agent.intrinsic-coef: and --agent.extrinsic-coef are both 0"),
+     "--agent.intrinsic-coef: is 0, and so is --agent.extrinsic-coef: every advantage"),
     ("ppo", ["--agent.intrinsic", "rnd", "--agent.intrinsic-sigma-network"],
-     "--agent.intrinsic-sigma-network: is RDD's and has no effect with intrinsic rnd"),
+     "--agent.intrinsic-sigma-network: applies to RDD only and has no effect with intrinsic rnd"),
 ])
 def test_bad_intrinsic_flags_give_one_line_naming_the_flag(agent, args, needle, capsys):
     from rlkit.train import main
