@@ -1215,14 +1215,17 @@ def print_summary(result) -> None:
     if s.get("stopped_early"):
         table.add_row("stopped early", f"after chunk {s['last_chunk']}: continue with --resume")
     table.add_row("per seed", ", ".join(number(x) for x in s["per_seed"]))
+    # After a resume the timings and the rate are this invocation's (the chunks it ran).
+    part = ("" if s.get("resumed_from_chunk") is None
+            else f" (since the resume at chunk {s['resumed_from_chunk']})")
     rate = s[f"{unit}_per_second" if unit != "env_steps" else "steps_per_second"]
     if rate is not None:  # None: no chunk ran in this invocation
-        table.add_row(f"{unit.replace('_', ' ')} / second (all seeds)", f"{rate:,.0f}")
+        table.add_row(f"{unit.replace('_', ' ')} / second (all seeds){part}", f"{rate:,.0f}")
     if "dataset" in s:
         table.add_row("dataset", f"{s['dataset']['path']} ({s['dataset']['transitions']:,} "
                       "transitions)")
-    table.add_row("compile seconds", f"{s['compile_seconds']:.1f}")
-    table.add_row("wall seconds", f"{s['wall_seconds']:.1f}")
+    table.add_row(f"compile seconds{part}", f"{s['compile_seconds']:.1f}")
+    table.add_row(f"wall seconds{part}", f"{s['wall_seconds']:.1f}")
     table.add_row("device", s["device"])
     console = Console()
     console.print(table)

@@ -102,7 +102,7 @@ def first(tmp_path_factory) -> Path:
     return _train(tmp_path_factory.mktemp("first"), "a")
 
 
-def test_run_directory_determinism_and_exact_resume(first, tmp_path):
+def test_run_directory_determinism_and_exact_resume(first, tmp_path, capsys):
     for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
         assert (first / name).exists(), name
     assert list(first.glob("events.*"))
@@ -123,10 +123,14 @@ def test_run_directory_determinism_and_exact_resume(first, tmp_path):
     # Interrupted after one chunk, then resumed: same final numbers as uninterrupted.
     interrupted = _train(tmp_path, "c", "--stop-after-chunks", "1")
     assert len((interrupted / "metrics.csv").read_text().splitlines()) == 1 + 2
+    capsys.readouterr()
     assert main(["ppo", "--resume", str(interrupted), "--no-progress"]) == 0
     assert (interrupted / "metrics.csv").read_text() == (first / "metrics.csv").read_text()
     resumed = json.loads((interrupted / "summary.json").read_text())
     assert resumed["per_seed"] == summary["per_seed"]
+    # The table says its timings are the resumed invocation's, not the run's.
+    table = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "wall seconds (since the resume at chunk 1)" in table, table
 
 
 def test_config_file_reruns_a_run(first, tmp_path):
