@@ -148,9 +148,9 @@ def check_fields(config: Any, prefix: str = "") -> None:
                     require(False, field.name, "has no effect with intrinsic none; add "
                             "--agent.intrinsic rnd or rdd, or drop it")
         if config.intrinsic == "rnd":  # no target noise: RDD's own fields would act on nothing
+            rdd_only = {prefix + name for name in RDD_ONLY}
             for field in dataclasses.fields(config):
-                if field.name in [prefix + name for name in RDD_ONLY] and \
-                        getattr(config, field.name) != field.default:
+                if field.name in rdd_only and getattr(config, field.name) != field.default:
                     require(False, field.name, "applies to RDD only and has no effect with "
                             "intrinsic rnd; add --agent.intrinsic rdd, or drop it")
     else:

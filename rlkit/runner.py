@@ -518,7 +518,7 @@ def _summary(header: dict[str, Any], trainer: Trainer, budget: _Budget, outcome:
             solved = [x for x in per_seed if x is not None]
             summary["episodes_to_optimal"] = (float(np.mean(solved)) if len(solved) == num_seeds
                                               else None)
-    summary["final_metrics"] = _final_metrics(rows, outcome.last_chunk)
+    summary["final_metrics"] = _final_metrics(rows, outcome.last_chunk, budget.unit)
     summary.update(extras or {})
     return json_safe(summary)
 
@@ -528,22 +528,14 @@ _ROW_KEYS = {"seed", "chunk", "iteration", "env_steps", "episodes", "eval_return
              "suboptimality"}
 
 
-def _final_metrics(rows: list[dict[str, str]], last_chunk: int) -> dict[str, float]:
+def _final_metrics(rows: list[dict[str, str]], last_chunk: int, unit: Unit) -> dict[str, float]:
     """The last chunk's training metrics (losses, `episode_return`, `intrinsic_bonus_mean`,
     ...), each the mean over seeds of its metrics.csv values (NaN, JSON null, where no seed has
     a finite one): the figures a reader of summary.json wants without opening metrics.csv."""
-    last = [row for row in rows if row.get("chunk") not in (None, "")
-            and int(row["chunk"]) == last_chunk]
-    names = [name for name in (last[0] if last else {}) if name not in _ROW_KEYS
-             and not name.endswith(("_steps", "_updates", "_rounds"))]
-
-    def number(text: str | None) -> float:
-        try:
-            return float(text)
-        except (TypeError, ValueError):
-            return math.nan
-
-    return {name: _nanmean([number(row.get(name)) for row in last]) for name in names}
+    last = [row for row in rows if int(row["chunk"]) == last_chunk]
+    names = [name for name in (last[0] if last else {})
+             if name not in _ROW_KEYS and name != unit.column]
+    return {name: _nanmean([float(row[name] or "nan") for row in last]) for name in names}
 
 
 def run_training(
