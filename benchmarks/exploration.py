@@ -56,6 +56,8 @@ from offline_hybrid import train as train_summary  # noqa: E402
 
 from rlkit import registry  # noqa: E402
 from rlkit.errors import ArgumentParser, RlkitError  # noqa: E402
+from rlkit.intrinsic import READOUTS, UPDATE_ROWS  # noqa: E402
+from rlkit.intrinsic import Config as IntrinsicConfig  # noqa: E402
 from rlkit.runner import MetricsLog  # noqa: E402
 
 # PPO on tabular envs: many short rollouts, a constant step size and a small entropy bonus, so
@@ -488,10 +490,10 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=163_840)
     parser.add_argument("--rdd-sigma", type=float, default=1.0,
                         help="RDD's sigma in the deepsea and riverswim studies (the paper's 1)")
-    parser.add_argument("--rdd-readout", choices=("mean", "sample"), default="mean",
+    parser.add_argument("--rdd-readout", choices=READOUTS, default=IntrinsicConfig.readout,
                         help="RDD's bonus against the target's mean (the paper's Eq. 11) or a "
                              "fresh sample (deepsea, riverswim and minatar studies)")
-    parser.add_argument("--update-rows", choices=("subset", "mask"), default="subset",
+    parser.add_argument("--update-rows", choices=UPDATE_ROWS, default=IntrinsicConfig.update_rows,
                         help="how RND's and RDD's predictor picks its share of each batch: an "
                              "exact subset (the default) or RND's Bernoulli mask (the default "
                              "before session 14; the results recorded then used it)")
